@@ -1,0 +1,30 @@
+"""Exception types raised by depthdistill, one per failure family.
+
+Every exception derives from :class:`DepthDistillError` and from the built-in type a caller would
+naturally catch (``ValueError``, ``FileNotFoundError``, ``RuntimeError``), so existing ``except``
+clauses keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DepthDistillError", "DepthError", "DatasetError", "ConfigError", "TrainingError"]
+
+
+class DepthDistillError(Exception):
+    """Base class of every error raised by depthdistill."""
+
+
+class DepthError(DepthDistillError, ValueError):
+    """Depth is missing, of the wrong shape, or does not match the features it is used with."""
+
+
+class DatasetError(DepthDistillError, ValueError):
+    """A dataset path, file or sample is missing, unreadable or inconsistent."""
+
+
+class ConfigError(DepthDistillError, ValueError):
+    """A configuration value (YAML key, argument) is unknown or out of range."""
+
+
+class TrainingError(DepthDistillError, RuntimeError):
+    """Training cannot go on (for example the loss became NaN)."""
