@@ -1,0 +1,33 @@
+"""depthdistill: depth removal distillation for RGB-D semantic segmentation.
+
+Train any CNN segmenter as an RGB-D teacher with depth-aware convolutions, then hand the very same weights to a
+plain-convolution RGB student distilled with the variable-temperature loss (VTCE).
+"""
+
+from depthdistill.convert import convert_to_depth_aware, convert_to_plain, list_depth_aware
+from depthdistill.errors import ConfigError, DatasetError, DepthDistillError, DepthError, TrainingError
+from depthdistill.losses import VTCELoss, vtce_loss, vtce_temperature
+from depthdistill.metrics import SegmentationMetrics
+from depthdistill.nn import DepthAwareConv2d, current_depth, depth_aware_conv2d, depth_context, depth_similarity
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "DatasetError",
+    "DepthAwareConv2d",
+    "DepthDistillError",
+    "DepthError",
+    "SegmentationMetrics",
+    "TrainingError",
+    "VTCELoss",
+    "convert_to_depth_aware",
+    "convert_to_plain",
+    "current_depth",
+    "depth_aware_conv2d",
+    "depth_context",
+    "depth_similarity",
+    "list_depth_aware",
+    "vtce_loss",
+    "vtce_temperature",
+]

@@ -1,0 +1,112 @@
+"""Variable Temperature Cross Entropy (VTCE), Eq. 9–11 of the paper, and its temperature schedule (Eq. 10)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["vtce_temperature", "vtce_loss", "VTCELoss", "DEFAULT_BETA"]
+
+#: β of Eq. 10 (the paper's choice, Table 4).
+DEFAULT_BETA = 0.9
+
+
+def vtce_temperature(epoch: int, beta: float = DEFAULT_BETA) -> float:
+    """Temperature of Eq. 10: ``T = exp(-β (e² − e + 2) / 2)``.
+
+    ``e`` is the epoch index ``⌊λ / N⌋`` (λ the iteration, N the number of training images, so at batch size 1
+    it counts epochs; with larger batches count epochs directly). ``T`` is below 1 from the start (0.41 at
+    e = 0 and 1 for β = 0.9) and falls quickly, so VTCE sharpens both distributions and fades within a few
+    epochs: the teacher steers the student "from coarse to fine".
+
+    Args:
+        epoch: Epoch index ``e ≥ 0`` (0-based).
+        beta: β of Eq. 10.
+
+    Returns:
+        The temperature ``T``.
+
+    Example:
+        >>> round(vtce_temperature(0), 4), round(vtce_temperature(2), 4)
+        (0.4066, 0.1653)
+    """
+    if epoch < 0:
+        raise ValueError(f"epoch must be >= 0, got {epoch}")
+    return math.exp(-beta * (epoch * epoch - epoch + 2) / 2)
+
+
+def vtce_loss(
+    student_logits: Tensor, teacher_logits: Tensor, temperature: float, mask: Tensor | None = None
+) -> Tensor:
+    """VTCE of Eq. 11: ``−Σ_i T · q_t,i · log q_s,i`` with ``q = softmax(z / T)``, averaged over valid pixels.
+
+    The teacher side is detached: gradients reach the student only.
+
+    Args:
+        student_logits: ``(B, C, H, W)`` (or ``(B, C)``) logits of the student.
+        teacher_logits: Logits of the teacher, same shape.
+        temperature: ``T`` of Eq. 9–11 (see :func:`vtce_temperature`), > 0.
+        mask: Optional boolean ``(B, H, W)``: pixels to average over (e.g. ``label != 255``). ``None``: all.
+
+    Returns:
+        A scalar tensor; 0 (still differentiable) when the mask selects no pixel.
+
+    Example:
+        >>> s, t = torch.randn(2, 5, 4, 4), torch.randn(2, 5, 4, 4)
+        >>> vtce_loss(s, t, vtce_temperature(0)).shape
+        torch.Size([])
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} differ"
+        )
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    log_q_s = F.log_softmax(student_logits / temperature, dim=1)
+    q_t = F.softmax(teacher_logits.detach().to(log_q_s.dtype) / temperature, dim=1)
+    per_pixel = -temperature * (q_t * log_q_s).sum(dim=1)
+    if mask is None:
+        return per_pixel.mean()
+    if mask.shape != per_pixel.shape:
+        raise ValueError(f"mask must have shape {tuple(per_pixel.shape)}, got {tuple(mask.shape)}")
+    mask = mask.to(torch.bool)
+    return (per_pixel * mask).sum() / mask.sum().clamp_min(1)
+
+
+class VTCELoss(nn.Module):
+    """VTCE with its temperature schedule: ``forward(student, teacher, epoch, mask)``.
+
+    Args:
+        beta: β of Eq. 10, used by the default schedule.
+        schedule: Optional ``schedule(epoch) -> T`` replacing Eq. 10 (e.g. a constant for classic distillation).
+
+    Example:
+        >>> loss_fn = VTCELoss(beta=0.9)
+        >>> s, t = torch.randn(1, 3, 2, 2, requires_grad=True), torch.randn(1, 3, 2, 2)
+        >>> loss_fn(s, t, epoch=0).backward()
+        >>> loss_fn.temperature(3) == vtce_temperature(3, 0.9)
+        True
+    """
+
+    def __init__(self, beta: float = DEFAULT_BETA, schedule: Callable[[int], float] | None = None) -> None:
+        super().__init__()
+        self.beta = float(beta)
+        self.schedule = schedule
+
+    def temperature(self, epoch: int) -> float:
+        """The temperature used at ``epoch``."""
+        return float(self.schedule(epoch)) if self.schedule is not None else vtce_temperature(epoch, self.beta)
+
+    def forward(
+        self, student_logits: Tensor, teacher_logits: Tensor, epoch: int, mask: Tensor | None = None
+    ) -> Tensor:
+        """VTCE at the temperature of ``epoch``; see :func:`vtce_loss`."""
+        return vtce_loss(student_logits, teacher_logits, self.temperature(epoch), mask)
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta:g}" if self.schedule is None else f"schedule={self.schedule!r}"

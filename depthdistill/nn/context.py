@@ -1,0 +1,145 @@
+"""The depth context: how depth reaches depth-aware layers without changing a model's forward signature.
+
+``with depth_context(depth): logits = teacher(rgb)`` makes ``depth`` visible to every depth-aware layer called
+inside the block, in this thread or task only (a :mod:`contextvars` variable), so concurrent forwards and nested
+contexts never see each other's depth.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from depthdistill.errors import DepthError
+
+__all__ = ["depth_context", "current_depth", "DepthResize"]
+
+DepthResize = Literal["nearest", "bilinear", "area"]
+_RESIZE_MODES = ("nearest", "bilinear", "area")
+
+
+@dataclass
+class _DepthState:
+    depth: Tensor
+    resize: str
+    resized: dict = field(default_factory=dict)
+    similarity_cache: dict = field(default_factory=dict)
+
+
+_STATE: contextvars.ContextVar[_DepthState | None] = contextvars.ContextVar("depthdistill_depth", default=None)
+
+
+def _validate(depth: Tensor) -> Tensor:
+    if not isinstance(depth, Tensor):
+        raise DepthError(f"depth must be a torch.Tensor, got {type(depth).__name__}")
+    if depth.dim() == 3:
+        depth = depth.unsqueeze(1)
+    if depth.dim() != 4 or depth.shape[1] != 1:
+        raise DepthError(
+            f"depth must have shape (B, 1, H, W) or (B, H, W), got {tuple(depth.shape)}; pass one channel in metres"
+        )
+    if not depth.is_floating_point():
+        raise DepthError(
+            f"depth must be a floating-point tensor in metres, got {depth.dtype}; convert it, e.g. depth_mm.float() / 1000"
+        )
+    return depth.detach()
+
+
+@contextmanager
+def depth_context(depth: Tensor, *, resize: DepthResize = "nearest") -> Iterator[Tensor]:
+    """Makes ``depth`` visible to every depth-aware layer called inside the ``with`` block.
+
+    Each layer takes the depth at its own input's resolution. When a layer's features are smaller or larger than
+    the depth map, the depth is resized once per resolution (and memoised for the rest of the block):
+
+    * ``"nearest"`` (default): picks one real depth value per feature pixel, the one under the pixel that a
+      stride-``s`` convolution or pooling window is centred on. Never blends across object edges, keeps holes as
+      holes.
+    * ``"bilinear"`` / ``"area"``: averages neighbouring valid depths (holes are left out of the average, and a
+      pixel with no valid neighbour stays missing). Smoother, but blurs depth across object edges, which weakens
+      exactly the edges that D-Conv exploits.
+
+    Contexts nest: the inner one wins and the outer one is back after it. The variable is a
+    :class:`contextvars.ContextVar`, so threads and asyncio tasks each see their own depth.
+
+    Args:
+        depth: Depth in metres, ``(B, 1, H, W)`` or ``(B, H, W)``, any float dtype; ≤ 0 or non-finite = missing.
+        resize: How to bring depth to a layer's resolution: ``"nearest"``, ``"bilinear"`` or ``"area"``.
+
+    Yields:
+        The validated depth, ``(B, 1, H, W)``.
+
+    Raises:
+        DepthError: If depth is not a float tensor of shape (B, 1, H, W) or (B, H, W).
+        ValueError: If ``resize`` is not one of the modes above.
+
+    Example:
+        >>> import depthdistill
+        >>> model = depthdistill.convert_to_depth_aware(torch.nn.Conv2d(3, 4, 3, padding=1))
+        >>> rgb, depth = torch.randn(1, 3, 8, 8), torch.rand(1, 1, 8, 8) + 1
+        >>> with depthdistill.depth_context(depth):
+        ...     out = model(rgb)
+        >>> out.shape
+        torch.Size([1, 4, 8, 8])
+    """
+    if resize not in _RESIZE_MODES:
+        raise ValueError(f"resize must be one of {_RESIZE_MODES}, got {resize!r}")
+    state = _DepthState(_validate(depth), resize)
+    token = _STATE.set(state)
+    try:
+        yield state.depth
+    finally:
+        _STATE.reset(token)
+
+
+def current_depth() -> Tensor | None:
+    """The depth set by the innermost active :func:`depth_context`, or ``None`` outside any.
+
+    Example:
+        >>> current_depth() is None
+        True
+    """
+    state = _STATE.get()
+    return None if state is None else state.depth
+
+
+def _resize(depth: Tensor, size: tuple[int, int], mode: str) -> Tensor:
+    if mode == "nearest":
+        return F.interpolate(depth, size=size, mode="nearest")
+    valid = (torch.isfinite(depth) & (depth > 0)).to(depth.dtype)
+    clean = torch.where(valid > 0, depth, torch.zeros_like(depth))
+    kwargs = {"align_corners": False} if mode == "bilinear" else {}
+    total = F.interpolate(clean, size=size, mode=mode, **kwargs)
+    weight = F.interpolate(valid, size=size, mode=mode, **kwargs)
+    return torch.where(weight > 1e-6, total / weight.clamp_min(1e-6), torch.zeros_like(total))
+
+
+def _state_for(x: Tensor, layer_name: str) -> tuple[Tensor, dict]:
+    """Depth at ``x``'s resolution and device, plus the forward's similarity memo; raises if none is set."""
+    state = _STATE.get()
+    if state is None:
+        raise DepthError(
+            f"{layer_name} is depth-aware but no depth is set: run the forward inside "
+            "`with depthdistill.depth_context(depth):`, or call depthdistill.convert_to_plain(model) for RGB-only use"
+        )
+    depth = state.depth
+    if depth.shape[0] != x.shape[0]:
+        raise DepthError(
+            f"{layer_name}: depth has batch size {depth.shape[0]} but the features have {x.shape[0]}; "
+            "give depth_context one depth map per image of the batch"
+        )
+    key = (tuple(x.shape[-2:]), x.device)
+    resized = state.resized.get(key)
+    if resized is None:
+        resized = depth.to(x.device)
+        if resized.shape[-2:] != x.shape[-2:]:
+            resized = _resize(resized, tuple(x.shape[-2:]), state.resize)
+        state.resized[key] = resized
+    return resized, state.similarity_cache

@@ -1,0 +1,162 @@
+"""``DepthAwareConv2d``: an ``nn.Conv2d`` whose forward weights each tap by depth similarity (Eq. 5–6).
+
+It has exactly the parameters and state_dict keys of ``nn.Conv2d`` (plus a plain ``alpha`` attribute), so the
+same weights load into either, and it reads depth from the current :func:`~depthdistill.depth_context`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+from torch.overrides import TorchFunctionMode
+
+from depthdistill.errors import DepthError
+from depthdistill.nn.context import _state_for
+from depthdistill.nn.functional import DEFAULT_ALPHA, _pair, _resolve_padding, depth_aware_conv2d
+
+__all__ = ["DepthAwareConv2d", "depth_aware_class"]
+
+_CONV2D_SIGNATURE = inspect.signature(lambda input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1: None)
+
+
+class DepthAwareConv2d(nn.Conv2d):
+    """A 2-D convolution that weights every kernel tap by ``exp(-α·|D(p0+p) − D(p0)|)``.
+
+    Constructed like ``nn.Conv2d`` (plus ``alpha``), or made from an existing convolution in place by
+    :func:`~depthdistill.convert_to_depth_aware`. Its forward takes depth from the innermost
+    :func:`~depthdistill.depth_context`, resized to this layer's input resolution.
+
+    Subclasses of ``nn.Conv2d`` that override ``forward`` (timm's ``Conv2dSame`` and ``StdConv2d``,
+    EfficientNet's static same-padding conv, …) are converted to a class derived from both this one and theirs:
+    their own forward still runs (weight standardisation, same padding), and only its ``F.conv2d`` call is
+    replaced by the depth-aware one.
+
+    Args:
+        *args: As ``nn.Conv2d``.
+        alpha: α of Eq. 6 per metre of depth difference.
+        **kwargs: As ``nn.Conv2d``.
+
+    Example:
+        >>> import torch, depthdistill
+        >>> conv = DepthAwareConv2d(3, 8, 3, padding=1, alpha=8.3)
+        >>> with depthdistill.depth_context(torch.rand(2, 1, 16, 16) + 0.5):
+        ...     y = conv(torch.randn(2, 3, 16, 16))
+        >>> y.shape
+        torch.Size([2, 8, 16, 16])
+    """
+
+    alpha: float
+    #: The class this layer was converted from; ``convert_to_plain`` restores it.
+    plain_class: type[nn.Conv2d] = nn.Conv2d
+
+    def __init__(self, *args: Any, alpha: float = DEFAULT_ALPHA, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.alpha = float(alpha)
+
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002 - nn.Conv2d's own argument name
+        depth, cache = _state_for(input, f"{type(self).__name__}")
+        if type(self).plain_class.forward is nn.Conv2d.forward:
+            return depth_aware_conv2d(
+                input, depth, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
+                self.alpha, padding_mode=self.padding_mode, cache=cache,
+            )
+        with _DepthAwareConvMode(self, input, depth, cache):
+            return super().forward(input)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, alpha={self.alpha:g}"
+
+
+_CLASSES: dict[type, type] = {nn.Conv2d: DepthAwareConv2d}
+
+
+def depth_aware_class(plain_class: type[nn.Conv2d]) -> type[DepthAwareConv2d]:
+    """The depth-aware counterpart of a convolution class (``nn.Conv2d`` or any subclass of it).
+
+    For a subclass the result derives from both :class:`DepthAwareConv2d` and ``plain_class``, so
+    ``isinstance`` checks against either still hold, and it is made once and reused.
+
+    Args:
+        plain_class: ``nn.Conv2d`` or a subclass.
+
+    Returns:
+        The depth-aware class.
+
+    Example:
+        >>> depth_aware_class(nn.Conv2d) is DepthAwareConv2d
+        True
+    """
+    if not (isinstance(plain_class, type) and issubclass(plain_class, nn.Conv2d)):
+        raise TypeError(f"expected nn.Conv2d or a subclass of it, got {plain_class!r}")
+    if issubclass(plain_class, DepthAwareConv2d):
+        return plain_class
+    cls = _CLASSES.get(plain_class)
+    if cls is None:
+        cls = type(
+            f"DepthAware{plain_class.__name__}",
+            (DepthAwareConv2d, plain_class),
+            {"plain_class": plain_class, "__module__": __name__, "__doc__": DepthAwareConv2d.__doc__},
+        )
+        _CLASSES[plain_class] = cls
+    return cls
+
+
+class _DepthAwareConvMode(TorchFunctionMode):
+    """Runs a conv subclass's own forward, turning its ``F.conv2d`` on the layer's input into a depth-aware one.
+
+    A forward may pad its input first (``F.pad`` or ``nn.ZeroPad2d``, as same-padding convs do); that pad is
+    folded into the depth-aware convolution's padding, so depth stays aligned with the unpadded features and
+    the padded border counts as missing depth.
+    """
+
+    def __init__(self, layer: DepthAwareConv2d, x: Tensor, depth: Tensor, cache: dict) -> None:
+        super().__init__()
+        self.layer, self.x, self.depth, self.cache = layer, x, depth, cache
+        self.padded: list[tuple[Tensor, tuple[int, ...], str]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.pad:
+            out = func(*args, **kwargs)
+            self._record_pad(out, *args, **kwargs)
+            return out
+        if func is F.conv2d:
+            return self._conv(*args, **kwargs)
+        return func(*args, **kwargs)
+
+    def _record_pad(self, out: Tensor, input: Tensor, pad, mode: str = "constant", value=None) -> None:  # noqa: A002
+        if input is self.x and len(pad) == 4:
+            if mode == "constant" and value not in (None, 0, 0.0):
+                return  # a non-zero constant border has no padding_mode counterpart; _conv reports it
+            self.padded.append((out, tuple(int(p) for p in pad), "zeros" if mode == "constant" else mode))
+
+    def _conv(self, *args, **kwargs) -> Tensor:
+        bound = _CONV2D_SIGNATURE.bind(*args, **kwargs)
+        bound.apply_defaults()
+        a = bound.arguments
+        name = type(self.layer).__name__
+        pre_pad, mode = (0, 0, 0, 0), "zeros"
+        if a["input"] is not self.x:
+            match = next((p for p in self.padded if p[0] is a["input"]), None)
+            if match is None:
+                raise DepthError(
+                    f"{name}.forward convolves a tensor derived from its input in a way depthdistill cannot align "
+                    "with depth; exclude this layer from convert_to_depth_aware (exclude=...)"
+                )
+            _, pre_pad, mode = match
+        weight = a["weight"]
+        kernel = (weight.shape[-2], weight.shape[-1])
+        stride, dilation = _pair(a["stride"], "stride"), _pair(a["dilation"], "dilation")
+        own = _resolve_padding(a["padding"], kernel, stride, dilation)
+        if mode != "zeros" and any(own):
+            raise DepthError(f"{name}.forward mixes {mode} padding with conv padding; exclude this layer")
+        pads = tuple(p + q for p, q in zip(pre_pad, own))
+        return depth_aware_conv2d(
+            self.x, self.depth, weight, a["bias"], stride, pads, dilation, a["groups"], self.layer.alpha,
+            padding_mode=mode, cache=self.cache,
+        )
+

@@ -1,0 +1,349 @@
+"""The depth-aware convolution as a function (Eq. 5–6 of the paper).
+
+``Y(p0) = Σ_p W(p) · H(p0, p) · X(p0 + p)`` with ``H(p0, p) = exp(-α · |D(p0 + p) − D(p0)|)``.
+
+Two implementations compute the same thing:
+
+* ``"taps"`` (the default): one 1×1 convolution per kernel tap on the shifted input, each multiplied by its
+  depth weight on the output side and accumulated. Its autograd function saves only the input, the depth
+  weights and the kernel, and recomputes the rest in backward, so memory stays close to ``nn.Conv2d``.
+* ``"reference"``: the definition through ``F.unfold`` (im2col), differentiated by autograd. Simple and
+  obviously right, but it holds k² copies of the input; use it to debug and to check the fast path.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from depthdistill.errors import DepthError
+
+__all__ = ["depth_aware_conv2d", "depth_similarity", "DEFAULT_ALPHA"]
+
+#: α of Eq. 6 for depth in metres (Depth-aware CNN's 1/120 per millimetre-unit equals 8.33 per metre).
+DEFAULT_ALPHA = 8.3
+
+_IntPair = int | tuple[int, int]
+_Padding = int | tuple[int, int] | tuple[int, int, int, int] | str
+_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+def _pair(value: _IntPair, name: str) -> tuple[int, int]:
+    if isinstance(value, int):
+        pair = (value, value)
+    else:
+        pair = tuple(int(v) for v in value)
+        if len(pair) == 1:
+            pair = (pair[0], pair[0])
+    if len(pair) != 2:
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+def _resolve_padding(
+    padding: _Padding, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """Turns any padding spec into explicit ``(left, right, top, bottom)`` amounts, as ``F.pad`` orders them."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding == "same":
+            if stride != (1, 1):
+                raise ValueError("padding='same' is not supported for strided convolutions (as in F.conv2d)")
+            total_h = dilation[0] * (kernel[0] - 1)
+            total_w = dilation[1] * (kernel[1] - 1)
+            # F.conv2d puts the odd pixel of 'same' padding at the end (right/bottom); so do we.
+            return (total_w // 2, total_w - total_w // 2, total_h // 2, total_h - total_h // 2)
+        raise ValueError(f"padding must be an int, a tuple, 'same' or 'valid', got {padding!r}")
+    if isinstance(padding, int):
+        return (padding, padding, padding, padding)
+    pads = tuple(int(p) for p in padding)
+    if len(pads) == 2:
+        return (pads[1], pads[1], pads[0], pads[0])
+    if len(pads) == 4:
+        return pads  # type: ignore[return-value]
+    raise ValueError(f"padding must have 2 (h, w) or 4 (left, right, top, bottom) entries, got {padding!r}")
+
+
+def _output_size(size: int, pad: int, kernel: int, stride: int, dilation: int) -> int:
+    return (size + pad - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _check_depth(x: Tensor, depth: Tensor) -> Tensor:
+    if x.dim() != 4:
+        raise ValueError(f"depth_aware_conv2d expects x of shape (B, C, H, W), got {tuple(x.shape)}")
+    if depth.dim() == 3:
+        depth = depth.unsqueeze(1)
+    if depth.dim() != 4 or depth.shape[1] != 1:
+        raise DepthError(
+            f"depth must have shape (B, 1, H, W) or (B, H, W), got {tuple(depth.shape)}; "
+            "pass one depth channel in metres"
+        )
+    if not depth.is_floating_point():
+        raise DepthError(
+            f"depth must be a floating-point tensor in metres, got dtype {depth.dtype}; "
+            "convert it, e.g. depth_mm.float() / 1000"
+        )
+    if depth.shape[0] != x.shape[0]:
+        raise DepthError(f"depth has batch size {depth.shape[0]} but the features have {x.shape[0]}")
+    if depth.shape[-2:] != x.shape[-2:]:
+        raise DepthError(
+            f"depth is {tuple(depth.shape[-2:])} but the features are {tuple(x.shape[-2:])}; the functional op "
+            "needs depth at the input's resolution (DepthAwareConv2d resizes it for you)"
+        )
+    return depth
+
+
+def depth_similarity(
+    depth: Tensor,
+    kernel_size: _IntPair,
+    stride: _IntPair = 1,
+    padding: _Padding = 0,
+    dilation: _IntPair = 1,
+    alpha: float = DEFAULT_ALPHA,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """Depth weights ``H(p0, p)`` of Eq. 6 for every output position and kernel tap.
+
+    ``D(p0)`` is the depth under the centre tap of the kernel window, ``(⌊(kh−1)/2⌋, ⌊(kw−1)/2⌋)``, which for odd
+    kernels is the window's centre and for even kernels matches where ``padding='same'`` puts the output pixel.
+    Where the depth at either end is missing (≤ 0 or not finite), or lies in the padding, ``H = 1``: the layer
+    falls back to a plain convolution there instead of treating a hole as a real distance.
+
+    Args:
+        depth: Depth in metres, ``(B, 1, H, W)``, at the resolution of the convolution's input.
+        kernel_size: Kernel size ``k`` or ``(kh, kw)``.
+        stride: Convolution stride.
+        padding: Padding as accepted by :func:`depth_aware_conv2d`.
+        dilation: Convolution dilation.
+        alpha: α of Eq. 6, per metre.
+        dtype: Dtype of the result (default: the depth's).
+
+    Returns:
+        ``(B, kh*kw, H_out, W_out)``; channel ``i*kw + j`` holds the weight of tap ``(i, j)``.
+
+    Example:
+        >>> depth = torch.full((1, 1, 4, 4), 2.0)
+        >>> depth_similarity(depth, 3, padding=1).shape
+        torch.Size([1, 9, 4, 4])
+    """
+    kernel = _pair(kernel_size, "kernel_size")
+    stride_, dilation_ = _pair(stride, "stride"), _pair(dilation, "dilation")
+    left, right, top, bottom = _resolve_padding(padding, kernel, stride_, dilation_)
+    work = depth.to(torch.float64 if depth.dtype == torch.float64 else torch.float32)
+    valid = torch.isfinite(work) & (work > 0)
+    work = F.pad(torch.where(valid, work, torch.zeros_like(work)), (left, right, top, bottom))
+    valid = F.pad(valid.to(work.dtype), (left, right, top, bottom))
+    taps = F.unfold(work, kernel, dilation=dilation_, stride=stride_)
+    taps_valid = F.unfold(valid, kernel, dilation=dilation_, stride=stride_) > 0
+    centre = ((kernel[0] - 1) // 2) * kernel[1] + (kernel[1] - 1) // 2
+    weights = torch.exp(-float(alpha) * (taps - taps[:, centre : centre + 1]).abs())
+    both_valid = taps_valid & taps_valid[:, centre : centre + 1]
+    weights = torch.where(both_valid, weights, torch.ones_like(weights))
+    out_h = _output_size(depth.shape[-2], top + bottom, kernel[0], stride_[0], dilation_[0])
+    out_w = _output_size(depth.shape[-1], left + right, kernel[1], stride_[1], dilation_[1])
+    return weights.view(depth.shape[0], kernel[0] * kernel[1], out_h, out_w).to(dtype or depth.dtype)
+
+
+def _tap_window(
+    xp: Tensor, i: int, j: int, out_hw: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]
+) -> Tensor:
+    """The slice of the padded input that tap ``(i, j)`` reads; a stride-``s`` 1×1 conv over it visits every output."""
+    top, left = i * dilation[0], j * dilation[1]
+    return xp[:, :, top : top + stride[0] * (out_hw[0] - 1) + 1, left : left + stride[1] * (out_hw[1] - 1) + 1]
+
+
+class _TapSumConv(torch.autograd.Function):
+    """Sum over kernel taps of ``H_t ⊙ conv1x1(shift_t(x), W_t)``, recomputing the shifted inputs in backward."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx,
+        x: Tensor,
+        weights_h: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        stride: tuple[int, int],
+        pads: tuple[int, int, int, int],
+        dilation: tuple[int, int],
+        groups: int,
+    ) -> Tensor:
+        xp = F.pad(x, pads) if any(pads) else x
+        kh, kw = weight.shape[-2:]
+        out_hw = weights_h.shape[-2:]
+        out = None
+        for i in range(kh):
+            for j in range(kw):
+                tap = i * kw + j
+                z = F.conv2d(_tap_window(xp, i, j, out_hw, stride, dilation), weight[:, :, i : i + 1, j : j + 1],
+                             None, stride, 0, 1, groups)
+                h = weights_h[:, tap : tap + 1]
+                out = z.mul_(h) if out is None else out.addcmul_(z, h)
+        if bias is not None:
+            out.add_(bias.view(1, -1, 1, 1))
+        ctx.save_for_backward(x, weights_h, weight)
+        ctx.conf = (stride, pads, dilation, groups, bias is not None)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        x, weights_h, weight = ctx.saved_tensors
+        stride, pads, dilation, groups, has_bias = ctx.conf
+        need_x, _, need_w, need_b = ctx.needs_input_grad[:4]
+        grad_out = grad_out.contiguous()
+        xp = F.pad(x, pads) if any(pads) else x
+        grad_xp = torch.zeros_like(xp) if need_x else None
+        grad_w = torch.zeros_like(weight) if need_w else None
+        kh, kw = weight.shape[-2:]
+        out_hw = weights_h.shape[-2:]
+        if need_x or need_w:
+            for i in range(kh):
+                for j in range(kw):
+                    tap = i * kw + j
+                    window = _tap_window(xp, i, j, out_hw, stride, dilation)
+                    grad_z = grad_out * weights_h[:, tap : tap + 1]
+                    grad_window, grad_wt, _ = torch.ops.aten.convolution_backward(
+                        grad_z, window, weight[:, :, i : i + 1, j : j + 1], None, list(stride), [0, 0], [1, 1],
+                        False, [0, 0], groups, [need_x, need_w, False],
+                    )
+                    if need_x:
+                        _tap_window(grad_xp, i, j, out_hw, stride, dilation).add_(grad_window)
+                    if need_w:
+                        grad_w[:, :, i, j] = grad_wt[:, :, 0, 0]
+        grad_x = None
+        if need_x:
+            left, right, top, bottom = pads
+            grad_x = grad_xp[:, :, top : grad_xp.shape[-2] - bottom, left : grad_xp.shape[-1] - right]
+        grad_b = grad_out.sum(dim=(0, 2, 3)) if (need_b and has_bias) else None
+        return grad_x, None, grad_w, grad_b, None, None, None, None
+
+
+def _reference_conv(
+    xp: Tensor,
+    weights_h: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+) -> Tensor:
+    batch, in_ch = xp.shape[:2]
+    out_ch, _, kh, kw = weight.shape
+    out_h, out_w = weights_h.shape[-2:]
+    cols = F.unfold(xp, (kh, kw), dilation=dilation, stride=stride)
+    cols = cols.view(batch, in_ch, kh * kw, -1) * weights_h.view(batch, 1, kh * kw, -1)
+    cols = cols.view(batch, groups, (in_ch // groups) * kh * kw, -1)
+    out = torch.einsum("gok,bgkl->bgol", weight.view(groups, out_ch // groups, -1), cols)
+    out = out.reshape(batch, out_ch, out_h, out_w)
+    return out if bias is None else out + bias.view(1, -1, 1, 1)
+
+
+def depth_aware_conv2d(
+    x: Tensor,
+    depth: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: _IntPair = 1,
+    padding: _Padding = 0,
+    dilation: _IntPair = 1,
+    groups: int = 1,
+    alpha: float = DEFAULT_ALPHA,
+    *,
+    padding_mode: str = "zeros",
+    impl: Literal["taps", "reference"] = "taps",
+    cache: dict | None = None,
+) -> Tensor:
+    """Depth-aware 2-D convolution, Eq. 5–6 of the paper.
+
+    ``Y(p0) = Σ_p W(p) · exp(-α·|D(p0+p) − D(p0)|) · X(p0+p)`` where ``D(p0)`` is the depth under the centre of
+    the kernel window (see :func:`depth_similarity`). Arguments mirror :func:`torch.nn.functional.conv2d`; with a
+    constant depth, or a 1×1 kernel, the result is exactly ``F.conv2d``. Gradients flow to ``x``, ``weight`` and
+    ``bias``; depth is data and gets none.
+
+    Args:
+        x: Input features ``(B, C_in, H, W)``.
+        depth: Depth in metres, ``(B, 1, H, W)`` or ``(B, H, W)``, at the resolution of ``x``. Values ≤ 0 or not
+            finite are missing: the weight there is 1 (a plain convolution), never NaN.
+        weight: Kernel ``(C_out, C_in / groups, kh, kw)``.
+        bias: Optional bias ``(C_out,)``.
+        stride: Stride, an int or ``(sh, sw)``.
+        padding: An int, ``(ph, pw)``, explicit ``(left, right, top, bottom)``, ``'same'`` or ``'valid'``.
+        dilation: Dilation, an int or ``(dh, dw)``.
+        groups: Number of groups (``groups == C_in`` is a depthwise convolution).
+        alpha: α of Eq. 6 per metre (the paper's 8.3 by default); 0 gives a plain convolution.
+        padding_mode: How ``x`` is padded: ``'zeros'``, ``'reflect'``, ``'replicate'`` or ``'circular'``
+            (as ``nn.Conv2d``). Depth is always padded as missing.
+        impl: ``'taps'`` (fast, memory-efficient) or ``'reference'`` (the unfold definition, for debugging).
+        cache: Optional dict in which depth weights are memoised by geometry, so layers that share a resolution
+            and kernel geometry compute them once (the depth context passes its own, alive for one forward).
+
+    Returns:
+        Output features ``(B, C_out, H_out, W_out)``, sized as ``F.conv2d`` would size them.
+
+    Raises:
+        DepthError: If depth has the wrong rank, channels, dtype, batch size or resolution.
+        ValueError: If a convolution argument is invalid.
+
+    Example:
+        >>> x, w = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3)
+        >>> depth = torch.rand(2, 1, 8, 8) + 0.5
+        >>> depth_aware_conv2d(x, depth, w, padding=1).shape
+        torch.Size([2, 4, 8, 8])
+        >>> torch.allclose(depth_aware_conv2d(x, torch.ones(2, 1, 8, 8), w, padding=1),
+        ...                F.conv2d(x, w, padding=1), atol=1e-5)
+        True
+    """
+    depth = _check_depth(x, depth)
+    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+    if padding_mode not in _PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+    if impl not in ("taps", "reference"):
+        raise ValueError(f"impl must be 'taps' or 'reference', got {impl!r}")
+    if x.shape[1] != weight.shape[1] * groups:
+        raise ValueError(
+            f"x has {x.shape[1]} channels but weight {tuple(weight.shape)} with groups={groups} expects "
+            f"{weight.shape[1] * groups}"
+        )
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type):
+        # Run in the autocast dtype, as F.conv2d would, but with autocast off so the pieces don't re-cast.
+        dtype = torch.get_autocast_dtype(device_type)
+        with torch.autocast(device_type, enabled=False):
+            return depth_aware_conv2d(
+                x.to(dtype), depth, weight.to(dtype), None if bias is None else bias.to(dtype), stride, padding,
+                dilation, groups, alpha, padding_mode=padding_mode, impl=impl, cache=cache,
+            )
+
+    kernel = (weight.shape[-2], weight.shape[-1])
+    stride_, dilation_ = _pair(stride, "stride"), _pair(dilation, "dilation")
+    pads = _resolve_padding(padding, kernel, stride_, dilation_)
+    if padding_mode != "zeros" and any(pads):
+        x = F.pad(x, pads, mode=padding_mode)
+        # Depth keeps the border: pad it as missing so the window centre still lines up with the output pixel.
+        depth = F.pad(depth, pads)
+        pads = (0, 0, 0, 0)
+        cache = None  # the padded depth is a fresh tensor: its address is no key
+    out_h = _output_size(x.shape[-2], pads[2] + pads[3], kernel[0], stride_[0], dilation_[0])
+    out_w = _output_size(x.shape[-1], pads[0] + pads[1], kernel[1], stride_[1], dilation_[1])
+    if out_h <= 0 or out_w <= 0:
+        raise ValueError(f"input {tuple(x.shape[-2:])} is too small for kernel {kernel} with this padding/dilation")
+
+    if kernel == (1, 1) or alpha == 0:
+        # H ≡ 1: a plain convolution, at a plain convolution's cost.
+        return F.conv2d(F.pad(x, pads) if any(pads) else x, weight, bias, stride_, 0, dilation_, groups)
+
+    key = (depth.data_ptr(), depth.shape, depth.device, x.dtype, kernel, stride_, pads, dilation_, float(alpha))
+    weights_h = None if cache is None else cache.get(key)
+    if weights_h is None:
+        weights_h = depth_similarity(depth, kernel, stride_, pads, dilation_, alpha, dtype=x.dtype)
+        if cache is not None:
+            cache[key] = weights_h
+    if impl == "reference":
+        return _reference_conv(F.pad(x, pads), weights_h, weight, bias, stride_, dilation_, groups)
+    return _TapSumConv.apply(x, weights_h, weight, bias, stride_, pads, dilation_, groups)

@@ -1,0 +1,99 @@
+"""The depth context: visibility, nesting, threads, resizing and its errors."""
+
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from depthdistill import DepthAwareConv2d, DepthError, current_depth, depth_aware_conv2d, depth_context
+
+
+def test_visible_inside_only_and_nested_inner_wins():
+    outer, inner = torch.ones(1, 1, 4, 4), torch.full((1, 4, 4), 2.0)
+    assert current_depth() is None
+    with depth_context(outer):
+        assert current_depth().data_ptr() == outer.data_ptr()
+        with depth_context(inner):
+            assert current_depth().shape == (1, 1, 4, 4)
+            assert current_depth().eq(2.0).all()
+        assert current_depth().data_ptr() == outer.data_ptr()
+    assert current_depth() is None
+
+
+def test_context_restored_after_exception():
+    with pytest.raises(RuntimeError):
+        with depth_context(torch.ones(1, 1, 2, 2)):
+            raise RuntimeError("boom")
+    assert current_depth() is None
+
+
+def test_threads_see_their_own_depth():
+    conv = DepthAwareConv2d(1, 1, 3, padding=1, bias=False)
+    torch.nn.init.ones_(conv.weight)
+    x = torch.ones(1, 1, 6, 6)
+    results, barrier = {}, threading.Barrier(2)
+
+    def run(name, depth):
+        with depth_context(depth):
+            barrier.wait()  # both contexts are open at once
+            results[name] = conv(x)
+
+    flat = torch.ones(1, 1, 6, 6)
+    step = torch.ones(1, 1, 6, 6)
+    step[..., 3:] = 3.0
+    threads = [threading.Thread(target=run, args=("flat", flat)), threading.Thread(target=run, args=("step", step))]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    torch.testing.assert_close(results["flat"], F.conv2d(x, conv.weight, padding=1))
+    torch.testing.assert_close(results["step"], depth_aware_conv2d(x, step, conv.weight, padding=1))
+    assert not torch.allclose(results["flat"], results["step"])
+
+
+def test_layer_resizes_depth_nearest_by_default():
+    conv = DepthAwareConv2d(2, 3, 3, padding=1)
+    x = torch.randn(2, 2, 4, 5)
+    depth = torch.rand(2, 1, 8, 10) + 0.5
+    with depth_context(depth):
+        got = conv(x)
+    want = depth_aware_conv2d(x, depth[:, :, ::2, ::2], conv.weight, conv.bias, padding=1)
+    torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "area"])
+def test_blending_resize_ignores_holes(mode):
+    conv = DepthAwareConv2d(1, 1, 3, padding=1)
+    depth = torch.full((1, 1, 8, 8), 2.0)
+    depth[..., ::2, ::2] = 0.0  # holes must not drag the average towards 0 m
+    with depth_context(depth, resize=mode):
+        got = conv(torch.randn(1, 1, 4, 4))
+    with depth_context(torch.full((1, 1, 4, 4), 2.0)):
+        conv(torch.randn(1, 1, 4, 4))
+    from depthdistill.nn.context import _resize
+    torch.testing.assert_close(_resize(depth, (4, 4), mode), torch.full((1, 1, 4, 4), 2.0))
+    assert got.shape == (1, 1, 4, 4)
+
+
+def test_errors_name_depth():
+    conv = DepthAwareConv2d(3, 4, 3, padding=1)
+    with pytest.raises(DepthError, match="no depth is set"):
+        conv(torch.randn(1, 3, 5, 5))
+    with depth_context(torch.rand(2, 1, 5, 5)):
+        with pytest.raises(DepthError, match="batch size"):
+            conv(torch.randn(1, 3, 5, 5))
+    for bad in (torch.rand(1, 3, 5, 5), torch.rand(5), torch.ones(1, 1, 5, 5, dtype=torch.int32), [[1.0]]):
+        with pytest.raises(DepthError, match="depth"):
+            with depth_context(bad):
+                pass
+    with pytest.raises(ValueError, match="resize"):
+        with depth_context(torch.rand(1, 1, 5, 5), resize="cubic"):
+            pass
+
+
+def test_depth_moves_to_feature_device_and_is_memoised():
+    from depthdistill.nn.context import _state_for
+    depth = torch.rand(1, 1, 8, 8, dtype=torch.float64)
+    with depth_context(depth):
+        a, cache = _state_for(torch.zeros(1, 1, 4, 4), "layer")
+        b, _ = _state_for(torch.zeros(1, 2, 4, 4), "layer")
+        assert a is b and a.shape == (1, 1, 4, 4)

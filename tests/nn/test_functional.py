@@ -1,0 +1,193 @@
+"""depth_aware_conv2d against Eq. 5–6 written out position by position, gradcheck, and F.conv2d itself."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from depthdistill import DepthError, depth_aware_conv2d, depth_similarity
+
+
+def definition(x, depth, w, b, stride, pads, dilation, groups, alpha):
+    """Eq. 5–6 by loops over output positions; pads = (top, bottom, left, right), depth padded as missing."""
+    x, depth, w = x.double().numpy(), depth.double().numpy()[:, 0], w.double().numpy()
+    batch, _, height, width = x.shape
+    out_ch, in_per_group, kh, kw = w.shape
+    (sh, sw), (dh, dw), (pt, pb, pl, pr) = stride, dilation, pads
+    out_h = (height + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    out_w = (width + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    out = np.zeros((batch, out_ch, out_h, out_w))
+
+    def depth_at(n, r, c):
+        if 0 <= r < height and 0 <= c < width and math.isfinite(depth[n, r, c]) and depth[n, r, c] > 0:
+            return depth[n, r, c]
+        return None
+
+    for n, oy, ox in itertools.product(range(batch), range(out_h), range(out_w)):
+        d_centre = depth_at(n, oy * sh - pt + (kh - 1) // 2 * dh, ox * sw - pl + (kw - 1) // 2 * dw)
+        for oc in range(out_ch):
+            g = oc // (out_ch // groups)
+            total = 0.0
+            for i, j in itertools.product(range(kh), range(kw)):
+                r, c = oy * sh - pt + i * dh, ox * sw - pl + j * dw
+                if not (0 <= r < height and 0 <= c < width):
+                    continue
+                d_tap = depth_at(n, r, c)
+                h = 1.0 if d_centre is None or d_tap is None else math.exp(-alpha * abs(d_tap - d_centre))
+                total += h * float(w[oc, :, i, j] @ x[n, g * in_per_group:(g + 1) * in_per_group, r, c])
+            out[n, oc, oy, ox] = total + (0.0 if b is None else float(b[oc]))
+    return torch.from_numpy(out)
+
+
+def depth_with_holes(batch, height, width, dtype=torch.float32):
+    depth = torch.rand(batch, 1, height, width, dtype=dtype) * 4 + 0.5
+    depth[0, 0, 1, 2] = 0.0
+    depth[-1, 0, height // 2, :2] = float("nan")
+    depth[-1, 0, 0, -1] = -1.0
+    depth[0, 0, -1, -1] = float("inf")
+    return depth
+
+
+CASES = [
+    # kernel, stride, padding (as passed), explicit pads (t, b, l, r), dilation, groups, bias, in_ch, out_ch
+    ((3, 3), (1, 1), 1, (1, 1, 1, 1), (1, 1), 1, True, 3, 4),
+    ((3, 3), (2, 2), 1, (1, 1, 1, 1), (1, 1), 1, False, 4, 2),
+    ((3, 3), (1, 1), 2, (2, 2, 2, 2), (2, 2), 2, True, 4, 6),
+    ((5, 5), (1, 1), (2, 1), (2, 2, 1, 1), (1, 1), 1, True, 2, 3),
+    ((3, 3), (1, 1), "same", (3, 3, 3, 3), (3, 3), 4, True, 4, 4),  # depthwise, dilated
+    ((2, 2), (1, 1), "same", (0, 1, 0, 1), (1, 1), 1, True, 3, 2),  # even kernel
+    ((4, 3), (1, 2), "valid", (0, 0, 0, 0), (1, 2), 1, False, 3, 2),
+    ((3, 1), (2, 1), (1, 0), (1, 1, 0, 0), (1, 1), 1, True, 2, 2),
+    ((3, 3), (3, 2), (0, 0, 1, 2), (1, 2, 0, 0), (1, 1), 1, True, 2, 2),  # explicit (l, r, t, b)
+]
+
+
+@pytest.mark.parametrize("impl", ["taps", "reference"])
+@pytest.mark.parametrize("kernel,stride,padding,pads,dilation,groups,bias,in_ch,out_ch", CASES)
+def test_matches_definition(impl, kernel, stride, padding, pads, dilation, groups, bias, in_ch, out_ch):
+    x = torch.randn(2, in_ch, 7, 8, dtype=torch.float64)
+    depth = depth_with_holes(2, 7, 8, torch.float64)
+    w = torch.randn(out_ch, in_ch // groups, *kernel, dtype=torch.float64)
+    b = torch.randn(out_ch, dtype=torch.float64) if bias else None
+    got = depth_aware_conv2d(x, depth, w, b, stride, padding, dilation, groups, alpha=1.7, impl=impl)
+    want = definition(x, depth, w, b, stride, pads, dilation, groups, alpha=1.7)
+    assert got.shape == want.shape
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kernel,stride,padding,pads,dilation,groups,bias,in_ch,out_ch", CASES)
+def test_constant_depth_is_plain_conv(kernel, stride, padding, pads, dilation, groups, bias, in_ch, out_ch):
+    x = torch.randn(2, in_ch, 9, 10)
+    w = torch.randn(out_ch, in_ch // groups, *kernel)
+    b = torch.randn(out_ch) if bias else None
+    got = depth_aware_conv2d(x, torch.full((2, 1, 9, 10), 2.5), w, b, stride, padding, dilation, groups)
+    torch.testing.assert_close(got, F.conv2d(F.pad(x, (pads[2], pads[3], pads[0], pads[1])), w, b, stride, 0,
+                                             dilation, groups), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["taps", "reference"])
+@pytest.mark.parametrize("stride,padding,dilation,groups,bias", [
+    (1, 1, 1, 1, True), (2, 2, 2, 2, False), ((1, 2), "valid", 1, 1, True), (1, "same", (2, 1), 4, True),
+])
+def test_gradcheck(impl, stride, padding, dilation, groups, bias):
+    x = torch.randn(2, 4, 6, 7, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 4 // groups, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True) if bias else None
+    depth = depth_with_holes(2, 6, 7, torch.float64)
+    inputs = (x, w, b) if bias else (x, w)
+
+    def fn(*args):
+        return depth_aware_conv2d(args[0], depth, args[1], args[2] if bias else None, stride, padding, dilation,
+                                  groups, alpha=2.0, impl=impl)
+
+    assert torch.autograd.gradcheck(fn, inputs)
+
+
+def test_gradients_match_reference_and_skip_depth():
+    x = torch.randn(2, 3, 10, 9, requires_grad=True)
+    w = torch.randn(5, 3, 3, 3, requires_grad=True)
+    b = torch.randn(5, requires_grad=True)
+    depth = depth_with_holes(2, 10, 9).requires_grad_()
+    grads = []
+    for impl in ("taps", "reference"):
+        out = depth_aware_conv2d(x, depth, w, b, 2, 1, 2, impl=impl)
+        grads.append(torch.autograd.grad(out.square().sum(), (x, w, b)))
+    for fast, ref in zip(*grads):
+        torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
+    out = depth_aware_conv2d(x, depth, w, b, padding=1)
+    out.sum().backward()
+    assert depth.grad is None
+
+
+def test_padding_modes_match_conv_under_constant_depth():
+    x = torch.randn(1, 2, 6, 6)
+    w = torch.randn(3, 2, 3, 3)
+    for mode in ("reflect", "replicate", "circular"):
+        conv = torch.nn.Conv2d(2, 3, 3, padding=1, padding_mode=mode, bias=False)
+        conv.weight.data.copy_(w)
+        got = depth_aware_conv2d(x, torch.ones(1, 1, 6, 6), w, padding=1, padding_mode=mode)
+        torch.testing.assert_close(got, conv(x))
+
+
+def test_one_by_one_kernel_is_plain_conv():
+    x, w = torch.randn(2, 3, 5, 5), torch.randn(4, 3, 1, 1)
+    depth = torch.rand(2, 1, 5, 5) * 5
+    torch.testing.assert_close(depth_aware_conv2d(x, depth, w, stride=2), F.conv2d(x, w, stride=2))
+
+
+def test_similarity_of_step_edge():
+    depth = torch.ones(1, 1, 1, 3)
+    depth[..., 2] = 2.0
+    h = depth_similarity(depth, (1, 3), padding=(0, 1), alpha=8.3)
+    # output pixel 1 (centre depth 1 m) sees taps 1 m, 1 m, 2 m
+    torch.testing.assert_close(h[0, :, 0, 1], torch.tensor([1.0, 1.0, math.exp(-8.3)]))
+    # output pixel 0: its left tap lies in the padding (H = 1)
+    torch.testing.assert_close(h[0, :, 0, 0], torch.tensor([1.0, 1.0, 1.0]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_close_to_float(dtype):
+    x, w = torch.randn(1, 4, 8, 8), torch.randn(4, 4, 3, 3)
+    depth = torch.rand(1, 1, 8, 8) + 1
+    want = depth_aware_conv2d(x, depth, w, padding=1)
+    try:
+        got = depth_aware_conv2d(x.to(dtype), depth, w.to(dtype), padding=1)
+    except RuntimeError as err:  # a CPU build without the half kernels
+        pytest.skip(f"{dtype} conv2d not supported here: {err}")
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.float(), want, rtol=0.05, atol=0.1)
+
+
+def test_autocast_runs_in_lower_precision():
+    x, w = torch.randn(1, 3, 8, 8), torch.randn(4, 3, 3, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = depth_aware_conv2d(x, torch.rand(1, 1, 8, 8) + 1, w, padding=1)
+    assert out.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("depth,match", [
+    (torch.rand(2, 2, 6, 6), "shape"),
+    (torch.rand(6, 6), "shape"),
+    (torch.randint(1, 5, (2, 1, 6, 6)), "floating-point"),
+    (torch.rand(3, 1, 6, 6), "batch size"),
+    (torch.rand(2, 1, 5, 6), "resolution"),
+])
+def test_bad_depth_raises(depth, match):
+    with pytest.raises(DepthError, match=match):
+        depth_aware_conv2d(torch.randn(2, 3, 6, 6), depth, torch.randn(4, 3, 3, 3))
+
+
+def test_bad_arguments_raise():
+    x, d, w = torch.randn(1, 3, 6, 6), torch.rand(1, 1, 6, 6), torch.randn(4, 3, 3, 3)
+    with pytest.raises(ValueError, match="alpha"):
+        depth_aware_conv2d(x, d, w, alpha=-1.0)
+    with pytest.raises(ValueError, match="channels"):
+        depth_aware_conv2d(x, d, torch.randn(4, 2, 3, 3))
+    with pytest.raises(ValueError, match="same"):
+        depth_aware_conv2d(x, d, w, stride=2, padding="same")
+    with pytest.raises(ValueError, match="too small"):
+        depth_aware_conv2d(x, d, w, dilation=4)
