@@ -56,3 +56,31 @@ def test_errors():
         m.update(torch.zeros(1, 2, 3, dtype=torch.long), torch.zeros(1, 2, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="classes"):
         m.update(torch.zeros(1, 4, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long))
+
+
+def _ddp_worker(rank, world_size, port, preds, targets, out):
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    try:
+        m = SegmentationMetrics(3)
+        m.update(preds[rank], targets[rank])
+        out[rank] = m.all_reduce().compute()["confusion_matrix"]
+    finally:
+        dist.destroy_process_group()
+
+
+def test_all_reduce_over_two_processes_equals_whole_set():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    preds = [torch.randint(0, 3, (1, 4, 4)) for _ in range(2)]
+    targets = [torch.randint(0, 3, (1, 4, 4)) for _ in range(2)]
+    out = mp.Manager().dict()
+    mp.spawn(_ddp_worker, args=(2, port, preds, targets, out), nprocs=2, join=True)
+    whole = SegmentationMetrics(3)
+    whole.update(torch.cat(preds), torch.cat(targets))
+    assert out[0] == out[1] == whole.compute()["confusion_matrix"]
