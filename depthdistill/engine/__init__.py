@@ -1,0 +1,59 @@
+"""Training machinery shared by every phase: the loop, checkpoints, logging, devices, data loaders, DDP."""
+
+from depthdistill.engine.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from depthdistill.engine.checks import check_batch, check_dataset
+from depthdistill.engine.device import autocast, move_batch, resolve_device
+from depthdistill.engine.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    barrier,
+    get_rank,
+    get_world_size,
+    init_distributed,
+    is_distributed,
+    is_main_process,
+    unwrap,
+    wrap_ddp,
+)
+from depthdistill.engine.loader import eval_loader, start_epoch, train_loader
+from depthdistill.engine.loop import Callback, FitResult, LoopState, LossFn, TrainSettings, fit, seed_everything
+from depthdistill.engine.optim import OptimizerFactory, SchedulerFactory, poly_schedule, sgd
+from depthdistill.engine.run_log import RunLog, progress
+
+__all__ = [
+    "Callback",
+    "DistInfo",
+    "FitResult",
+    "LoopState",
+    "LossFn",
+    "OptimizerFactory",
+    "RunLog",
+    "SchedulerFactory",
+    "TrainSettings",
+    "all_reduce_sum",
+    "autocast",
+    "barrier",
+    "capture_rng_state",
+    "check_batch",
+    "check_dataset",
+    "eval_loader",
+    "fit",
+    "get_rank",
+    "get_world_size",
+    "init_distributed",
+    "is_distributed",
+    "is_main_process",
+    "load_checkpoint",
+    "move_batch",
+    "poly_schedule",
+    "progress",
+    "resolve_device",
+    "restore_rng_state",
+    "save_checkpoint",
+    "seed_everything",
+    "sgd",
+    "start_epoch",
+    "train_loader",
+    "unwrap",
+    "wrap_ddp",
+]

@@ -1,0 +1,140 @@
+"""Checks of sample batches against the library's data convention, with errors that say what to fix.
+
+A sample is ``{"rgb": (3,H,W) float, "depth": (1,H,W) float metres (0 = missing), "label": (H,W) int64 with the
+ignore index for void, "id": str}``; a batch stacks them. The trainer checks a spread of samples before training
+starts and every batch as it goes, so a wrong ``num_classes`` or a dataset without depth fails at once with a
+clear message instead of a CUDA assert or a silently depth-free teacher.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from depthdistill.errors import DatasetError, DepthError
+
+__all__ = ["check_batch", "check_dataset"]
+
+
+def _ids(batch: dict[str, Any], rows: torch.Tensor | None = None) -> str:
+    ids = batch.get("id")
+    if ids is None:
+        return ""
+    ids = [ids] if isinstance(ids, str) else list(ids)
+    if rows is not None:
+        ids = [ids[i] for i in rows.tolist() if i < len(ids)]
+    return f" (sample id(s) {ids[:5]})"
+
+
+def check_batch(
+    batch: dict[str, Any], *, num_classes: int, ignore_index: int = 255, needs_depth: bool = False, where: str = ""
+) -> None:
+    """Raises if ``batch`` breaks the sample convention.
+
+    Args:
+        batch: A batch dict (``rgb`` ``(B,3,H,W)``, ``label`` ``(B,H,W)``, ``depth`` ``(B,1,H,W)``).
+        num_classes: Valid labels are ``0..num_classes−1`` and ``ignore_index``.
+        ignore_index: The void label.
+        needs_depth: The batch feeds a depth-aware teacher: depth must be present, shaped like the image, and
+            valid (> 0 and finite) somewhere.
+        where: Words naming the data in the message (e.g. ``"teacher training data"``).
+
+    Raises:
+        DatasetError: Missing keys, wrong shapes or dtypes, labels out of range.
+        DepthError: ``needs_depth`` and the depth is missing, misshapen or empty.
+
+    Example:
+        >>> b = {"rgb": torch.zeros(1, 3, 2, 2), "label": torch.tensor([[[0, 1], [255, 7]]])}
+        >>> check_batch(b, num_classes=3)
+        Traceback (most recent call last):
+        ...
+        depthdistill.errors.DatasetError: labels [7] are >= num_classes=3 ...
+    """
+    where = f" in {where}" if where else ""
+    for key in ("rgb", "label"):
+        if not isinstance(batch.get(key), torch.Tensor):
+            raise DatasetError(f"samples{where} have no tensor {key!r} (keys: {sorted(batch)}); a sample is a dict "
+                               "with 'rgb' (3,H,W) float, 'depth' (1,H,W) metres, 'label' (H,W) int64")
+    rgb, label = batch["rgb"], batch["label"]
+    if rgb.dim() != 4 or rgb.shape[1] != 3 or not rgb.is_floating_point():
+        raise DatasetError(f"'rgb'{where} must be float (B,3,H,W), got {rgb.dtype} {tuple(rgb.shape)}")
+    if label.dim() != 3 or label.shape[0] != rgb.shape[0] or label.shape[-2:] != rgb.shape[-2:]:
+        raise DatasetError(f"'label'{where} must be (B,H,W) matching rgb {tuple(rgb.shape)}, got {tuple(label.shape)}")
+    if label.is_floating_point() or label.dtype == torch.bool:
+        raise DatasetError(f"'label'{where} must be an integer tensor (int64), got {label.dtype}")
+    valid = label != ignore_index
+    bad = valid & ((label < 0) | (label >= num_classes))
+    if bool(bad.any()):
+        values = label[bad].unique()[:10].tolist()
+        rows = bad.flatten(1).any(dim=1).nonzero().flatten()
+        raise DatasetError(
+            f"labels {values} are >= num_classes={num_classes} or negative (ignore_index={ignore_index}){where}"
+            f"{_ids(batch, rows)}; set num_classes to the dataset's class count or map those labels to "
+            f"{ignore_index} (void)"
+        )
+    if not needs_depth:
+        return
+    depth = batch.get("depth")
+    if not isinstance(depth, torch.Tensor):
+        raise DepthError(f"the teacher needs depth but the samples{where} have no 'depth' tensor "
+                         f"(keys: {sorted(batch)}); use an RGB-D dataset for the teacher phase")
+    if depth.dim() == 3:
+        depth = depth.unsqueeze(1)
+    if depth.dim() != 4 or depth.shape[1] != 1 or depth.shape[0] != rgb.shape[0] or depth.shape[-2:] != rgb.shape[-2:]:
+        raise DepthError(f"'depth'{where} must be (B,1,H,W) matching rgb {tuple(rgb.shape)}, got {tuple(depth.shape)}")
+    if not depth.is_floating_point():
+        raise DepthError(f"'depth'{where} must be float metres, got {depth.dtype}")
+    empty = ~(torch.isfinite(depth) & (depth > 0)).flatten(1).any(dim=1)
+    if bool(empty.all()):
+        raise DepthError(f"'depth'{where} has no valid pixel (all <= 0 or non-finite){_ids(batch)}; the teacher "
+                         "would learn nothing from depth: check the depth files and their units (metres)")
+
+
+def _spread(n: int, count: int | None) -> Sequence[int]:
+    if count is None or count >= n:
+        return range(n)
+    return sorted({round(i * (n - 1) / max(count - 1, 1)) for i in range(count)})
+
+
+def check_dataset(
+    data: Dataset | DataLoader,
+    *,
+    num_classes: int,
+    ignore_index: int = 255,
+    needs_depth: bool = False,
+    samples: int | None = 64,
+    where: str = "",
+) -> None:
+    """Checks ``samples`` samples spread evenly over ``data`` (``None``: all) with :func:`check_batch`.
+
+    For a ``DataLoader`` its first batch is checked; a dataset without ``len`` is left to the per-batch checks.
+
+    Raises:
+        DatasetError: If the set is empty or a sample breaks the convention.
+        DepthError: As in :func:`check_batch`.
+
+    Example:
+        >>> sample = {"rgb": torch.zeros(3, 2, 2), "label": torch.zeros(2, 2, dtype=torch.long)}
+        >>> check_dataset([sample], num_classes=2)
+    """
+    kwargs = dict(num_classes=num_classes, ignore_index=ignore_index, needs_depth=needs_depth, where=where)
+    if isinstance(data, DataLoader):
+        batch = next(iter(data), None)
+        if batch is None:
+            raise DatasetError(f"the data loader{' for ' + where if where else ''} yields no batch")
+        check_batch(batch, **kwargs)
+        return
+    if not hasattr(data, "__len__"):
+        return
+    if len(data) == 0:
+        raise DatasetError(f"the dataset{' for ' + where if where else ''} is empty")
+    for index in _spread(len(data), samples):
+        sample = data[index]
+        if not isinstance(sample, dict):
+            raise DatasetError(f"sample {index}{' of ' + where if where else ''} is a {type(sample).__name__}, "
+                               "expected a dict with 'rgb', 'depth', 'label', 'id'")
+        batch = {k: v.unsqueeze(0) if isinstance(v, torch.Tensor) else [v] for k, v in sample.items()}
+        check_batch(batch, **kwargs)

@@ -1,0 +1,371 @@
+"""The training loop every phase shares: epochs of optimiser steps, per-epoch evaluation, checkpoints, resume.
+
+A phase (teacher, student, baseline …) is described by the model it trains and a loss function
+``loss_fn(model, batch, epoch) -> {"loss": total, **parts}``; everything else — device, mixed precision,
+channels_last, gradient accumulation, DDP, logging, checkpoints, NaN detection — lives here once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+
+from depthdistill.engine.checkpoint import (
+    CHECKPOINT_FORMAT,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from depthdistill.engine.device import autocast, make_grad_scaler, move_batch, resolve_device
+from depthdistill.engine.distributed import all_reduce_sum, barrier, get_world_size, is_main_process, wrap_ddp
+from depthdistill.engine.loader import start_epoch, train_loader
+from depthdistill.engine.optim import OptimizerFactory, SchedulerFactory, poly_schedule, sgd
+from depthdistill.engine.run_log import RunLog, progress
+from depthdistill.errors import ConfigError, TrainingError
+
+__all__ = ["TrainSettings", "LoopState", "FitResult", "LossFn", "Callback", "fit", "seed_everything"]
+
+#: ``loss_fn(model, batch, epoch) -> {"loss": scalar tensor to minimise, other named scalar parts to log}``.
+LossFn = Callable[[nn.Module, dict, int], dict[str, torch.Tensor]]
+
+
+@dataclass
+class TrainSettings:
+    """How to train (every phase of a run uses the same settings).
+
+    Attributes:
+        batch_size: Samples per step and process (the paper: 1).
+        lr: Learning rate of the default SGD (the paper: 2.5e-4).
+        momentum: SGD momentum (DeepLab's 0.9; the paper is silent).
+        weight_decay: SGD weight decay (DeepLab's 5e-4).
+        poly_power: Power of the poly schedule (DeepLab's 0.9), stepped per optimiser step.
+        grad_accum_steps: Batches whose gradients are summed before each optimiser step.
+        num_workers: DataLoader worker processes.
+        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+        amp: Mixed precision (float16 + gradient scaling on CUDA, bfloat16 on CPU).
+        channels_last: Keep model and images in channels_last memory format.
+        seed: Seeds Python, NumPy and torch at the start of each phase and the shuffling; ``None`` leaves the
+            global generators alone.
+        progress: Progress bars: ``None`` only when stderr is a terminal, or force ``True`` / ``False``.
+        log_every: Write a step record to the metrics log every this many optimiser steps (0: epochs only).
+        check_samples: Samples checked before training (spread over the set; ``None``: all of them). Every batch
+            is checked during training anyway.
+        eval_batch_size: Batch size for evaluation (default: ``batch_size``).
+
+    Example:
+        >>> TrainSettings(lr=1e-3).momentum
+        0.9
+    """
+
+    batch_size: int = 1
+    lr: float = 2.5e-4
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+    grad_accum_steps: int = 1
+    num_workers: int = 0
+    device: str = "auto"
+    amp: bool = False
+    channels_last: bool = False
+    seed: int | None = 0
+    progress: bool | None = None
+    log_every: int = 50
+    check_samples: int | None = 64
+    eval_batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "grad_accum_steps"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if self.num_workers < 0 or self.log_every < 0:
+            raise ConfigError("num_workers and log_every must be >= 0")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainSettings:
+        """Builds settings from a mapping, rejecting unknown keys with the list of known ones.
+
+        Example:
+            >>> TrainSettings.from_dict({"batch_size": 4}).batch_size
+            4
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown training setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a plain dict."""
+        return asdict(self)
+
+
+@dataclass
+class LoopState:
+    """What a callback sees: where the loop is and what it trains.
+
+    Attributes:
+        phase: The phase's name.
+        event: ``"epoch_start"``, ``"step_end"`` (after every batch) or ``"epoch_end"``.
+        epoch: Epoch index, from 0.
+        epochs: Epochs planned.
+        batch: Batch index in the epoch, from 0 (``step_end``).
+        global_step: Optimiser steps taken in this phase.
+        loss: Loss of the last batch (``step_end``) or epoch mean (``epoch_end``).
+        model: The model being trained (not the DDP wrapper).
+        optimizer: Its optimiser.
+        record: The epoch's log record (``epoch_end``).
+    """
+
+    phase: str
+    event: str
+    epoch: int
+    epochs: int
+    batch: int
+    global_step: int
+    loss: float
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+#: ``callback(state)`` called at every event; raising from it stops training (the last checkpoint stays).
+Callback = Callable[[LoopState], None]
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        history: One record per epoch trained (including epochs of a resumed-from run).
+        best_metric: Best validation value of ``best_key`` (``None`` without validation).
+        best_epoch: Epoch index where it was reached.
+        seconds: Wall time of the epochs trained by this call.
+        resumed_from: Completed epochs found in the checkpoint (``None``: fresh start).
+    """
+
+    history: list[dict[str, Any]]
+    best_metric: float | None
+    best_epoch: int | None
+    seconds: float
+    resumed_from: int | None
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python's ``random``, NumPy's global generator and torch (CPU and CUDA).
+
+    Example:
+        >>> seed_everything(0); a = torch.rand(1); seed_everything(0)
+        >>> torch.equal(a, torch.rand(1))
+        True
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _reduce_parts(parts: dict[str, torch.Tensor], phase: str, epoch: int, batch: int, last_good: str) -> dict[str, float]:
+    """Means of the loss parts over processes; raises if the total loss is NaN or infinite."""
+    names = list(parts)
+    # One collective for all parts, and every rank sees the same values, so all stop together on a NaN instead of
+    # the healthy ranks hanging in the next all-reduce.
+    stacked = torch.stack([parts[name].detach().float().reshape(()) for name in names])
+    means = (all_reduce_sum(stacked) / get_world_size()).tolist()
+    values = dict(zip(names, means))
+    if not math.isfinite(values["loss"]):
+        raise TrainingError(
+            f"{phase}: the loss became {values['loss']} at epoch {epoch} batch {batch}; training stopped. {last_good} "
+            "Lower the learning rate, check the data for NaN/inf values, or turn off amp; resume=True continues "
+            "from the last checkpoint."
+        )
+    return values
+
+
+def fit(
+    model: nn.Module,
+    loss_fn: LossFn,
+    train_data: Dataset | DataLoader,
+    epochs: int,
+    *,
+    phase: str = "train",
+    settings: TrainSettings | None = None,
+    run_dir: str | Path | None = None,
+    evaluate: Callable[[nn.Module], dict[str, Any]] | None = None,
+    best_key: str = "mean_iou",
+    check: Callable[[dict], None] | None = None,
+    optimizer: OptimizerFactory | None = None,
+    scheduler: SchedulerFactory | None = None,
+    callbacks: Sequence[Callback] = (),
+    resume: bool = False,
+    meta: dict[str, Any] | None = None,
+    log: RunLog | None = None,
+) -> FitResult:
+    """Trains ``model`` in place for ``epochs`` epochs of ``loss_fn``.
+
+    Every epoch ends with evaluation (if ``evaluate`` is given), a line on stdout, a record in the JSON-lines log
+    and an atomic checkpoint ``run_dir/last.pt`` holding model, optimiser, scheduler, gradient scaler, phase,
+    epoch, RNG states, best metric and history (plus ``best.pt`` with the weights of the best epoch). With
+    ``resume=True`` and a ``last.pt`` present, training continues after its last epoch and ends with exactly the
+    weights an uninterrupted run would have (on a deterministic device); a finished checkpoint loads the weights
+    and returns at once.
+
+    Under ``torchrun`` the model is wrapped in ``DistributedDataParallel`` (the loss function receives the
+    wrapper), the data is sharded, losses and metrics are reduced over processes, and only rank 0 writes.
+
+    Args:
+        model: The model to train; moved to the settings' device, trained in place.
+        loss_fn: ``loss_fn(model, batch, epoch) -> {"loss": …, **parts}``; called under autocast.
+        train_data: Dataset of sample dicts, or a ``DataLoader``.
+        epochs: Epochs to train (>= 1).
+        phase: Name used in logs, checkpoints and messages.
+        settings: Training settings (default :class:`TrainSettings`).
+        run_dir: Folder for ``last.pt``, ``best.pt``; ``None`` keeps no checkpoint.
+        evaluate: ``evaluate(model) -> metrics dict`` run after every epoch (validation).
+        best_key: Metric of ``evaluate``'s result that selects ``best.pt`` (higher is better).
+        check: ``check(batch)`` run on every batch before the forward (e.g. label range, depth present).
+        optimizer: Optimiser factory (default: SGD with the settings' lr, momentum, weight decay).
+        scheduler: Schedule factory ``(optimizer, total_steps)`` (default: poly with the settings' power).
+        callbacks: Called at every event with a :class:`LoopState`.
+        resume: Continue from ``run_dir/last.pt`` if it exists.
+        meta: Extra information stored in the checkpoints (e.g. which layers are depth-aware).
+        log: Where records go (default: ``run_dir/../metrics.jsonl`` is the caller's choice; ``None``: no file).
+
+    Returns:
+        A :class:`FitResult`.
+
+    Raises:
+        TrainingError: If the loss is NaN or infinite (the last checkpoint is kept), or resuming from a
+            checkpoint of another phase or epoch count.
+
+    Example:
+        >>> data = [{"rgb": torch.randn(3, 4, 4), "label": torch.zeros(4, 4, dtype=torch.long)}] * 2
+        >>> net = nn.Conv2d(3, 2, 1)
+        >>> loss = lambda m, b, e: {"loss": nn.functional.cross_entropy(m(b["rgb"]), b["label"])}
+        >>> fit(net, loss, data, epochs=1, settings=TrainSettings(progress=False), log=RunLog(None, echo=False)).history[0]["epoch"]
+        0
+    """
+    settings = settings or TrainSettings()
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"{phase}: epochs must be an integer >= 1, got {epochs!r}")
+    log = log if log is not None else RunLog(None)
+    run_dir = Path(run_dir) if run_dir is not None else None
+    last_path = run_dir / "last.pt" if run_dir is not None else None
+    device = resolve_device(settings.device)
+    model.to(device)
+    if settings.channels_last:
+        model.to(memory_format=torch.channels_last)
+    loader = train_loader(train_data, settings.batch_size, settings.num_workers, settings.seed or 0,
+                          pin_memory=device.type == "cuda")
+    accum = settings.grad_accum_steps
+    steps_per_epoch = math.ceil(len(loader) / accum)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = (optimizer or sgd(settings.lr, settings.momentum, settings.weight_decay))(params)
+    sched = (scheduler or poly_schedule(settings.poly_power))(opt, epochs * steps_per_epoch)
+    scaler = make_grad_scaler(device, settings.amp)
+
+    first_epoch, best_metric, best_epoch, history, resumed_from, global_step = 0, None, None, [], None, 0
+    if resume and last_path is not None and last_path.is_file():
+        state = load_checkpoint(last_path, map_location=device)
+        if state.get("phase") != phase or state.get("epochs") != epochs:
+            raise TrainingError(
+                f"cannot resume {phase!r} for {epochs} epochs from {last_path}: it holds phase "
+                f"{state.get('phase')!r} planned for {state.get('epochs')} epochs; use another out_dir or the same plan"
+            )
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        restore_rng_state(state["rng"])
+        first_epoch = resumed_from = state["epoch"]
+        best_metric, best_epoch, history = state["best_metric"], state["best_epoch"], list(state["history"])
+        global_step = state["global_step"]
+    elif settings.seed is not None:
+        seed_everything(settings.seed)
+
+    last_good = f"The last good checkpoint is {last_path}." if last_path is not None else "No checkpoint is kept."
+    train_model = wrap_ddp(model, device)
+    began = time.perf_counter()
+    for epoch in range(first_epoch, epochs):
+        epoch_began = time.perf_counter()
+        model.train()
+        start_epoch(loader, epoch, settings.seed or 0)
+        _notify(callbacks, LoopState(phase, "epoch_start", epoch, epochs, 0, global_step, math.nan, model, opt))
+        opt.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        batches = progress(loader, enabled=settings.progress, desc=f"{phase} {epoch + 1}/{epochs}", leave=False)
+        for index, batch in enumerate(batches):
+            batch = move_batch(batch, device, settings.channels_last)
+            if check is not None:
+                check(batch)
+            steps_now = (index + 1) % accum == 0 or index + 1 == len(loader)
+            no_sync = isinstance(train_model, DistributedDataParallel) and not steps_now
+            with train_model.no_sync() if no_sync else contextlib.nullcontext():
+                with autocast(device, settings.amp):
+                    parts = loss_fn(train_model, batch, epoch)
+                values = _reduce_parts(parts, phase, epoch, index, last_good)
+                scaler.scale(parts["loss"] / accum).backward()
+            if steps_now:
+                scaler.step(opt)
+                scaler.update()
+                opt.zero_grad(set_to_none=True)
+                sched.step()
+                global_step += 1
+                if settings.log_every and global_step % settings.log_every == 0:
+                    log.write({"phase": phase, "epoch": epoch, "step": global_step, **values,
+                               "lr": opt.param_groups[0]["lr"]})
+            for name, value in values.items():
+                sums[name] = sums.get(name, 0.0) + value
+            _notify(callbacks, LoopState(phase, "step_end", epoch, epochs, index, global_step, values["loss"], model,
+                                         opt))
+
+        record: dict[str, Any] = {"phase": phase, "epoch": epoch}
+        record.update({name: total / len(loader) for name, total in sums.items()})
+        record["lr"] = opt.param_groups[0]["lr"]
+        if evaluate is not None:
+            metrics = evaluate(model)
+            record.update({f"val_{k}": v for k, v in metrics.items() if isinstance(v, float)})
+            value = metrics.get(best_key)
+            if value is not None and math.isfinite(value) and (best_metric is None or value > best_metric):
+                best_metric, best_epoch = float(value), epoch
+                if run_dir is not None and is_main_process():
+                    save_checkpoint({"format": CHECKPOINT_FORMAT, "phase": phase, "epoch": epoch + 1,
+                                     "model": model.state_dict(), "metric": {best_key: best_metric},
+                                     "meta": meta or {}}, run_dir / "best.pt")
+        record["seconds"] = round(time.perf_counter() - epoch_began, 3)
+        history.append(record)
+        log.write(record)
+        log.epoch_line(phase, epoch, epochs, {k: v for k, v in record.items()
+                                              if k not in ("phase", "epoch") and isinstance(v, float)})
+        if run_dir is not None and is_main_process():
+            save_checkpoint({
+                "format": CHECKPOINT_FORMAT, "phase": phase, "epoch": epoch + 1, "epochs": epochs,
+                "global_step": global_step, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "rng": capture_rng_state(),
+                "best_metric": best_metric, "best_epoch": best_epoch, "history": history,
+                "settings": settings.to_dict(), "meta": meta or {},
+            }, last_path)
+        barrier()
+        last_good = f"The last good checkpoint is {last_path} (after epoch {epoch})." if last_path else last_good
+        _notify(callbacks, LoopState(phase, "epoch_end", epoch, epochs, len(loader) - 1, global_step,
+                                     record.get("loss", math.nan), model, opt, record))
+    return FitResult(history, best_metric, best_epoch, time.perf_counter() - began, resumed_from)
+
+
+def _notify(callbacks: Sequence[Callback], state: LoopState) -> None:
+    for callback in callbacks:
+        callback(state)
