@@ -1,0 +1,566 @@
+"""The Distiller: train a depth-aware teacher on RGB-D, hand its very weights to a plain RGB student distilled with
+VTCE, and compare against the baseline and the paper's ablations.
+
+Phases and what they train (the paper's names):
+
+* **BL** — the plain model on RGB with cross-entropy, from the initial weights.
+* **TN** — the teacher: every spatial convolution made depth-aware (:func:`~depthdistill.convert_to_depth_aware`),
+  cross-entropy on RGB-D, depth reaching the layers through :func:`~depthdistill.depth_context`.
+* **SN** — the student: the live teacher reverted to plain convolutions *in place*
+  (:func:`~depthdistill.convert_to_plain`), so its Parameter objects are the teacher's ("PS"), trained on RGB
+  with ``CE + VTCE(T(e))`` against a frozen copy of the trained teacher fed RGB-D.
+* **BL+VTCE** / **BL+PS** — the ablations of the paper's Table 3: one of the two ingredients only.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from depthdistill.convert import LayerFilter, convert_to_depth_aware, convert_to_plain, list_depth_aware
+from depthdistill.engine.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
+from depthdistill.engine.checks import check_batch, check_dataset
+from depthdistill.engine.device import autocast, move_batch, resolve_device
+from depthdistill.engine.distributed import barrier, is_main_process, unwrap
+from depthdistill.engine.loader import eval_loader
+from depthdistill.engine.loop import Callback, FitResult, LossFn, TrainSettings, fit
+from depthdistill.engine.optim import OptimizerFactory, SchedulerFactory
+from depthdistill.engine.run_log import RunLog, progress
+from depthdistill.errors import ConfigError, TrainingError
+from depthdistill.losses import DEFAULT_BETA, VTCELoss
+from depthdistill.metrics import SegmentationMetrics
+from depthdistill.nn import depth_context
+from depthdistill.nn.functional import DEFAULT_ALPHA
+
+__all__ = ["Distiller", "ResultRow", "ResultsTable", "EXPERIMENT_ROWS", "TEACHER_SOURCES"]
+
+#: Rows :meth:`Distiller.run_experiment` knows, in the order it reports them.
+EXPERIMENT_ROWS = ("BL", "TN", "SN", "BL+VTCE", "BL+PS")
+#: Where the student's soft targets come from: a frozen copy of the trained teacher, or the live shared weights.
+TEACHER_SOURCES = ("frozen", "live")
+
+Data = Dataset | DataLoader
+
+
+@dataclass
+class ResultRow:
+    """One trained model's test metrics.
+
+    Attributes:
+        name: ``"BL"``, ``"TN"``, ``"SN"``, ``"BL+VTCE"`` or ``"BL+PS"``.
+        input: What the model sees at test time, ``"RGB"`` or ``"RGB-D"``.
+        mean_pixel_accuracy: mPA on the test set (fraction, not %).
+        mean_iou: mIoU.
+        pixel_accuracy: Overall pixel accuracy.
+        epochs: Epochs this row's own phase trained (SN and BL+PS start from TN's weights).
+        seconds: Wall time of its training.
+        per_class_iou: IoU per class (NaN for classes absent from the test set).
+    """
+
+    name: str
+    input: str
+    mean_pixel_accuracy: float
+    mean_iou: float
+    pixel_accuracy: float
+    epochs: int
+    seconds: float
+    per_class_iou: list[float] = field(default_factory=list)
+
+
+class ResultsTable:
+    """The rows of an experiment, printable in the paper's form (mPA / mIoU in %) and saved as JSON.
+
+    Example:
+        >>> t = ResultsTable([ResultRow("BL", "RGB", 0.5, 0.25, 0.75, 1, 0.1)])
+        >>> t["BL"].mean_iou
+        0.25
+        >>> print(t.to_markdown().splitlines()[2])
+        | BL | RGB | 50.0 | 25.0 | 75.0 | 1 | 0.1 |
+    """
+
+    def __init__(self, rows: Sequence[ResultRow], info: dict[str, Any] | None = None) -> None:
+        self.rows = list(rows)
+        self.info = dict(info or {})
+
+    def __getitem__(self, name: str) -> ResultRow:
+        for row in self.rows:
+            if row.name == name:
+                return row
+        raise KeyError(f"no row {name!r}; rows: {[r.name for r in self.rows]}")
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def to_markdown(self) -> str:
+        """A Markdown table: row, input, mPA %, mIoU %, pixel accuracy %, epochs, training seconds."""
+        lines = ["| row | input | mPA % | mIoU % | pixel acc. % | epochs | train s |", "|---|---|---|---|---|---|---|"]
+        for r in self.rows:
+            lines.append(f"| {r.name} | {r.input} | {100 * r.mean_pixel_accuracy:.1f} | {100 * r.mean_iou:.1f} | "
+                         f"{100 * r.pixel_accuracy:.1f} | {r.epochs} | {r.seconds:.1f} |")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"rows": [...], "info": {...}}`` with NaN as ``None``."""
+        def clean(value: Any) -> Any:
+            if isinstance(value, float) and value != value:
+                return None
+            if isinstance(value, list):
+                return [clean(v) for v in value]
+            return value
+
+        return {"rows": [{k: clean(v) for k, v in asdict(r).items()} for r in self.rows], "info": self.info}
+
+    def save_json(self, path: str | os.PathLike) -> Path:
+        """Writes :meth:`to_dict` as indented JSON; returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        return path
+
+    def __str__(self) -> str:
+        return self.to_markdown()
+
+
+def _frozen_copy(model: nn.Module) -> nn.Module:
+    teacher = copy.deepcopy(model)
+    teacher.eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+class Distiller:
+    """Depth removal distillation for any segmenter mapping an image batch ``(B,3,H,W)`` to logits ``(B,C,H,W)``.
+
+    The Distiller owns one *live* model that goes through the phases in place: plain → teacher (depth-aware) →
+    student (plain again, same Parameter objects). A copy of the initial weights is kept before anything trains,
+    so the baseline rows start from exactly the weights the teacher started from.
+
+    Args:
+        model: The segmenter; its logits must have the label's height and width (upsample inside the model).
+        num_classes: Number of classes; labels are ``0..num_classes−1`` and ``ignore_index``.
+        alpha: α of the depth-aware convolution (Eq. 6), per metre.
+        beta: β of the VTCE temperature (Eq. 10).
+        ignore_index: Void label, ignored by the losses and metrics.
+        out_dir: Where each phase writes ``<out_dir>/<phase>/{last,best,model}.pt`` and the run writes
+            ``metrics.jsonl`` and ``results.json``; ``None`` writes nothing.
+        share_parameters: Default of :meth:`train_student`: the student is the teacher's own weights (PS).
+            ``False`` starts it from the initial weights instead.
+        vtce: Default of :meth:`train_student`: add the VTCE term to the cross-entropy.
+        teacher_source: Where VTCE's soft targets come from. ``"frozen"`` (default): a frozen copy of the trained
+            teacher (eval mode, no gradients), made when the teacher phase ends. ``"live"``: the shared weights as
+            they are being trained, run as a depth-aware teacher on RGB-D in eval mode (the other reading of the
+            paper; only meaningful with shared parameters).
+        vtce_schedule: Optional ``epoch -> T`` replacing Eq. 10.
+        include: Which convolutions become depth-aware (see :func:`~depthdistill.convert_to_depth_aware`).
+        exclude: Which stay plain.
+        depth_resize: How depth is brought to each layer's resolution (see :func:`~depthdistill.depth_context`).
+        optimizer: Optimiser factory ``params -> Optimizer`` for every phase (default SGD from the settings).
+        scheduler: Schedule factory ``(optimizer, total_steps) -> LRScheduler`` (default poly 0.9).
+        callbacks: ``callback(LoopState)`` called at every epoch start, batch end and epoch end of every phase.
+        resume: Continue each phase from its ``last.pt`` if present (finished phases just load their weights).
+        settings: Training settings; keyword arguments below override its fields.
+        meta: Extra information stored in every checkpoint (the CLI stores the model's name and arguments).
+        **train_settings: Any field of :class:`~depthdistill.engine.TrainSettings` (``lr``, ``batch_size``,
+            ``device``, ``amp``, ``channels_last``, ``grad_accum_steps``, ``seed`` …).
+
+    Example:
+        >>> import torch
+        >>> from depthdistill.distiller import Distiller
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 2, 1))
+        >>> data = [{"rgb": torch.randn(3, 8, 8), "depth": torch.rand(1, 8, 8) + 1,
+        ...          "label": torch.randint(0, 2, (8, 8)), "id": str(i)} for i in range(2)]
+        >>> d = Distiller(net, num_classes=2, progress=False, log_echo=False)
+        >>> teacher = d.train_teacher(data, epochs=1)
+        >>> student = d.train_student(data, epochs=1)
+        >>> sorted(d.evaluate(student, data))[:2]
+        ['confusion_matrix', 'frequency_weighted_iou']
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        *,
+        alpha: float = DEFAULT_ALPHA,
+        beta: float = DEFAULT_BETA,
+        ignore_index: int = 255,
+        out_dir: str | os.PathLike | None = None,
+        share_parameters: bool = True,
+        vtce: bool = True,
+        teacher_source: str = "frozen",
+        vtce_schedule: Callable[[int], float] | None = None,
+        include: LayerFilter | None = None,
+        exclude: LayerFilter | None = None,
+        depth_resize: str = "nearest",
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        callbacks: Sequence[Callback] = (),
+        resume: bool = False,
+        settings: TrainSettings | None = None,
+        meta: dict[str, Any] | None = None,
+        log_echo: bool = True,
+        **train_settings: Any,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ConfigError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+        if teacher_source not in TEACHER_SOURCES:
+            raise ConfigError(f"teacher_source must be one of {TEACHER_SOURCES}, got {teacher_source!r}")
+        if list_depth_aware(model):
+            raise ConfigError("pass the plain model to Distiller: it converts the teacher itself (and keeps the "
+                              "plain initial weights for the baseline); call depthdistill.convert_to_plain first")
+        base = (settings or TrainSettings()).to_dict()
+        self.settings = TrainSettings.from_dict({**base, **train_settings})
+        self.model = model
+        self.num_classes = num_classes
+        self.alpha = float(alpha)
+        self.ignore_index = int(ignore_index)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.share_parameters = bool(share_parameters)
+        self.vtce = bool(vtce)
+        self.teacher_source = teacher_source
+        self.vtce_loss = VTCELoss(beta=beta, schedule=vtce_schedule)
+        self.include, self.exclude, self.depth_resize = include, exclude, depth_resize
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.callbacks = list(callbacks)
+        self.resume = bool(resume)
+        self.meta = dict(meta or {})
+        self.device = resolve_device(self.settings.device)
+        self.log = RunLog(self.out_dir / "metrics.jsonl" if self.out_dir else None, echo=log_echo)
+        #: The frozen teacher (eval mode, no gradients), set when the teacher phase ends.
+        self.teacher: nn.Module | None = None
+        #: Names of the layers the teacher made depth-aware.
+        self.depth_aware_layers: list[str] = []
+        #: The :class:`~depthdistill.engine.FitResult` of every phase run so far, by phase name.
+        self.fits: dict[str, FitResult] = {}
+        # Cloned before anything trains: the baselines start from exactly the teacher's initial weights.
+        self.initial_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+    # ----------------------------------------------------------------------------------------------- phases
+    def train_teacher(self, train_data: Data, epochs: int, val_data: Data | None = None, *,
+                      name: str = "teacher") -> nn.Module:
+        """Teacher phase: converts the live model to depth-aware in place and trains it with CE on RGB-D.
+
+        When it ends, a frozen copy of the teacher is kept as :attr:`teacher` for the student's soft targets.
+
+        Args:
+            train_data: RGB-D samples (``depth`` required).
+            epochs: Epochs to train.
+            val_data: Optional validation set, evaluated with depth after every epoch (selects ``best.pt``).
+            name: The phase's name and folder under ``out_dir``.
+
+        Returns:
+            The live model, now the teacher. The same object becomes the student in :meth:`train_student`;
+            :attr:`teacher` keeps the teacher.
+
+        Raises:
+            DepthError: If the training data has no depth.
+            DatasetError: If labels are out of range or samples are malformed.
+            TrainingError: If the loss becomes NaN (the last good checkpoint is kept).
+        """
+        convert_to_depth_aware(self.model, alpha=self.alpha, include=self.include, exclude=self.exclude)
+        self.depth_aware_layers = list_depth_aware(self.model)
+        self._check_data(train_data, needs_depth=True, where=f"{name} training data")
+
+        def loss_fn(model: nn.Module, batch: dict, epoch: int) -> dict[str, torch.Tensor]:
+            with depth_context(batch["depth"], resize=self.depth_resize):
+                logits = self._forward(model, batch)
+            ce = F.cross_entropy(logits.float(), batch["label"], ignore_index=self.ignore_index)
+            return {"loss": ce}
+
+        self._fit(name, self.model, loss_fn, train_data, epochs, val_data, needs_depth=True)
+        self.teacher = _frozen_copy(self.model)
+        return self.model
+
+    def train_student(self, train_data: Data, epochs: int, val_data: Data | None = None, *,
+                      share_parameters: bool | None = None, vtce: bool | None = None,
+                      name: str = "student") -> nn.Module:
+        """Student phase: a plain model trained on RGB with ``CE`` (``+ VTCE(T(e))`` when ``vtce``).
+
+        With ``share_parameters`` (PS, the paper's method) the live teacher's layers are reverted to plain
+        convolutions in place, so the student's Parameter objects *are* the trained teacher's. Without it the
+        student is a plain copy of the model loaded with the initial weights (the BL+VTCE ablation). ``e`` in
+        ``T(e)`` is the student phase's epoch index, from 0. VTCE is averaged over non-void pixels.
+
+        Args:
+            train_data: RGB-D samples (depth feeds the teacher's soft targets; RGB alone is enough without VTCE).
+            epochs: Epochs to train.
+            val_data: Optional validation set, evaluated on RGB after every epoch.
+            share_parameters: Override of the constructor's default.
+            vtce: Override of the constructor's default.
+            name: The phase's name and folder under ``out_dir``.
+
+        Returns:
+            The student (a plain model). With PS it is the object :meth:`train_teacher` returned.
+
+        Raises:
+            TrainingError: If the teacher is needed (PS or VTCE) but has not been trained.
+        """
+        share = self.share_parameters if share_parameters is None else bool(share_parameters)
+        use_vtce = self.vtce if vtce is None else bool(vtce)
+        if share:
+            if not list_depth_aware(self.model):
+                raise TrainingError("train_student(share_parameters=True) needs the trained teacher, but the live "
+                                    "model is not depth-aware: call train_teacher first (or it already became the "
+                                    "student)")
+            student = convert_to_plain(self.model)
+        else:
+            student = self._initial_copy()
+        return self._train_plain(student, train_data, epochs, val_data, use_vtce=use_vtce, shared=share, name=name)
+
+    def train_baseline(self, train_data: Data, epochs: int, val_data: Data | None = None, *, vtce: bool = False,
+                       name: str = "baseline") -> nn.Module:
+        """The baseline (BL): a plain copy of the model from the initial weights, CE on RGB.
+
+        ``vtce=True`` gives the BL+VTCE ablation (needs the trained teacher). The live model is not touched.
+
+        Returns:
+            The trained baseline model (a new object).
+        """
+        return self._train_plain(self._initial_copy(), train_data, epochs, val_data, use_vtce=vtce, shared=False,
+                                 name=name)
+
+    # ------------------------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, data: Data, *, use_depth: bool | None = None) -> dict[str, Any]:
+        """Metrics of ``model`` on ``data`` from one confusion matrix over the whole set.
+
+        Args:
+            model: Any of the phases' models.
+            data: Samples (``depth`` needed only for a depth-aware model).
+            use_depth: Feed depth through the depth context; default: when the model has depth-aware layers.
+
+        Returns:
+            :meth:`SegmentationMetrics.compute`'s dict (``mean_pixel_accuracy``, ``mean_iou``, ``pixel_accuracy`` …).
+            Under DDP every process evaluates a share and the matrices are summed.
+        """
+        model = unwrap(model)
+        if use_depth is None:
+            use_depth = bool(list_depth_aware(model))
+        model.to(self.device)
+        metrics = SegmentationMetrics(self.num_classes, self.ignore_index, device=self.device)
+        was_training = model.training
+        model.eval()
+        loader = eval_loader(data, self.settings.eval_batch_size or self.settings.batch_size, self.settings.num_workers)
+        try:
+            for batch in progress(loader, enabled=self.settings.progress, desc="evaluate", leave=False):
+                batch = move_batch(batch, self.device, self.settings.channels_last)
+                check_batch(batch, num_classes=self.num_classes, ignore_index=self.ignore_index,
+                            needs_depth=use_depth, where="evaluation data")
+                with autocast(self.device, self.settings.amp):
+                    if use_depth:
+                        with depth_context(batch["depth"], resize=self.depth_resize):
+                            logits = self._forward(model, batch)
+                    else:
+                        logits = self._forward(model, batch)
+                metrics.update(logits.float(), batch["label"])
+        finally:
+            model.train(was_training)
+        return metrics.all_reduce().compute()
+
+    # ------------------------------------------------------------------------------------------- experiment
+    def run_experiment(
+        self,
+        train_data: Data,
+        test_data: Data,
+        *,
+        teacher_epochs: int,
+        student_epochs: int,
+        baseline_epochs: int | None = None,
+        val_data: Data | None = None,
+        ablations: bool = False,
+        rows: Sequence[str] | None = None,
+    ) -> ResultsTable:
+        """Trains BL, TN and SN (and, with ``ablations``, BL+VTCE and BL+PS) and tests each one.
+
+        Row definitions (the paper's Tables 1 and 3; the constructor's ``share_parameters`` / ``vtce`` defaults do
+        not apply here, each row sets its own):
+
+        ========  =============================  =========================  =================
+        row       starts from                    loss, input                epochs
+        ========  =============================  =========================  =================
+        BL        initial weights                CE, RGB                    ``baseline_epochs``
+        TN        initial weights, depth-aware   CE, RGB-D                  ``teacher_epochs``
+        BL+VTCE   initial weights                CE + VTCE (TN), RGB        ``baseline_epochs``
+        BL+PS     TN's weights (a copy)          CE, RGB                    ``student_epochs``
+        SN        TN's weights (the same ones)   CE + VTCE (TN), RGB        ``student_epochs``
+        ========  =============================  =========================  =================
+
+        ``baseline_epochs`` defaults to ``teacher_epochs + student_epochs``, the training SN gets in total, so a
+        gain of SN over BL is not merely more training. TN is tested on RGB-D, every other row on RGB. The table
+        is written to ``out_dir/results.json`` (rank 0). With ``resume`` finished rows are loaded, not retrained.
+
+        Args:
+            train_data: RGB-D training samples.
+            test_data: RGB-D test samples.
+            teacher_epochs: Epochs of TN.
+            student_epochs: Epochs of SN and BL+PS.
+            baseline_epochs: Epochs of BL and BL+VTCE.
+            val_data: Optional validation set for every phase.
+            ablations: Add BL+VTCE and BL+PS.
+            rows: Explicit rows instead (any of :data:`EXPERIMENT_ROWS`).
+
+        Returns:
+            The :class:`ResultsTable`, rows in the order of :data:`EXPERIMENT_ROWS`.
+        """
+        wanted = list(rows) if rows is not None else ["BL", "TN", "SN"] + (["BL+VTCE", "BL+PS"] if ablations else [])
+        unknown = sorted(set(wanted) - set(EXPERIMENT_ROWS))
+        if unknown or not wanted:
+            raise ConfigError(f"unknown experiment row(s) {unknown or wanted}; choose from {list(EXPERIMENT_ROWS)}")
+        if baseline_epochs is None:
+            baseline_epochs = teacher_epochs + student_epochs
+        trained: dict[str, tuple[nn.Module, int, str]] = {}
+
+        if "BL" in wanted:
+            trained["BL"] = (self._train_plain(self._initial_copy(), train_data, baseline_epochs, val_data,
+                                               use_vtce=False, shared=False, name="bl"), baseline_epochs, "bl")
+        if set(wanted) - {"BL"}:
+            teacher = self.train_teacher(train_data, teacher_epochs, val_data, name="tn")
+            trained["TN"] = (self.teacher, teacher_epochs, "tn")
+        if "BL+VTCE" in wanted:
+            trained["BL+VTCE"] = (self._train_plain(self._initial_copy(), train_data, baseline_epochs, val_data,
+                                                    use_vtce=True, shared=False, name="bl_vtce"),
+                                  baseline_epochs, "bl_vtce")
+        if "BL+PS" in wanted:
+            copy_of_teacher = convert_to_plain(copy.deepcopy(teacher))
+            trained["BL+PS"] = (self._train_plain(copy_of_teacher, train_data, student_epochs, val_data,
+                                                  use_vtce=False, shared=True, name="bl_ps"), student_epochs, "bl_ps")
+        if "SN" in wanted:
+            trained["SN"] = (self.train_student(train_data, student_epochs, val_data, share_parameters=True,
+                                                vtce=True, name="sn"), student_epochs, "sn")
+
+        table_rows = []
+        for row in (r for r in EXPERIMENT_ROWS if r in wanted):
+            model, epochs, phase = trained[row]
+            depth = row == "TN"
+            metrics = self.evaluate(model, test_data, use_depth=depth)
+            table_rows.append(ResultRow(
+                name=row, input="RGB-D" if depth else "RGB",
+                mean_pixel_accuracy=metrics["mean_pixel_accuracy"], mean_iou=metrics["mean_iou"],
+                pixel_accuracy=metrics["pixel_accuracy"], epochs=epochs,
+                seconds=round(self.fits[phase].seconds, 3), per_class_iou=metrics["per_class_iou"],
+            ))
+            self.log.write({"phase": phase, "test": {k: v for k, v in metrics.items() if k != "confusion_matrix"}})
+        table = ResultsTable(table_rows, info={
+            "num_classes": self.num_classes, "alpha": self.alpha, "beta": self.vtce_loss.beta,
+            "teacher_source": self.teacher_source, "teacher_epochs": teacher_epochs,
+            "student_epochs": student_epochs, "baseline_epochs": baseline_epochs,
+            "settings": self.settings.to_dict(),
+            "note": "seconds: training time of this call (a resumed row counts only what it trained now)",
+        })
+        if self.out_dir is not None and is_main_process():
+            table.save_json(self.out_dir / "results.json")
+        barrier()
+        return table
+
+    # --------------------------------------------------------------------------------------------- helpers
+    def _initial_copy(self) -> nn.Module:
+        """A plain model with the initial weights (a new object; the live model is untouched)."""
+        model = convert_to_plain(copy.deepcopy(self.model))
+        model.load_state_dict(self.initial_state)
+        model.requires_grad_(True)
+        return model
+
+    def _forward(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        logits = model(batch["rgb"])
+        if not isinstance(logits, torch.Tensor):
+            raise ConfigError(f"the model returned a {type(logits).__name__}; the Distiller needs a logits tensor "
+                              "(B,C,H,W): wrap the model so its forward returns the segmentation logits")
+        label = batch["label"]
+        if logits.dim() != 4 or logits.shape[1] != self.num_classes or logits.shape[-2:] != label.shape[-2:]:
+            raise ConfigError(
+                f"the model's logits are {tuple(logits.shape)} but labels are {tuple(label.shape)} with "
+                f"num_classes={self.num_classes}: the model must return (B,{self.num_classes},H,W) at the label's size "
+                "(upsample inside the model, e.g. F.interpolate(logits, size=image.shape[-2:], mode='bilinear'))"
+            )
+        return logits
+
+    def _check_data(self, data: Data, *, needs_depth: bool, where: str) -> None:
+        check_dataset(data, num_classes=self.num_classes, ignore_index=self.ignore_index, needs_depth=needs_depth,
+                      samples=self.settings.check_samples, where=where)
+
+    def _teacher_logits(self, student: nn.Module, source: str) -> Callable[[dict], torch.Tensor]:
+        """Soft-target source for VTCE: the frozen teacher, or the student's own weights run as the teacher."""
+        if self.teacher is None:
+            raise TrainingError("VTCE needs the trained teacher: call train_teacher first")
+        if source == "frozen":
+            teacher = self.teacher.to(self.device)
+
+            def frozen(batch: dict) -> torch.Tensor:
+                with torch.no_grad(), depth_context(batch["depth"], resize=self.depth_resize):
+                    return teacher(batch["rgb"])
+
+            return frozen
+
+        layers = list(self.depth_aware_layers)
+
+        def live(batch: dict) -> torch.Tensor:
+            # The shared weights as they are now, run as the depth-aware teacher (eval mode: no dropout, BN
+            # running statistics), then back to the plain student in train mode.
+            convert_to_depth_aware(student, alpha=self.alpha, include=layers)
+            student.eval()
+            try:
+                with torch.no_grad(), depth_context(batch["depth"], resize=self.depth_resize):
+                    return student(batch["rgb"])
+            finally:
+                convert_to_plain(student)
+                student.train()
+
+        return live
+
+    def _train_plain(self, student: nn.Module, train_data: Data, epochs: int, val_data: Data | None, *,
+                     use_vtce: bool, shared: bool, name: str) -> nn.Module:
+        """Trains a plain model with CE (+ VTCE against the teacher) on RGB: BL, BL+VTCE, BL+PS, SN."""
+        self._check_data(train_data, needs_depth=use_vtce, where=f"{name} training data")
+        if use_vtce:
+            # Without shared weights there is no live teacher to speak of: the frozen one is the only reading.
+            teacher_logits = self._teacher_logits(student, self.teacher_source if shared else "frozen")
+
+        def loss_fn(model: nn.Module, batch: dict, epoch: int) -> dict[str, torch.Tensor]:
+            logits = self._forward(model, batch).float()
+            ce = F.cross_entropy(logits, batch["label"], ignore_index=self.ignore_index)
+            if not use_vtce:
+                return {"loss": ce}
+            soft = teacher_logits(batch).float()
+            vtce = self.vtce_loss(logits, soft, epoch, mask=batch["label"] != self.ignore_index)
+            return {"loss": ce + vtce, "ce": ce, "vtce": vtce,
+                    "temperature": torch.tensor(self.vtce_loss.temperature(epoch))}
+
+        self._fit(name, student, loss_fn, train_data, epochs, val_data, needs_depth=use_vtce)
+        return student
+
+    def _fit(self, name: str, model: nn.Module, loss_fn: LossFn, train_data: Data, epochs: int,
+             val_data: Data | None, *, needs_depth: bool) -> None:
+        run_dir = self.out_dir / name if self.out_dir is not None else None
+        depth_aware = list_depth_aware(model)
+        meta = {**self.meta, "phase": name, "num_classes": self.num_classes, "ignore_index": self.ignore_index,
+                "alpha": self.alpha, "depth_resize": self.depth_resize, "depth_aware_layers": depth_aware}
+
+        def check(batch: dict) -> None:
+            check_batch(batch, num_classes=self.num_classes, ignore_index=self.ignore_index,
+                        needs_depth=needs_depth, where=f"{name} training data")
+
+        evaluate = (lambda m: self.evaluate(m, val_data, use_depth=bool(depth_aware))) if val_data is not None else None
+        self.fits[name] = fit(
+            model, loss_fn, train_data, epochs, phase=name, settings=self.settings, run_dir=run_dir,
+            evaluate=evaluate, check=check, optimizer=self.optimizer, scheduler=self.scheduler,
+            callbacks=self.callbacks, resume=self.resume, meta=meta, log=self.log,
+        )
+        if run_dir is not None and is_main_process():
+            save_checkpoint({"format": CHECKPOINT_FORMAT, "phase": name, "model": unwrap(model).state_dict(),
+                             "meta": meta}, run_dir / "model.pt")
+        barrier()

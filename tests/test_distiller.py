@@ -1,0 +1,276 @@
+"""The Distiller on tiny RGB-D data: phases, parameter sharing, VTCE schedule, ablations, resume, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tiny_rgbd import NUM_CLASSES, TinyRGBD, TinySegmenter
+
+from depthdistill import DepthAwareConv2d, depth_context, list_depth_aware, vtce_temperature
+from depthdistill.distiller import Distiller, ResultsTable
+from depthdistill.engine import load_checkpoint
+from depthdistill.errors import ConfigError, DatasetError, DepthError, TrainingError
+
+FAST = dict(progress=False, log_echo=False, device="cpu")
+
+
+def _distiller(model=None, **kwargs):
+    return Distiller(model or TinySegmenter(), NUM_CLASSES, **{**FAST, **kwargs})
+
+
+def _spatial_convs(model):
+    return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)]
+
+
+def test_teacher_is_depth_aware_student_plain_and_shares_the_parameter_objects():
+    data = TinyRGBD(4)
+    d = _distiller()
+    teacher = d.train_teacher(data, epochs=1)
+    assert list_depth_aware(teacher) == _spatial_convs(teacher) == ["conv1", "conv2"]
+    assert all(isinstance(teacher.get_submodule(n), DepthAwareConv2d) for n in ("conv1", "conv2"))
+    teacher_params = list(teacher.parameters())
+    teacher_values = [p.detach().clone() for p in teacher_params]
+
+    seen = {}
+
+    def at_student_start(state):
+        if state.phase == "student" and state.event == "epoch_start" and state.epoch == 0:
+            seen["params"] = list(state.model.parameters())
+            seen["optimized"] = [p for g in state.optimizer.param_groups for p in g["params"]]
+            seen["values"] = [p.detach().clone() for p in state.model.parameters()]
+
+    d.callbacks.append(at_student_start)
+    student = d.train_student(data, epochs=1)
+    assert student is teacher and list_depth_aware(student) == []
+    assert type(student.conv1) is torch.nn.Conv2d
+    assert len(seen["params"]) == len(teacher_params)
+    assert all(a is b for a, b in zip(seen["params"], teacher_params))
+    assert all(a is b for a, b in zip(seen["optimized"], teacher_params))
+    # the student starts from the trained teacher's values, and the frozen teacher keeps them
+    assert all(torch.equal(a, b) for a, b in zip(seen["values"], teacher_values))
+    frozen = list(d.teacher.parameters())
+    assert all(not p.requires_grad for p in frozen) and not d.teacher.training
+    assert all(p is not q for p, q in zip(frozen, teacher_params))
+    assert all(torch.equal(p, v) for p, v in zip(frozen, teacher_values))
+    assert not all(torch.equal(p, v) for p, v in zip(student.parameters(), teacher_values))  # the student trained
+    assert list_depth_aware(d.teacher) == ["conv1", "conv2"]
+
+
+def test_teacher_loss_is_cross_entropy_of_the_depth_aware_forward():
+    """With lr 0 nothing moves: the logged teacher loss must be CE of the D-Conv forward under each sample's depth."""
+    data = TinyRGBD(3)
+    model = TinySegmenter(norm=False, dropout=0.0)
+    d = _distiller(model, optimizer=lambda p: torch.optim.SGD(p, lr=0.0))
+    d.train_teacher(data, epochs=1)
+    expected = []
+    for i in range(len(data)):
+        s = data[i]
+        with torch.no_grad(), depth_context(s["depth"][None]):
+            logits = model(s["rgb"][None])
+        expected.append(F.cross_entropy(logits, s["label"][None], ignore_index=255).item())
+    assert d.fits["teacher"].history[0]["loss"] == pytest.approx(sum(expected) / len(expected), rel=1e-5)
+    # and the depth matters: the same forward without depth is refused
+    with pytest.raises(DepthError, match="no depth is set"):
+        model(data[0]["rgb"][None])
+
+
+def _vtce_by_hand(student_logits, teacher_logits, label, temperature):
+    q_t = torch.softmax(teacher_logits / temperature, dim=1)
+    log_q_s = torch.log_softmax(student_logits / temperature, dim=1)
+    per_pixel = -temperature * (q_t * log_q_s).sum(dim=1)
+    valid = label != 255
+    return per_pixel[valid].sum() / valid.sum()
+
+
+def test_student_loss_is_ce_plus_vtce_at_the_scheduled_temperature():
+    data = TinyRGBD(3)
+    model = TinySegmenter(norm=False, dropout=0.0)
+    d = _distiller(model, beta=0.7)
+    d.train_teacher(data, epochs=1)
+    d.optimizer = lambda p: torch.optim.SGD(p, lr=0.0)  # the student keeps the teacher's values
+    d.train_student(data, epochs=3)
+    history = d.fits["student"].history
+    for epoch, record in enumerate(history):
+        T = math.exp(-0.7 * (epoch * epoch - epoch + 2) / 2)  # Eq. 10, e counted from 0
+        assert record["temperature"] == pytest.approx(T, rel=1e-6)
+        assert T == pytest.approx(vtce_temperature(epoch, 0.7))
+        ce, vt = [], []
+        for i in range(len(data)):
+            s = data[i]
+            with torch.no_grad():
+                student_logits = model(s["rgb"][None])
+                with depth_context(s["depth"][None]):
+                    teacher_logits = d.teacher(s["rgb"][None])
+            ce.append(F.cross_entropy(student_logits, s["label"][None], ignore_index=255).item())
+            vt.append(_vtce_by_hand(student_logits, teacher_logits, s["label"][None], T).item())
+        assert record["vtce"] == pytest.approx(sum(vt) / 3, rel=1e-5)
+        assert record["ce"] == pytest.approx(sum(ce) / 3, rel=1e-5)
+        assert record["loss"] == pytest.approx(record["ce"] + record["vtce"], rel=1e-6)
+
+
+def test_ablation_switches():
+    data = TinyRGBD(4)
+    d = _distiller()
+    initial = {k: v.clone() for k, v in d.model.state_dict().items()}
+    starts = {}
+
+    def record_start(state):
+        if state.event == "epoch_start" and state.epoch == 0:
+            starts[state.phase] = ({k: v.clone() for k, v in state.model.state_dict().items()}, state.model)
+
+    d.callbacks.append(record_start)
+    baseline = d.train_baseline(data, epochs=1)
+    teacher = d.train_teacher(data, epochs=1)
+    calls = []
+    d.teacher.register_forward_hook(lambda *a: calls.append(1))
+
+    # vtce off: CE only, the teacher is never asked
+    no_vtce = d.train_student(data, epochs=1, share_parameters=False, vtce=False, name="no_vtce")
+    assert calls == [] and "vtce" not in d.fits["no_vtce"].history[0]
+    # PS off: a new plain model from the initial weights; the live teacher is untouched
+    bl_vtce = d.train_student(data, epochs=1, share_parameters=False, vtce=True, name="bl_vtce")
+    assert len(calls) == len(data) and "vtce" in d.fits["bl_vtce"].history[0]
+    assert bl_vtce is not teacher and list_depth_aware(bl_vtce) == [] and list_depth_aware(teacher) == ["conv1", "conv2"]
+    for phase in ("baseline", "teacher", "no_vtce", "bl_vtce"):
+        assert all(torch.equal(starts[phase][0][k], initial[k]) for k in initial), phase
+    assert starts["baseline"][1] is baseline and baseline is not teacher and list_depth_aware(baseline) == []
+
+
+def test_live_teacher_source_uses_the_shared_weights_not_the_frozen_copy():
+    data = TinyRGBD(3)
+    d = _distiller(teacher_source="live")
+    d.train_teacher(data, epochs=1)
+    d.teacher.forward = lambda *a: (_ for _ in ()).throw(AssertionError("frozen teacher used"))
+    depth_seen = []
+
+    def spy(module, inputs, output):  # a D-Conv layer of the live model, called only by the live teacher
+        depth_seen.append(isinstance(module, DepthAwareConv2d))
+
+    d.model.conv1.register_forward_hook(spy)
+    student = d.train_student(data, epochs=1)
+    assert list_depth_aware(student) == [] and student.training
+    assert depth_seen.count(True) == len(data) and depth_seen.count(False) == len(data)
+
+
+def _resume_run(tmp_path, stop_at=None):
+    """Teacher 2 epochs, student 2 epochs; optionally killed by a callback at (phase, epoch, batch)."""
+    def killer(state):
+        if stop_at and state.event == "step_end" and (state.phase, state.epoch, state.batch) == stop_at:
+            raise KeyboardInterrupt("simulated kill")
+
+    torch.manual_seed(1)
+    d = Distiller(TinySegmenter(), NUM_CLASSES, out_dir=tmp_path, callbacks=[killer], resume=True, batch_size=2,
+                  lr=0.05, **FAST)
+    data = TinyRGBD(6)
+    d.train_teacher(data, epochs=2)
+    return d.train_student(data, epochs=2)
+
+
+@pytest.mark.parametrize("stop_at", [("teacher", 1, 1), ("student", 1, 0)])
+def test_killed_and_resumed_run_ends_with_identical_weights(tmp_path, stop_at):
+    reference = _resume_run(tmp_path / "uninterrupted").state_dict()
+    with pytest.raises(KeyboardInterrupt):
+        _resume_run(tmp_path / "killed", stop_at=stop_at)
+    last = load_checkpoint(tmp_path / "killed" / stop_at[0] / "last.pt")
+    assert last["epoch"] == 1 and last["phase"] == stop_at[0]
+    resumed = _resume_run(tmp_path / "killed").state_dict()
+    assert resumed.keys() == reference.keys()
+    for key in reference:
+        assert torch.equal(resumed[key], reference[key]), key
+
+
+def test_checkpoint_holds_the_full_state(tmp_path):
+    d = _distiller(out_dir=tmp_path)
+    d.train_teacher(TinyRGBD(4), epochs=1, val_data=TinyRGBD(2, seed=1))
+    state = load_checkpoint(tmp_path / "teacher" / "last.pt")
+    for key in ("model", "optimizer", "scheduler", "phase", "epoch", "rng", "best_metric", "history"):
+        assert key in state
+    assert set(state["rng"]) == {"torch", "cuda", "numpy", "python"}
+    assert state["meta"]["depth_aware_layers"] == ["conv1", "conv2"]
+    assert state["best_metric"] == pytest.approx(state["history"][0]["val_mean_iou"])
+    model_file = load_checkpoint(tmp_path / "teacher" / "model.pt")
+    assert all(torch.equal(model_file["model"][k], v) for k, v in d.model.state_dict().items())
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["phase"] == "teacher" and lines[-1]["epoch"] == 0 and "val_mean_iou" in lines[-1]
+
+
+def test_labels_out_of_range_fail_before_training(tmp_path):
+    d = _distiller(out_dir=tmp_path)
+    with pytest.raises(DatasetError, match=r"labels \[7\] are >= num_classes=3.*tiny0"):
+        d.train_teacher(TinyRGBD(4, bad_label=7), epochs=1)
+    assert not (tmp_path / "teacher" / "last.pt").exists()
+
+
+def test_teacher_data_without_depth_is_refused():
+    d = _distiller()
+    with pytest.raises(DepthError, match="no 'depth'"):
+        d.train_teacher(TinyRGBD(2, with_depth=False), epochs=1)
+    # the baseline and a CE-only student need no depth
+    d.train_baseline(TinyRGBD(2, with_depth=False), epochs=1)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    data = TinyRGBD(4)
+    d = _distiller(out_dir=tmp_path, callbacks=[lambda s: setattr(data, "poison", s.event == "epoch_end" or data.poison)])
+    with pytest.raises(TrainingError, match=r"loss became nan at epoch 1 batch 0.*last good checkpoint.*epoch 0"):
+        d.train_teacher(data, epochs=3)
+    state = load_checkpoint(tmp_path / "teacher" / "last.pt")
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_misuse_errors(tmp_path):
+    d = _distiller()
+    with pytest.raises(TrainingError, match="call train_teacher first"):
+        d.train_student(TinyRGBD(2), epochs=1)
+    with pytest.raises(ConfigError, match=r"logits are \(1, 3, 16, 16\).*num_classes=5"):
+        Distiller(TinySegmenter(), 5, **FAST).train_baseline(TinyRGBD(1), epochs=1)
+    with pytest.raises(ConfigError, match="teacher_source"):
+        _distiller(teacher_source="shared")
+    with pytest.raises(ConfigError, match="unknown training setting"):
+        _distiller(learning_rate=0.1)
+    first = _distiller(out_dir=tmp_path)
+    first.train_baseline(TinyRGBD(2), epochs=1)
+    with pytest.raises(TrainingError, match="planned for 1 epochs"):
+        _distiller(out_dir=tmp_path, resume=True).train_baseline(TinyRGBD(2), epochs=2)
+
+
+def test_evaluate_counts_every_pixel_of_the_set():
+    data = TinyRGBD(5, size=12)
+    d = _distiller(eval_batch_size=2)
+    model = d.model.eval()
+    correct = valid = 0
+    for i in range(len(data)):
+        s = data[i]
+        with torch.no_grad():
+            pred = model(s["rgb"][None]).argmax(1)[0]
+        keep = s["label"] != 255
+        correct += int((pred[keep] == s["label"][keep]).sum())
+        valid += int(keep.sum())
+    metrics = d.evaluate(model, data)
+    assert metrics["pixel_accuracy"] == pytest.approx(correct / valid)
+    assert sum(map(sum, metrics["confusion_matrix"])) == valid
+
+
+def test_run_experiment_trains_every_row_and_writes_the_table(tmp_path):
+    train, test = TinyRGBD(8), TinyRGBD(4, seed=1)
+    d = _distiller(out_dir=tmp_path, batch_size=4)
+    table = d.run_experiment(train, test, teacher_epochs=3, student_epochs=2, ablations=True)
+    assert isinstance(table, ResultsTable)
+    assert [r.name for r in table] == ["BL", "TN", "SN", "BL+VTCE", "BL+PS"]
+    assert [r.input for r in table] == ["RGB", "RGB-D", "RGB", "RGB", "RGB"]
+    assert [r.epochs for r in table] == [5, 3, 2, 5, 2]
+    for row in table:
+        assert 0 <= row.mean_iou <= row.mean_pixel_accuracy <= 1 and 0 <= row.pixel_accuracy <= 1
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert [r["name"] for r in saved["rows"]] == [r.name for r in table]
+    assert saved["rows"][1]["mean_iou"] == pytest.approx(table["TN"].mean_iou)
+    for folder in ("bl", "tn", "sn", "bl_vtce", "bl_ps"):
+        assert (tmp_path / folder / "model.pt").is_file()
+    assert "| TN | RGB-D |" in table.to_markdown()
+    with pytest.raises(ConfigError, match="unknown experiment row"):
+        d.run_experiment(train, test, teacher_epochs=1, student_epochs=1, rows=["XX"])
