@@ -1,0 +1,191 @@
+"""The run file: one YAML document describes one experiment (data, model, distillation, training, rows).
+
+Every key has a default (see ``docs/config.md``); unknown keys are errors that name the key and list the known
+ones, so a typo never silently falls back to a default. ``--set section.key=value`` overrides come on top.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from depthdistill.engine.loop import TrainSettings
+from depthdistill.errors import ConfigError
+
+__all__ = ["RunConfig", "DataConfig", "ModelConfig", "DistillConfig", "ExperimentConfig", "load_config",
+           "apply_overrides"]
+
+
+@dataclass
+class DataConfig:
+    """``data:`` — which dataset and how to build each split.
+
+    Attributes:
+        name: ``synthetic``, ``nyuv2``, ``sunrgbd``, ``folder`` or ``package.module:Class``.
+        args: Keyword arguments given to every split's constructor (e.g. ``root``).
+        train: Extra keyword arguments of the training split.
+        val: Extra keyword arguments of a validation split, or ``null`` for none.
+        test: Extra keyword arguments of the test split.
+    """
+
+    name: str = "synthetic"
+    args: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=lambda: {"split": "train"})
+    val: dict[str, Any] | None = None
+    test: dict[str, Any] = field(default_factory=lambda: {"split": "test"})
+
+
+@dataclass
+class ModelConfig:
+    """``model:`` — the segmenter.
+
+    Attributes:
+        name: ``deeplab_vgg16``, ``smp:<Arch>/<encoder>``, ``timm:<backbone>`` or ``package.module:factory``.
+        args: Keyword arguments of the factory (``num_classes`` is passed by depthdistill).
+    """
+
+    name: str = "deeplab_vgg16"
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DistillConfig:
+    """``distill:`` — the method's parameters (see :class:`~depthdistill.distiller.Distiller`)."""
+
+    alpha: float = 8.3
+    beta: float = 0.9
+    ignore_index: int = 255
+    teacher_source: str = "frozen"
+    include: list[str] | str | None = None
+    exclude: list[str] | str | None = None
+    depth_resize: str = "nearest"
+
+
+@dataclass
+class ExperimentConfig:
+    """``experiment:`` — what to train and for how long.
+
+    Attributes:
+        rows: Any of ``BL``, ``TN``, ``SN``, ``BL+VTCE``, ``BL+PS``.
+        teacher_epochs: Epochs of TN.
+        student_epochs: Epochs of SN and BL+PS.
+        baseline_epochs: Epochs of BL and BL+VTCE (``null``: teacher + student epochs).
+    """
+
+    rows: list[str] = field(default_factory=lambda: ["TN", "SN"])
+    teacher_epochs: int = 20
+    student_epochs: int = 20
+    baseline_epochs: int | None = None
+
+
+@dataclass
+class RunConfig:
+    """The whole run file.
+
+    Attributes:
+        out_dir: Where checkpoints, ``metrics.jsonl`` and ``results.json`` go.
+        num_classes: Classes; ``null`` takes the training set's ``num_classes`` attribute.
+        resume: Continue an interrupted run in ``out_dir``.
+        data: :class:`DataConfig`.
+        model: :class:`ModelConfig`.
+        distill: :class:`DistillConfig`.
+        experiment: :class:`ExperimentConfig`.
+        train: :class:`~depthdistill.engine.TrainSettings`.
+
+    Example:
+        >>> cfg = RunConfig.from_dict({"model": {"name": "smp:Unet/resnet18"}, "train": {"lr": 0.01}})
+        >>> cfg.model.name, cfg.train.lr, cfg.train.momentum
+        ('smp:Unet/resnet18', 0.01, 0.9)
+    """
+
+    out_dir: str = "runs/run"
+    num_classes: int | None = None
+    resume: bool = False
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    train: TrainSettings = field(default_factory=TrainSettings)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> RunConfig:
+        """Builds the config from a (YAML-parsed) mapping; missing keys take their defaults.
+
+        Raises:
+            ConfigError: On unknown keys or values of the wrong kind.
+        """
+        return _build(cls, values or {}, "")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain data (what ``--print-config`` shows and checkpoints store)."""
+        return asdict(self)
+
+
+def _build(cls: type, values: Any, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'the run file'} must be a mapping, got {type(values).__name__}: {values!r}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {[where + k for k in unknown]} in the run file; known keys"
+                          f"{' of ' + where.rstrip('.') if where else ''}: {sorted(known)}")
+    kwargs = {}
+    for name, value in values.items():
+        default = getattr(cls(), name)
+        if is_dataclass(default) and value is not None:
+            value = _build(type(default), value, f"{where}{name}.")
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid value in {where.rstrip('.') or 'the run file'}: {exc}") from exc
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Applies ``key.sub=value`` overrides (values parsed as YAML) to a nested mapping, in place.
+
+    Example:
+        >>> apply_overrides({"train": {"lr": 0.1}}, ["train.lr=0.01", "experiment.rows=[BL, TN]"])
+        {'train': {'lr': 0.01}, 'experiment': {'rows': ['BL', 'TN']}}
+    """
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        node = values
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[leaf] = yaml.safe_load(raw)
+    return values
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> RunConfig:
+    """Reads a run file (``None``: all defaults) and applies ``overrides``.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ConfigError: If it is not valid YAML or has unknown keys or bad values.
+
+    Example:
+        >>> load_config(None, ["experiment.teacher_epochs=2"]).experiment.teacher_epochs
+        2
+    """
+    values: Any = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"run file {path} does not exist")
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(values, dict):
+        raise ConfigError(f"the run file must be a mapping of sections, got {type(values).__name__}")
+    return RunConfig.from_dict(apply_overrides(values, overrides or []))

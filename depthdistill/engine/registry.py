@@ -1,0 +1,142 @@
+"""Names in a run file resolved to objects: datasets and models, imported only when asked for.
+
+Short names cover the library's own datasets and models and the two model zoos it supports; any other
+``package.module:attribute`` works too, so a user's own dataset or model needs no registration.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+import torch.nn as nn
+
+from depthdistill.convert import convert_to_depth_aware
+from depthdistill.engine.checkpoint import load_checkpoint
+from depthdistill.errors import ConfigError
+
+__all__ = ["DATASETS", "resolve", "build_dataset", "build_model", "load_model"]
+
+#: Short dataset names and where they live.
+DATASETS = {
+    "synthetic": "depthdistill.data:SyntheticRGBD",
+    "nyuv2": "depthdistill.data:NYUv2",
+    "sunrgbd": "depthdistill.data:SUNRGBD",
+    "folder": "depthdistill.data:FolderRGBD",
+}
+
+
+def resolve(target: str) -> Any:
+    """Imports ``package.module:attribute`` (dots allowed after the colon) and returns the attribute.
+
+    Raises:
+        ConfigError: If the string is malformed or the module or attribute does not exist.
+
+    Example:
+        >>> resolve("collections:OrderedDict").__name__
+        'OrderedDict'
+    """
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ConfigError(f"{target!r} is not of the form package.module:attribute")
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import {module_name!r} (for {target!r}): {exc}") from exc
+    for part in attribute.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"{module_name!r} has no attribute {attribute!r} (for {target!r})")
+        obj = getattr(obj, part)
+    return obj
+
+
+def build_dataset(name: str, **kwargs: Any) -> Any:
+    """Builds a dataset by short name (:data:`DATASETS`) or ``package.module:Class`` with ``kwargs``.
+
+    Example:
+        >>> build_dataset("collections:OrderedDict", a=1)
+        OrderedDict([('a', 1)])
+    """
+    target = DATASETS.get(name, name)
+    if ":" not in target:
+        raise ConfigError(f"unknown dataset {name!r}; use one of {sorted(DATASETS)} or package.module:Class")
+    factory = resolve(target)
+    try:
+        return factory(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"dataset {name!r} does not accept arguments {sorted(kwargs)}: {exc}") from exc
+
+
+def _smp_model(spec: str, num_classes: int, kwargs: dict[str, Any]) -> nn.Module:
+    arch, sep, encoder = spec.partition("/")
+    if not sep or not arch or not encoder:
+        raise ConfigError(f"smp model {spec!r} must be 'smp:<Arch>/<encoder>', e.g. 'smp:Unet/resnet18'")
+    import segmentation_models_pytorch as smp
+
+    # No download at run time: ImageNet encoder weights only when the run file asks for them explicitly.
+    kwargs = {"encoder_weights": None, **kwargs}
+    try:
+        return smp.create_model(arch, encoder_name=encoder, classes=num_classes, **kwargs)
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"segmentation_models_pytorch cannot build {spec!r}: {exc}") from exc
+
+
+def build_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
+    """Builds the segmenter named in a run file.
+
+    * ``deeplab_vgg16`` — ``depthdistill.models.deeplab_vgg16(num_classes, **kwargs)``
+    * ``smp:<Arch>/<encoder>`` — ``segmentation_models_pytorch.create_model`` (``encoder_weights=None`` unless set)
+    * ``timm:<backbone>`` — ``depthdistill.models.timm_segmenter(backbone, num_classes, **kwargs)``
+    * ``package.module:factory`` — ``factory(num_classes=num_classes, **kwargs)``
+
+    Raises:
+        ConfigError: If the name is unknown or the factory rejects the arguments.
+
+    Example:
+        >>> build_model("smp:Unet/resnet18", 3, encoder_depth=3, decoder_channels=(16, 8, 4)).__class__.__name__
+        'Unet'
+    """
+    if name.startswith("smp:"):
+        return _smp_model(name[4:], num_classes, kwargs)
+    if name == "deeplab_vgg16":
+        factory, args = resolve("depthdistill.models:deeplab_vgg16"), (num_classes,)
+    elif name.startswith("timm:"):
+        factory, args = resolve("depthdistill.models:timm_segmenter"), (name[5:], num_classes)
+    elif ":" in name:
+        factory, args, kwargs = resolve(name), (), {"num_classes": num_classes, **kwargs}
+    else:
+        raise ConfigError(f"unknown model {name!r}; use deeplab_vgg16, smp:<Arch>/<encoder>, timm:<backbone> "
+                          "or package.module:factory")
+    try:
+        model = factory(*args, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"model {name!r} does not accept arguments {sorted(kwargs)}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model {name!r} built a {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def load_model(checkpoint: str | os.PathLike, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuilds the model saved in a depthdistill checkpoint (``model.pt``, ``best.pt`` or ``last.pt``).
+
+    The checkpoint's ``meta`` names the model (``meta["model"] = {"name", "args"}``, written by
+    ``depthdistill train``) and lists its depth-aware layers: a teacher comes back depth-aware, a student plain.
+
+    Returns:
+        ``(model in eval mode, meta)``.
+
+    Raises:
+        ConfigError: If the checkpoint does not say which model it holds (saved from Python without ``meta``).
+    """
+    state = load_checkpoint(checkpoint, map_location=map_location)
+    meta = dict(state.get("meta") or {})
+    spec = meta.get("model")
+    if not isinstance(spec, dict) or "name" not in spec or "num_classes" not in meta:
+        raise ConfigError(f"{checkpoint} does not name its model (meta['model'] and meta['num_classes']); it was "
+                          "not written by `depthdistill train`: build the model in Python and load_state_dict")
+    model = build_model(spec["name"], meta["num_classes"], **(spec.get("args") or {}))
+    if meta.get("depth_aware_layers"):
+        convert_to_depth_aware(model, alpha=meta.get("alpha", 8.3), include=meta["depth_aware_layers"])
+    model.load_state_dict(state["model"])
+    return model.eval(), meta
