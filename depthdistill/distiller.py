@@ -30,15 +30,14 @@ from torch.utils.data import DataLoader, Dataset
 from depthdistill.convert import LayerFilter, convert_to_depth_aware, convert_to_plain, list_depth_aware
 from depthdistill.engine.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 from depthdistill.engine.checks import check_batch, check_dataset
-from depthdistill.engine.device import autocast, move_batch, resolve_device
+from depthdistill.engine.device import resolve_device
 from depthdistill.engine.distributed import barrier, is_main_process, unwrap
-from depthdistill.engine.loader import eval_loader
+from depthdistill.engine.evaluate import evaluate
 from depthdistill.engine.loop import Callback, FitResult, LossFn, TrainSettings, fit
 from depthdistill.engine.optim import OptimizerFactory, SchedulerFactory
-from depthdistill.engine.run_log import RunLog, progress
+from depthdistill.engine.run_log import RunLog
 from depthdistill.errors import ConfigError, TrainingError
 from depthdistill.losses import DEFAULT_BETA, VTCELoss
-from depthdistill.metrics import SegmentationMetrics
 from depthdistill.nn import depth_context
 from depthdistill.nn.functional import DEFAULT_ALPHA
 
@@ -335,7 +334,6 @@ class Distiller:
                                  name=name)
 
     # ------------------------------------------------------------------------------------------- evaluation
-    @torch.no_grad()
     def evaluate(self, model: nn.Module, data: Data, *, use_depth: bool | None = None) -> dict[str, Any]:
         """Metrics of ``model`` on ``data`` from one confusion matrix over the whole set.
 
@@ -345,32 +343,12 @@ class Distiller:
             use_depth: Feed depth through the depth context; default: when the model has depth-aware layers.
 
         Returns:
-            :meth:`SegmentationMetrics.compute`'s dict (``mean_pixel_accuracy``, ``mean_iou``, ``pixel_accuracy`` …).
-            Under DDP every process evaluates a share and the matrices are summed.
+            See :func:`depthdistill.engine.evaluate` (``mean_pixel_accuracy``, ``mean_iou``, ``pixel_accuracy`` …).
         """
-        model = unwrap(model)
-        if use_depth is None:
-            use_depth = bool(list_depth_aware(model))
-        model.to(self.device)
-        metrics = SegmentationMetrics(self.num_classes, self.ignore_index, device=self.device)
-        was_training = model.training
-        model.eval()
-        loader = eval_loader(data, self.settings.eval_batch_size or self.settings.batch_size, self.settings.num_workers)
-        try:
-            for batch in progress(loader, enabled=self.settings.progress, desc="evaluate", leave=False):
-                batch = move_batch(batch, self.device, self.settings.channels_last)
-                check_batch(batch, num_classes=self.num_classes, ignore_index=self.ignore_index,
-                            needs_depth=use_depth, where="evaluation data")
-                with autocast(self.device, self.settings.amp):
-                    if use_depth:
-                        with depth_context(batch["depth"], resize=self.depth_resize):
-                            logits = self._forward(model, batch)
-                    else:
-                        logits = self._forward(model, batch)
-                metrics.update(logits.float(), batch["label"])
-        finally:
-            model.train(was_training)
-        return metrics.all_reduce().compute()
+        s = self.settings
+        return evaluate(model, data, self.num_classes, ignore_index=self.ignore_index, use_depth=use_depth,
+                        depth_resize=self.depth_resize, device=self.device, batch_size=s.eval_batch_size or s.batch_size,
+                        num_workers=s.num_workers, amp=s.amp, channels_last=s.channels_last, show_progress=s.progress)
 
     # ------------------------------------------------------------------------------------------- experiment
     def run_experiment(

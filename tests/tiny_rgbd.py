@@ -15,11 +15,13 @@ NUM_CLASSES = 3
 
 
 class TinyRGBD(Dataset):
-    """``n`` samples of ``size``×``size``; deterministic from ``seed``."""
+    """``n`` samples of ``size``×``size``; deterministic from ``seed`` (``split="test"`` shifts the seed by 1)."""
 
-    def __init__(self, n: int = 8, size: int = 16, seed: int = 0, *, with_depth: bool = True, bad_label: int | None = None,
-                 void: bool = True, rgb_signal: float = 0.3) -> None:
-        self.n, self.size, self.seed = n, size, seed
+    num_classes = NUM_CLASSES
+
+    def __init__(self, n: int = 8, size: int = 16, seed: int = 0, *, split: str = "train", with_depth: bool = True,
+                 bad_label: int | None = None, void: bool = True, rgb_signal: float = 0.3) -> None:
+        self.n, self.size, self.seed = n, size, seed + (split != "train")
         self.with_depth, self.bad_label, self.void, self.rgb_signal = with_depth, bad_label, void, rgb_signal
         self.poison = False  # when set, rgb becomes NaN (to make the loss NaN)
 

@@ -15,6 +15,7 @@ from depthdistill.engine.distributed import (
     unwrap,
     wrap_ddp,
 )
+from depthdistill.engine.evaluate import evaluate
 from depthdistill.engine.loader import eval_loader, start_epoch, train_loader
 from depthdistill.engine.loop import Callback, FitResult, LoopState, LossFn, TrainSettings, fit, seed_everything
 from depthdistill.engine.optim import OptimizerFactory, SchedulerFactory, poly_schedule, sgd
@@ -37,6 +38,7 @@ __all__ = [
     "check_batch",
     "check_dataset",
     "eval_loader",
+    "evaluate",
     "fit",
     "get_rank",
     "get_world_size",

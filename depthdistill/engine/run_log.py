@@ -89,10 +89,10 @@ class RunLog:
 
         Example:
             >>> RunLog(None, echo=False).epoch_line("student", 0, 2, {"loss": 0.25, "val_mean_iou": 0.5})
-            '[student] epoch 1/2  loss 0.2500  val_mean_iou 0.5000'
+            '[student] epoch 1/2  loss 0.25  val_mean_iou 0.5'
         """
         parts = [f"[{phase}] epoch {epoch + 1}/{epochs}"]
-        parts += [f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items()]
+        parts += [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items()]
         line = "  ".join(parts)
         if self.echo and is_main_process():
             tqdm.write(line, file=sys.stdout)

@@ -1,0 +1,401 @@
+"""The ``depthdistill`` command: ``train``, ``evaluate``, ``predict``, ``export`` (and the subcommands other modules
+register).
+
+A subcommand is one function registered with :func:`command`; its arguments are declared next to it with
+:func:`arg`. A module outside this file adds its subcommand by decorating a function the same way and being listed
+in ``_COMMAND_MODULES`` (imported when the parser is built).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from depthdistill.errors import ConfigError, DepthDistillError, DepthError
+
+__all__ = ["main", "command", "arg", "build_parser"]
+
+#: Modules that register subcommands of their own (``demo``, ``prepare`` …); imported before parsing.
+_COMMAND_MODULES: tuple[str, ...] = ()
+
+
+@dataclass
+class _Command:
+    name: str
+    help: str
+    description: str
+    arguments: Sequence[tuple[tuple[str, ...], dict[str, Any]]]
+    run: Callable[[argparse.Namespace], int | None]
+
+
+_COMMANDS: dict[str, _Command] = {}
+
+
+def arg(*flags: str, **kwargs: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """One argument of a subcommand, as for ``argparse.ArgumentParser.add_argument``.
+
+    Example:
+        >>> arg("--out", required=True, help="output folder")
+        (('--out',), {'required': True, 'help': 'output folder'})
+    """
+    return flags, kwargs
+
+
+def command(name: str, help: str, arguments: Sequence[tuple[tuple[str, ...], dict[str, Any]]] = (),
+            description: str | None = None) -> Callable[[Callable[[argparse.Namespace], int | None]], Callable]:
+    """Registers ``function(args) -> exit code`` as the subcommand ``name``.
+
+    Args:
+        name: The subcommand.
+        help: One line for ``depthdistill --help``.
+        arguments: Its arguments, each made with :func:`arg`.
+        description: The text of ``depthdistill NAME --help`` (default: the function's docstring).
+
+    Example:
+        >>> @command("hello", help="print a greeting", arguments=[arg("--who", default="world")])
+        ... def _hello(args):
+        ...     print(f"hello {args.who}")
+        >>> main(["hello", "--who", "you"])
+        hello you
+        0
+        >>> del _COMMANDS["hello"]
+    """
+
+    def register(function: Callable[[argparse.Namespace], int | None]) -> Callable:
+        if name in _COMMANDS:
+            raise ValueError(f"subcommand {name!r} is registered twice")
+        _COMMANDS[name] = _Command(name, help, description or (function.__doc__ or help), arguments, function)
+        return function
+
+    return register
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``depthdistill`` argument parser with every registered subcommand."""
+    for module in _COMMAND_MODULES:
+        importlib.import_module(module)
+    parser = argparse.ArgumentParser(
+        prog="depthdistill",
+        description="Depth removal distillation: train a segmenter as an RGB-D teacher with depth-aware "
+                    "convolutions, then as a plain RGB student sharing its weights (CE + VTCE).",
+        epilog="Run `depthdistill COMMAND --help` for the options of each command.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the library does (INFO level)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for cmd in _COMMANDS.values():
+        sub = subparsers.add_parser(cmd.name, help=cmd.help, description=cmd.description,
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+        for flags, kwargs in cmd.arguments:
+            sub.add_argument(*flags, **kwargs)
+        sub.set_defaults(_run=cmd.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``depthdistill`` / ``python -m depthdistill``; returns the exit code.
+
+    Errors of the library (bad config, data, depth, a NaN loss) and missing files are printed as one line
+    ``depthdistill: error: …`` with exit code 2, without a traceback (``-v`` shows it).
+    """
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    try:
+        code = args._run(args)
+    except (DepthDistillError, FileNotFoundError) as exc:
+        if args.verbose:
+            raise
+        print(f"depthdistill: error: {exc}", file=sys.stderr)
+        return 2
+    return int(code or 0)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _dataset(data_cfg: Any, split_kwargs: dict[str, Any] | None) -> Any:
+    from depthdistill.engine.registry import build_dataset
+
+    return build_dataset(data_cfg.name, **{**data_cfg.args, **(split_kwargs or {})})
+
+
+def _key_values(items: Sequence[str] | None, what: str) -> dict[str, Any]:
+    import yaml
+
+    values = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{what} {item!r} must look like KEY=VALUE")
+        values[key] = yaml.safe_load(raw)
+    return values
+
+
+def _checkpoint_model(path: str, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    from depthdistill.engine.registry import load_model
+
+    return load_model(path, map_location=device)
+
+
+def _require_student(meta: dict[str, Any], path: str, what: str) -> None:
+    if meta.get("depth_aware_layers"):
+        raise DepthError(f"{path} holds a depth-aware teacher (phase {meta.get('phase')!r}), which needs depth; "
+                         f"{what} works on RGB with a student: use the student's checkpoint (e.g. <out_dir>/sn/model.pt)")
+
+
+# ------------------------------------------------------------------------------------------------- train
+@command("train", help="train TN → SN (and BL / ablations) from a YAML run file", arguments=[
+    arg("--config", metavar="RUN.yaml", help="the run file (see docs/config.md); without it every key has its "
+                                             "default"),
+    arg("--set", metavar="KEY=VALUE", action="append", default=[],
+        help="override a key of the run file, e.g. --set train.lr=0.001 --set experiment.rows='[BL, TN, SN]' "
+             "(repeatable; values are YAML)"),
+    arg("--out-dir", help="override out_dir"),
+    arg("--resume", action="store_true", help="continue an interrupted run in out_dir (finished rows are loaded)"),
+    arg("--print-config", action="store_true", help="print the complete run file with every default and exit"),
+])
+def _train(args: argparse.Namespace) -> int:
+    """Trains the rows of a run file (default: TN then SN) and prints their test mPA / mIoU.
+
+    Writes to out_dir: one folder per row (bl, tn, sn, bl_vtce, bl_ps) with last.pt (full training state,
+    every epoch), best.pt (best validation epoch) and model.pt (the final weights, usable by evaluate /
+    predict / export), plus metrics.jsonl, results.json and config.yaml (the complete run file used).
+    Under `torchrun --nproc_per_node=N` it trains with DDP; rank 0 alone writes.
+    """
+    import yaml
+
+    from depthdistill.distiller import Distiller
+    from depthdistill.engine.config import load_config
+    from depthdistill.engine.distributed import init_distributed, is_main_process
+    from depthdistill.engine.registry import build_model
+
+    cfg = load_config(args.config, args.set)
+    if args.out_dir:
+        cfg.out_dir = args.out_dir
+    if args.resume:
+        cfg.resume = True
+    if args.print_config:
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        return 0
+    init_distributed()
+    train_set = _dataset(cfg.data, cfg.data.train)
+    val_set = _dataset(cfg.data, cfg.data.val) if cfg.data.val is not None else None
+    test_set = _dataset(cfg.data, cfg.data.test)
+    num_classes = cfg.num_classes or getattr(train_set, "num_classes", None)
+    if not num_classes:
+        raise ConfigError("num_classes is not set and the training set has no num_classes attribute; "
+                          "set num_classes in the run file")
+    model = build_model(cfg.model.name, num_classes, **cfg.model.args)
+    meta = {"model": asdict(cfg.model), "config": cfg.to_dict(),
+            "rgb_normalization": _plain(getattr(train_set, "rgb_normalization", None))}
+    d = cfg.distill
+    distiller = Distiller(
+        model, num_classes, alpha=d.alpha, beta=d.beta, ignore_index=d.ignore_index, out_dir=cfg.out_dir,
+        teacher_source=d.teacher_source, include=d.include, exclude=d.exclude, depth_resize=d.depth_resize,
+        resume=cfg.resume, settings=cfg.train, meta=meta,
+    )
+    if is_main_process():
+        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.out_dir) / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    e = cfg.experiment
+    table = distiller.run_experiment(train_set, test_set, teacher_epochs=e.teacher_epochs,
+                                     student_epochs=e.student_epochs, baseline_epochs=e.baseline_epochs,
+                                     val_data=val_set, rows=e.rows)
+    if is_main_process():
+        print(table.to_markdown())
+        print(f"results: {Path(cfg.out_dir) / 'results.json'}")
+    return 0
+
+
+def _plain(value: Any) -> Any:
+    """Tensors and tuples to lists, so checkpoint metadata loads with ``weights_only=True``."""
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------------------------- evaluate
+@command("evaluate", help="test a checkpoint: mPA, mIoU, pixel accuracy", arguments=[
+    arg("--checkpoint", required=True, help="model.pt / best.pt / last.pt written by `depthdistill train`"),
+    arg("--config", metavar="RUN.yaml", help="take the data section from this run file (default: the one the "
+                                             "checkpoint was trained with)"),
+    arg("--data", metavar="NAME", help="dataset instead: synthetic, nyuv2, sunrgbd, folder or package.module:Class"),
+    arg("--data-arg", metavar="KEY=VALUE", action="append", default=[],
+        help="constructor argument of --data (repeatable), e.g. --data-arg root=/data/nyuv2"),
+    arg("--split", default="test", help="split to evaluate (default: test)"),
+    arg("--batch-size", type=int, default=1, help="samples per forward (default: 1)"),
+    arg("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)"),
+    arg("--json", metavar="FILE", help="also write the metrics (with per-class IoU and the confusion matrix) here"),
+])
+def _evaluate(args: argparse.Namespace) -> int:
+    """Evaluates a checkpoint on a whole split from one confusion matrix.
+
+    A teacher checkpoint is evaluated on RGB-D (the data must have depth), a student or baseline on RGB.
+    The data comes from --data/--data-arg, else from --config's data section, else from the run file stored
+    in the checkpoint.
+    """
+    import json
+
+    from depthdistill.engine.config import DataConfig, RunConfig, load_config
+    from depthdistill.engine.evaluate import evaluate
+
+    model, meta = _checkpoint_model(args.checkpoint)
+    if args.data:
+        data_cfg = DataConfig(name=args.data, args=_key_values(args.data_arg, "--data-arg"))
+    elif args.config:
+        data_cfg = load_config(args.config).data
+    elif meta.get("config"):
+        data_cfg = RunConfig.from_dict(meta["config"]).data
+    else:
+        raise ConfigError("say which data to evaluate on: --data NAME [--data-arg KEY=VALUE …] or --config RUN.yaml")
+    data = _dataset(data_cfg, {"split": args.split})
+    metrics = evaluate(model, data, meta["num_classes"], ignore_index=meta.get("ignore_index", 255),
+                       depth_resize=meta.get("depth_resize", "nearest"), device=args.device,
+                       batch_size=args.batch_size)
+    rgb_d = "RGB-D" if meta.get("depth_aware_layers") else "RGB"
+    print(f"{args.checkpoint} ({meta.get('phase')}, {rgb_d}) on {data_cfg.name}/{args.split}: "
+          f"mPA {100 * metrics['mean_pixel_accuracy']:.2f}  mIoU {100 * metrics['mean_iou']:.2f}  "
+          f"pixel accuracy {100 * metrics['pixel_accuracy']:.2f}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        clean = json.loads(json.dumps(metrics).replace("NaN", "null"))
+        Path(args.json).write_text(json.dumps(clean, indent=2) + "\n")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- predict
+def _palette(num_classes: int) -> torch.Tensor:
+    """Distinct colours per class (the bit-interleaving scheme of the PASCAL VOC palette); class 0 is black."""
+    colours = torch.zeros(max(num_classes, 1), 3, dtype=torch.uint8)
+    for index in range(num_classes):
+        value, r, g, b = index, 0, 0, 0
+        for bit in range(8):
+            r |= ((value >> 0) & 1) << (7 - bit)
+            g |= ((value >> 1) & 1) << (7 - bit)
+            b |= ((value >> 2) & 1) << (7 - bit)
+            value >>= 3
+        colours[index] = torch.tensor([r, g, b], dtype=torch.uint8)
+    return colours
+
+
+@command("predict", help="segment RGB images with a student; write colour masks and overlays", arguments=[
+    arg("--checkpoint", required=True, help="a student (or baseline) checkpoint, e.g. <out_dir>/sn/model.pt"),
+    arg("images", nargs="+", metavar="IMAGE", help="RGB image files (any format Pillow reads)"),
+    arg("--out", required=True, metavar="DIR", help="output folder"),
+    arg("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)"),
+    arg("--opacity", type=float, default=0.5, help="mask opacity in the overlay, 0..1 (default: 0.5)"),
+])
+def _predict(args: argparse.Namespace) -> int:
+    """Segments each image (RGB only, no depth) and writes, per image, into --out:
+    NAME_label.png (class index per pixel, 8-bit), NAME_mask.png (colour mask) and NAME_overlay.png
+    (the mask blended over the image). Images are scaled to [0, 1] and normalised like the training data
+    when the checkpoint records its normalisation.
+    """
+    import numpy as np
+    from PIL import Image
+
+    from depthdistill.engine.device import resolve_device
+
+    if not 0.0 <= args.opacity <= 1.0:
+        raise ConfigError(f"--opacity must be in 0..1, got {args.opacity}")
+    device = resolve_device(args.device)
+    model, meta = _checkpoint_model(args.checkpoint)
+    _require_student(meta, args.checkpoint, "predict")
+    model.to(device)
+    num_classes = meta["num_classes"]
+    if num_classes > 256:
+        raise ConfigError(f"{num_classes} classes do not fit an 8-bit label image")
+    palette = _palette(num_classes)
+    norm = meta.get("rgb_normalization")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in args.images:
+        path = Path(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"image {path} does not exist")
+        image = np.asarray(Image.open(path).convert("RGB"))
+        rgb = torch.from_numpy(image.copy()).permute(2, 0, 1).float().div(255.0)
+        if norm:
+            mean, std = (torch.tensor(v, dtype=torch.float32).view(3, 1, 1) for v in norm)
+            rgb = (rgb - mean) / std
+        with torch.no_grad():
+            pred = model(rgb[None].to(device)).argmax(1)[0].cpu()
+        colour = palette[pred]
+        overlay = (args.opacity * colour.float() + (1 - args.opacity) * torch.from_numpy(image.copy()).float())
+        Image.fromarray(pred.to(torch.uint8).numpy(), mode="L").save(out / f"{path.stem}_label.png")
+        Image.fromarray(colour.numpy()).save(out / f"{path.stem}_mask.png")
+        Image.fromarray(overlay.round().clamp(0, 255).to(torch.uint8).numpy()).save(out / f"{path.stem}_overlay.png")
+        print(f"{path} -> {out / path.stem}_{{label,mask,overlay}}.png")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ export
+def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    # TorchScript is deprecated upstream but still what many C++/mobile deployments load; the user asked for it.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.trace(model, example, check_trace=False).save(str(path))
+        loaded = torch.jit.load(str(path))
+    return lambda x: loaded(x)
+
+
+def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int | None) -> Callable:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise ConfigError("ONNX export needs the packages onnx, onnxscript and onnxruntime (to check the export): "
+                          "pip install onnx onnxscript onnxruntime") from exc
+    kwargs = {"opset_version": opset} if opset else {}
+    auto = torch.export.Dim.AUTO  # batch, height and width stay dynamic unless the model fixes them
+    torch.onnx.export(model, (example,), str(path), input_names=["rgb"], output_names=["logits"], dynamo=True,
+                      dynamic_shapes=({0: auto, 2: auto, 3: auto},), verbose=False, **kwargs)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda x: torch.from_numpy(session.run(None, {"rgb": x.numpy()})[0])
+
+
+@command("export", help="export a student to ONNX or TorchScript and check it matches PyTorch", arguments=[
+    arg("--checkpoint", required=True, help="a student (or baseline) checkpoint, e.g. <out_dir>/sn/model.pt"),
+    arg("--format", required=True, choices=["onnx", "torchscript"], help="onnx or torchscript"),
+    arg("--out", metavar="FILE", help="output file (default: next to the checkpoint, student.onnx / student.ts.pt)"),
+    arg("--height", type=int, default=64, help="height of the example input used to trace (default: 64)"),
+    arg("--width", type=int, default=64, help="width of the example input used to trace (default: 64)"),
+    arg("--opset", type=int, help="ONNX opset version (default: the exporter's)"),
+    arg("--atol", type=float, default=1e-4, help="largest allowed difference to PyTorch's logits (default: 1e-4)"),
+])
+def _export(args: argparse.Namespace) -> int:
+    """Exports the plain student (RGB in, logits out) and runs the exported model on a random image of the
+    given size to check that its logits match PyTorch's within --atol; exits with an error otherwise.
+    A depth-aware teacher cannot be exported (it needs depth through a context): export a student.
+    The ONNX export uses torch's dynamo exporter (packages onnx, onnxscript) and checks with onnxruntime.
+    """
+    model, meta = _checkpoint_model(args.checkpoint)
+    _require_student(meta, args.checkpoint, "export")
+    checkpoint = Path(args.checkpoint)
+    suffix = ".onnx" if args.format == "onnx" else ".ts.pt"
+    out = Path(args.out) if args.out else checkpoint.with_name(f"student{suffix}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.rand(1, 3, args.height, args.width)
+    with torch.no_grad():
+        run = (_export_onnx(model, example, out, args.opset) if args.format == "onnx"
+               else _export_torchscript(model, example, out))
+        diff = 0.0
+        for check in (example, torch.rand(2, 3, args.height, args.width)):  # also a batch of two
+            expected, got = model(check), run(check)
+            if got.shape != expected.shape:
+                raise DepthDistillError(f"the exported model returns {tuple(got.shape)} for input "
+                                        f"{tuple(check.shape)}, PyTorch {tuple(expected.shape)}: {out}")
+            diff = max(diff, float((got - expected).abs().max()))
+    if not diff <= args.atol:
+        raise DepthDistillError(f"the exported model's logits differ from PyTorch's by up to {diff:.3g} "
+                                f"(> --atol {args.atol}): {out}")
+    print(f"exported {out} ({args.format}); logits match PyTorch on batches of 1 and 2 (max difference {diff:.2e})")
+    return 0
