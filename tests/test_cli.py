@@ -1,0 +1,141 @@
+"""The `depthdistill` command end to end on the tiny data set and model of tiny_rgbd (in-process, via main())."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from depthdistill.cli import _COMMANDS, _palette, build_parser, main
+from depthdistill.engine import load_checkpoint
+from depthdistill.engine.registry import load_model
+
+RUN = {
+    "data": {"name": "tiny_rgbd:TinyRGBD", "args": {"n": 4}},
+    "model": {"name": "tiny_rgbd:tiny_segmenter", "args": {"width": 4}},
+    "experiment": {"rows": ["BL", "TN", "SN"], "teacher_epochs": 1, "student_epochs": 1},
+    "train": {"device": "cpu", "batch_size": 2, "progress": False},
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    (root / "run.yaml").write_text(yaml.safe_dump(RUN))
+    assert main(["train", "--config", str(root / "run.yaml"), "--out-dir", str(root / "out")]) == 0
+    return root
+
+
+def test_every_command_has_complete_help(capsys):
+    parser = build_parser()
+    assert {"train", "evaluate", "predict", "export"} <= set(_COMMANDS)
+    for name, cmd in _COMMANDS.items():
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args([name, "--help"])
+        assert exit_info.value.code == 0
+        text = capsys.readouterr().out
+        assert cmd.description.split()[0] in text
+        for flags, kwargs in cmd.arguments:
+            assert (kwargs.get("metavar") if flags[0][0] != "-" else flags[0]) in text and kwargs.get("help"), flags
+
+
+def test_train_writes_every_row_results_and_the_config(trained, capsys):
+    out = trained / "out"
+    results = json.loads((out / "results.json").read_text())
+    assert [r["name"] for r in results["rows"]] == ["BL", "TN", "SN"]
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["train"]["lr"] == 2.5e-4 and config["distill"]["alpha"] == 8.3  # defaults filled in
+    meta = load_checkpoint(out / "sn" / "model.pt")["meta"]
+    assert meta["model"] == {"name": "tiny_rgbd:tiny_segmenter", "args": {"width": 4}}
+    assert meta["depth_aware_layers"] == []
+    assert load_checkpoint(out / "tn" / "model.pt")["meta"]["depth_aware_layers"] == ["conv1", "conv2"]
+
+
+def test_evaluate_reproduces_the_training_runs_numbers(trained, capsys):
+    out = trained / "out"
+    rows = {r["name"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    for folder, row in (("sn", "SN"), ("tn", "TN")):
+        report = trained / f"{folder}.json"
+        assert main(["evaluate", "--checkpoint", str(out / folder / "model.pt"), "--json", str(report)]) == 0
+        metrics = json.loads(report.read_text())
+        assert metrics["mean_iou"] == pytest.approx(rows[row]["mean_iou"])
+        assert metrics["mean_pixel_accuracy"] == pytest.approx(rows[row]["mean_pixel_accuracy"])
+    assert "(tn, RGB-D)" in capsys.readouterr().out
+    # data named on the command line instead of the stored run file
+    assert main(["evaluate", "--checkpoint", str(out / "sn" / "model.pt"), "--data", "tiny_rgbd:TinyRGBD",
+                 "--data-arg", "n=2", "--split", "train"]) == 0
+
+
+def test_predict_writes_label_mask_and_overlay(trained):
+    out = trained / "out"
+    image = (np.random.default_rng(0).random((20, 24, 3)) * 255).astype(np.uint8)
+    Image.fromarray(image).save(trained / "room.png")
+    assert main(["predict", "--checkpoint", str(out / "sn" / "model.pt"), str(trained / "room.png"),
+                 "--out", str(trained / "pred"), "--opacity", "0.5"]) == 0
+    label = np.asarray(Image.open(trained / "pred" / "room_label.png"))
+    mask = np.asarray(Image.open(trained / "pred" / "room_mask.png"))
+    overlay = np.asarray(Image.open(trained / "pred" / "room_overlay.png")).astype(float)
+    model, _ = load_model(out / "sn" / "model.pt")
+    with torch.no_grad():
+        expected = model(torch.from_numpy(image).permute(2, 0, 1).float()[None] / 255).argmax(1)[0].numpy()
+    assert label.shape == (20, 24) and np.array_equal(label, expected)
+    assert np.array_equal(mask, _palette(3).numpy()[expected])
+    assert np.abs(overlay - (0.5 * mask + 0.5 * image)).max() <= 0.5 + 1e-6
+
+
+def test_palette_colours_are_distinct():
+    colours = _palette(40)
+    assert len({tuple(c) for c in colours.tolist()}) == 40 and colours[0].tolist() == [0, 0, 0]
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.load is deprecated upstream
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_export_round_trip(trained, fmt, capsys):
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip("onnxscript")
+    out = trained / "out"
+    target = trained / f"student.{fmt}"
+    assert main(["export", "--checkpoint", str(out / "sn" / "model.pt"), "--format", fmt, "--out", str(target),
+                 "--height", "16", "--width", "16"]) == 0
+    assert "logits match PyTorch" in capsys.readouterr().out
+    model, _ = load_model(out / "sn" / "model.pt")
+    x = torch.rand(3, 3, 16, 16)
+    with torch.no_grad():
+        expected = model(x)
+    if fmt == "torchscript":
+        got = torch.jit.load(str(target))(x)
+    else:
+        import onnxruntime
+        session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+        got = torch.from_numpy(session.run(None, {"rgb": x.numpy()})[0])
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_errors_are_one_line_messages(trained, tmp_path, capsys):
+    out = trained / "out"
+    assert main(["predict", "--checkpoint", str(out / "tn" / "model.pt"), "x.png", "--out", str(tmp_path)]) == 2
+    assert "holds a depth-aware teacher" in capsys.readouterr().err
+    assert main(["export", "--checkpoint", str(out / "tn" / "model.pt"), "--format", "onnx"]) == 2
+    assert "holds a depth-aware teacher" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"train": {"learning_rate": 1}}))
+    assert main(["train", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("depthdistill: error: unknown key(s) ['train.learning_rate']") and "'lr'" in err
+    assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["train", "--set", "model.name=nonsense", "--set", "num_classes=3",
+                 "--set", "data.name=tiny_rgbd:TinyRGBD"]) == 2
+    assert "unknown model 'nonsense'" in capsys.readouterr().err
+
+
+def test_print_config_shows_every_default(capsys):
+    assert main(["train", "--print-config", "--set", "train.lr=0.01"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["train"]["lr"] == 0.01 and printed["train"]["momentum"] == 0.9
+    assert printed["experiment"]["rows"] == ["TN", "SN"] and printed["model"]["name"] == "deeplab_vgg16"
