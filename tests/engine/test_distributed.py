@@ -1,0 +1,62 @@
+"""DDP with two CPU processes on gloo, set up through the same environment variables torchrun sets."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import torch
+import torch.multiprocessing as mp
+from tiny_rgbd import NUM_CLASSES, TinyRGBD, TinySegmenter
+
+from depthdistill.distiller import Distiller
+from depthdistill.engine import get_world_size, init_distributed, is_distributed
+
+SETTINGS = dict(batch_size=1, lr=0.1, device="cpu", progress=False, log_echo=False)
+
+
+def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    info = init_distributed()
+    assert (info.rank, info.world_size, get_world_size()) == (rank, world_size, world_size)
+    try:
+        torch.manual_seed(0)
+        d = Distiller(TinySegmenter(norm=False, dropout=0.0), NUM_CLASSES, out_dir=out_dir, **SETTINGS)
+        d.train_teacher(TinyRGBD(4), epochs=1)
+        student = d.train_student(TinyRGBD(4), epochs=1)
+        metrics = d.evaluate(student, TinyRGBD(3, seed=1))
+        torch.save({"state": student.state_dict(), "metrics": metrics}, os.path.join(out_dir, f"rank{rank}.result"))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_processes_agree_match_one_process_with_the_whole_batch_and_only_rank_0_writes(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_worker, args=(2, port, str(tmp_path / "ddp")), nprocs=2, join=True)
+    assert not is_distributed()
+    ranks = [torch.load(tmp_path / "ddp" / f"rank{r}.result", weights_only=True) for r in range(2)]
+    for key, value in ranks[0]["state"].items():
+        assert torch.equal(value, ranks[1]["state"][key]), key
+    assert ranks[0]["metrics"] == ranks[1]["metrics"]
+
+    # one process, batch 2 = the two ranks' batches of 1 (same shuffled order, gradients averaged by DDP)
+    torch.manual_seed(0)
+    d = Distiller(TinySegmenter(norm=False, dropout=0.0), NUM_CLASSES, **{**SETTINGS, "batch_size": 2})
+    d.train_teacher(TinyRGBD(4), epochs=1)
+    student = d.train_student(TinyRGBD(4), epochs=1)
+    for key, value in student.state_dict().items():
+        torch.testing.assert_close(ranks[0]["state"][key], value, rtol=1e-5, atol=1e-6)
+    # sharded evaluation (3 samples over 2 ranks, none padded) equals one process evaluating the whole set
+    student.load_state_dict(ranks[0]["state"])
+    whole = d.evaluate(student, TinyRGBD(3, seed=1))
+    assert ranks[0]["metrics"]["confusion_matrix"] == whole["confusion_matrix"]
+
+    # rank 0 alone wrote the log: one record per epoch and phase, not one per process
+    records = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["phase"], r["epoch"]) for r in records] == [("teacher", 0), ("student", 0)]
+    assert sorted(p.name for p in (tmp_path / "ddp" / "student").iterdir()) == ["last.pt", "model.pt"]
