@@ -1,0 +1,58 @@
+"""Sample-batch checks: what is refused, and what the message says."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from depthdistill.engine import check_batch, check_dataset
+from depthdistill.errors import DatasetError, DepthError
+
+
+def _batch(**overrides):
+    batch = {"rgb": torch.zeros(2, 3, 4, 4), "depth": torch.ones(2, 1, 4, 4),
+             "label": torch.zeros(2, 4, 4, dtype=torch.long), "id": ["a", "b"]}
+    batch.update(overrides)
+    return {k: v for k, v in batch.items() if v is not None}
+
+
+def test_valid_batch_passes_including_void():
+    label = torch.zeros(2, 4, 4, dtype=torch.long)
+    label[0, 0, 0] = 255
+    check_batch(_batch(label=label), num_classes=1, needs_depth=True)
+
+
+@pytest.mark.parametrize("overrides, error, message", [
+    ({"label": torch.full((2, 4, 4), 3)}, DatasetError, r"labels \[3\] are >= num_classes=3.*\['a', 'b'\]"),
+    ({"label": torch.full((2, 4, 4), -1)}, DatasetError, r"labels \[-1\]"),
+    ({"label": torch.zeros(2, 4, 4)}, DatasetError, "integer"),
+    ({"label": torch.zeros(2, 4, 5, dtype=torch.long)}, DatasetError, "matching rgb"),
+    ({"rgb": torch.zeros(2, 1, 4, 4)}, DatasetError, r"\(B,3,H,W\)"),
+    ({"rgb": None}, DatasetError, "no tensor 'rgb'"),
+    ({"depth": None}, DepthError, "no 'depth'"),
+    ({"depth": torch.zeros(2, 1, 4, 4)}, DepthError, "no valid pixel"),
+    ({"depth": torch.ones(2, 1, 2, 2)}, DepthError, "matching rgb"),
+    ({"depth": torch.ones(2, 1, 4, 4, dtype=torch.int32)}, DepthError, "float metres"),
+])
+def test_bad_batches(overrides, error, message):
+    with pytest.raises(error, match=message):
+        check_batch(_batch(**overrides), num_classes=3, needs_depth=True)
+
+
+def test_only_the_bad_sample_is_named_and_depth_only_when_needed():
+    label = torch.zeros(2, 4, 4, dtype=torch.long)
+    label[1, 2, 2] = 9
+    with pytest.raises(DatasetError, match=r"\['b'\]"):
+        check_batch(_batch(label=label), num_classes=3)
+    check_batch(_batch(depth=None), num_classes=3)
+
+
+def test_check_dataset_spreads_over_the_set():
+    good = {"rgb": torch.zeros(3, 2, 2), "label": torch.zeros(2, 2, dtype=torch.long), "id": "x"}
+    bad = {**good, "label": torch.full((2, 2), 7), "id": "last"}
+    with pytest.raises(DatasetError, match="last"):
+        check_dataset([good] * 99 + [bad], num_classes=3, samples=3)  # the last sample is always among them
+    with pytest.raises(DatasetError, match="empty"):
+        check_dataset([], num_classes=3)
+    with pytest.raises(DatasetError, match="expected a dict"):
+        check_dataset([torch.zeros(3)], num_classes=3)

@@ -1,0 +1,70 @@
+"""Run files: defaults, overrides, unknown keys; names resolved to datasets and models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from depthdistill.engine import TrainSettings
+from depthdistill.engine.config import RunConfig, load_config
+from depthdistill.engine.registry import build_dataset, build_model, resolve
+from depthdistill.errors import ConfigError
+
+
+def test_empty_file_gives_every_default(tmp_path):
+    (tmp_path / "run.yaml").write_text("")
+    cfg = load_config(tmp_path / "run.yaml")
+    assert cfg == RunConfig()
+    assert cfg.train == TrainSettings() and cfg.train.lr == 2.5e-4 and cfg.train.batch_size == 1
+    assert (cfg.distill.alpha, cfg.distill.beta, cfg.distill.ignore_index) == (8.3, 0.9, 255)
+    assert cfg.experiment.rows == ["TN", "SN"] and cfg.data.test == {"split": "test"}
+
+
+def test_values_and_overrides(tmp_path):
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump({
+        "num_classes": 40, "data": {"name": "nyuv2", "args": {"root": "/data"}, "val": {"split": "val"}},
+        "train": {"batch_size": 8, "amp": True}, "experiment": {"rows": ["BL", "TN", "SN", "BL+PS"]},
+    }))
+    cfg = load_config(tmp_path / "run.yaml", ["train.batch_size=2", "distill.alpha=7", "model.args={width: 0.5}"])
+    assert cfg.num_classes == 40 and cfg.data.args == {"root": "/data"} and cfg.data.val == {"split": "val"}
+    assert (cfg.train.batch_size, cfg.train.amp, cfg.distill.alpha) == (2, True, 7)
+    assert cfg.model.args == {"width": 0.5} and cfg.experiment.rows[-1] == "BL+PS"
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_bad_run_files(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['distill.alfa'\].*'alpha'"):
+        RunConfig.from_dict({"distill": {"alfa": 1}})
+    with pytest.raises(ConfigError, match="unknown key"):
+        RunConfig.from_dict({"epochs": 3})
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        RunConfig.from_dict({"train": [1, 2]})
+    with pytest.raises(ConfigError, match="batch_size"):
+        RunConfig.from_dict({"train": {"batch_size": -1}})
+    (tmp_path / "bad.yaml").write_text("train: {lr: [")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config(None, ["train.lr"])
+
+
+def test_model_and_dataset_names():
+    model = build_model("tiny_rgbd:tiny_segmenter", 5, width=4)
+    assert model(torch.zeros(1, 3, 8, 8)).shape == (1, 5, 8, 8)
+    unet = build_model("smp:Unet/resnet18", 4, encoder_depth=3, decoder_channels=(8, 8, 8))
+    assert unet(torch.zeros(1, 3, 32, 32)).shape == (1, 4, 32, 32)
+    data = build_dataset("tiny_rgbd:TinyRGBD", n=2, split="test")
+    assert len(data) == 2 and data.seed == 1
+    with pytest.raises(ConfigError, match="unknown model 'vgg'"):
+        build_model("vgg", 3)
+    with pytest.raises(ConfigError, match="smp:<Arch>/<encoder>"):
+        build_model("smp:Unet", 3)
+    with pytest.raises(ConfigError, match="does not accept"):
+        build_model("tiny_rgbd:tiny_segmenter", 3, depth=2)
+    with pytest.raises(ConfigError, match="unknown dataset 'nyu'"):
+        build_dataset("nyu")
+    with pytest.raises(ConfigError, match="cannot import"):
+        resolve("no_such_module_xyz:thing")
+    with pytest.raises(ConfigError, match="has no attribute"):
+        resolve("tiny_rgbd:Nothing")

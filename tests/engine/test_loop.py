@@ -1,0 +1,93 @@
+"""The shared training loop: accumulation, schedule, callbacks, logging, progress, AMP and channels_last."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tiny_rgbd import TinyRGBD, TinySegmenter
+
+from depthdistill.engine import LoopState, RunLog, TrainSettings, fit, progress
+from depthdistill.errors import ConfigError
+
+
+def _ce(model, batch, epoch):
+    return {"loss": F.cross_entropy(model(batch["rgb"]), batch["label"], ignore_index=255)}
+
+
+def _quiet(**kwargs):
+    return TrainSettings(device="cpu", progress=False, **kwargs)
+
+
+def _train(settings, epochs=1, **kwargs):
+    torch.manual_seed(0)
+    model = TinySegmenter(norm=False, dropout=0.0)
+    result = fit(model, _ce, TinyRGBD(4, void=False), epochs, settings=settings, log=RunLog(None, echo=False), **kwargs)
+    return model, result
+
+
+def test_gradient_accumulation_equals_the_larger_batch():
+    big, _ = _train(_quiet(batch_size=4, lr=0.1))
+    accumulated, _ = _train(_quiet(batch_size=2, grad_accum_steps=2, lr=0.1))
+    single, _ = _train(_quiet(batch_size=2, lr=0.1))
+    for (name, a), b, c in zip(big.named_parameters(), accumulated.parameters(), single.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    assert not all(torch.allclose(a, c) for a, c in zip(big.parameters(), single.parameters()))
+
+
+def test_poly_schedule_per_optimizer_step_and_callback_events():
+    events = []
+    lrs = []
+
+    def spy(state: LoopState):
+        events.append((state.event, state.epoch, state.batch, state.global_step))
+        if state.event == "step_end":
+            lrs.append(state.optimizer.param_groups[0]["lr"])
+
+    _, result = _train(_quiet(batch_size=2, lr=0.5, poly_power=0.9), epochs=2, callbacks=[spy])
+    total = 4  # 2 epochs x 2 steps
+    assert lrs == pytest.approx([0.5 * (1 - t / total) ** 0.9 for t in range(1, total + 1)])
+    assert events == [("epoch_start", 0, 0, 0), ("step_end", 0, 0, 1), ("step_end", 0, 1, 2), ("epoch_end", 0, 1, 2),
+                      ("epoch_start", 1, 0, 2), ("step_end", 1, 0, 3), ("step_end", 1, 1, 4), ("epoch_end", 1, 1, 4)]
+    assert [r["epoch"] for r in result.history] == [0, 1] and result.resumed_from is None
+
+
+def test_json_lines_log_and_epoch_line(tmp_path, capsys):
+    log = RunLog(tmp_path / "metrics.jsonl", echo=True)
+    torch.manual_seed(0)
+    fit(TinySegmenter(), _ce, TinyRGBD(4), 2, phase="p", settings=_quiet(batch_size=2, log_every=1), log=log,
+        evaluate=lambda m: {"mean_iou": float("nan"), "per_class_iou": [0.1]})
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "step" in r]
+    epochs = [r for r in records if "step" not in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4] and [r["epoch"] for r in epochs] == [0, 1]
+    assert epochs[0]["val_mean_iou"] is None  # NaN is written as null, the line stays valid JSON
+    assert all(math.isfinite(r["loss"]) and r["phase"] == "p" for r in records)
+    out = capsys.readouterr().out
+    assert "[p] epoch 1/2  loss " in out and "[p] epoch 2/2" in out
+
+
+def test_progress_bars_are_quiet_when_not_a_terminal(capsys):
+    assert list(progress(range(5), desc="x")) == list(range(5))  # pytest's stderr is not a terminal
+    assert capsys.readouterr().err == ""
+    list(progress(range(5), enabled=True, desc="forced"))
+    assert "forced" in capsys.readouterr().err
+
+
+def test_amp_and_channels_last_train_on_cpu():
+    model, result = _train(_quiet(batch_size=2, amp=True, channels_last=True))
+    assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert math.isfinite(result.history[0]["loss"])
+
+
+def test_settings_validation():
+    with pytest.raises(ConfigError, match="batch_size"):
+        TrainSettings(batch_size=0)
+    with pytest.raises(ConfigError, match="lr"):
+        TrainSettings(lr=0)
+    with pytest.raises(ConfigError, match="epochs"):
+        fit(nn.Conv2d(3, 2, 1), _ce, TinyRGBD(1), 0, settings=_quiet())
