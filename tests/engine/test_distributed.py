@@ -60,3 +60,28 @@ def test_two_processes_agree_match_one_process_with_the_whole_batch_and_only_ran
     records = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["phase"], r["epoch"]) for r in records] == [("teacher", 0), ("student", 0)]
     assert sorted(p.name for p in (tmp_path / "ddp" / "student").iterdir()) == ["last.pt", "model.pt"]
+
+
+def test_cli_train_under_torchrun_with_two_processes(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    run = {"data": {"name": "tiny_rgbd:TinyRGBD", "args": {"n": 4}},
+           "model": {"name": "tiny_rgbd:tiny_segmenter", "args": {"width": 4}},
+           "experiment": {"rows": ["TN", "SN"], "teacher_epochs": 1, "student_epochs": 1},
+           "train": {"device": "cpu", "progress": False}, "out_dir": str(tmp_path / "out")}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests"), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+                             "-m", "depthdistill", "train", "--config", str(tmp_path / "run.yaml")],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("| SN | RGB |") == 1  # rank 0 alone prints
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())["rows"]
+    assert [r["name"] for r in rows] == ["TN", "SN"]
+    assert (tmp_path / "out" / "sn" / "model.pt").is_file()
