@@ -147,7 +147,8 @@ def _checkpoint_model(path: str, device: str = "cpu") -> tuple[nn.Module, dict[s
 def _require_student(meta: dict[str, Any], path: str, what: str) -> None:
     if meta.get("depth_aware_layers"):
         raise DepthError(f"{path} holds a depth-aware teacher (phase {meta.get('phase')!r}), which needs depth; "
-                         f"{what} works on RGB with a student: use the student's checkpoint (e.g. <out_dir>/sn/model.pt)")
+                         f"{what} works on RGB with a student: use the student's checkpoint "
+                         "(e.g. <out_dir>/sn/model.pt)")
 
 
 # ------------------------------------------------------------------------------------------------- train

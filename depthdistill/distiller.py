@@ -347,8 +347,9 @@ class Distiller:
         """
         s = self.settings
         return evaluate(model, data, self.num_classes, ignore_index=self.ignore_index, use_depth=use_depth,
-                        depth_resize=self.depth_resize, device=self.device, batch_size=s.eval_batch_size or s.batch_size,
-                        num_workers=s.num_workers, amp=s.amp, channels_last=s.channels_last, show_progress=s.progress)
+                        depth_resize=self.depth_resize, device=self.device,
+                        batch_size=s.eval_batch_size or s.batch_size, num_workers=s.num_workers, amp=s.amp,
+                        channels_last=s.channels_last, show_progress=s.progress)
 
     # ------------------------------------------------------------------------------------------- experiment
     def run_experiment(

@@ -48,15 +48,16 @@ def test_teacher_is_depth_aware_student_plain_and_shares_the_parameter_objects()
     assert student is teacher and list_depth_aware(student) == []
     assert type(student.conv1) is torch.nn.Conv2d
     assert len(seen["params"]) == len(teacher_params)
-    assert all(a is b for a, b in zip(seen["params"], teacher_params))
-    assert all(a is b for a, b in zip(seen["optimized"], teacher_params))
+    assert all(a is b for a, b in zip(seen["params"], teacher_params, strict=True))
+    assert all(a is b for a, b in zip(seen["optimized"], teacher_params, strict=True))
     # the student starts from the trained teacher's values, and the frozen teacher keeps them
-    assert all(torch.equal(a, b) for a, b in zip(seen["values"], teacher_values))
+    assert all(torch.equal(a, b) for a, b in zip(seen["values"], teacher_values, strict=True))
     frozen = list(d.teacher.parameters())
     assert all(not p.requires_grad for p in frozen) and not d.teacher.training
-    assert all(p is not q for p, q in zip(frozen, teacher_params))
-    assert all(torch.equal(p, v) for p, v in zip(frozen, teacher_values))
-    assert not all(torch.equal(p, v) for p, v in zip(student.parameters(), teacher_values))  # the student trained
+    assert all(p is not q for p, q in zip(frozen, teacher_params, strict=True))
+    assert all(torch.equal(p, v) for p, v in zip(frozen, teacher_values, strict=True))
+    # the student trained
+    assert not all(torch.equal(p, v) for p, v in zip(student.parameters(), teacher_values, strict=True))
     assert list_depth_aware(d.teacher) == ["conv1", "conv2"]
 
 
@@ -129,12 +130,13 @@ def test_ablation_switches():
     d.teacher.register_forward_hook(lambda *a: calls.append(1))
 
     # vtce off: CE only, the teacher is never asked
-    no_vtce = d.train_student(data, epochs=1, share_parameters=False, vtce=False, name="no_vtce")
+    d.train_student(data, epochs=1, share_parameters=False, vtce=False, name="no_vtce")
     assert calls == [] and "vtce" not in d.fits["no_vtce"].history[0]
     # PS off: a new plain model from the initial weights; the live teacher is untouched
     bl_vtce = d.train_student(data, epochs=1, share_parameters=False, vtce=True, name="bl_vtce")
     assert len(calls) == len(data) and "vtce" in d.fits["bl_vtce"].history[0]
-    assert bl_vtce is not teacher and list_depth_aware(bl_vtce) == [] and list_depth_aware(teacher) == ["conv1", "conv2"]
+    assert bl_vtce is not teacher and list_depth_aware(bl_vtce) == []
+    assert list_depth_aware(teacher) == ["conv1", "conv2"]
     for phase in ("baseline", "teacher", "no_vtce", "bl_vtce"):
         assert all(torch.equal(starts[phase][0][k], initial[k]) for k in initial), phase
     assert starts["baseline"][1] is baseline and baseline is not teacher and list_depth_aware(baseline) == []
@@ -215,7 +217,8 @@ def test_teacher_data_without_depth_is_refused():
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     data = TinyRGBD(4)
-    d = _distiller(out_dir=tmp_path, callbacks=[lambda s: setattr(data, "poison", s.event == "epoch_end" or data.poison)])
+    poison_after_first_epoch = lambda s: setattr(data, "poison", s.event == "epoch_end" or data.poison)  # noqa: E731
+    d = _distiller(out_dir=tmp_path, callbacks=[poison_after_first_epoch])
     with pytest.raises(TrainingError, match=r"loss became nan at epoch 1 batch 0.*last good checkpoint.*epoch 0"):
         d.train_teacher(data, epochs=3)
     state = load_checkpoint(tmp_path / "teacher" / "last.pt")

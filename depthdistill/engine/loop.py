@@ -179,14 +179,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _reduce_parts(parts: dict[str, torch.Tensor], phase: str, epoch: int, batch: int, last_good: str) -> dict[str, float]:
+def _reduce_parts(
+    parts: dict[str, torch.Tensor], phase: str, epoch: int, batch: int, last_good: str
+) -> dict[str, float]:
     """Means of the loss parts over processes; raises if the total loss is NaN or infinite."""
     names = list(parts)
     # One collective for all parts, and every rank sees the same values, so all stop together on a NaN instead of
     # the healthy ranks hanging in the next all-reduce.
     stacked = torch.stack([parts[name].detach().float().reshape(()) for name in names])
     means = (all_reduce_sum(stacked) / get_world_size()).tolist()
-    values = dict(zip(names, means))
+    values = dict(zip(names, means, strict=True))
     if not math.isfinite(values["loss"]):
         raise TrainingError(
             f"{phase}: the loss became {values['loss']} at epoch {epoch} batch {batch}; training stopped. {last_good} "
@@ -256,7 +258,9 @@ def fit(
         >>> data = [{"rgb": torch.randn(3, 4, 4), "label": torch.zeros(4, 4, dtype=torch.long)}] * 2
         >>> net = nn.Conv2d(3, 2, 1)
         >>> loss = lambda m, b, e: {"loss": nn.functional.cross_entropy(m(b["rgb"]), b["label"])}
-        >>> fit(net, loss, data, epochs=1, settings=TrainSettings(progress=False), log=RunLog(None, echo=False)).history[0]["epoch"]
+        >>> result = fit(net, loss, data, epochs=1, settings=TrainSettings(progress=False),
+        ...              log=RunLog(None, echo=False))
+        >>> result.history[0]["epoch"]
         0
     """
     settings = settings or TrainSettings()

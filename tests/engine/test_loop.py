@@ -34,9 +34,9 @@ def test_gradient_accumulation_equals_the_larger_batch():
     big, _ = _train(_quiet(batch_size=4, lr=0.1))
     accumulated, _ = _train(_quiet(batch_size=2, grad_accum_steps=2, lr=0.1))
     single, _ = _train(_quiet(batch_size=2, lr=0.1))
-    for (name, a), b, c in zip(big.named_parameters(), accumulated.parameters(), single.parameters()):
+    for (name, a), b in zip(big.named_parameters(), accumulated.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
-    assert not all(torch.allclose(a, c) for a, c in zip(big.parameters(), single.parameters()))
+    assert not all(torch.allclose(a, c) for a, c in zip(big.parameters(), single.parameters(), strict=True))
 
 
 def test_poly_schedule_per_optimizer_step_and_callback_events():
