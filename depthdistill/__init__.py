@@ -5,6 +5,7 @@ plain-convolution RGB student distilled with the variable-temperature loss (VTCE
 """
 
 from depthdistill.convert import convert_to_depth_aware, convert_to_plain, list_depth_aware
+from depthdistill.distiller import Distiller, ResultRow, ResultsTable
 from depthdistill.errors import ConfigError, DatasetError, DepthDistillError, DepthError, TrainingError
 from depthdistill.losses import VTCELoss, vtce_loss, vtce_temperature
 from depthdistill.metrics import SegmentationMetrics
@@ -18,6 +19,9 @@ __all__ = [
     "DepthAwareConv2d",
     "DepthDistillError",
     "DepthError",
+    "Distiller",
+    "ResultRow",
+    "ResultsTable",
     "SegmentationMetrics",
     "TrainingError",
     "VTCELoss",

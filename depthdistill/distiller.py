@@ -177,15 +177,15 @@ class Distiller:
 
     Example:
         >>> import torch
-        >>> from depthdistill.distiller import Distiller
+        >>> from depthdistill import Distiller
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 2, 1))
         >>> data = [{"rgb": torch.randn(3, 8, 8), "depth": torch.rand(1, 8, 8) + 1,
         ...          "label": torch.randint(0, 2, (8, 8)), "id": str(i)} for i in range(2)]
         >>> d = Distiller(net, num_classes=2, progress=False, log_echo=False)
         >>> teacher = d.train_teacher(data, epochs=1)
         >>> student = d.train_student(data, epochs=1)
-        >>> sorted(d.evaluate(student, data))[:2]
-        ['confusion_matrix', 'frequency_weighted_iou']
+        >>> "mean_iou" in d.evaluate(student, data)
+        True
     """
 
     def __init__(
