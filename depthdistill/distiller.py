@@ -242,6 +242,8 @@ class Distiller:
         self.log = RunLog(self.out_dir / "metrics.jsonl" if self.out_dir else None, echo=log_echo)
         #: The frozen teacher (eval mode, no gradients), set when the teacher phase ends.
         self.teacher: nn.Module | None = None
+        #: The trained model of every row of the last :meth:`run_experiment`, by row name (TN is depth-aware).
+        self.models: dict[str, nn.Module] = {}
         #: Names of the layers the teacher made depth-aware.
         self.depth_aware_layers: list[str] = []
         #: The :class:`~depthdistill.engine.FitResult` of every phase run so far, by phase name.
@@ -422,6 +424,7 @@ class Distiller:
             trained["SN"] = (self.train_student(train_data, student_epochs, val_data, share_parameters=True,
                                                 vtce=True, name="sn"), student_epochs, "sn")
 
+        self.models = {row: model for row, (model, _, _) in trained.items()}
         table_rows = []
         for row in (r for r in EXPERIMENT_ROWS if r in wanted):
             model, epochs, phase = trained[row]

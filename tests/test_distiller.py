@@ -275,5 +275,8 @@ def test_run_experiment_trains_every_row_and_writes_the_table(tmp_path):
     for folder in ("bl", "tn", "sn", "bl_vtce", "bl_ps"):
         assert (tmp_path / folder / "model.pt").is_file()
     assert "| TN | RGB-D |" in table.to_markdown()
+    assert list(d.models) == ["BL", "TN", "BL+VTCE", "BL+PS", "SN"]
+    assert list_depth_aware(d.models["TN"]) and not list_depth_aware(d.models["SN"])
+    assert d.evaluate(d.models["SN"], test, use_depth=False)["mean_iou"] == pytest.approx(table["SN"].mean_iou)
     with pytest.raises(ConfigError, match="unknown experiment row"):
         d.run_experiment(train, test, teacher_epochs=1, student_epochs=1, rows=["XX"])
