@@ -20,7 +20,7 @@ from torch import Tensor
 from depthdistill.errors import ConfigError
 from depthdistill.models._checks import check_num_classes, unknown_name
 
-__all__ = ["smp_model", "TimmSegmenter"]
+__all__ = ["TimmSegmenter", "smp_model"]
 
 
 def smp_model(
