@@ -78,7 +78,7 @@ def test_logits_are_the_bilinear_upsampling_of_fc8():
     torch.testing.assert_close(model(x), expected)
 
 
-@pytest.mark.parametrize("width, first, fc", [(0.125, 8, 128), (0.5, 32, 512), (2.0, 128, 2048)])
+@pytest.mark.parametrize("width, first, fc", [(0.125, 8, 128), (0.5, 32, 512), (0.75, 48, 768)])
 def test_width_scales_channels(width, first, fc):
     model = deeplab_vgg16(4, width=width)
     assert model.features[0].out_channels == first
@@ -119,6 +119,17 @@ def test_trains_as_depth_aware_teacher_and_reverts():
     assert list(model.parameters()) == params
     assert {type(m) for m in model.modules()} - {DeepLabVGG16, nn.Sequential} == {
         nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Dropout}
+
+
+def test_teacher_equals_the_plain_model_under_constant_depth():
+    model = deeplab_vgg16(4, width=0.125).eval()
+    x = torch.rand(1, 3, 40, 40)
+    with torch.no_grad():
+        plain = model(x)
+        convert_to_depth_aware(model)
+        with depth_context(torch.full((1, 1, 40, 40), 3.0)):
+            teacher = model(x)
+    torch.testing.assert_close(teacher, plain, rtol=1e-4, atol=1e-6)
 
 
 @pytest.fixture(scope="module")
