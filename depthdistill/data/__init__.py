@@ -1,0 +1,42 @@
+"""RGB-D datasets (synthetic, NYUv2, SUN RGB-D, user folders) and joint RGB/depth/label transforms.
+
+Every dataset yields ``{"rgb": float32 (3,H,W) in 0..1, "depth": float32 (1,H,W) metres (0 = missing),
+"label": int64 (H,W) (255 = void), "id": str}``; the transforms in :mod:`depthdistill.data.transforms` take and
+return that dict.
+"""
+
+from depthdistill.data.folder import RGBDFolder
+from depthdistill.data.synthetic import SyntheticRGBD
+from depthdistill.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ColorJitter,
+    Compose,
+    Normalize,
+    RandomCrop,
+    RandomHorizontalFlip,
+    RandomScale,
+    Resize,
+    collate_rgbd,
+    eval_transforms,
+    resize_sample,
+    train_transforms,
+)
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ColorJitter",
+    "Compose",
+    "Normalize",
+    "RGBDFolder",
+    "RandomCrop",
+    "RandomHorizontalFlip",
+    "RandomScale",
+    "Resize",
+    "SyntheticRGBD",
+    "collate_rgbd",
+    "eval_transforms",
+    "resize_sample",
+    "train_transforms",
+]
