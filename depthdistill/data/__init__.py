@@ -6,6 +6,7 @@ return that dict.
 """
 
 from depthdistill.data.folder import RGBDFolder
+from depthdistill.data.nyuv2 import NYUv2
 from depthdistill.data.synthetic import SyntheticRGBD
 from depthdistill.data.transforms import (
     IMAGENET_MEAN,
@@ -28,6 +29,7 @@ __all__ = [
     "IMAGENET_STD",
     "ColorJitter",
     "Compose",
+    "NYUv2",
     "Normalize",
     "RGBDFolder",
     "RandomCrop",

@@ -66,6 +66,42 @@ def missing_file_error(path: Path, what: str, where: str) -> DatasetError:
     return DatasetError(f"{what} not found: {path}. {where}")
 
 
+def open_h5(path: Path, what: str, where: str) -> Any:
+    """Opens a MATLAB v7.3 (HDF5) file read-only with h5py; a missing or corrupt file is a DatasetError."""
+    import h5py
+
+    if not path.is_file():
+        raise missing_file_error(path, what, where)
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise DatasetError(f"cannot open {path} as a MATLAB v7.3 (HDF5) file ({exc}); the file is corrupt or the "
+                           f"download is incomplete. {where}") from exc
+
+
+def load_mat(path: Path, what: str, where: str, **kwargs: Any) -> dict[str, Any]:
+    """Loads a MATLAB v5/v7 ``.mat`` file with scipy; a missing or corrupt file is a DatasetError."""
+    import scipy.io
+
+    if not path.is_file():
+        raise missing_file_error(path, what, where)
+    try:
+        return scipy.io.loadmat(path, **kwargs)
+    except NotImplementedError as exc:  # scipy's answer to v7.3 files
+        raise DatasetError(f"{path} is a MATLAB v7.3 file, expected v5/v7 ({exc}). {where}") from exc
+    # scipy reports damaged files through several types, IndexError and its own MatReadError among them.
+    except (scipy.io.matlab.MatReadError, ValueError, OSError, TypeError, IndexError, KeyError) as exc:
+        raise DatasetError(f"cannot read {path} ({exc!r}); the file is corrupt or not a .mat file. {where}") from exc
+
+
+def mat_entry(mat: dict[str, Any], key: str, path: Path) -> Any:
+    """``mat[key]``, or a DatasetError naming the file and the keys it does have."""
+    if key not in mat:
+        present = sorted(k for k in mat if not k.startswith("__"))
+        raise DatasetError(f"{path} has no {key!r} entry (it has {present}); is it the right file?")
+    return mat[key]
+
+
 def read_image(path: Path) -> np.ndarray:
     """Reads an 8-bit RGB image (PNG or JPEG) as ``(H, W, 3)`` uint8.
 
