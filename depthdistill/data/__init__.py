@@ -7,6 +7,7 @@ return that dict.
 
 from depthdistill.data.folder import RGBDFolder
 from depthdistill.data.nyuv2 import NYUv2
+from depthdistill.data.sunrgbd import SUNRGBD
 from depthdistill.data.synthetic import SyntheticRGBD
 from depthdistill.data.transforms import (
     IMAGENET_MEAN,
@@ -36,6 +37,7 @@ __all__ = [
     "RandomHorizontalFlip",
     "RandomScale",
     "Resize",
+    "SUNRGBD",
     "SyntheticRGBD",
     "collate_rgbd",
     "eval_transforms",

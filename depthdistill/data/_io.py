@@ -4,6 +4,7 @@ and the label colour map generator.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,15 @@ def map_labels(raw: np.ndarray, mapping: np.ndarray, source: str) -> np.ndarray:
     return lut[raw]
 
 
+def check_aligned(sample_id: str, parts: list[tuple[str, tuple[int, ...]]]) -> None:
+    """Raises a DatasetError naming every source when the ``(source, (H, W, ...))`` parts differ in height/width."""
+    sizes = {shape[:2] for _, shape in parts}
+    if len(sizes) > 1:
+        listing = ", ".join(f"{source} is {shape[0]}x{shape[1]}" for source, shape in parts)
+        raise DatasetError(f"size mismatch for sample {sample_id!r}: {listing} (height x width); rgb, depth and "
+                           "label must be pixel-aligned")
+
+
 def missing_file_error(path: Path, what: str, where: str) -> DatasetError:
     """The error for a file a dataset needs and cannot find: names the file and where users get it."""
     return DatasetError(f"{what} not found: {path}. {where}")
@@ -77,6 +87,26 @@ def open_h5(path: Path, what: str, where: str) -> Any:
     except OSError as exc:
         raise DatasetError(f"cannot open {path} as a MATLAB v7.3 (HDF5) file ({exc}); the file is corrupt or the "
                            f"download is incomplete. {where}") from exc
+
+
+class LazyH5:
+    """An HDF5 file opened on first use in each process, so every DataLoader worker reads through its own handle
+    (a handle inherited through fork is not safe to share); pickling drops the handle.
+    """
+
+    def __init__(self, path: Path, what: str, where: str) -> None:
+        self.path, self.what, self.where = path, what, where
+        self.handle: Any = None
+        self.pid = -1
+
+    def get(self) -> Any:
+        if self.handle is None or self.pid != os.getpid():
+            self.handle = open_h5(self.path, self.what, self.where)
+            self.pid = os.getpid()
+        return self.handle
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "handle": None, "pid": -1}
 
 
 def load_mat(path: Path, what: str, where: str, **kwargs: Any) -> dict[str, Any]:

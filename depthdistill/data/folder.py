@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 from torch.utils.data import Dataset
 
-from depthdistill.data._io import make_sample, read_array_image, read_image, read_npy
+from depthdistill.data._io import check_aligned, make_sample, read_array_image, read_image, read_npy
 from depthdistill.errors import DatasetError
 
 __all__ = ["RGBDFolder", "RGB_SUFFIXES", "DEPTH_SUFFIXES", "LABEL_SUFFIXES"]
@@ -107,10 +107,8 @@ class RGBDFolder(Dataset):
         rgb = read_image(rgb_path)
         depth = self._read_depth(depth_path)
         label = read_array_image(label_path)
-        if depth.shape != rgb.shape[:2] or label.shape != rgb.shape[:2]:
-            raise DatasetError(f"size mismatch for sample {self.stems[index]!r}: {rgb_path} is "
-                               f"{rgb.shape[0]}x{rgb.shape[1]}, {depth_path} is {depth.shape[0]}x{depth.shape[1]}, "
-                               f"{label_path} is {label.shape[0]}x{label.shape[1]} (height x width)")
+        check_aligned(self.stems[index], [(str(rgb_path), rgb.shape), (str(depth_path), depth.shape),
+                                          (str(label_path), label.shape)])
         if label.dtype.kind == "f":
             raise DatasetError(f"{label_path}: labels must be integer class ids, got {label.dtype}")
         sample = make_sample(rgb, depth, label, self.stems[index])

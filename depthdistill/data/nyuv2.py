@@ -12,14 +12,13 @@ Files in ``root``:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 from torch.utils.data import Dataset
 
-from depthdistill.data._io import label_palette, load_mat, make_sample, map_labels, mat_entry, open_h5
+from depthdistill.data._io import LazyH5, label_palette, load_mat, make_sample, map_labels, mat_entry, open_h5
 from depthdistill.errors import DatasetError
 
 __all__ = ["NYUv2", "NYU40_CLASS_NAMES", "NYU13_CLASS_NAMES", "NYU40_PALETTE", "NYU13_PALETTE", "NYUV2_FILES"]
@@ -96,8 +95,7 @@ class NYUv2(Dataset):
         self.transform = transform
         self._depth_key = "rawDepths" if raw_depth else "depths"
         self._path = self.root / _LABELED
-        self._handle: Any = None
-        self._handle_pid = -1
+        self._h5 = LazyH5(self._path, _LABELED, _SOURCE)
 
         with open_h5(self._path, _LABELED, _SOURCE) as f:
             count = self._check_layout(f)
@@ -155,27 +153,15 @@ class NYUv2(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def _file(self) -> Any:
-        # One handle per process: a handle inherited through fork is not safe to share between workers.
-        if self._handle is None or self._handle_pid != os.getpid():
-            self._handle = open_h5(self._path, _LABELED, _SOURCE)
-            self._handle_pid = os.getpid()
-        return self._handle
-
     def __getitem__(self, index: int) -> dict[str, Any]:
         i = int(self.indices[index])
-        f = self._file()
+        f = self._h5.get()
         rgb = np.asarray(f["images"][i]).transpose(2, 1, 0)  # (3, W, H) -> (H, W, 3)
         depth = np.asarray(f[self._depth_key][i]).T
         raw = np.asarray(f["labels"][i]).T
         label = map_labels(raw, self._mapping, f"{self._path} image {i + 1}")
         sample = make_sample(rgb, depth, label, f"nyuv2/{i + 1}")
         return self.transform(sample) if self.transform is not None else sample
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_handle"], state["_handle_pid"] = None, -1
-        return state
 
     def __repr__(self) -> str:
         return f"NYUv2(root={str(self.root)!r}, split={self.split!r}, num_classes={self.num_classes}, samples={len(self)})"

@@ -115,7 +115,7 @@ def test_dataloader_workers_each_open_their_own_handle(root):
     ds = NYUv2(root, "train")
     expected = [ds[i] for i in range(len(ds))]  # the parent opens a handle first; workers must not reuse it
     parent = os.getpid()
-    ds.transform = lambda s: {**s, "pid": os.getpid(), "handle_pid": ds._handle_pid}
+    ds.transform = lambda s: {**s, "pid": os.getpid(), "handle_pid": ds._h5.pid}
     loader = DataLoader(ds, batch_size=1, num_workers=2, multiprocessing_context="fork")
     batches = list(loader)
     assert len(batches) == len(ds)
