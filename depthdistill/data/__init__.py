@@ -7,6 +7,7 @@ return that dict.
 
 from depthdistill.data.folder import RGBDFolder
 from depthdistill.data.nyuv2 import NYUv2
+from depthdistill.data.prepare import export_to_folder
 from depthdistill.data.sunrgbd import SUNRGBD
 from depthdistill.data.synthetic import SyntheticRGBD
 from depthdistill.data.transforms import (
@@ -41,6 +42,7 @@ __all__ = [
     "SyntheticRGBD",
     "collate_rgbd",
     "eval_transforms",
+    "export_to_folder",
     "resize_sample",
     "train_transforms",
 ]

@@ -164,4 +164,5 @@ class NYUv2(Dataset):
         return self.transform(sample) if self.transform is not None else sample
 
     def __repr__(self) -> str:
-        return f"NYUv2(root={str(self.root)!r}, split={self.split!r}, num_classes={self.num_classes}, samples={len(self)})"
+        return (f"NYUv2(root={str(self.root)!r}, split={self.split!r}, num_classes={self.num_classes}, "
+                f"samples={len(self)})")

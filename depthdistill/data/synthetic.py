@@ -346,7 +346,8 @@ def _sample_scene(rng: np.random.Generator, height: int, width: int, num_classes
         _, colour = _material(rng, kind, difficulty)
         texture = _texture(rng, (_PLAIN, _STRIPES, _CHECKER, _NOISE))
         if kind == BOX:
-            half = np.array([radius * rng.uniform(0.55, 0.75), rng.uniform(0.15, 0.6), radius * rng.uniform(0.55, 0.75)])
+            half = np.array([radius * rng.uniform(0.55, 0.75), rng.uniform(0.15, 0.6),
+                             radius * rng.uniform(0.55, 0.75)])
             box_yaw = rng.uniform(-1.0, 1.0) * (math.pi / 4) * (1.0 - 0.6 * difficulty)
             items.append(SceneItem("box", BOX, np.array([x, floor_y - half[1], z]), half, yaw=box_yaw,
                                    colour=colour, **texture))
