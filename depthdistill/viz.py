@@ -4,7 +4,7 @@ Everything draws on matplotlib ``Figure`` objects rendered by the Agg backend: n
 touches pyplot's global state, and it works on a headless server. Plot functions write a PNG and return its path.
 
 Inputs may be ``torch.Tensor`` s or NumPy arrays. Conventions are the library's: RGB ``(3, H, W)`` float
-(normalised with the ImageNet mean and std unless told otherwise) or ``(H, W, 3)`` uint8, depth ``(H, W)`` or
+(normalised with the ImageNet mean and std of :mod:`depthdistill.data.transforms` unless told otherwise) or ``(H, W, 3)`` uint8, depth ``(H, W)`` or
 ``(1, H, W)`` in metres with 0 (or non-finite) for missing, labels ``(H, W)`` int with 255 = void.
 
 The metrics log read by :func:`plot_training_curves` is JSON lines, one object per line, as
@@ -33,12 +33,12 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from depthdistill.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from depthdistill.errors import ConfigError, DepthError
 from depthdistill.losses import DEFAULT_BETA, vtce_temperature
 
 __all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
+    "HOLE_COLOR",
     "VOID_COLOR",
     "VOID_LABEL",
     "colorize",
@@ -54,12 +54,13 @@ __all__ = [
     "write_report",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 #: The label value of pixels that belong to no class.
 VOID_LABEL = 255
-#: Colour of void pixels in :func:`colorize` (and of missing depth in :func:`depth_to_image`).
+#: Colour of void pixels in :func:`colorize`.
 VOID_COLOR = (0, 0, 0)
+#: Colour of missing depth in :func:`depth_to_image`: white is far from both ends of viridis (dark purple near,
+#: yellow far), where black would hide among the nearest pixels.
+HOLE_COLOR = (255, 255, 255)
 DEFAULT_METRICS = ("mean_iou", "mean_pixel_accuracy", "pixel_accuracy")
 _METRIC_TITLES = {"mean_iou": "mIoU", "mean_pixel_accuracy": "mPA", "pixel_accuracy": "pixel accuracy"}
 _DPI = 120
@@ -244,12 +245,12 @@ def depth_to_image(
     min_depth: float | None = None,
     max_depth: float | None = None,
     cmap: str = "viridis",
-    hole_color: Sequence[int] = VOID_COLOR,
+    hole_color: Sequence[int] = HOLE_COLOR,
 ) -> np.ndarray:
-    """Colours a depth map (near = dark blue, far = yellow with viridis); missing depth gets ``hole_color``.
+    """Colours a depth map (near = dark purple, far = yellow with viridis); missing depth gets ``hole_color``.
 
     Missing means 0, negative or non-finite. The colour range is ``[min_depth, max_depth]``, by default the
-    valid pixels' own minimum and maximum. viridis never reaches pure black, so black holes stand out.
+    valid pixels' own minimum and maximum. viridis never reaches white, so white holes stand out.
 
     Args:
         depth: ``(H, W)`` or ``(1, H, W)`` depth in metres.
@@ -268,7 +269,7 @@ def depth_to_image(
         >>> import numpy as np
         >>> image = depth_to_image(np.array([[0.0, 1.0, 3.0]]))
         >>> image[0, 0].tolist()  # the hole
-        [0, 0, 0]
+        [255, 255, 255]
     """
     values = _numpy(depth).astype(np.float64)
     if values.ndim == 3 and values.shape[0] == 1:
@@ -512,7 +513,7 @@ def plot_sample_grid(
 ) -> Path:
     """A grid with one sample per row: RGB | depth | ground truth | one column per model.
 
-    Depth is coloured per sample over its own range (written under it), holes black; void labels are black.
+    Depth is coloured per sample over its own range (written under it), holes white; void labels are black.
 
     Args:
         samples: Sample dicts (``"rgb"``, ``"depth"``, ``"label"``, optional ``"id"`` shown as the row title).

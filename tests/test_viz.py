@@ -10,6 +10,7 @@ from matplotlib import colormaps
 from PIL import Image
 
 from depthdistill import ConfigError, DepthError, ResultRow, ResultsTable, viz
+from depthdistill.data import IMAGENET_MEAN, IMAGENET_STD
 
 PALETTE = np.array([[10, 20, 30], [40, 50, 60], [70, 80, 90]], dtype=np.uint8)
 
@@ -71,7 +72,7 @@ def test_label_palette_is_distinct_and_never_black(n):
 
 def test_rgb_to_image_undoes_imagenet_normalisation():
     image = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
-    mean, std = np.array(viz.IMAGENET_MEAN), np.array(viz.IMAGENET_STD)
+    mean, std = np.array(IMAGENET_MEAN), np.array(IMAGENET_STD)
     normalised = torch.from_numpy(((image / 255.0 - mean) / std).transpose(2, 0, 1).astype(np.float32))
     np.testing.assert_array_equal(viz.rgb_to_image(normalised), image)
     np.testing.assert_array_equal(viz.rgb_to_image(image), image)
@@ -86,7 +87,7 @@ def test_rgb_to_image_clips_and_checks():
     with pytest.raises(ConfigError, match=r"\(H, W, 3\)"):
         viz.rgb_to_image(np.zeros((3, 2, 2), dtype=np.uint8))
     with pytest.raises(ConfigError, match="both mean and std"):
-        viz.rgb_to_image(np.zeros((3, 2, 2), dtype=np.float32), mean=viz.IMAGENET_MEAN, std=None)
+        viz.rgb_to_image(np.zeros((3, 2, 2), dtype=np.float32), mean=IMAGENET_MEAN, std=None)
 
 
 def test_overlay_blends_by_alpha_and_leaves_void_alone():
@@ -116,12 +117,13 @@ def test_depth_to_image_maps_range_and_marks_holes():
     assert image[0, 1].tolist() == rgb(0.0)
     assert image[0, 2].tolist() == rgb(0.5)
     assert image[0, 3].tolist() == rgb(1.0)
-    assert image[0, [0, 4, 5, 6]].tolist() == [[0, 0, 0]] * 4
-    # Holes stand out: no valid depth is drawn black.
-    assert (viz.depth_to_image(np.linspace(0.5, 10, 50)[None]).astype(int).sum(axis=-1) > 0).all()
+    assert image[0, [0, 4, 5, 6]].tolist() == [[255, 255, 255]] * 4
+    # Holes stand out: no valid depth is drawn white.
+    assert (viz.depth_to_image(np.linspace(0.5, 10, 50)[None]).astype(int).sum(axis=-1) < 3 * 255).all()
     ranged = viz.depth_to_image(np.array([[0.5, 2.0, 9.0]]), min_depth=1.0, max_depth=3.0, hole_color=(255, 0, 255))
     assert ranged[0].tolist() == [rgb(0.0), rgb(0.5), rgb(1.0)]
     assert viz.depth_to_image(np.zeros((2, 2)), hole_color=(255, 0, 255)).reshape(-1, 3).tolist() == [[255, 0, 255]] * 4
+    assert viz.depth_to_image(np.zeros((1, 1)), hole_color=viz.VOID_COLOR).tolist() == [[[0, 0, 0]]]
     with pytest.raises(DepthError, match=r"\(H, W\) or \(1, H, W\)"):
         viz.depth_to_image(np.ones((2, 3, 3)))
 
