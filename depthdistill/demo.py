@@ -70,7 +70,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, quick: bool = False, seed: in
     Returns:
         The measured table (never edited).
 
-    Example:
+    Examples:
         >>> table = run_demo(tmp_path, quick=True, progress=False)  # doctest: +SKIP
         >>> [row.name for row in table]  # doctest: +SKIP
         ['BL', 'TN', 'SN', 'BL+VTCE', 'BL+PS']

@@ -89,7 +89,7 @@ def label_palette(num_classes: int) -> np.ndarray:
     Returns:
         ``(num_classes, 3)`` uint8 RGB.
 
-    Example:
+    Examples:
         >>> palette = label_palette(13)
         >>> palette.shape, palette.dtype.name
         ((13, 3), 'uint8')
@@ -146,7 +146,7 @@ def colorize(label: Array, palette: Array) -> np.ndarray:
     Raises:
         ConfigError: If the label is not a 2-D integer map or has a class without a colour.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> palette = np.array([[255, 0, 0], [0, 0, 255]], dtype=np.uint8)
         >>> colorize(np.array([[0, 1, 255]]), palette).tolist()
@@ -178,7 +178,7 @@ def rgb_to_image(
     Returns:
         ``(H, W, 3)`` uint8 RGB (values outside [0, 1] after un-normalising are clipped).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> rgb_to_image(np.zeros((3, 1, 1), dtype=np.float32)).tolist()  # the mean colour
         [[[124, 116, 104]]]
@@ -222,7 +222,7 @@ def overlay(
     Returns:
         ``(H, W, 3)`` uint8 RGB.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> image = np.full((1, 2, 3), 100, dtype=np.uint8)
         >>> overlay(image, np.array([[0, 255]]), np.array([[200, 0, 0]], dtype=np.uint8), alpha=0.5).tolist()
@@ -265,7 +265,7 @@ def depth_to_image(
     Raises:
         DepthError: If ``depth`` is not one 2-D map.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> image = depth_to_image(np.array([[0.0, 1.0, 3.0]]))
         >>> image[0, 0].tolist()  # the hole
@@ -304,7 +304,7 @@ def read_metrics_log(path: str | os.PathLike) -> list[dict[str, Any]]:
     Raises:
         ConfigError: If the file is missing or a line is not a JSON object.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> log = pathlib.Path(tempfile.mkdtemp()) / "metrics.jsonl"
         >>> _ = log.write_text('{"phase": "teacher", "epoch": 0, "loss": 1.5}\\n\\n')
@@ -361,7 +361,7 @@ def plot_training_curves(
     Raises:
         ConfigError: If the log has no epoch record with a loss.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> out = pathlib.Path(tempfile.mkdtemp()) / "curves.png"
         >>> records = [{"phase": "teacher", "epoch": e, "loss": 1.0 / (e + 1), "val_mean_iou": 0.1 * e}
@@ -412,7 +412,7 @@ def plot_vtce_schedule(
     Returns:
         ``out_path`` as a ``Path``.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> plot_vtce_schedule(pathlib.Path(tempfile.mkdtemp()) / "vtce.png").suffix
         '.png'
@@ -460,7 +460,7 @@ def plot_per_class_iou(
     Returns:
         ``out_path`` as a ``Path``.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> out = pathlib.Path(tempfile.mkdtemp()) / "iou.png"
         >>> plot_per_class_iou({"BL": [0.5, 0.2], "SN": [0.6, float("nan")]}, out).exists()
@@ -527,7 +527,7 @@ def plot_sample_grid(
     Returns:
         ``out_path`` as a ``Path``.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib, numpy as np
         >>> sample = {"rgb": np.zeros((3, 4, 4), np.float32), "depth": np.ones((1, 4, 4), np.float32),
         ...           "label": np.zeros((4, 4), np.int64), "id": "a"}
@@ -610,7 +610,7 @@ def write_report(
     Raises:
         ConfigError: If a row lacks a metric or an image file is missing.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> out = pathlib.Path(tempfile.mkdtemp())
         >>> rows = [{"name": "SN", "input": "RGB", "mean_pixel_accuracy": 0.51, "mean_iou": 0.381,

@@ -52,7 +52,7 @@ class RGBDFolder(Dataset):
         DatasetError: If a folder is missing or empty, a stem has no partner in another folder, or a stem appears
             twice in one folder (``a.png`` and ``a.jpg``).
 
-    Example:
+    Examples:
         >>> import tempfile, numpy as np
         >>> from PIL import Image
         >>> root = Path(tempfile.mkdtemp())

@@ -77,7 +77,7 @@ class NYUv2(Dataset):
         DatasetError: A file missing (the message names it and where to get it), corrupt, or lacking the
             expected entries; a split index outside the labelled set.
 
-    Example:
+    Examples:
         >>> ds = NYUv2("/data/nyuv2", split="test", num_classes=40)  # doctest: +SKIP
         >>> len(ds), ds[0]["rgb"].shape                               # doctest: +SKIP
         (654, torch.Size([3, 480, 640]))

@@ -39,7 +39,7 @@ def export_to_folder(dataset: Sequence[dict[str, Any]], out_dir: str | Path, spl
         DatasetError: rgb outside 0..1 (normalised), a class id above 255, depth beyond the 16-bit range, or two
             samples with the same id.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from depthdistill.data import RGBDFolder, SyntheticRGBD
         >>> out = tempfile.mkdtemp()

@@ -60,7 +60,7 @@ def decode_sunrgbd_depth(raw: np.ndarray) -> np.ndarray:
 
     Unlike ``read3dPoints`` this does not clip depth at 8 m; 0 stays 0 (missing).
 
-    Example:
+    Examples:
         >>> decode_sunrgbd_depth(np.array([[(1500 << 3) & 0xFFFF]], dtype=np.uint16))
         array([[1.5]], dtype=float32)
     """
@@ -103,7 +103,7 @@ class SUNRGBD(Dataset):
             expected entries; label and meta files of different lengths; an image or depth file missing or of
             another size than its label (raised when the sample is read, naming the file).
 
-    Example:
+    Examples:
         >>> ds = SUNRGBD("/data/sunrgbd", split="test")  # doctest: +SKIP
         >>> len(ds), ds.num_classes                       # doctest: +SKIP
         (5050, 37)

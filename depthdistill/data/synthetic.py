@@ -169,7 +169,7 @@ class SyntheticRGBD(Dataset):
         palette: ``(num_classes, 3)`` uint8 display colours.
         num_classes: Number of classes.
 
-    Example:
+    Examples:
         >>> ds = SyntheticRGBD(num_samples=4, size=(48, 64), seed=0)
         >>> sample = ds[0]
         >>> sample["rgb"].shape, sample["depth"].shape, sample["label"].shape, sample["id"]
@@ -219,7 +219,7 @@ class SyntheticRGBD(Dataset):
     def scene(self, index: int) -> SyntheticScene:
         """The scene behind sample ``index`` (camera, room, objects), for inspection and geometry checks.
 
-        Example:
+        Examples:
             >>> scene = SyntheticRGBD(num_samples=1, size=(32, 32)).scene(0)
             >>> scene.floor_y > 0 > scene.ceiling_y
             True

@@ -48,7 +48,7 @@ def _pair(size: int | Sequence[int], name: str) -> tuple[int, int]:
 def resize_sample(sample: Sample, size: tuple[int, int], depth_mode: str = "nearest") -> Sample:
     """Resizes a sample to ``size = (height, width)``: rgb bilinear, label nearest, depth per ``depth_mode``.
 
-    Example:
+    Examples:
         >>> s = {"rgb": torch.rand(3, 4, 4), "depth": torch.ones(1, 4, 4), "label": torch.zeros(4, 4, dtype=torch.long)}
         >>> out = resize_sample(s, (8, 6))
         >>> out["rgb"].shape, out["depth"].shape, out["label"].shape
@@ -79,7 +79,7 @@ def resize_sample(sample: Sample, size: tuple[int, int], depth_mode: str = "near
 class Compose:
     """Applies transforms one after another.
 
-    Example:
+    Examples:
         >>> t = Compose([RandomHorizontalFlip(p=1.0), Normalize()])
         >>> t({"rgb": torch.rand(3, 2, 2)})["rgb"].shape
         torch.Size([3, 2, 2])
@@ -100,7 +100,7 @@ class Compose:
 class Resize:
     """Resizes to a fixed ``(height, width)`` (see :func:`resize_sample` for how each part is resampled).
 
-    Example:
+    Examples:
         >>> Resize((3, 5))({"rgb": torch.rand(3, 6, 10)})["rgb"].shape
         torch.Size([3, 3, 5])
     """
@@ -119,7 +119,7 @@ class Resize:
 class RandomScale:
     """Scales the sample by a factor drawn uniformly from ``scale_range`` (0.76–1.75 as in the paper's lineage).
 
-    Example:
+    Examples:
         >>> out = RandomScale((2.0, 2.0))({"rgb": torch.rand(3, 4, 5)})
         >>> out["rgb"].shape
         torch.Size([3, 8, 10])
@@ -146,7 +146,7 @@ class RandomCrop:
     """Crops a random ``(height, width)`` window; a smaller sample is first padded at the bottom and right with
     rgb 0, depth 0 (missing) and label 255 (void), so padding never counts as data.
 
-    Example:
+    Examples:
         >>> out = RandomCrop((4, 4))({"rgb": torch.rand(3, 2, 3), "label": torch.zeros(2, 3, dtype=torch.long)})
         >>> out["rgb"].shape, int(out["label"][3, 3])
         (torch.Size([3, 4, 4]), 255)
@@ -186,7 +186,7 @@ def _pad_to(sample: Sample, height: int, width: int) -> Sample:
 class RandomHorizontalFlip:
     """Mirrors rgb, depth and label left-right with probability ``p``.
 
-    Example:
+    Examples:
         >>> RandomHorizontalFlip(p=1.0)({"rgb": torch.arange(3.).expand(3, 1, 3)})["rgb"][0, 0].tolist()
         [2.0, 1.0, 0.0]
     """
@@ -213,7 +213,7 @@ class ColorJitter:
     """Random brightness, contrast, saturation (factors in ``[1 - x, 1 + x]``) and hue (shift in ``[-hue, hue]``)
     on rgb only (values in 0..1, before :class:`Normalize`); depth and label are untouched.
 
-    Example:
+    Examples:
         >>> s = {"rgb": torch.rand(3, 4, 4), "depth": torch.ones(1, 4, 4)}
         >>> out = ColorJitter(0.4, 0.4, 0.4, 0.1)(s)
         >>> bool((out["depth"] == s["depth"]).all()), bool(out["rgb"].min() >= 0)
@@ -251,7 +251,7 @@ class ColorJitter:
 class Normalize:
     """``rgb = (rgb - mean) / std`` per channel; ImageNet statistics by default (rgb must be in 0..1).
 
-    Example:
+    Examples:
         >>> Normalize(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))({"rgb": torch.ones(3, 1, 1)})["rgb"].flatten().tolist()
         [1.0, 1.0, 1.0]
     """
@@ -274,7 +274,7 @@ def collate_rgbd(samples: Sequence[Sample]) -> Sample:
     (rgb 0, depth 0 = missing, label 255 = void), so evaluation at native resolution needs no resizing. ``id``
     becomes a list.
 
-    Example:
+    Examples:
         >>> a = {"rgb": torch.rand(3, 2, 2), "label": torch.zeros(2, 2, dtype=torch.long), "id": "a"}
         >>> b = {"rgb": torch.rand(3, 3, 1), "label": torch.zeros(3, 1, dtype=torch.long), "id": "b"}
         >>> batch = collate_rgbd([a, b])
@@ -303,10 +303,11 @@ def train_transforms(crop_size: int | Sequence[int], scale_range: tuple[float, f
         scale_range: Random scale range, ``None`` for no scaling.
         flip: Random horizontal flips.
         color_jitter: Brightness/contrast/saturation strength (0 disables jitter).
-        mean, std: RGB normalisation.
+        mean: RGB normalisation mean.
+        std: RGB normalisation standard deviation.
         depth_mode: How depth is resampled when scaling (``"nearest"`` or ``"bilinear"``).
 
-    Example:
+    Examples:
         >>> t = train_transforms(crop_size=(32, 32))
         >>> t({"rgb": torch.rand(3, 40, 50), "depth": torch.ones(1, 40, 50),
         ...    "label": torch.zeros(40, 50, dtype=torch.long)})["label"].shape
@@ -329,7 +330,7 @@ def eval_transforms(size: int | Sequence[int] | None = None, mean: Sequence[floa
     """The evaluation preset: optional resize to ``size`` (label and depth nearest), then normalise. Without a
     size samples keep their resolution; :func:`collate_rgbd` pads mixed sizes in a batch.
 
-    Example:
+    Examples:
         >>> eval_transforms(size=(8, 8))({"rgb": torch.rand(3, 16, 16)})["rgb"].shape
         torch.Size([3, 8, 8])
     """

@@ -57,7 +57,7 @@ class DeepLabVGG16(nn.Module):
         num_classes: Number of output channels (classes).
         width: Channel multiplier of every layer but the input and fc8.
 
-    Example:
+    Examples:
         >>> import torch
         >>> model = DeepLabVGG16(num_classes=5, width=0.125)
         >>> model(torch.zeros(1, 3, 40, 56)).shape
@@ -139,7 +139,7 @@ def deeplab_vgg16(
         ConfigError: If an argument is out of range, or the weights file is missing, unreadable or not a
             torchvision VGG16 state_dict.
 
-    Example:
+    Examples:
         >>> import torch
         >>> model = deeplab_vgg16(num_classes=13, width=0.125)
         >>> model(torch.rand(2, 3, 64, 48)).shape

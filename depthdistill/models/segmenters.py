@@ -50,7 +50,7 @@ def smp_model(
     Raises:
         ConfigError: If the architecture or encoder is unknown, or smp rejects the combination.
 
-    Example:
+    Examples:
         >>> import torch
         >>> model = smp_model("FPN", "resnet18", num_classes=4)
         >>> model.eval()(torch.rand(1, 3, 64, 64)).shape
@@ -95,7 +95,7 @@ class TimmSegmenter(nn.Module):
     Raises:
         ConfigError: If the backbone is unknown or cannot produce feature maps.
 
-    Example:
+    Examples:
         >>> import torch
         >>> model = TimmSegmenter("resnet18", num_classes=3, out_indices=(1, 2, 3), head_channels=16)
         >>> model(torch.rand(2, 3, 48, 40)).shape
