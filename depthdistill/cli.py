@@ -26,7 +26,7 @@ from depthdistill.errors import ConfigError, DepthDistillError, DepthError
 __all__ = ["main", "command", "arg", "build_parser"]
 
 #: Modules that register subcommands of their own (``demo``, ``prepare`` …); imported before parsing.
-_COMMAND_MODULES: tuple[str, ...] = ("depthdistill.demo",)
+_COMMAND_MODULES: tuple[str, ...] = ("depthdistill.demo", "depthdistill.data.prepare")
 
 
 @dataclass

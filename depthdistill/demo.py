@@ -48,8 +48,8 @@ class DemoPreset:
 
 #: ``"full"``: a few minutes on a 2-core CPU; ``"quick"``: under a minute, a smoke run.
 PRESETS = {
-    "full": DemoPreset(train_samples=160, test_samples=64, size=(64, 80), width=0.125, teacher_epochs=12,
-                       student_epochs=6, batch_size=8, lr=2e-3),
+    "full": DemoPreset(train_samples=96, test_samples=48, size=(48, 64), width=0.125, teacher_epochs=8,
+                       student_epochs=4, batch_size=8, lr=2e-3),
     "quick": DemoPreset(train_samples=24, test_samples=12, size=(48, 64), width=0.0625, teacher_epochs=2,
                         student_epochs=1, batch_size=8, lr=2e-3),
 }

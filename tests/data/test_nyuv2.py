@@ -171,3 +171,18 @@ def test_bad_arguments(root):
         NYUv2(root, "val")
     with pytest.raises(DatasetError, match="num_classes"):
         NYUv2(root, "train", num_classes=37)
+
+
+def test_prepare_command_exports_what_nyuv2_reads(root, tmp_path):
+    from depthdistill.cli import main
+    from depthdistill.data import RGBDFolder
+
+    out = tmp_path / "folder"
+    assert main(["prepare", "nyuv2", "--root", str(root), "--out", str(out)]) == 0
+    for split in ("train", "test"):
+        source, folder = NYUv2(root, split=split), RGBDFolder(out, split)
+        assert len(folder) == len(source)
+        for a, b in zip(source, folder):
+            torch.testing.assert_close(b["rgb"], a["rgb"], atol=1 / 255, rtol=0)
+            torch.testing.assert_close(b["depth"], a["depth"], atol=5e-4, rtol=0)
+            assert torch.equal(b["label"], a["label"])
