@@ -32,7 +32,7 @@ def trained(tmp_path_factory):
 
 def test_every_command_has_complete_help(capsys):
     parser = build_parser()
-    assert {"train", "evaluate", "predict", "export"} <= set(_COMMANDS)
+    assert {"train", "evaluate", "predict", "export", "demo", "prepare"} <= set(_COMMANDS)
     for name, cmd in _COMMANDS.items():
         with pytest.raises(SystemExit) as exit_info:
             parser.parse_args([name, "--help"])

@@ -90,7 +90,7 @@ def _atomic_write(path: Path, write: Any) -> None:
 
 @command("prepare", help="export NYUv2 or SUN RGB-D from the official files to the fast RGBDFolder layout",
          arguments=[
-             arg("dataset", choices=["nyuv2", "sunrgbd"], help="which benchmark"),
+             arg("dataset", choices=["nyuv2", "sunrgbd"], metavar="DATASET", help="nyuv2 or sunrgbd"),
              arg("--root", required=True, help="folder with the official files (see docs/data.md)"),
              arg("--out", required=True, help="root of the folder dataset to write"),
              arg("--num-classes", type=int, default=40, help="NYUv2 label set: 13, 40 or 894 (default 40)"),
