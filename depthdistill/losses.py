@@ -21,8 +21,10 @@ def vtce_temperature(epoch: int, beta: float = DEFAULT_BETA) -> float:
 
     ``e`` is the epoch index ``⌊λ / N⌋`` (λ the iteration, N the number of training images, so at batch size 1
     it counts epochs; with larger batches count epochs directly). ``T`` is below 1 from the start (0.41 at
-    e = 0 and 1 for β = 0.9) and falls quickly, so VTCE sharpens both distributions and fades within a few
-    epochs: the teacher steers the student "from coarse to fine".
+    e = 0 and 1 for β = 0.9) and falls quickly. Because Eq. 11 multiplies by ``T`` what ``log softmax(z/T)``
+    divides by it, the loss does not vanish as ``T → 0``: it tends to ``max_j z_s,j − z_s,k`` with ``k`` the
+    teacher's top class, a margin loss toward the teacher's decision. So VTCE moves from soft targets early to
+    the teacher's hard decisions later: "from coarse to fine".
 
     Args:
         epoch: Epoch index ``e ≥ 0`` (0-based).
@@ -50,7 +52,8 @@ def vtce_loss(
     Args:
         student_logits: ``(B, C, H, W)`` (or ``(B, C)``) logits of the student.
         teacher_logits: Logits of the teacher, same shape.
-        temperature: ``T`` of Eq. 9–11 (see :func:`vtce_temperature`), > 0.
+        temperature: ``T`` of Eq. 9–11 (see :func:`vtce_temperature`), ≥ 0; any value works, including those
+            Eq. 10 reaches late in training (below float32's range, or 0.0).
         mask: Optional boolean ``(B, H, W)``: pixels to average over (e.g. ``label != 255``). ``None``: all.
 
     Returns:
@@ -65,17 +68,31 @@ def vtce_loss(
         raise ValueError(
             f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} differ"
         )
-    if not (temperature > 0 and math.isfinite(temperature)):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-    log_q_s = F.log_softmax(student_logits / temperature, dim=1)
-    q_t = F.softmax(teacher_logits.detach().to(log_q_s.dtype) / temperature, dim=1)
-    per_pixel = -temperature * (q_t * log_q_s).sum(dim=1)
+    if not (temperature >= 0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+    # Eq. 11 in a form that stays finite for any T: with m = max_j z_j,
+    #   T · log softmax(z/T)_i = (z_i − m) − T · logsumexp((z − m)/T),
+    # so no z/T is ever formed. Eq. 10 drives T below float32's range within ~15 epochs (and to 0.0 itself by
+    # epoch ~42), where this form tends to its limit: the teacher's arg-max class and the student's logit margin.
+    work = torch.float64 if student_logits.dtype == torch.float64 else torch.float32
+    z_s = student_logits.to(work)
+    z_s = z_s - z_s.amax(dim=1, keepdim=True)
+    z_t = teacher_logits.detach().to(work)
+    z_t = z_t - z_t.amax(dim=1, keepdim=True)
+    if temperature > torch.finfo(work).tiny ** 0.5:
+        q_t = F.softmax(z_t / temperature, dim=1)
+        t_log_q_s = z_s - temperature * torch.logsumexp(z_s / temperature, dim=1, keepdim=True)
+    else:
+        top = (z_t == 0).to(work)
+        q_t = top / top.sum(dim=1, keepdim=True)
+        t_log_q_s = z_s
+    per_pixel = -(q_t * t_log_q_s).sum(dim=1)
     if mask is None:
-        return per_pixel.mean()
+        return per_pixel.mean().to(student_logits.dtype)
     if mask.shape != per_pixel.shape:
         raise ValueError(f"mask must have shape {tuple(per_pixel.shape)}, got {tuple(mask.shape)}")
     mask = mask.to(torch.bool)
-    return (per_pixel * mask).sum() / mask.sum().clamp_min(1)
+    return ((per_pixel * mask).sum() / mask.sum().clamp_min(1)).to(student_logits.dtype)
 
 
 class VTCELoss(nn.Module):

@@ -67,6 +67,31 @@ def test_errors():
     with pytest.raises(ValueError, match="differ"):
         vtce_loss(torch.randn(1, 3, 2, 2), torch.randn(1, 4, 2, 2), 1.0)
     with pytest.raises(ValueError, match="temperature"):
-        vtce_loss(torch.randn(1, 3, 2, 2), torch.randn(1, 3, 2, 2), 0.0)
+        vtce_loss(torch.randn(1, 3, 2, 2), torch.randn(1, 3, 2, 2), -1.0)
     with pytest.raises(ValueError, match="mask"):
         vtce_loss(torch.randn(1, 3, 2, 2), torch.randn(1, 3, 2, 2), 1.0, torch.ones(2, 2, dtype=torch.bool))
+
+
+def _limit(student, teacher):
+    """lim T→0 of −T Σ q_t log q_s: the student's margin max_j z_s,j − z_s,k at the teacher's top class k."""
+    k = teacher.argmax(dim=1, keepdim=True)
+    return (student.amax(dim=1) - student.gather(1, k).squeeze(1)).mean()
+
+
+@pytest.mark.parametrize("epoch", [15, 30, 42, 60])
+def test_late_epochs_stay_finite_and_reach_the_limit(epoch):
+    # Eq. 10 puts T below float32's range from epoch 15 (3.7e-42) and at exactly 0.0 from epoch 42
+    student = (torch.randn(2, 5, 3, 3) * 4).requires_grad_()
+    teacher = torch.randn(2, 5, 3, 3) * 4
+    t = vtce_temperature(epoch)
+    loss = vtce_loss(student, teacher, t)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(student.grad).all()
+    torch.testing.assert_close(loss, _limit(student.detach(), teacher), rtol=1e-5, atol=1e-5)
+
+
+def test_small_temperature_matches_formula_in_float64():
+    student = torch.randn(1, 4, 2, 3, dtype=torch.float64)
+    teacher = torch.randn(1, 4, 2, 3, dtype=torch.float64)
+    for t in (0.05, 0.01):  # z/T stays within float64 here, so the naive formula is a valid reference
+        assert vtce_loss(student, teacher, t).item() == pytest.approx(_formula(student, teacher, t, None), rel=1e-9)
