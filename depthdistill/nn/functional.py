@@ -22,10 +22,13 @@ from torch import Tensor
 
 from depthdistill.errors import DepthError
 
-__all__ = ["depth_aware_conv2d", "depth_similarity", "DEFAULT_ALPHA"]
+__all__ = ["depth_aware_conv2d", "depth_similarity", "DEFAULT_ALPHA", "IMPLEMENTATIONS"]
 
 #: α of Eq. 6 for depth in metres (Depth-aware CNN's 1/120 per millimetre-unit equals 8.33 per metre).
 DEFAULT_ALPHA = 8.3
+
+#: The selectable implementations of :func:`depth_aware_conv2d` (its ``impl`` argument).
+IMPLEMENTATIONS = ("taps", "reference")
 
 _IntPair = int | tuple[int, int]
 _Padding = int | tuple[int, int] | tuple[int, int, int, int] | str
@@ -303,8 +306,8 @@ def depth_aware_conv2d(
         raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
     if padding_mode not in _PADDING_MODES:
         raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
-    if impl not in ("taps", "reference"):
-        raise ValueError(f"impl must be 'taps' or 'reference', got {impl!r}")
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"impl must be one of {IMPLEMENTATIONS}, got {impl!r}")
     if x.shape[1] != weight.shape[1] * groups:
         raise ValueError(
             f"x has {x.shape[1]} channels but weight {tuple(weight.shape)} with groups={groups} expects "
