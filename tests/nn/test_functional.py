@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from depthdistill import DepthError, depth_aware_conv2d, depth_similarity
+from depthdistill.nn.functional import IMPLEMENTATIONS
 
 
 def definition(x, depth, w, b, stride, pads, dilation, groups, alpha):
@@ -65,9 +66,15 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("impl", ["taps", "reference"])
+def skip_unsupported(impl, stride):
+    if impl == "stacked" and stride not in (1, (1, 1)):
+        pytest.skip("impl='stacked' is for stride 1 (test_stacked_rejects_stride covers the error)")
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 @pytest.mark.parametrize("kernel,stride,padding,pads,dilation,groups,bias,in_ch,out_ch", CASES)
 def test_matches_definition(impl, kernel, stride, padding, pads, dilation, groups, bias, in_ch, out_ch):
+    skip_unsupported(impl, stride)
     x = torch.randn(2, in_ch, 7, 8, dtype=torch.float64)
     depth = depth_with_holes(2, 7, 8, torch.float64)
     w = torch.randn(out_ch, in_ch // groups, *kernel, dtype=torch.float64)
@@ -89,11 +96,13 @@ def test_constant_depth_is_plain_conv(kernel, stride, padding, pads, dilation, g
                                              dilation, groups), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("impl", ["taps", "reference"])
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 @pytest.mark.parametrize("stride,padding,dilation,groups,bias", [
     (1, 1, 1, 1, True), (2, 2, 2, 2, False), ((1, 2), "valid", 1, 1, True), (1, "same", (2, 1), 4, True),
+    (1, (2, 0), (2, 3), 2, False),
 ])
 def test_gradcheck(impl, stride, padding, dilation, groups, bias):
+    skip_unsupported(impl, stride)
     x = torch.randn(2, 4, 6, 7, dtype=torch.float64, requires_grad=True)
     w = torch.randn(4, 4 // groups, 3, 3, dtype=torch.float64, requires_grad=True)
     b = torch.randn(4, dtype=torch.float64, requires_grad=True) if bias else None
@@ -107,16 +116,19 @@ def test_gradcheck(impl, stride, padding, dilation, groups, bias):
     assert torch.autograd.gradcheck(fn, inputs)
 
 
-def test_gradients_match_reference_and_skip_depth():
+@pytest.mark.parametrize("impl", [impl for impl in IMPLEMENTATIONS if impl != "reference"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_gradients_match_reference_and_skip_depth(impl, stride):
+    skip_unsupported(impl, stride)
     x = torch.randn(2, 3, 10, 9, requires_grad=True)
     w = torch.randn(5, 3, 3, 3, requires_grad=True)
     b = torch.randn(5, requires_grad=True)
     depth = depth_with_holes(2, 10, 9).requires_grad_()
     grads = []
-    for impl in ("taps", "reference"):
-        out = depth_aware_conv2d(x, depth, w, b, 2, 1, 2, impl=impl)
+    for each in (impl, "reference"):
+        out = depth_aware_conv2d(x, depth, w, b, stride, 1, 2, impl=each)
         grads.append(torch.autograd.grad(out.square().sum(), (x, w, b)))
-    for fast, ref in zip(*grads):
+    for fast, ref in zip(*grads, strict=True):
         torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
     out = depth_aware_conv2d(x, depth, w, b, padding=1)
     out.sum().backward()
