@@ -2,11 +2,16 @@
 
 ``Y(p0) = Σ_p W(p) · H(p0, p) · X(p0 + p)`` with ``H(p0, p) = exp(-α · |D(p0 + p) − D(p0)|)``.
 
-Two implementations compute the same thing:
+Three implementations compute the same thing (``impl="auto"``, the default, picks the first that applies):
 
-* ``"taps"`` (the default): one 1×1 convolution per kernel tap on the shifted input, each multiplied by its
-  depth weight on the output side and accumulated. Its autograd function saves only the input, the depth
-  weights and the kernel, and recomputes the rest in backward, so memory stays close to ``nn.Conv2d``.
+* ``"stacked"`` (stride 1): the kernels of one kernel row's taps stacked into one GEMM over a block of whole
+  input rows (a view of the unpadded input, never a copy), then each tap's product shifted, multiplied by its
+  depth weight and accumulated on the output side, block by block so the product is still in cache.
+* ``"taps"`` (any stride): one 1×1 convolution per kernel tap on the strided, shifted input window, multiplied by
+  its depth weight on the output side and accumulated.
+
+  Both autograd functions save only the input, the depth weights and the kernel, and recompute the rest in
+  backward, so the memory held for backward stays close to ``nn.Conv2d``'s.
 * ``"reference"``: the definition through ``F.unfold`` (im2col), differentiated by autograd. Simple and
   obviously right, but it holds k² copies of the input; use it to debug and to check the fast path.
 """
@@ -14,7 +19,7 @@ Two implementations compute the same thing:
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -226,65 +231,86 @@ class _TapSumConv(torch.autograd.Function):
         return grad_x, None, grad_w, grad_b, None, None, None, None
 
 
-#: Most bytes one chunk of stacked taps may hold as its transient product (forward) or gradient (backward).
-#: At this budget every DeepLab-VGG16 layer from conv3 on stacks all nine taps at batch 1 on a 480×640 input.
-_STACK_BUDGET_BYTES = 256 * 2**20
+#: Bytes of the transient GEMM product (forward) or gradient (backward) one chunk of stacked taps may hold. The
+#: output is processed in blocks of rows so that this product is still in cache when the shifted weighted sum
+#: reads it: with 64 or 128 channels that sum, not the GEMM, would otherwise set the pace (memory-bound).
+_BLOCK_BYTES = 4 * 2**20
 
 
-def _tap_overlap(
-    i: int, j: int, in_hw: tuple[int, int], out_hw: tuple[int, int], pads: tuple[int, int, int, int],
-    dilation: tuple[int, int],
-) -> tuple[tuple[slice, slice], tuple[slice, slice]] | None:
-    """For stride 1: the output region whose tap ``(i, j)`` lands inside the unpadded input, and that input region.
+class _Tap(NamedTuple):
+    """One kernel tap of a stride-1 convolution: the output region it reaches inside the unpadded input."""
 
-    Outside it the tap reads zero padding and adds nothing, so neither the padding nor its products are ever made.
-    """
-    left, _, top, _ = pads
-    shift_y, shift_x = i * dilation[0] - top, j * dilation[1] - left
-    oy0, oy1 = max(0, -shift_y), min(out_hw[0], in_hw[0] - shift_y)
-    ox0, ox1 = max(0, -shift_x), min(out_hw[1], in_hw[1] - shift_x)
-    if oy0 >= oy1 or ox0 >= ox1:
-        return None
-    return ((slice(oy0, oy1), slice(ox0, ox1)),
-            (slice(oy0 + shift_y, oy1 + shift_y), slice(ox0 + shift_x, ox1 + shift_x)))
+    index: int  # i * kw + j, the channel of the depth weights
+    out_rows: slice
+    out_cols: slice
+    in_cols: slice  # its rows in the input are the chunk's in_rows
+
+
+class _Chunk(NamedTuple):
+    """Taps of one kernel row, computed by one GEMM over the input rows they read."""
+
+    in_rows: slice
+    taps: list[_Tap]
 
 
 def _stack_plan(
     x: Tensor, weight: Tensor, out_hw: tuple[int, int], pads: tuple[int, int, int, int], dilation: tuple[int, int],
-) -> list[list[tuple[int, tuple[tuple[slice, slice], tuple[slice, slice]]]]]:
-    """The taps that touch the input, with their regions, split into chunks that fit :data:`_STACK_BUDGET_BYTES`."""
-    kh, kw = weight.shape[-2:]
-    taps = [(i * kw + j, overlap) for i in range(kh) for j in range(kw)
-            if (overlap := _tap_overlap(i, j, x.shape[-2:], out_hw, pads, dilation)) is not None]
-    per_tap = x.shape[0] * weight.shape[0] * x.shape[-2] * x.shape[-1] * x.element_size()
-    chunks = -(-len(taps) // max(1, min(len(taps), _STACK_BUDGET_BYTES // per_tap)))
-    size = -(-len(taps) // chunks)
-    return [taps[start:start + size] for start in range(0, len(taps), size)]
+) -> list[_Chunk]:
+    """Stride 1: per block of output rows and per kernel row, the taps that touch the input and where.
+
+    A tap whose window lies in the zero padding adds nothing, so only the part of the output where it lands inside
+    the input is computed, and only the input rows it reads enter the GEMM: neither padding nor its products are
+    ever made (this matters for fc6, whose dilation 12 puts a fifth of every side in the padding at 1/8 scale).
+    Blocks hold as many output rows as keep one chunk's product within :data:`_BLOCK_BYTES`.
+    """
+    left, _, top, _ = pads
+    (in_h, in_w), (kh, kw) = x.shape[-2:], weight.shape[-2:]
+    row_bytes = x.shape[0] * kw * weight.shape[0] * in_w * x.element_size()
+    block = max(1, _BLOCK_BYTES // row_bytes)
+    chunks = []
+    for b0 in range(0, out_hw[0], block):
+        b1 = min(out_hw[0], b0 + block)
+        for i in range(kh):
+            shift_y = i * dilation[0] - top
+            oy0, oy1 = max(b0, -shift_y), min(b1, in_h - shift_y)
+            if oy0 >= oy1:
+                continue
+            taps = []
+            for j in range(kw):
+                shift_x = j * dilation[1] - left
+                ox0, ox1 = max(0, -shift_x), min(out_hw[1], in_w - shift_x)
+                if ox0 < ox1:
+                    taps.append(_Tap(i * kw + j, slice(oy0, oy1), slice(ox0, ox1),
+                                     slice(ox0 + shift_x, ox1 + shift_x)))
+            if taps:
+                chunks.append(_Chunk(slice(oy0 + shift_y, oy1 + shift_y), taps))
+    return chunks
 
 
-def _stacked_kernel(weight: Tensor, taps: list[int], groups: int) -> Tensor:
-    """``(groups, len(taps) * C_out/groups, C_in/groups)``: row ``(tap, out_channel)`` is that tap's kernel slice."""
+def _stacked_kernel(weight: Tensor, groups: int) -> Tensor:
+    """``(groups, kh*kw * C_out/groups, C_in/groups)``: row ``tap * C_out/groups + o`` is tap ``tap``'s kernel.
+
+    A chunk's taps are consecutive taps of one kernel row, so its kernel is a slice of rows of this: a view.
+    """
     out_ch, in_per_group, kh, kw = weight.shape
-    per_tap = weight.reshape(groups, out_ch // groups, in_per_group, kh * kw)[..., taps]
+    per_tap = weight.reshape(groups, out_ch // groups, in_per_group, kh * kw)
     return per_tap.permute(0, 3, 1, 2).reshape(groups, -1, in_per_group)
 
 
-def _zero_outside(buffer: Tensor, rows: slice, cols: slice) -> None:
-    """Zeroes the last two dims of ``buffer`` outside ``rows × cols`` (the thin border a shifted tap never writes)."""
-    buffer[..., : rows.start, :].zero_()
-    buffer[..., rows.stop :, :].zero_()
-    buffer[..., rows, : cols.start].zero_()
-    buffer[..., rows, cols.stop :].zero_()
+def _chunk_rows(taps: list[_Tap], out_per_group: int) -> slice:
+    """The rows of :func:`_stacked_kernel` that belong to ``taps`` (consecutive tap indices)."""
+    return slice(taps[0].index * out_per_group, (taps[-1].index + 1) * out_per_group)
 
 
 class _StackedTapConv(torch.autograd.Function):
-    """Stride 1: ``Z = [W_t for all taps] @ x`` as one GEMM, then ``Y = Σ_t H_t ⊙ shift_t(Z_t)``.
+    """Stride 1: ``Z = [W_t for all taps] @ x`` as GEMMs, then ``Y = Σ_t H_t ⊙ shift_t(Z_t)``.
 
-    The GEMM runs over the unpadded input as it lies in memory, so no shifted copy of ``x`` is ever made; the
-    shift, the padding and the depth weights act on the output side as strided views. Backward writes
-    ``shift_tᵀ(H_t ⊙ dY)`` for all taps into one buffer and gets ``dx`` and ``dW`` from two GEMMs. Only ``x``,
-    the depth weights and the kernel are saved. Plain ``matmul`` (BLAS) is used rather than a 1×1 convolution:
-    on CPU, oneDNN's 1×1 convolution with ``9·C_out`` output channels ran ~1.3× slower than the same GEMM.
+    The GEMMs run over the unpadded input as it lies in memory (a block of whole rows is a strided matrix BLAS
+    reads directly), so no shifted copy of ``x`` is ever made; the shift, the padding and the depth weights act on
+    the output side as strided views. Backward writes ``shift_tᵀ(H_t ⊙ dY)`` for a chunk of taps into one buffer
+    and accumulates ``dx`` and ``dW`` with two GEMMs straight into their destinations. Only ``x``, the depth
+    weights and the kernel are saved. Plain BLAS is used rather than a 1×1 convolution: on CPU, oneDNN's 1×1
+    convolution with ``9·C_out`` output channels ran ~1.3× slower than the same GEMM.
     """
 
     @staticmethod
@@ -300,15 +326,17 @@ class _StackedTapConv(torch.autograd.Function):
     ) -> Tensor:
         x = x.contiguous()
         batch, out_ch, in_hw = x.shape[0], weight.shape[0], x.shape[-2:]
-        out_hw = tuple(weights_h.shape[-2:])
+        out_hw, out_per_group = tuple(weights_h.shape[-2:]), out_ch // groups
         out = x.new_zeros(batch, out_ch, *out_hw)
-        out_groups = out.view(batch, groups, out_ch // groups, *out_hw)
-        x_mat = x.view(batch, groups, -1, in_hw[0] * in_hw[1])
-        for chunk in _stack_plan(x, weight, out_hw, pads, dilation):
-            z = torch.matmul(_stacked_kernel(weight, [tap for tap, _ in chunk], groups), x_mat)
-            z = z.view(batch, groups, len(chunk), out_ch // groups, *in_hw)
-            for k, (tap, ((oy, ox), (iy, ix))) in enumerate(chunk):
-                out_groups[..., oy, ox].addcmul_(z[:, :, k, :, iy, ix], weights_h[:, None, tap : tap + 1, oy, ox])
+        out_groups = out.view(batch, groups, out_per_group, *out_hw)
+        x_rows = x.view(batch, groups, -1, *in_hw)
+        kernel = _stacked_kernel(weight, groups)
+        for rows, taps in _stack_plan(x, weight, out_hw, pads, dilation):
+            z = torch.matmul(kernel[:, _chunk_rows(taps, out_per_group)], x_rows[..., rows, :].flatten(-2))
+            z = z.view(batch, groups, len(taps), out_per_group, -1, in_hw[1])
+            for k, tap in enumerate(taps):
+                h = weights_h[:, None, tap.index : tap.index + 1, tap.out_rows, tap.out_cols]
+                out_groups[..., tap.out_rows, tap.out_cols].addcmul_(z[:, :, k, ..., tap.in_cols], h)
         if bias is not None:
             out.add_(bias.view(1, -1, 1, 1))
         ctx.save_for_backward(x, weights_h, weight)
@@ -322,29 +350,34 @@ class _StackedTapConv(torch.autograd.Function):
         pads, dilation, groups, has_bias = ctx.conf
         need_x, _, need_w, need_b = ctx.needs_input_grad[:4]
         batch, out_ch, in_hw = x.shape[0], weight.shape[0], x.shape[-2:]
-        out_hw = tuple(weights_h.shape[-2:])
-        grad_groups = grad_out.view(batch, groups, out_ch // groups, *out_hw)
-        x_mat = x.view(batch, groups, -1, in_hw[0] * in_hw[1])
+        out_hw, out_per_group = tuple(weights_h.shape[-2:]), out_ch // groups
+        grad_groups = grad_out.view(batch, groups, out_per_group, *out_hw)
+        x_rows = x.view(batch, groups, -1, *in_hw)
+        kernel = _stacked_kernel(weight, groups)
         grad_x = x.new_zeros(x.shape) if need_x else None
-        grad_x_mat = grad_x.view_as(x_mat) if need_x else None
-        grad_w = torch.zeros_like(weight) if need_w else None
+        grad_kernel = torch.zeros_like(kernel) if need_w else None
         if need_x or need_w:
-            for chunk in _stack_plan(x, weight, out_hw, pads, dilation):
-                taps = [tap for tap, _ in chunk]
-                grad_z = x.new_empty(batch, groups, len(chunk), out_ch // groups, *in_hw)
-                for k, (tap, ((oy, ox), (iy, ix))) in enumerate(chunk):
-                    torch.mul(grad_groups[..., oy, ox], weights_h[:, None, tap : tap + 1, oy, ox],
-                              out=grad_z[:, :, k, :, iy, ix])
-                    _zero_outside(grad_z[:, :, k], iy, ix)
-                grad_z = grad_z.view(batch, groups, len(chunk) * (out_ch // groups), -1)
-                kernel = _stacked_kernel(weight, taps, groups)
-                if need_x:
-                    grad_x_mat.add_(torch.matmul(kernel.transpose(-1, -2), grad_z))
-                if need_w:
-                    grad_kernel = torch.matmul(grad_z, x_mat.transpose(-1, -2)).sum(0)
-                    in_per_group, kh, kw = weight.shape[1:]
-                    per_tap = grad_kernel.view(groups, len(chunk), out_ch // groups, in_per_group).permute(0, 2, 3, 1)
-                    grad_w.view(groups, out_ch // groups, in_per_group, kh * kw)[..., taps] = per_tap
+            for rows, taps in _stack_plan(x, weight, out_hw, pads, dilation):
+                grad_z = x.new_empty(batch, groups, len(taps), out_per_group, rows.stop - rows.start, in_hw[1])
+                for k, tap in enumerate(taps):
+                    h = weights_h[:, None, tap.index : tap.index + 1, tap.out_rows, tap.out_cols]
+                    torch.mul(grad_groups[..., tap.out_rows, tap.out_cols], h, out=grad_z[:, :, k, ..., tap.in_cols])
+                    grad_z[:, :, k, ..., : tap.in_cols.start].zero_()  # columns this tap never reaches
+                    grad_z[:, :, k, ..., tap.in_cols.stop :].zero_()
+                grad_z = grad_z.view(batch, groups, len(taps) * out_per_group, -1)
+                chunk = _chunk_rows(taps, out_per_group)
+                for n in range(batch):
+                    x_block = x_rows[n, ..., rows, :].flatten(-2)
+                    if need_x:
+                        grad_x.view_as(x_rows)[n, ..., rows, :].flatten(-2).baddbmm_(
+                            kernel[:, chunk].transpose(-1, -2), grad_z[n])
+                    if need_w:
+                        grad_kernel[:, chunk].baddbmm_(grad_z[n], x_block.transpose(-1, -2))
+        grad_w = None
+        if need_w:
+            in_per_group, kh, kw = weight.shape[1:]
+            grad_w = grad_kernel.view(groups, kh * kw, out_per_group, in_per_group).permute(0, 2, 3, 1)
+            grad_w = grad_w.reshape(weight.shape)
         grad_b = grad_out.sum(dim=(0, 2, 3)) if (need_b and has_bias) else None
         return grad_x, None, grad_w, grad_b, None, None, None
 
@@ -391,7 +424,7 @@ def depth_aware_conv2d(
     alpha: float = DEFAULT_ALPHA,
     *,
     padding_mode: str = "zeros",
-    impl: Literal["taps", "reference"] = "taps",
+    impl: Literal["auto", "stacked", "taps", "reference"] = "auto",
     cache: dict | None = None,
 ) -> Tensor:
     """Depth-aware 2-D convolution, Eq. 5–6 of the paper.
@@ -414,7 +447,11 @@ def depth_aware_conv2d(
         alpha: α of Eq. 6 per metre (the paper's 8.3 by default); 0 gives a plain convolution.
         padding_mode: How ``x`` is padded: ``'zeros'``, ``'reflect'``, ``'replicate'`` or ``'circular'``
             (as ``nn.Conv2d``). Depth is always padded as missing.
-        impl: ``'taps'`` (fast, memory-efficient) or ``'reference'`` (the unfold definition, for debugging).
+        impl: ``'auto'`` (stride 1: ``'stacked'``, else ``'taps'``), ``'stacked'`` (stride 1 only: one GEMM per
+            kernel row over blocks of the unpadded input, the shift and depth weights on the output side),
+            ``'taps'`` (one 1×1 convolution per tap over the strided window, any stride) or ``'reference'`` (the
+            unfold definition, for debugging). All but ``'reference'`` save only ``x``, the depth weights and the
+            kernel for backward. See docs/performance.md for what each costs.
         cache: Optional dict in which depth weights are memoised by geometry, so layers that share a resolution
             and kernel geometry compute them once (the depth context passes its own, alive for one forward).
 
