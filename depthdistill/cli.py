@@ -26,7 +26,7 @@ from depthdistill.errors import ConfigError, DepthDistillError, DepthError
 __all__ = ["main", "command", "arg", "build_parser"]
 
 #: Modules that register subcommands of their own (``demo``, ``prepare`` …); imported before parsing.
-_COMMAND_MODULES: tuple[str, ...] = ()
+_COMMAND_MODULES: tuple[str, ...] = ("depthdistill.demo",)
 
 
 @dataclass
@@ -44,7 +44,7 @@ _COMMANDS: dict[str, _Command] = {}
 def arg(*flags: str, **kwargs: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
     """One argument of a subcommand, as for ``argparse.ArgumentParser.add_argument``.
 
-    Example:
+    Examples:
         >>> arg("--out", required=True, help="output folder")
         (('--out',), {'required': True, 'help': 'output folder'})
     """
@@ -61,7 +61,7 @@ def command(name: str, help: str, arguments: Sequence[tuple[tuple[str, ...], dic
         arguments: Its arguments, each made with :func:`arg`.
         description: The text of ``depthdistill NAME --help`` (default: the function's docstring).
 
-    Example:
+    Examples:
         >>> @command("hello", help="print a greeting", arguments=[arg("--who", default="world")])
         ... def _hello(args):
         ...     print(f"hello {args.who}")

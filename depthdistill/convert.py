@@ -68,7 +68,7 @@ def convert_to_depth_aware(
         ValueError: If the model has no spatial ``nn.Conv2d`` at all, or ``include`` selects none of them, so that
             a teacher never silently equals the baseline.
 
-    Example:
+    Examples:
         >>> import torch, depthdistill
         >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
         ...                             torch.nn.Conv2d(8, 2, 1))
@@ -117,7 +117,7 @@ def convert_to_plain(module: nn.Module) -> nn.Module:
     Returns:
         ``module`` itself, with plain convolutions only.
 
-    Example:
+    Examples:
         >>> import torch, depthdistill
         >>> model = depthdistill.convert_to_depth_aware(torch.nn.Conv2d(3, 4, 3))
         >>> type(depthdistill.convert_to_plain(model)).__name__
@@ -136,7 +136,7 @@ def convert_to_plain(module: nn.Module) -> nn.Module:
 def list_depth_aware(module: nn.Module) -> list[str]:
     """Qualified names of the depth-aware convolutions in ``module`` (``""`` for the root).
 
-    Example:
+    Examples:
         >>> import torch
         >>> list_depth_aware(torch.nn.Conv2d(3, 4, 3))
         []

@@ -79,7 +79,7 @@ class ResultRow:
 class ResultsTable:
     """The rows of an experiment, printable in the paper's form (mPA / mIoU in %) and saved as JSON.
 
-    Example:
+    Examples:
         >>> t = ResultsTable([ResultRow("BL", "RGB", 0.5, 0.25, 0.75, 1, 0.1)])
         >>> t["BL"].mean_iou
         0.25
@@ -175,7 +175,7 @@ class Distiller:
         **train_settings: Any field of :class:`~depthdistill.engine.TrainSettings` (``lr``, ``batch_size``,
             ``device``, ``amp``, ``channels_last``, ``grad_accum_steps``, ``seed`` …).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from depthdistill import Distiller
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 2, 1))

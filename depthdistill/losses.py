@@ -31,7 +31,7 @@ def vtce_temperature(epoch: int, beta: float = DEFAULT_BETA) -> float:
     Returns:
         The temperature ``T``.
 
-    Example:
+    Examples:
         >>> round(vtce_temperature(0), 4), round(vtce_temperature(2), 4)
         (0.4066, 0.1653)
     """
@@ -56,7 +56,7 @@ def vtce_loss(
     Returns:
         A scalar tensor; 0 (still differentiable) when the mask selects no pixel.
 
-    Example:
+    Examples:
         >>> s, t = torch.randn(2, 5, 4, 4), torch.randn(2, 5, 4, 4)
         >>> vtce_loss(s, t, vtce_temperature(0)).shape
         torch.Size([])
@@ -85,7 +85,7 @@ class VTCELoss(nn.Module):
         beta: β of Eq. 10, used by the default schedule.
         schedule: Optional ``schedule(epoch) -> T`` replacing Eq. 10 (e.g. a constant for classic distillation).
 
-    Example:
+    Examples:
         >>> loss_fn = VTCELoss(beta=0.9)
         >>> s, t = torch.randn(1, 3, 2, 2, requires_grad=True), torch.randn(1, 3, 2, 2)
         >>> loss_fn(s, t, epoch=0).backward()

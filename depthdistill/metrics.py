@@ -21,7 +21,7 @@ class SegmentationMetrics:
         ignore_index: Label of void pixels, which are not counted.
         device: Where the matrix lives (default: the device of the first update).
 
-    Example:
+    Examples:
         >>> m = SegmentationMetrics(num_classes=3)
         >>> m.update(torch.tensor([[0, 1, 2]]), torch.tensor([[0, 1, 1]]))
         >>> round(m.compute()["pixel_accuracy"], 4)

@@ -35,7 +35,7 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     Returns:
         The path written.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> p = save_checkpoint({"epoch": 3}, pathlib.Path(tempfile.mkdtemp()) / "last.pt")
         >>> load_checkpoint(p)["epoch"]
@@ -67,7 +67,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         FileNotFoundError: If the file does not exist.
         TrainingError: If it is not a readable checkpoint.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> p = save_checkpoint({"w": torch.ones(2)}, pathlib.Path(tempfile.mkdtemp()) / "a.pt")
         >>> load_checkpoint(p)["w"]
@@ -85,7 +85,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 def capture_rng_state() -> dict[str, Any]:
     """The states of Python's, NumPy's and torch's (CPU and every CUDA device) random generators.
 
-    Example:
+    Examples:
         >>> state = capture_rng_state()
         >>> a = torch.rand(1); restore_rng_state(state)
         >>> torch.equal(a, torch.rand(1))
@@ -111,7 +111,7 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
     CUDA states are restored only when as many devices are visible as were saved.
 
-    Example:
+    Examples:
         >>> restore_rng_state(capture_rng_state())
     """
     torch.set_rng_state(state["torch"].cpu())

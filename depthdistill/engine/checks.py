@@ -46,7 +46,7 @@ def check_batch(
         DatasetError: Missing keys, wrong shapes or dtypes, labels out of range.
         DepthError: ``needs_depth`` and the depth is missing, misshapen or empty.
 
-    Example:
+    Examples:
         >>> b = {"rgb": torch.zeros(1, 3, 2, 2), "label": torch.tensor([[[0, 1], [255, 7]]])}
         >>> check_batch(b, num_classes=3)
         Traceback (most recent call last):
@@ -116,7 +116,7 @@ def check_dataset(
         DatasetError: If the set is empty or a sample breaks the convention.
         DepthError: As in :func:`check_batch`.
 
-    Example:
+    Examples:
         >>> sample = {"rgb": torch.zeros(3, 2, 2), "label": torch.zeros(2, 2, dtype=torch.long)}
         >>> check_dataset([sample], num_classes=2)
     """

@@ -96,7 +96,7 @@ class RunConfig:
         experiment: :class:`ExperimentConfig`.
         train: :class:`~depthdistill.engine.TrainSettings`.
 
-    Example:
+    Examples:
         >>> cfg = RunConfig.from_dict({"model": {"name": "smp:Unet/resnet18"}, "train": {"lr": 0.01}})
         >>> cfg.model.name, cfg.train.lr, cfg.train.momentum
         ('smp:Unet/resnet18', 0.01, 0.9)
@@ -148,7 +148,7 @@ def _build(cls: type, values: Any, where: str) -> Any:
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Applies ``key.sub=value`` overrides (values parsed as YAML) to a nested mapping, in place.
 
-    Example:
+    Examples:
         >>> apply_overrides({"train": {"lr": 0.1}}, ["train.lr=0.01", "experiment.rows=[BL, TN]"])
         {'train': {'lr': 0.01}, 'experiment': {'rows': ['BL', 'TN']}}
     """
@@ -173,7 +173,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
         FileNotFoundError: If the file does not exist.
         ConfigError: If it is not valid YAML or has unknown keys or bad values.
 
-    Example:
+    Examples:
         >>> load_config(None, ["experiment.teacher_epochs=2"]).experiment.teacher_epochs
         2
     """

@@ -22,7 +22,7 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     Raises:
         ConfigError: If CUDA is asked for but not available, or the name is not a device.
 
-    Example:
+    Examples:
         >>> resolve_device("cpu")
         device(type='cpu')
     """
@@ -42,7 +42,7 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 def move_batch(batch: dict[str, Any], device: torch.device, channels_last: bool = False) -> dict[str, Any]:
     """Moves every tensor of a sample batch to ``device``; ``rgb`` goes channels_last when asked.
 
-    Example:
+    Examples:
         >>> b = move_batch({"rgb": torch.zeros(1, 3, 2, 2), "id": ["a"]}, torch.device("cpu"))
         >>> b["rgb"].device.type, b["id"]
         ('cpu', ['a'])
@@ -56,7 +56,7 @@ def move_batch(batch: dict[str, Any], device: torch.device, channels_last: bool 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
     """Mixed precision for the forward pass: float16 on CUDA, bfloat16 on CPU; a no-op when not ``enabled``.
 
-    Example:
+    Examples:
         >>> with autocast(torch.device("cpu"), enabled=False):
         ...     pass
     """
@@ -69,7 +69,7 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
 def make_grad_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:
     """A gradient scaler, active only for float16 mixed precision on CUDA (bfloat16 needs none).
 
-    Example:
+    Examples:
         >>> make_grad_scaler(torch.device("cpu"), enabled=True).is_enabled()
         False
     """

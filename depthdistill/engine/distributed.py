@@ -50,7 +50,7 @@ def init_distributed(backend: str | None = None) -> DistInfo:
     Returns:
         This process's :class:`DistInfo`.
 
-    Example:
+    Examples:
         >>> info = init_distributed()   # plain `python train.py`: single process
         >>> info.world_size
         1
@@ -72,7 +72,7 @@ def init_distributed(backend: str | None = None) -> DistInfo:
 def is_distributed() -> bool:
     """True when a default process group is initialised.
 
-    Example:
+    Examples:
         >>> is_distributed()
         False
     """
@@ -82,7 +82,7 @@ def is_distributed() -> bool:
 def get_rank() -> int:
     """This process's rank (0 when not distributed).
 
-    Example:
+    Examples:
         >>> get_rank()
         0
     """
@@ -92,7 +92,7 @@ def get_rank() -> int:
 def get_world_size() -> int:
     """Number of processes (1 when not distributed).
 
-    Example:
+    Examples:
         >>> get_world_size()
         1
     """
@@ -102,7 +102,7 @@ def get_world_size() -> int:
 def is_main_process() -> bool:
     """True on rank 0, the only process that writes files and prints.
 
-    Example:
+    Examples:
         >>> is_main_process()
         True
     """
@@ -112,7 +112,7 @@ def is_main_process() -> bool:
 def barrier() -> None:
     """Waits for every process (no-op when not distributed).
 
-    Example:
+    Examples:
         >>> barrier()
     """
     if is_distributed():
@@ -128,7 +128,7 @@ def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
         model: The model, already on ``device``.
         device: Its device; on CUDA, DDP is pinned to it.
 
-    Example:
+    Examples:
         >>> m = nn.Linear(2, 2)
         >>> wrap_ddp(m, torch.device("cpu")) is m
         True
@@ -142,7 +142,7 @@ def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside a DDP wrapper (or ``model`` itself).
 
-    Example:
+    Examples:
         >>> m = nn.Linear(2, 2)
         >>> unwrap(m) is m
         True
@@ -153,7 +153,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum of ``tensor`` over all processes (a copy; ``tensor`` itself when not distributed).
 
-    Example:
+    Examples:
         >>> all_reduce_sum(torch.tensor([1.0, 2.0]))
         tensor([1., 2.])
     """

@@ -58,7 +58,7 @@ def evaluate(
         ``mean_iou``, per-class lists and the confusion matrix. Under DDP each process evaluates a disjoint share
         and the matrices are summed, so every process returns the metrics of the whole set.
 
-    Example:
+    Examples:
         >>> net = torch.nn.Conv2d(3, 2, 1)
         >>> data = [{"rgb": torch.randn(3, 4, 4), "label": torch.zeros(4, 4, dtype=torch.long)}]
         >>> 0.0 <= evaluate(net, data, 2, device="cpu", show_progress=False)["pixel_accuracy"] <= 1.0

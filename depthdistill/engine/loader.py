@@ -33,7 +33,7 @@ def train_loader(
         seed: Base seed of the shuffling and of the workers' seeds.
         pin_memory: Pin host memory (for CUDA).
 
-    Example:
+    Examples:
         >>> loader = train_loader([{"x": torch.tensor(i)} for i in range(4)], batch_size=2)
         >>> start_epoch(loader, 0, seed=0)
         >>> sorted(int(v) for b in loader for v in b["x"])
@@ -49,7 +49,7 @@ def train_loader(
 def start_epoch(loader: DataLoader, epoch: int, seed: int = 0) -> None:
     """Makes the loader's order and worker seeds for ``epoch`` a function of ``(seed, epoch)`` only.
 
-    Example:
+    Examples:
         >>> loader = train_loader(list(range(6)), batch_size=6)
         >>> start_epoch(loader, 3); a = next(iter(loader))
         >>> start_epoch(loader, 3); torch.equal(a, next(iter(loader)))
@@ -80,7 +80,7 @@ def eval_loader(data: Dataset | DataLoader, batch_size: int = 1, num_workers: in
     Reduce the metrics over processes afterwards (``SegmentationMetrics.all_reduce``). A ``DataLoader`` passed in
     is used as it is (then every process evaluates all of it).
 
-    Example:
+    Examples:
         >>> [int(b) for b in eval_loader(list(range(3)))]
         [0, 1, 2]
     """

@@ -65,7 +65,7 @@ class TrainSettings:
             is checked during training anyway.
         eval_batch_size: Batch size for evaluation (default: ``batch_size``).
 
-    Example:
+    Examples:
         >>> TrainSettings(lr=1e-3).momentum
         0.9
     """
@@ -99,7 +99,7 @@ class TrainSettings:
     def from_dict(cls, values: dict[str, Any]) -> TrainSettings:
         """Builds settings from a mapping, rejecting unknown keys with the list of known ones.
 
-        Example:
+        Examples:
             >>> TrainSettings.from_dict({"batch_size": 4}).batch_size
             4
         """
@@ -169,7 +169,7 @@ class FitResult:
 def seed_everything(seed: int) -> None:
     """Seeds Python's ``random``, NumPy's global generator and torch (CPU and CUDA).
 
-    Example:
+    Examples:
         >>> seed_everything(0); a = torch.rand(1); seed_everything(0)
         >>> torch.equal(a, torch.rand(1))
         True
@@ -254,7 +254,7 @@ def fit(
         TrainingError: If the loss is NaN or infinite (the last checkpoint is kept), or resuming from a
             checkpoint of another phase or epoch count.
 
-    Example:
+    Examples:
         >>> data = [{"rgb": torch.randn(3, 4, 4), "label": torch.zeros(4, 4, dtype=torch.long)}] * 2
         >>> net = nn.Conv2d(3, 2, 1)
         >>> loss = lambda m, b, e: {"loss": nn.functional.cross_entropy(m(b["rgb"]), b["label"])}

@@ -24,7 +24,7 @@ SchedulerFactory = Callable[[Optimizer, int], LRScheduler]
 def sgd(lr: float = 2.5e-4, momentum: float = 0.9, weight_decay: float = 5e-4) -> OptimizerFactory:
     """An SGD factory with the given hyper-parameters.
 
-    Example:
+    Examples:
         >>> opt = sgd(lr=0.1)([torch.nn.Parameter(torch.zeros(1))])
         >>> opt.param_groups[0]["lr"], opt.param_groups[0]["momentum"]
         (0.1, 0.9)
@@ -40,7 +40,7 @@ def poly_schedule(power: float = 0.9) -> SchedulerFactory:
     ``t`` counts optimiser steps from 0, so the first step uses the full learning rate and the last one a small
     positive rate.
 
-    Example:
+    Examples:
         >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
         >>> sched = poly_schedule(1.0)(opt, 4)
         >>> [round(sched.get_last_lr()[0], 2) for _ in range(3) if not opt.step() and not sched.step()]

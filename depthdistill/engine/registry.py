@@ -16,14 +16,14 @@ from depthdistill.convert import convert_to_depth_aware
 from depthdistill.engine.checkpoint import load_checkpoint
 from depthdistill.errors import ConfigError
 
-__all__ = ["DATASETS", "resolve", "build_dataset", "build_model", "load_model"]
+__all__ = ["DATASETS", "TRANSFORMS", "resolve", "build_dataset", "build_transform", "build_model", "load_model"]
 
 #: Short dataset names and where they live.
 DATASETS = {
     "synthetic": "depthdistill.data:SyntheticRGBD",
     "nyuv2": "depthdistill.data:NYUv2",
     "sunrgbd": "depthdistill.data:SUNRGBD",
-    "folder": "depthdistill.data:FolderRGBD",
+    "folder": "depthdistill.data:RGBDFolder",
 }
 
 
@@ -33,7 +33,7 @@ def resolve(target: str) -> Any:
     Raises:
         ConfigError: If the string is malformed or the module or attribute does not exist.
 
-    Example:
+    Examples:
         >>> resolve("collections:OrderedDict").__name__
         'OrderedDict'
     """
@@ -54,7 +54,7 @@ def resolve(target: str) -> Any:
 def build_dataset(name: str, **kwargs: Any) -> Any:
     """Builds a dataset by short name (:data:`DATASETS`) or ``package.module:Class`` with ``kwargs``.
 
-    Example:
+    Examples:
         >>> build_dataset("collections:OrderedDict", a=1)
         OrderedDict([('a', 1)])
     """
@@ -62,10 +62,41 @@ def build_dataset(name: str, **kwargs: Any) -> Any:
     if ":" not in target:
         raise ConfigError(f"unknown dataset {name!r}; use one of {sorted(DATASETS)} or package.module:Class")
     factory = resolve(target)
+    if "transform" in kwargs:
+        kwargs = {**kwargs, "transform": build_transform(kwargs["transform"])}
     try:
         return factory(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"dataset {name!r} does not accept arguments {sorted(kwargs)}: {exc}") from exc
+
+
+#: Transform presets a run file can name.
+TRANSFORMS = {"train": "depthdistill.data:train_transforms", "eval": "depthdistill.data:eval_transforms"}
+
+
+def build_transform(spec: Any) -> Any:
+    """A dataset transform from a run file: a preset name, ``{preset: name, **arguments}``, or ``None``.
+
+    ``"train"`` is :func:`~depthdistill.data.train_transforms` (scale, crop, flip, jitter, normalise) and
+    ``"eval"`` is :func:`~depthdistill.data.eval_transforms` (normalise, optional resize). A callable is
+    returned as it is, so Python callers can pass their own.
+
+    Examples:
+        >>> build_transform({"preset": "eval", "size": [8, 8]}).__class__.__name__
+        'Compose'
+    """
+    if spec is None or callable(spec):
+        return spec
+    if isinstance(spec, str):
+        spec = {"preset": spec}
+    if not isinstance(spec, dict) or spec.get("preset") not in TRANSFORMS:
+        raise ConfigError(f"transform must be one of {sorted(TRANSFORMS)} or {{preset: NAME, ...arguments}}, "
+                          f"got {spec!r}")
+    arguments = {k: v for k, v in spec.items() if k != "preset"}
+    try:
+        return resolve(TRANSFORMS[spec["preset"]])(**arguments)
+    except TypeError as exc:
+        raise ConfigError(f"transform preset {spec['preset']!r} does not accept {sorted(arguments)}: {exc}") from exc
 
 
 def _smp_model(spec: str, num_classes: int, kwargs: dict[str, Any]) -> nn.Module:
@@ -87,13 +118,13 @@ def build_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
 
     * ``deeplab_vgg16`` — ``depthdistill.models.deeplab_vgg16(num_classes, **kwargs)``
     * ``smp:<Arch>/<encoder>`` — ``segmentation_models_pytorch.create_model`` (``encoder_weights=None`` unless set)
-    * ``timm:<backbone>`` — ``depthdistill.models.timm_segmenter(backbone, num_classes, **kwargs)``
+    * ``timm:<backbone>`` — ``depthdistill.models.TimmSegmenter(backbone, num_classes, **kwargs)``
     * ``package.module:factory`` — ``factory(num_classes=num_classes, **kwargs)``
 
     Raises:
         ConfigError: If the name is unknown or the factory rejects the arguments.
 
-    Example:
+    Examples:
         >>> build_model("smp:Unet/resnet18", 3, encoder_depth=3, decoder_channels=(16, 8, 4)).__class__.__name__
         'Unet'
     """
@@ -102,7 +133,7 @@ def build_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     if name == "deeplab_vgg16":
         factory, args = resolve("depthdistill.models:deeplab_vgg16"), (num_classes,)
     elif name.startswith("timm:"):
-        factory, args = resolve("depthdistill.models:timm_segmenter"), (name[5:], num_classes)
+        factory, args = resolve("depthdistill.models:TimmSegmenter"), (name[5:], num_classes)
     elif ":" in name:
         factory, args, kwargs = resolve(name), (), {"num_classes": num_classes, **kwargs}
     else:

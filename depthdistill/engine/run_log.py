@@ -32,7 +32,7 @@ def progress(iterable: Iterable[T], *, enabled: bool | None = None, **tqdm_kwarg
         enabled: Force the bar on or off; ``None`` decides from the terminal.
         **tqdm_kwargs: Passed to ``tqdm`` (``desc``, ``total``, ``leave`` …).
 
-    Example:
+    Examples:
         >>> list(progress(range(3), enabled=False))
         [0, 1, 2]
     """
@@ -63,7 +63,7 @@ class RunLog:
         path: The JSON-lines file, or ``None`` to keep no file.
         echo: Print the per-epoch summary lines (to stdout).
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> log = RunLog(pathlib.Path(tempfile.mkdtemp()) / "metrics.jsonl", echo=False)
         >>> log.write({"phase": "teacher", "epoch": 0, "loss": 0.5})
@@ -87,7 +87,7 @@ class RunLog:
     def epoch_line(self, phase: str, epoch: int, epochs: int, values: dict[str, float]) -> str:
         """Formats (and, with ``echo``, prints on rank 0) the summary line of an epoch; returns it.
 
-        Example:
+        Examples:
             >>> RunLog(None, echo=False).epoch_line("student", 0, 2, {"loss": 0.25, "val_mean_iou": 0.5})
             '[student] epoch 1/2  loss 0.25  val_mean_iou 0.5'
         """

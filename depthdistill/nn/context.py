@@ -80,7 +80,7 @@ def depth_context(depth: Tensor, *, resize: DepthResize = "nearest") -> Iterator
         DepthError: If depth is not a float tensor of shape (B, 1, H, W) or (B, H, W).
         ValueError: If ``resize`` is not one of the modes above.
 
-    Example:
+    Examples:
         >>> import depthdistill
         >>> model = depthdistill.convert_to_depth_aware(torch.nn.Conv2d(3, 4, 3, padding=1))
         >>> rgb, depth = torch.randn(1, 3, 8, 8), torch.rand(1, 1, 8, 8) + 1
@@ -102,7 +102,7 @@ def depth_context(depth: Tensor, *, resize: DepthResize = "nearest") -> Iterator
 def current_depth() -> Tensor | None:
     """The depth set by the innermost active :func:`depth_context`, or ``None`` outside any.
 
-    Example:
+    Examples:
         >>> current_depth() is None
         True
     """

@@ -40,7 +40,7 @@ class DepthAwareConv2d(nn.Conv2d):
         alpha: α of Eq. 6 per metre of depth difference.
         **kwargs: As ``nn.Conv2d``.
 
-    Example:
+    Examples:
         >>> import torch, depthdistill
         >>> conv = DepthAwareConv2d(3, 8, 3, padding=1, alpha=8.3)
         >>> with depthdistill.depth_context(torch.rand(2, 1, 16, 16) + 0.5):
@@ -86,7 +86,7 @@ def depth_aware_class(plain_class: type[nn.Conv2d]) -> type[DepthAwareConv2d]:
     Returns:
         The depth-aware class.
 
-    Example:
+    Examples:
         >>> depth_aware_class(nn.Conv2d) is DepthAwareConv2d
         True
     """

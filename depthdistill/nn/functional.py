@@ -134,7 +134,7 @@ def depth_similarity(
     Returns:
         ``(B, kh*kw, H_out, W_out)``; channel ``i*kw + j`` holds the weight of tap ``(i, j)``.
 
-    Example:
+    Examples:
         >>> depth = torch.full((1, 1, 4, 4), 2.0)
         >>> depth_similarity(depth, 3, padding=1).shape
         torch.Size([1, 9, 4, 4])
@@ -462,7 +462,7 @@ def depth_aware_conv2d(
         DepthError: If depth has the wrong rank, channels, dtype, batch size or resolution.
         ValueError: If a convolution argument is invalid.
 
-    Example:
+    Examples:
         >>> x, w = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3)
         >>> depth = torch.rand(2, 1, 8, 8) + 0.5
         >>> depth_aware_conv2d(x, depth, w, padding=1).shape

@@ -68,3 +68,21 @@ def test_model_and_dataset_names():
         resolve("no_such_module_xyz:thing")
     with pytest.raises(ConfigError, match="has no attribute"):
         resolve("tiny_rgbd:Nothing")
+
+
+def test_transform_presets_from_a_run_file():
+    from depthdistill.data import SyntheticRGBD
+    from depthdistill.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from depthdistill.engine.registry import build_transform
+
+    raw = SyntheticRGBD(num_samples=1, size=(16, 20))[0]
+    data = build_dataset("synthetic", num_samples=1, size=(16, 20), transform="eval")
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    torch.testing.assert_close(data[0]["rgb"], (raw["rgb"] - mean) / std)
+    crop = build_dataset("synthetic", num_samples=1, size=(16, 20),
+                         transform={"preset": "train", "crop_size": [8, 8], "scale_range": None})
+    assert crop[0]["label"].shape == (8, 8)
+    with pytest.raises(ConfigError, match="transform must be"):
+        build_transform("augment")
+    with pytest.raises(ConfigError, match="does not accept"):
+        build_transform({"preset": "eval", "crop": 3})

@@ -1,0 +1,86 @@
+"""Export any RGB-D dataset to the :class:`~depthdistill.data.RGBDFolder` layout, e.g. to read NYUv2 from fast
+PNG files instead of the 2.8 GB HDF5 file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from depthdistill.errors import DatasetError
+
+__all__ = ["export_to_folder"]
+
+_MAX_MM = 65535
+
+
+def export_to_folder(dataset: Sequence[dict[str, Any]], out_dir: str | Path, split: str,
+                     depth_scale: float = 1000.0) -> int:
+    """Writes every sample of ``dataset`` as ``{out_dir}/{split}/{rgb,depth,label}/<id>.png``.
+
+    rgb becomes an 8-bit PNG, depth a 16-bit PNG in units of ``1 / depth_scale`` metres (millimetres by default;
+    0 stays missing), label an 8-bit PNG of class ids with 255 = void. Slashes in sample ids become ``_``. A
+    dataset's ``class_names`` are written to ``{out_dir}/classes.txt``. Each file is written to a temporary name
+    and renamed, so an interrupted export leaves no half-written image.
+
+    Args:
+        dataset: Samples with rgb in 0..1, i.e. without normalisation (give the dataset no transform).
+        out_dir: Root of the folder dataset.
+        split: Sub-folder name, e.g. ``"train"``.
+        depth_scale: Depth units per metre in the written PNGs; read back with the same ``depth_scale``.
+
+    Returns:
+        The number of samples written.
+
+    Raises:
+        DatasetError: rgb outside 0..1 (normalised), a class id above 255, depth beyond the 16-bit range, or two
+            samples with the same id.
+
+    Examples:
+        >>> import tempfile
+        >>> from depthdistill.data import RGBDFolder, SyntheticRGBD
+        >>> out = tempfile.mkdtemp()
+        >>> export_to_folder(SyntheticRGBD(num_samples=2, size=(32, 32)), out, "train")
+        2
+        >>> len(RGBDFolder(out, "train"))
+        2
+    """
+    root = Path(out_dir)
+    folders = {key: root / split / key for key in ("rgb", "depth", "label")}
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    class_names = getattr(dataset, "class_names", None)
+    if class_names is not None:
+        _atomic_write(root / "classes.txt", lambda tmp: tmp.write_text("\n".join(class_names) + "\n"))
+    seen: set[str] = set()
+    for sample in dataset:
+        stem = str(sample["id"]).replace("/", "_").replace(os.sep, "_")
+        if stem in seen:
+            raise DatasetError(f"two samples are named {stem!r}; export_to_folder needs unique sample ids")
+        seen.add(stem)
+        rgb, depth, label = sample["rgb"].numpy(), sample["depth"][0].numpy(), sample["label"].numpy()
+        if rgb.min() < 0 or rgb.max() > 1:
+            raise DatasetError(f"sample {stem!r}: rgb is outside 0..1 (normalised?); export the dataset without a "
+                               "Normalize transform")
+        if label.max(initial=0) > 255 or label.min(initial=0) < 0:
+            raise DatasetError(f"sample {stem!r}: class ids must be 0..254 (255 = void) to fit an 8-bit PNG, got "
+                               f"{int(label.min())}..{int(label.max())}")
+        units = np.round(depth * depth_scale)
+        if units.max(initial=0) > _MAX_MM:
+            raise DatasetError(f"sample {stem!r}: depth {float(depth.max()):.2f} m does not fit a 16-bit PNG at "
+                               f"depth_scale={depth_scale}; use a smaller depth_scale")
+        images = {"rgb": np.round(rgb.transpose(1, 2, 0) * 255).astype(np.uint8),
+                  "depth": units.astype(np.uint16), "label": label.astype(np.uint8)}
+        for key, array in images.items():
+            _atomic_write(folders[key] / f"{stem}.png",
+                          lambda tmp, array=array: Image.fromarray(array).save(tmp, format="PNG"))
+    return len(seen)
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)

@@ -1,0 +1,581 @@
+"""SyntheticRGBD: procedurally generated indoor RGB-D scenes, made on the fly, with no files.
+
+A pinhole camera (NYUv2-like field of view) looks into a box-shaped room (floor, three walls, ceiling) that holds
+objects resting on the floor (boxes, spheres, cylinders) and items on the walls (cabinets that stick out of the
+wall, flat panels, flat discs, windows). Every pixel is ray-cast against the whole scene at once with numpy, the
+nearest hit wins (z-buffer), and the hit gives depth (camera z in metres), the class and the surface normal.
+
+Depth matters by construction: colours come from palettes *shared* across classes, so a ``box`` mounted on a
+wall and a ``panel`` on the wall look alike in RGB (same palette, same textures, and a frontal box face has the
+wall's normal so it is shaded like the wall) and differ only in depth (the box stands out of the wall); a
+``sphere`` and a ``disc`` share a palette and a round outline. Sensor effects follow a Kinect-like model: axial
+noise growing with the square of depth, holes (0) along depth edges and their shadow, at grazing angles, beyond
+the range limit and in random patches.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from depthdistill.data._io import VOID, make_sample
+from depthdistill.errors import ConfigError
+
+__all__ = ["SyntheticRGBD", "SyntheticScene", "SceneItem", "CLASS_NAMES", "PALETTE"]
+
+#: Class names in id order; ``num_classes=k`` keeps the first ``k`` (``ceiling`` then counts as ``wall``).
+CLASS_NAMES: tuple[str, ...] = ("floor", "wall", "box", "panel", "sphere", "disc", "cylinder", "ceiling")
+
+#: Display colour per class, ``(8, 3)`` uint8 (void is drawn black by convention).
+PALETTE = np.array([
+    [140, 100, 60],   # floor
+    [170, 170, 200],  # wall
+    [230, 60, 50],    # box
+    [250, 200, 40],   # panel
+    [60, 120, 230],   # sphere
+    [60, 210, 220],   # disc
+    [160, 70, 200],   # cylinder
+    [235, 235, 235],  # ceiling
+], dtype=np.uint8)
+
+FLOOR, WALL, BOX, PANEL, SPHERE, DISC, CYLINDER, CEILING = range(8)
+_SPLITS = {"train": 0, "val": 1, "test": 2}
+
+# Shared material colours (linear RGB in 0..1).
+_MATERIALS = np.array([
+    [0.88, 0.87, 0.84],  # 0 white
+    [0.80, 0.72, 0.60],  # 1 beige
+    [0.55, 0.55, 0.57],  # 2 grey
+    [0.25, 0.25, 0.28],  # 3 dark
+    [0.55, 0.37, 0.22],  # 4 wood
+    [0.78, 0.62, 0.43],  # 5 light wood
+    [0.72, 0.22, 0.18],  # 6 red
+    [0.22, 0.35, 0.64],  # 7 blue
+    [0.30, 0.52, 0.30],  # 8 green
+    [0.86, 0.73, 0.26],  # 9 yellow
+    [0.20, 0.55, 0.56],  # 10 teal
+    [0.84, 0.56, 0.61],  # 11 pink
+])
+# Which materials a class usually takes; box/panel and sphere/disc share theirs on purpose (colour cannot tell them
+# apart), and with probability ``difficulty`` any class takes any material.
+_CLASS_MATERIALS = {
+    FLOOR: (4, 5, 2, 1, 3),
+    WALL: (0, 1, 2, 11, 5),
+    CEILING: (0, 1, 2),
+    BOX: (4, 5, 0, 2, 3, 6, 7, 8, 1),
+    PANEL: (4, 5, 0, 2, 3, 6, 7, 8, 1),
+    SPHERE: (6, 7, 8, 9, 10, 11, 0, 2),
+    DISC: (6, 7, 8, 9, 10, 11, 0, 2),
+    CYLINDER: (2, 3, 4, 7, 9, 10, 0, 6),
+}
+_PLAIN, _STRIPES, _CHECKER, _NOISE = range(4)
+
+_MIN_RANGE_M = 0.45  # a structured-light sensor returns nothing closer than this
+
+
+@dataclass(frozen=True)
+class SceneItem:
+    """One object of a synthetic scene.
+
+    Attributes:
+        kind: ``"floor"``, ``"ceiling"``, ``"wall"`` (one of the three walls), ``"box"``, ``"sphere"``,
+            ``"cylinder"``, ``"panel"``, ``"disc"`` or ``"window"`` (a hole in a wall: void, no depth).
+        label: Class id written to the label map (255 for windows).
+        center: World position ``(x, y, z)`` in metres (y points down; for wall items the centre on the wall).
+        half_size: Box half extents ``(x, y, z)`` in the box's own frame; sphere ``(r, r, r)``; cylinder
+            ``(r, half height, r)``; panels and windows ``(half width, half height, 0)``; disc ``(r, r, 0)``.
+        yaw: Rotation of a box about the vertical axis, radians.
+        wall: For walls and wall items, which wall: 0 back (z = const), 1 left, 2 right (x = const).
+        colour: Base RGB in 0..1.
+        texture: 0 plain, 1 stripes, 2 checker, 3 smooth noise.
+        texture_period: Period of stripes and checker, metres.
+        texture_amplitude: How strongly the texture darkens the base colour (0..1).
+    """
+
+    kind: str
+    label: int
+    center: np.ndarray
+    half_size: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    yaw: float = 0.0
+    wall: int = -1
+    colour: np.ndarray = field(default_factory=lambda: np.ones(3))
+    texture: int = _PLAIN
+    texture_period: float = 0.3
+    texture_amplitude: float = 0.0
+
+
+@dataclass(frozen=True)
+class SyntheticScene:
+    """The geometry and appearance behind one synthetic sample (world frame: x right, y down, z forward; the
+    camera sits at the origin).
+
+    Attributes:
+        height, width: Image size in pixels.
+        focal: Focal length in pixels (the same for x and y).
+        cx, cy: Principal point in pixels (pixel ``(u, v)`` has its centre at ``(u + 0.5, v + 0.5)``).
+        rotation: ``(3, 3)`` camera-to-world rotation; a camera ray ``((u+0.5-cx)/f, (v+0.5-cy)/f, 1)`` reaches
+            the world point ``rotation @ ray * depth``.
+        floor_y, ceiling_y: Heights of floor and ceiling (y is down: ``floor_y`` > 0 > ``ceiling_y``).
+        x_left, x_right, z_back: Positions of the left, right and back walls.
+        light: World position of the point light.
+        ambient: Ambient light fraction.
+        items: Room surfaces first (floor, ceiling, back, left, right wall), then wall items, then objects.
+    """
+
+    height: int
+    width: int
+    focal: float
+    cx: float
+    cy: float
+    rotation: np.ndarray
+    floor_y: float
+    ceiling_y: float
+    x_left: float
+    x_right: float
+    z_back: float
+    light: np.ndarray
+    ambient: float
+    items: tuple[SceneItem, ...]
+
+
+class SyntheticRGBD(Dataset):
+    """Procedurally generated indoor RGB-D scenes in which depth tells classes apart that colour cannot.
+
+    Each sample is rendered on the fly from ``(seed, split, index)`` alone, so the set is deterministic, needs no
+    files and costs no memory; ``train``, ``val`` and ``test`` draw from disjoint random streams. Classes
+    (``CLASS_NAMES``): floor, wall, box (on the floor or mounted on a wall, standing out of it), panel (flat, flush
+    with the wall), sphere, disc (flat, round, on a wall), cylinder, ceiling. Box/panel and sphere/disc share
+    colour palettes and textures; the depth separates them. Windows are void (255) with no depth.
+
+    Args:
+        num_samples: Number of samples (the dataset's length).
+        size: Image size ``(height, width)``, each at least 16.
+        num_classes: Keep the first ``num_classes`` of ``CLASS_NAMES`` (2..8); object kinds outside them are not
+            placed and the ceiling is labelled ``wall`` when ``ceiling`` is not kept.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        seed: Base seed; the same ``(seed, split, index)`` always gives the same sample.
+        difficulty: 0..1. Higher means more objects and clutter, colours drawn less by class, wall boxes that
+            stick out less and mostly face the camera, stronger sensor noise and more depth holes.
+        sensor_noise: Add depth noise and holes and RGB grain. ``False`` gives the exact geometry (only windows
+            and surfaces beyond the sensor range have depth 0), which is what tests of the geometry want.
+        transform: Joint transform applied to the sample dict (see :mod:`depthdistill.data.transforms`).
+
+    Attributes:
+        class_names: Names of the kept classes, in id order.
+        palette: ``(num_classes, 3)`` uint8 display colours.
+        num_classes: Number of classes.
+
+    Examples:
+        >>> ds = SyntheticRGBD(num_samples=4, size=(48, 64), seed=0)
+        >>> sample = ds[0]
+        >>> sample["rgb"].shape, sample["depth"].shape, sample["label"].shape, sample["id"]
+        (torch.Size([3, 48, 64]), torch.Size([1, 48, 64]), torch.Size([48, 64]), 'synthetic/train/0')
+        >>> ds.class_names[:3]
+        ('floor', 'wall', 'box')
+    """
+
+    def __init__(self, num_samples: int = 1000, size: tuple[int, int] = (96, 128), num_classes: int = 8,
+                 split: str = "train", seed: int = 0, difficulty: float = 0.5, sensor_noise: bool = True,
+                 transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+        if split not in _SPLITS:
+            raise ConfigError(f"split must be one of {sorted(_SPLITS)}, got {split!r}")
+        if not 2 <= num_classes <= len(CLASS_NAMES):
+            raise ConfigError(f"num_classes must be 2..{len(CLASS_NAMES)} (classes: {', '.join(CLASS_NAMES)}), "
+                              f"got {num_classes}")
+        if len(size) != 2 or min(size) < 16:
+            raise ConfigError(f"size must be (height, width) with both at least 16, got {size}")
+        if not 0.0 <= difficulty <= 1.0:
+            raise ConfigError(f"difficulty must be in [0, 1], got {difficulty}")
+        if num_samples < 0:
+            raise ConfigError(f"num_samples must be >= 0, got {num_samples}")
+        self.num_samples = int(num_samples)
+        self.size = (int(size[0]), int(size[1]))
+        self.num_classes = int(num_classes)
+        self.split = split
+        self.seed = int(seed)
+        self.difficulty = float(difficulty)
+        self.sensor_noise = bool(sensor_noise)
+        self.transform = transform
+        self.class_names: tuple[str, ...] = CLASS_NAMES[:num_classes]
+        self.palette: np.ndarray = PALETTE[:num_classes].copy()
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not -self.num_samples <= index < self.num_samples:
+            raise IndexError(f"index {index} out of range for SyntheticRGBD of {self.num_samples} samples")
+        index %= self.num_samples
+        rng = self._rng(index)
+        scene = _sample_scene(rng, *self.size, self.num_classes, self.difficulty)
+        rgb, depth, label = _render(scene, rng, self.difficulty, self.sensor_noise)
+        sample = make_sample(rgb, depth, label, f"synthetic/{self.split}/{index}")
+        return self.transform(sample) if self.transform is not None else sample
+
+    def scene(self, index: int) -> SyntheticScene:
+        """The scene behind sample ``index`` (camera, room, objects), for inspection and geometry checks.
+
+        Examples:
+            >>> scene = SyntheticRGBD(num_samples=1, size=(32, 32)).scene(0)
+            >>> scene.floor_y > 0 > scene.ceiling_y
+            True
+        """
+        return _sample_scene(self._rng(index % max(self.num_samples, 1)), *self.size, self.num_classes,
+                             self.difficulty)
+
+    def _rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, _SPLITS[self.split], index])
+
+    def __repr__(self) -> str:
+        return (f"SyntheticRGBD(num_samples={self.num_samples}, size={self.size}, num_classes={self.num_classes}, "
+                f"split={self.split!r}, seed={self.seed}, difficulty={self.difficulty})")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Scene sampling
+
+
+def _rotation_y(angle: float) -> np.ndarray:
+    c, s = math.cos(angle), math.sin(angle)
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+
+def _rotation_x(angle: float) -> np.ndarray:
+    c, s = math.cos(angle), math.sin(angle)
+    return np.array([[1.0, 0.0, 0.0], [0.0, c, s], [0.0, -s, c]])
+
+
+def _material(rng: np.random.Generator, label: int, difficulty: float, avoid: int = -1) -> tuple[int, np.ndarray]:
+    choices = _CLASS_MATERIALS[label] if rng.random() >= difficulty else tuple(range(len(_MATERIALS)))
+    choices = tuple(m for m in choices if m != avoid) or (0,)
+    index = int(choices[rng.integers(len(choices))])
+    return index, np.clip(_MATERIALS[index] * rng.uniform(0.88, 1.12, 3), 0.0, 1.0)
+
+
+def _texture(rng: np.random.Generator, kinds: tuple[int, ...]) -> dict[str, Any]:
+    kind = int(kinds[rng.integers(len(kinds))])
+    return {"texture": kind, "texture_period": float(rng.uniform(0.08, 0.5)),
+            "texture_amplitude": 0.0 if kind == _PLAIN else float(rng.uniform(0.12, 0.35))}
+
+
+def _sample_scene(rng: np.random.Generator, height: int, width: int, num_classes: int,
+                  difficulty: float) -> SyntheticScene:
+    focal = 0.8 * width  # NYUv2's Kinect: 518 px at 640 px width, a 64 degree horizontal field of view
+    half_fov = math.atan(width / (2 * focal))
+    cam_height = rng.uniform(1.0, 1.7)
+    yaw = rng.uniform(-0.35, 0.35)
+    rotation = _rotation_y(yaw) @ _rotation_x(rng.uniform(0.08, 0.35))
+    floor_y, ceiling_y = cam_height, cam_height - rng.uniform(2.4, 3.2)
+    x_left, x_right, z_back = -rng.uniform(1.6, 3.5), rng.uniform(1.6, 3.5), rng.uniform(3.5, 7.0)
+
+    wall_material, wall_colour = _material(rng, WALL, difficulty)
+    wall_texture = _texture(rng, (_PLAIN, _PLAIN, _NOISE, _STRIPES))
+    ceiling_label = CEILING if num_classes > CEILING else WALL
+    items: list[SceneItem] = [
+        SceneItem("floor", FLOOR, np.array([0.0, floor_y, 0.0]), colour=_material(rng, FLOOR, difficulty)[1],
+                  **_texture(rng, (_PLAIN, _CHECKER, _STRIPES, _NOISE))),
+        SceneItem("ceiling", ceiling_label, np.array([0.0, ceiling_y, 0.0]),
+                  colour=_material(rng, CEILING, difficulty)[1], **_texture(rng, (_PLAIN, _NOISE))),
+    ]
+    for wall, center in enumerate(([0.0, 0.0, z_back], [x_left, 0.0, 0.0], [x_right, 0.0, 0.0])):
+        items.append(SceneItem("wall", WALL, np.array(center), wall=wall, colour=wall_colour, **wall_texture))
+
+    def wall_point(wall: int, along: float, y: float, out: float = 0.0) -> np.ndarray:
+        """A point on ``wall`` at ``along`` (x on the back wall, z on the side walls), ``out`` metres into the room."""
+        if wall == 0:
+            return np.array([along, y, z_back - out])
+        return np.array([x_left + out, y, along]) if wall == 1 else np.array([x_right - out, y, along])
+
+    def wall_span(wall: int, half: float) -> tuple[float, float]:
+        return (x_left + half, x_right - half) if wall == 0 else (1.2 + half, z_back - half)
+
+    # Wall items: cabinets (boxes standing out of the wall), panels, discs, and now and then a window.
+    wall_kinds = [k for k in (BOX, PANEL, DISC) if k < num_classes]
+    n_wall = int(rng.integers(2, 4 + round(3 * difficulty))) if wall_kinds else 0
+    wall_weights = np.array([0.6, 0.2, 0.2])  # back wall is seen most, so it gets most items
+    for _ in range(n_wall):
+        kind = wall_kinds[int(rng.integers(len(wall_kinds)))]
+        wall = int(rng.choice(3, p=wall_weights / wall_weights.sum()))
+        half_w, half_h = rng.uniform(0.2, 0.7), rng.uniform(0.15, 0.55)
+        if kind == DISC:
+            half_w = half_h = rng.uniform(0.15, 0.45)
+        lo, hi = wall_span(wall, half_w)
+        if lo >= hi:
+            continue
+        along = rng.uniform(lo, hi)
+        y = floor_y - rng.uniform(0.5 + half_h, min(2.1, floor_y - ceiling_y - 0.1 - half_h))
+        _, colour = _material(rng, kind, difficulty, avoid=wall_material)
+        texture = _texture(rng, (_PLAIN, _STRIPES, _CHECKER, _NOISE))
+        if kind == BOX:
+            out = rng.uniform(0.12, 0.5) * (1.0 - 0.5 * difficulty)
+            half = np.array([half_w, half_h, out / 2]) if wall == 0 else np.array([out / 2, half_h, half_w])
+            items.append(SceneItem("box", BOX, wall_point(wall, along, y, out / 2), half, wall=wall, colour=colour,
+                                   **texture))
+        else:
+            items.append(SceneItem("panel" if kind == PANEL else "disc", kind, wall_point(wall, along, y),
+                                   np.array([half_w, half_h, 0.0]), wall=wall, colour=colour, **texture))
+    if rng.random() < 0.35:
+        wall = int(rng.integers(3))
+        half_w, half_h = rng.uniform(0.3, 0.8), rng.uniform(0.3, 0.6)
+        lo, hi = wall_span(wall, half_w)
+        if lo < hi:
+            y = floor_y - rng.uniform(0.9 + half_h, max(0.9 + half_h, floor_y - ceiling_y - 0.2 - half_h))
+            items.append(SceneItem("window", VOID, wall_point(wall, rng.uniform(lo, hi), y),
+                                   np.array([half_w, half_h, 0.0]), wall=wall))
+
+    # Floor objects, placed where the camera sees them and apart from each other.
+    floor_kinds = [k for k in (BOX, SPHERE, CYLINDER) if k < num_classes]
+    n_floor = int(rng.integers(1, 3 + round(4 * difficulty))) if floor_kinds else 0
+    placed: list[tuple[float, float, float]] = []
+    for _ in range(n_floor):
+        kind = floor_kinds[int(rng.integers(len(floor_kinds)))]
+        radius = rng.uniform(0.2, 0.65)
+        for _attempt in range(8):
+            x, z = rng.uniform(x_left + radius, x_right - radius), rng.uniform(1.0 + radius, z_back - radius)
+            in_view = abs(math.atan2(x, z) - yaw) < half_fov
+            apart = all((x - px) ** 2 + (z - pz) ** 2 > (radius + pr) ** 2 for px, pz, pr in placed)
+            if in_view and apart:
+                break
+        else:
+            continue
+        placed.append((x, z, radius))
+        _, colour = _material(rng, kind, difficulty)
+        texture = _texture(rng, (_PLAIN, _STRIPES, _CHECKER, _NOISE))
+        if kind == BOX:
+            half = np.array([radius * rng.uniform(0.55, 0.75), rng.uniform(0.15, 0.6),
+                             radius * rng.uniform(0.55, 0.75)])
+            box_yaw = rng.uniform(-1.0, 1.0) * (math.pi / 4) * (1.0 - 0.6 * difficulty)
+            items.append(SceneItem("box", BOX, np.array([x, floor_y - half[1], z]), half, yaw=box_yaw,
+                                   colour=colour, **texture))
+        elif kind == SPHERE:
+            r = radius * rng.uniform(0.6, 0.9)
+            items.append(SceneItem("sphere", SPHERE, np.array([x, floor_y - r, z]), np.full(3, r), colour=colour,
+                                   **texture))
+        else:
+            r, half_h = radius * rng.uniform(0.4, 0.8), rng.uniform(0.2, 0.8)
+            items.append(SceneItem("cylinder", CYLINDER, np.array([x, floor_y - half_h, z]),
+                                   np.array([r, half_h, r]), colour=colour, **texture))
+
+    light = np.array([rng.uniform(x_left + 0.5, x_right - 0.5), ceiling_y + 0.25, rng.uniform(0.5, z_back - 0.5)])
+    return SyntheticScene(height=height, width=width, focal=focal, cx=width / 2, cy=height / 2, rotation=rotation,
+                          floor_y=floor_y, ceiling_y=ceiling_y, x_left=x_left, x_right=x_right, z_back=z_back,
+                          light=light, ambient=float(rng.uniform(0.25, 0.45)), items=tuple(items))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Rendering: every function works on all N pixels at once; rays start at the origin, ``d`` is (3, N).
+
+
+def _camera_rays(scene: SyntheticScene) -> np.ndarray:
+    v, u = np.mgrid[0:scene.height, 0:scene.width]
+    rays = np.stack([(u.ravel() + 0.5 - scene.cx) / scene.focal, (v.ravel() + 0.5 - scene.cy) / scene.focal,
+                     np.ones(u.size)])
+    return scene.rotation @ rays  # the ray parameter t of a hit is its camera z (depth), as rays have z = 1
+
+
+def _hit_box(d: np.ndarray, item: SceneItem) -> np.ndarray:
+    to_local = _rotation_y(item.yaw).T
+    origin, direction = to_local @ -item.center, to_local @ d
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t1 = (-item.half_size[:, None] - origin[:, None]) / direction
+        t2 = (item.half_size[:, None] - origin[:, None]) / direction
+    near, far = np.minimum(t1, t2).max(axis=0), np.maximum(t1, t2).min(axis=0)
+    return np.where((near <= far) & (near > 0), near, np.inf)
+
+
+def _hit_sphere(d: np.ndarray, item: SceneItem) -> np.ndarray:
+    r = item.half_size[0]
+    a, b = (d * d).sum(axis=0), item.center @ d
+    disc = b * b - a * (item.center @ item.center - r * r)
+    with np.errstate(invalid="ignore"):
+        t = (b - np.sqrt(disc)) / a
+    return np.where((disc >= 0) & (t > 0), t, np.inf)
+
+
+def _hit_cylinder(d: np.ndarray, item: SceneItem) -> np.ndarray:
+    (cx, cy, cz), (r, half_h, _) = item.center, item.half_size
+    top, bottom = cy - half_h, cy + half_h
+    a = d[0] ** 2 + d[2] ** 2
+    b = d[0] * cx + d[2] * cz
+    disc = b * b - a * (cx * cx + cz * cz - r * r)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t_side = (b - np.sqrt(disc)) / a
+        y = d[1] * t_side
+        t_side = np.where((disc >= 0) & (t_side > 0) & (y >= top) & (y <= bottom), t_side, np.inf)
+        t_cap = top / d[1]
+    on_cap = (t_cap > 0) & ((d[0] * t_cap - cx) ** 2 + (d[2] * t_cap - cz) ** 2 <= r * r)
+    return np.minimum(t_side, np.where(on_cap, t_cap, np.inf))
+
+
+_HIT = {"box": _hit_box, "sphere": _hit_sphere, "cylinder": _hit_cylinder}
+
+
+def _wall_coords(points: np.ndarray, wall: int) -> np.ndarray:
+    """Horizontal coordinate along a wall: x on the back wall, z on the side walls."""
+    return points[0] if wall == 0 else points[2]
+
+
+def _normals(item: SceneItem, points: np.ndarray) -> np.ndarray:
+    """Unit normals (3, n), facing into the room / out of the object, at ``points`` on ``item``."""
+    n = points.shape[1]
+    if item.kind in ("floor", "ceiling"):
+        return np.tile(np.array([[0.0], [-1.0 if item.kind == "floor" else 1.0], [0.0]]), n)
+    if item.wall >= 0 and item.kind != "box":
+        axis, sign = (2, -1.0) if item.wall == 0 else (0, 1.0 if item.wall == 1 else -1.0)
+        normal = np.zeros((3, n))
+        normal[axis] = sign
+        return normal
+    if item.kind == "sphere":
+        return (points - item.center[:, None]) / item.half_size[0]
+    if item.kind == "cylinder":
+        radial = points - item.center[:, None]
+        radial[1] = 0.0
+        on_cap = np.abs(points[1] - (item.center[1] - item.half_size[1])) < 1e-6
+        radial /= np.maximum(np.linalg.norm(radial, axis=0), 1e-9)
+        radial[:, on_cap] = np.array([[0.0], [-1.0], [0.0]])
+        return radial
+    rotation = _rotation_y(item.yaw)
+    local = rotation.T @ (points - item.center[:, None])
+    face = np.argmax(np.abs(local) / item.half_size[:, None], axis=0)
+    normal = np.zeros_like(local)
+    normal[face, np.arange(n)] = np.sign(local[face, np.arange(n)])
+    return rotation @ normal
+
+
+def _texture_pattern(item: SceneItem, points: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """Texture value in 0..1 per point (0 = base colour)."""
+    if item.texture == _NOISE:
+        return noise
+    if item.kind in ("floor", "ceiling"):
+        s, t = points[0], points[2]
+    elif item.wall >= 0 and item.kind != "box":
+        s, t = _wall_coords(points, item.wall), points[1]
+    else:
+        s, t = points[0] + points[2], points[1]
+    p = item.texture_period
+    if item.texture == _STRIPES:
+        return (np.sin(2 * np.pi * s / p) > 0).astype(np.float64)
+    if item.texture == _CHECKER:
+        return ((np.floor(s / p) + np.floor(t / p)) % 2).astype(np.float64)
+    return np.zeros(points.shape[1])
+
+
+def _smooth_noise(rng: np.random.Generator, height: int, width: int, cell: int) -> np.ndarray:
+    """Value noise in 0..1: a coarse random grid, bilinearly upsampled to (height, width)."""
+    grid = rng.random((height // cell + 2, width // cell + 2))
+    y, x = np.arange(height) / cell, np.arange(width) / cell
+    y0, x0 = y.astype(int), x.astype(int)
+    fy, fx = (y - y0)[:, None], (x - x0)[None, :]
+    top = grid[y0][:, x0] * (1 - fx) + grid[y0][:, x0 + 1] * fx
+    bottom = grid[y0 + 1][:, x0] * (1 - fx) + grid[y0 + 1][:, x0 + 1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def _render(scene: SyntheticScene, rng: np.random.Generator, difficulty: float,
+            sensor_noise: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ray-casts ``scene``; returns rgb (H, W, 3) float in 0..1, depth (H, W) metres (0 = none), label (H, W)."""
+    h, w = scene.height, scene.width
+    d = _camera_rays(scene)
+    n = d.shape[1]
+    with np.errstate(divide="ignore"):
+        planes = np.stack([scene.floor_y / d[1], scene.ceiling_y / d[1], scene.z_back / d[2],
+                           scene.x_left / d[0], scene.x_right / d[0]])
+    planes[planes <= 0] = np.inf
+    surface = np.argmin(planes, axis=0)  # index into scene.items: floor, ceiling, back, left, right wall
+    zbuf = planes[surface, np.arange(n)]
+
+    # Wall items are tested on the wall's own hit points; windows open a hole onto nothing.
+    for index, item in enumerate(scene.items):
+        if item.wall < 0 or item.kind == "wall" or item.kind in _HIT:
+            continue
+        on_wall = np.flatnonzero(surface == 2 + item.wall)
+        points = d[:, on_wall] * zbuf[on_wall]
+        du = _wall_coords(points, item.wall) - _wall_coords(item.center[:, None], item.wall)
+        dy = points[1] - item.center[1]
+        if item.kind == "disc":
+            inside = du * du + dy * dy <= item.half_size[0] ** 2
+        else:
+            inside = (np.abs(du) <= item.half_size[0]) & (np.abs(dy) <= item.half_size[1])
+        surface[on_wall[inside]] = index
+        if item.kind == "window":
+            zbuf[on_wall[inside]] = np.inf
+
+    for index, item in enumerate(scene.items):
+        hit = _HIT.get(item.kind)
+        if hit is None:
+            continue
+        t = hit(d, item)
+        nearer = t < zbuf
+        zbuf[nearer], surface[nearer] = t[nearer], index
+
+    labels_of = np.array([item.label for item in scene.items])
+    label = labels_of[surface]
+    hit_any = np.isfinite(zbuf)
+    label[~hit_any] = VOID
+    points = d * np.where(hit_any, zbuf, 0.0)
+
+    noise = _smooth_noise(rng, h, w, max(2, w // 16)).ravel()
+    albedo = np.zeros((3, n))
+    normal = np.zeros((3, n))
+    hit_pixels = np.flatnonzero(hit_any)
+    by_surface = hit_pixels[np.argsort(surface[hit_pixels], kind="stable")]
+    starts = np.flatnonzero(np.diff(surface[by_surface], prepend=-1))
+    for mask in np.split(by_surface, starts[1:]) if hit_pixels.size else []:
+        item = scene.items[surface[mask[0]]]
+        pts = points[:, mask]
+        normal[:, mask] = _normals(item, pts)
+        pattern = _texture_pattern(item, pts, noise[mask])
+        albedo[:, mask] = item.colour[:, None] * (1.0 - item.texture_amplitude * pattern)[None]
+
+    to_light = scene.light[:, None] - points
+    distance2 = (to_light * to_light).sum(axis=0)
+    lambert = np.clip((normal * to_light).sum(axis=0) / np.sqrt(distance2 + 1e-12), 0.0, None)
+    shade = scene.ambient + 1.6 * lambert / (1.0 + 0.04 * distance2)
+    rgb = albedo * shade[None] * (0.92 + 0.08 * noise)[None]
+    sky = np.array([0.78, 0.86, 0.96])[:, None] * (1.05 - 0.25 * (np.arange(n) // w / h))[None]
+    rgb[:, ~hit_any] = sky[:, ~hit_any]
+
+    depth = np.where(hit_any, zbuf, 0.0).reshape(h, w)
+    if sensor_noise:
+        rgb = rgb + (0.01 + 0.02 * difficulty) * rng.standard_normal(rgb.shape, dtype=np.float32)
+        cos_view = np.abs((normal * d).sum(axis=0)) / np.linalg.norm(d, axis=0)
+        depth = _sensor_depth(depth, cos_view.reshape(h, w), rng, difficulty)
+    depth[depth < _MIN_RANGE_M] = 0.0
+    rgb = np.clip(rgb, 0.0, 1.0).reshape(3, h, w).transpose(1, 2, 0)
+    return rgb, depth, label.reshape(h, w)
+
+
+def _sensor_depth(depth: np.ndarray, cos_view: np.ndarray, rng: np.random.Generator,
+                  difficulty: float) -> np.ndarray:
+    """Kinect-like depth: axial noise (Nguyen et al. 2012: 1.2 mm + 1.9 mm (z - 0.4)^2), a shadow of holes on
+    the far side of depth edges, dropouts at grazing angles, beyond the range limit and in random patches."""
+    h, w = depth.shape
+    valid = depth > 0
+    sigma = (0.0012 + 0.0019 * (depth - 0.4) ** 2) * (1.0 + 2.0 * difficulty)
+    noisy = depth + rng.standard_normal(depth.shape, dtype=np.float32) * sigma
+
+    holes = ~valid
+    # Depth edges: the farther pixel of a jump loses its depth, and the projector's shadow widens that to the left.
+    jump = np.zeros_like(valid)
+    step = depth[:, 1:] - depth[:, :-1]
+    far_left = valid[:, :-1] & valid[:, 1:] & (step < -0.06 * depth[:, 1:])
+    jump[:, :-1] |= far_left
+    jump[:, 1:] |= valid[:, 1:] & valid[:, :-1] & (step > 0.06 * depth[:, :-1])
+    vstep = np.abs(depth[1:] - depth[:-1]) > 0.06 * np.minimum(depth[1:], depth[:-1])
+    jump[1:] |= vstep & (depth[1:] > depth[:-1])
+    jump[:-1] |= vstep & (depth[:-1] > depth[1:])
+    shadow = far_left.copy()
+    for _ in range(int(rng.integers(0, 2 + round(2 * difficulty)))):
+        shadow[:, :-1] |= shadow[:, 1:]
+    holes[:, :-1] |= shadow
+    holes |= jump & (rng.random(depth.shape) < 0.5 + 0.4 * difficulty)
+    holes |= (cos_view < 0.2) & (rng.random(depth.shape) < 0.7)
+    holes |= depth > rng.uniform(8.0, 10.0) - 2.0 * difficulty
+    patches = _smooth_noise(rng, h, w, max(2, w // 12))
+    holes |= patches > 0.97 - 0.07 * difficulty
+    noisy[holes] = 0.0
+    return noisy

@@ -1,0 +1,657 @@
+"""Pictures of a run: label colours, overlays, depth images, training plots and a one-page report.
+
+Everything draws on matplotlib ``Figure`` objects rendered by the Agg backend: nothing opens a window, nothing
+touches pyplot's global state, and it works on a headless server. Plot functions write a PNG and return its path.
+
+Inputs may be ``torch.Tensor`` s or NumPy arrays. Conventions are the library's: RGB ``(3, H, W)`` float
+(normalised with the ImageNet mean and std of :mod:`depthdistill.data.transforms` unless told otherwise) or ``(H, W, 3)`` uint8, depth ``(H, W)`` or
+``(1, H, W)`` in metres with 0 (or non-finite) for missing, labels ``(H, W)`` int with 255 = void.
+
+The metrics log read by :func:`plot_training_curves` is JSON lines, one object per line, as
+:class:`~depthdistill.engine.run_log.RunLog` writes it. The minimal schema read:
+
+* A record is an *epoch record* when it has ``"phase"`` (str) and ``"epoch"`` (int, 0-based) and neither
+  ``"step"`` (a per-step record) nor ``"test"`` (a final evaluation); other records are ignored.
+* ``"loss"`` (float) is plotted per phase against the epoch (shown 1-based, like the console lines).
+* Each metric in ``metrics`` (default ``mean_iou``, ``mean_pixel_accuracy``, ``pixel_accuracy``) is taken from
+  ``"val_<metric>"`` or, failing that, ``"<metric>"``, as a fraction in [0, 1]; it is plotted in %.
+* ``null`` values are skipped; when an epoch of a phase appears twice (a resumed run), the last record wins.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import html
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+from depthdistill.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from depthdistill.errors import ConfigError, DepthError
+from depthdistill.losses import DEFAULT_BETA, vtce_temperature
+
+__all__ = [
+    "HOLE_COLOR",
+    "VOID_COLOR",
+    "VOID_LABEL",
+    "colorize",
+    "depth_to_image",
+    "label_palette",
+    "overlay",
+    "plot_per_class_iou",
+    "plot_sample_grid",
+    "plot_training_curves",
+    "plot_vtce_schedule",
+    "read_metrics_log",
+    "rgb_to_image",
+    "write_report",
+]
+
+#: The label value of pixels that belong to no class.
+VOID_LABEL = 255
+#: Colour of void pixels in :func:`colorize`.
+VOID_COLOR = (0, 0, 0)
+#: Colour of missing depth in :func:`depth_to_image`: white is far from both ends of viridis (dark purple near,
+#: yellow far), where black would hide among the nearest pixels.
+HOLE_COLOR = (255, 255, 255)
+DEFAULT_METRICS = ("mean_iou", "mean_pixel_accuracy", "pixel_accuracy")
+_METRIC_TITLES = {"mean_iou": "mIoU", "mean_pixel_accuracy": "mPA", "pixel_accuracy": "pixel accuracy"}
+_DPI = 120
+_STYLE = ("<style>body{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}"
+          "table{border-collapse:collapse}th,td{border:1px solid #bbb;padding:.3em .8em;text-align:right}"
+          "th:first-child,td:first-child,td:nth-child(2){text-align:left}img{max-width:100%}</style>")
+
+Array = Any  # a torch.Tensor or a NumPy array
+
+
+def _numpy(value: Array) -> np.ndarray:
+    if hasattr(value, "detach"):  # torch.Tensor, without importing torch here
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def label_palette(num_classes: int) -> np.ndarray:
+    """Distinct colours for ``num_classes`` classes, none of them black (black is void).
+
+    The first 20 come from matplotlib's ``tab20`` (its ten strong colours first, then their light partners);
+    further classes step the hue by the golden ratio with alternating saturation and brightness.
+
+    Args:
+        num_classes: Number of classes (≥ 1).
+
+    Returns:
+        ``(num_classes, 3)`` uint8 RGB.
+
+    Examples:
+        >>> palette = label_palette(13)
+        >>> palette.shape, palette.dtype.name
+        ((13, 3), 'uint8')
+        >>> bool((palette.sum(axis=1) > 0).all())
+        True
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ConfigError(f"num_classes must be a positive int, got {num_classes!r}")
+    tab20 = np.asarray(colormaps["tab20"].colors)
+    colors = list(np.concatenate([tab20[0::2], tab20[1::2]]))[:num_classes]
+    for index in range(len(colors), num_classes):
+        hue = (index * 0.618033988749895) % 1.0
+        saturation, value = (0.85, 0.95) if index % 2 else (0.55, 0.75)
+        colors.append(colorsys.hsv_to_rgb(hue, saturation, value))
+    return np.round(np.asarray(colors) * 255).astype(np.uint8)
+
+
+def _check_palette(palette: Array) -> np.ndarray:
+    table = _numpy(palette)
+    if table.ndim != 2 or table.shape[1] != 3 or len(table) == 0:
+        raise ConfigError(f"a palette is an (N, 3) array of RGB colours, got shape {table.shape}")
+    if table.dtype != np.uint8:
+        if not np.issubdtype(table.dtype, np.integer) or table.min() < 0 or table.max() > 255:
+            raise ConfigError("palette colours must be integers in 0..255 (uint8 RGB), "
+                              f"got dtype {table.dtype} with range {table.min()}..{table.max()}")
+        table = table.astype(np.uint8)
+    return table
+
+
+def _check_label(label: Array, num_colors: int) -> np.ndarray:
+    values = _numpy(label)
+    if values.ndim != 2:
+        raise ConfigError(f"a label map is (H, W), got shape {values.shape}")
+    if not np.issubdtype(values.dtype, np.integer):
+        raise ConfigError(f"a label map holds integer class indices, got dtype {values.dtype}; "
+                          "take the argmax of logits first")
+    bad = (values != VOID_LABEL) & ((values < 0) | (values >= num_colors))
+    if bad.any():
+        raise ConfigError(f"label values {sorted(set(values[bad].tolist()))[:5]} have no colour: the palette has "
+                          f"{num_colors} colours (classes 0..{num_colors - 1}, {VOID_LABEL} = void)")
+    return values
+
+
+def colorize(label: Array, palette: Array) -> np.ndarray:
+    """Paints a label map with a palette; void (255) pixels are black.
+
+    Args:
+        label: ``(H, W)`` integer class indices, 255 for void.
+        palette: ``(N, 3)`` uint8 RGB colours, one per class (e.g. :func:`label_palette`).
+
+    Returns:
+        ``(H, W, 3)`` uint8 RGB image.
+
+    Raises:
+        ConfigError: If the label is not a 2-D integer map or has a class without a colour.
+
+    Examples:
+        >>> import numpy as np
+        >>> palette = np.array([[255, 0, 0], [0, 0, 255]], dtype=np.uint8)
+        >>> colorize(np.array([[0, 1, 255]]), palette).tolist()
+        [[[255, 0, 0], [0, 0, 255], [0, 0, 0]]]
+    """
+    table = _check_palette(palette)
+    values = _check_label(label, len(table))
+    image = np.empty((*values.shape, 3), dtype=np.uint8)
+    void = values == VOID_LABEL
+    image[void] = VOID_COLOR
+    image[~void] = table[values[~void]]
+    return image
+
+
+def rgb_to_image(
+    rgb: Array,
+    mean: Sequence[float] | None = IMAGENET_MEAN,
+    std: Sequence[float] | None = IMAGENET_STD,
+) -> np.ndarray:
+    """Turns a network input back into a displayable image.
+
+    Args:
+        rgb: ``(3, H, W)`` float, normalised as ``(x - mean) / std`` from [0, 1] values; or ``(H, W, 3)``
+            uint8, returned unchanged.
+        mean: Per-channel mean used in the normalisation; ``None`` (with ``std=None``) when ``rgb`` is
+            already in [0, 1].
+        std: Per-channel standard deviation used in the normalisation.
+
+    Returns:
+        ``(H, W, 3)`` uint8 RGB (values outside [0, 1] after un-normalising are clipped).
+
+    Examples:
+        >>> import numpy as np
+        >>> rgb_to_image(np.zeros((3, 1, 1), dtype=np.float32)).tolist()  # the mean colour
+        [[[124, 116, 104]]]
+        >>> rgb_to_image(np.full((3, 1, 1), 0.5), mean=None, std=None).tolist()
+        [[[128, 128, 128]]]
+    """
+    image = _numpy(rgb)
+    if image.dtype == np.uint8:
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ConfigError(f"a uint8 image is (H, W, 3), got shape {image.shape}")
+        return image
+    if image.ndim != 3 or image.shape[0] != 3 or not np.issubdtype(image.dtype, np.floating):
+        raise ConfigError(f"rgb must be a (3, H, W) float tensor or an (H, W, 3) uint8 image, got shape "
+                          f"{image.shape} and dtype {image.dtype}")
+    if (mean is None) != (std is None):
+        raise ConfigError("give both mean and std (the normalisation to undo), or neither for [0, 1] input")
+    image = image.astype(np.float64)
+    if mean is not None:
+        image = image * np.asarray(std, dtype=np.float64)[:, None, None] + np.asarray(mean)[:, None, None]
+    return np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+def overlay(
+    rgb: Array,
+    label: Array,
+    palette: Array,
+    alpha: float = 0.5,
+    mean: Sequence[float] | None = IMAGENET_MEAN,
+    std: Sequence[float] | None = IMAGENET_STD,
+) -> np.ndarray:
+    """Blends label colours over an image: ``(1 − alpha) · image + alpha · colour``; void pixels stay the image.
+
+    Args:
+        rgb: The image, in any form :func:`rgb_to_image` accepts.
+        label: ``(H, W)`` class indices (255 = void), the image's size.
+        palette: ``(N, 3)`` uint8 RGB colours.
+        alpha: Weight of the label colour, in [0, 1].
+        mean: Normalisation mean of a float ``rgb`` (see :func:`rgb_to_image`).
+        std: Normalisation standard deviation of a float ``rgb``.
+
+    Returns:
+        ``(H, W, 3)`` uint8 RGB.
+
+    Examples:
+        >>> import numpy as np
+        >>> image = np.full((1, 2, 3), 100, dtype=np.uint8)
+        >>> overlay(image, np.array([[0, 255]]), np.array([[200, 0, 0]], dtype=np.uint8), alpha=0.5).tolist()
+        [[[150, 50, 50], [100, 100, 100]]]
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"alpha must be in [0, 1], got {alpha}")
+    image = rgb_to_image(rgb, mean, std)
+    colors = colorize(label, palette)
+    if colors.shape[:2] != image.shape[:2]:
+        raise ConfigError(f"label {colors.shape[:2]} and image {image.shape[:2]} differ in size")
+    blended = np.round((1.0 - alpha) * image + alpha * colors).astype(np.uint8)
+    void = _numpy(label) == VOID_LABEL
+    blended[void] = image[void]
+    return blended
+
+
+def depth_to_image(
+    depth: Array,
+    min_depth: float | None = None,
+    max_depth: float | None = None,
+    cmap: str = "viridis",
+    hole_color: Sequence[int] = HOLE_COLOR,
+) -> np.ndarray:
+    """Colours a depth map (near = dark purple, far = yellow with viridis); missing depth gets ``hole_color``.
+
+    Missing means 0, negative or non-finite. The colour range is ``[min_depth, max_depth]``, by default the
+    valid pixels' own minimum and maximum. viridis never reaches white, so white holes stand out.
+
+    Args:
+        depth: ``(H, W)`` or ``(1, H, W)`` depth in metres.
+        min_depth: Depth drawn with the colour map's first colour (default: the nearest valid pixel).
+        max_depth: Depth drawn with its last colour (default: the farthest valid pixel).
+        cmap: A matplotlib colour map name.
+        hole_color: RGB colour of missing pixels.
+
+    Returns:
+        ``(H, W, 3)`` uint8 RGB.
+
+    Raises:
+        DepthError: If ``depth`` is not one 2-D map.
+
+    Examples:
+        >>> import numpy as np
+        >>> image = depth_to_image(np.array([[0.0, 1.0, 3.0]]))
+        >>> image[0, 0].tolist()  # the hole
+        [255, 255, 255]
+    """
+    values = _numpy(depth).astype(np.float64)
+    if values.ndim == 3 and values.shape[0] == 1:
+        values = values[0]
+    if values.ndim != 2:
+        raise DepthError(f"depth to draw must be (H, W) or (1, H, W), got shape {values.shape}")
+    valid = np.isfinite(values) & (values > 0)
+    low = min_depth if min_depth is not None else (values[valid].min() if valid.any() else 0.0)
+    high = max_depth if max_depth is not None else (values[valid].max() if valid.any() else 1.0)
+    scaled = np.clip((np.where(valid, values, low) - low) / max(high - low, 1e-12), 0.0, 1.0)
+    image = np.round(colormaps[cmap](scaled)[..., :3] * 255).astype(np.uint8)
+    image[~valid] = np.asarray(hole_color, dtype=np.uint8)
+    return image
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=_DPI, format="png")
+    return path
+
+
+def read_metrics_log(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Reads a JSON-lines metrics log (one JSON object per line; blank lines are skipped).
+
+    Args:
+        path: The ``metrics.jsonl`` file.
+
+    Returns:
+        The records, in file order.
+
+    Raises:
+        ConfigError: If the file is missing or a line is not a JSON object.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> log = pathlib.Path(tempfile.mkdtemp()) / "metrics.jsonl"
+        >>> _ = log.write_text('{"phase": "teacher", "epoch": 0, "loss": 1.5}\\n\\n')
+        >>> read_metrics_log(log)
+        [{'phase': 'teacher', 'epoch': 0, 'loss': 1.5}]
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"metrics log {path} does not exist; training writes it as <run dir>/metrics.jsonl")
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{path}, line {number} is not valid JSON ({error}); a metrics log holds one "
+                              "JSON object per line") from error
+        if not isinstance(record, dict):
+            raise ConfigError(f"{path}, line {number} holds a {type(record).__name__}, not a JSON object")
+        records.append(record)
+    return records
+
+
+def _epoch_series(records: Iterable[Mapping[str, Any]], key: str) -> dict[str, tuple[list[int], list[float]]]:
+    """``{phase: (epochs, values)}`` of ``key`` from the epoch records, last record per epoch winning."""
+    table: dict[str, dict[int, float]] = {}
+    for record in records:
+        if "step" in record or "test" in record or not isinstance(record.get("phase"), str):
+            continue
+        epoch, value = record.get("epoch"), record.get(key)
+        if isinstance(epoch, int) and isinstance(value, (int, float)) and math.isfinite(value):
+            table.setdefault(record["phase"], {})[epoch] = float(value)
+    return {phase: (sorted(values), [values[e] for e in sorted(values)]) for phase, values in table.items()}
+
+
+def plot_training_curves(
+    log: str | os.PathLike | Sequence[Mapping[str, Any]],
+    out_path: str | os.PathLike,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+) -> Path:
+    """Plots the training loss and validation metrics of every phase against the epoch.
+
+    One panel for ``loss``, then one per metric found in the log (see the module docstring for the schema).
+
+    Args:
+        log: Path of a JSON-lines metrics log, or its records already read.
+        out_path: The PNG to write.
+        metrics: Metric names to plot when present (as ``val_<name>`` or ``<name>``).
+
+    Returns:
+        ``out_path`` as a ``Path``.
+
+    Raises:
+        ConfigError: If the log has no epoch record with a loss.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "curves.png"
+        >>> records = [{"phase": "teacher", "epoch": e, "loss": 1.0 / (e + 1), "val_mean_iou": 0.1 * e}
+        ...            for e in range(3)]
+        >>> plot_training_curves(records, out).stat().st_size > 0
+        True
+    """
+    records = read_metrics_log(log) if isinstance(log, (str, os.PathLike)) else list(log)
+    panels = [("loss", "training loss", _epoch_series(records, "loss"), 1.0)]
+    if not panels[0][2]:
+        raise ConfigError("the metrics log has no epoch record with a loss (need 'phase', 'epoch' and 'loss' "
+                          "on one line)")
+    for metric in metrics:
+        series = _epoch_series(records, f"val_{metric}") or _epoch_series(records, metric)
+        if series:
+            panels.append((metric, f"{_METRIC_TITLES.get(metric, metric)} (%)", series, 100.0))
+
+    fig = Figure(figsize=(4.2 * len(panels), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    phases = list(dict.fromkeys(phase for _, _, series, _ in panels for phase in series))
+    colors = {phase: colormaps["tab10"](i % 10) for i, phase in enumerate(phases)}
+    for ax, (_name, title, series, scale) in zip(axes, panels, strict=True):
+        for phase, (epochs, values) in series.items():
+            ax.plot([e + 1 for e in epochs], [scale * v for v in values], marker="o", markersize=3,
+                    color=colors[phase], label=phase)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.legend(*axes[0].get_legend_handles_labels(), title="phase", fontsize="small", loc="outside right upper")
+    return _save(fig, out_path)
+
+
+def plot_vtce_schedule(
+    out_path: str | os.PathLike,
+    betas: Sequence[float] = (0.1, 0.3, 0.5, 0.9, 1.0),
+    epochs: int = 8,
+) -> Path:
+    """Plots the VTCE temperature ``T(e) = exp(−β (e² − e + 2) / 2)`` (Eq. 10) for several β.
+
+    Two panels, linear and logarithmic, since T spans many orders of magnitude within a few epochs.
+
+    Args:
+        out_path: The PNG to write.
+        betas: The β values, one curve each (the paper's sensitivity study used 0.1 … 1; 0.9 is its default).
+        epochs: Number of epochs shown, ``e = 0 … epochs − 1``.
+
+    Returns:
+        ``out_path`` as a ``Path``.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> plot_vtce_schedule(pathlib.Path(tempfile.mkdtemp()) / "vtce.png").suffix
+        '.png'
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"epochs must be a positive int, got {epochs!r}")
+    if not betas:
+        raise ConfigError("give at least one beta")
+    fig = Figure(figsize=(9.0, 3.4), layout="constrained")
+    linear, logarithmic = fig.subplots(1, 2)
+    steps = list(range(epochs))
+    for beta in betas:
+        temps = [vtce_temperature(e, beta) for e in steps]
+        paper = beta == DEFAULT_BETA
+        style = {"marker": "o", "markersize": 3, "label": f"β = {beta:g}" + (" (paper)" if paper else ""),
+                 "linewidth": 2.2 if paper else 1.2}
+        linear.plot(steps, temps, **style)
+        logarithmic.semilogy(steps, temps, **style)
+    for ax, scale in ((linear, "linear"), (logarithmic, "log")):
+        ax.set_title(f"VTCE temperature T(e), {scale} scale")
+        ax.set_xlabel("epoch e (0-based)")
+        ax.set_ylabel("T")
+        ax.grid(alpha=0.3, which="both")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    linear.legend(fontsize="small")
+    return _save(fig, out_path)
+
+
+def plot_per_class_iou(
+    rows: Mapping[str, Sequence[float]],
+    out_path: str | os.PathLike,
+    class_names: Sequence[str] | None = None,
+) -> Path:
+    """Grouped bars of IoU per class, one colour per row (BL, TN, SN …); the legend gives each row's mIoU.
+
+    A NaN IoU (class absent from the test set) draws no bar and is left out of the row's mean; a class with no
+    IoU in any row is marked "n/a".
+
+    Args:
+        rows: ``{row name: per-class IoU as fractions}``, every row with the same number of classes
+            (``{r.name: r.per_class_iou for r in results_table}``).
+        out_path: The PNG to write.
+        class_names: Tick labels (default: class indices).
+
+    Returns:
+        ``out_path`` as a ``Path``.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "iou.png"
+        >>> plot_per_class_iou({"BL": [0.5, 0.2], "SN": [0.6, float("nan")]}, out).exists()
+        True
+    """
+    if not rows:
+        raise ConfigError("no rows to plot; give {row name: per-class IoU}")
+    values = {name: np.asarray(_numpy(ious), dtype=np.float64) for name, ious in rows.items()}
+    shapes = {name: v.shape for name, v in values.items()}
+    if len(set(shapes.values())) != 1 or len(next(iter(shapes.values()))) != 1 or not next(iter(shapes.values()))[0]:
+        raise ConfigError(f"every row needs the same non-empty list of per-class IoUs, got shapes {shapes}")
+    num_classes = next(iter(shapes.values()))[0]
+    names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise ConfigError(f"{len(names)} class names for {num_classes} classes")
+
+    fig = Figure(figsize=(max(6.0, 0.22 * num_classes * len(values) + 2.0), 3.8), layout="constrained")
+    ax = fig.subplots()
+    step = 0.8 / len(values)
+    for index, (name, ious) in enumerate(values.items()):
+        positions = np.arange(num_classes) - 0.4 + step * (index + 0.5)
+        present = ~np.isnan(ious)
+        mean = 100 * ious[present].mean() if present.any() else math.nan
+        ax.bar(positions[present], 100 * ious[present], width=step, label=f"{name} (mIoU {mean:.1f}%)",
+               color=colormaps["tab10"](index % 10))
+    ax.set_xticks(np.arange(num_classes), names, rotation=45 if num_classes > 8 else 0,
+                  ha="right" if num_classes > 8 else "center")
+    for index in np.flatnonzero(np.isnan(np.stack(list(values.values()))).all(axis=0)):
+        ax.text(index, 1, "n/a", ha="center", va="bottom", fontsize="small", color="0.4")
+    ax.set_ylabel("IoU (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title("IoU per class")
+    ax.grid(axis="y", alpha=0.3)
+    fig.legend(fontsize="small", loc="outside right upper")
+    return _save(fig, out_path)
+
+
+def _as_label_map(prediction: Array) -> np.ndarray:
+    values = _numpy(prediction)
+    return values.argmax(axis=0) if values.ndim == 3 else values
+
+
+def plot_sample_grid(
+    samples: Sequence[Mapping[str, Any]],
+    predictions: Mapping[str, Sequence[Array]],
+    out_path: str | os.PathLike,
+    palette: Array,
+    mean: Sequence[float] | None = IMAGENET_MEAN,
+    std: Sequence[float] | None = IMAGENET_STD,
+) -> Path:
+    """A grid with one sample per row: RGB | depth | ground truth | one column per model.
+
+    Depth is coloured per sample over its own range (written under it), holes white; void labels are black.
+
+    Args:
+        samples: Sample dicts (``"rgb"``, ``"depth"``, ``"label"``, optional ``"id"`` shown as the row title).
+        predictions: ``{column title (e.g. "BL"): one prediction per sample}``, each ``(H, W)`` class indices
+            or ``(C, H, W)`` logits (drawn as their argmax).
+        out_path: The PNG to write.
+        palette: ``(N, 3)`` uint8 label colours (void is black).
+        mean: Normalisation mean of the samples' RGB (see :func:`rgb_to_image`).
+        std: Normalisation standard deviation of the samples' RGB.
+
+    Returns:
+        ``out_path`` as a ``Path``.
+
+    Examples:
+        >>> import tempfile, pathlib, numpy as np
+        >>> sample = {"rgb": np.zeros((3, 4, 4), np.float32), "depth": np.ones((1, 4, 4), np.float32),
+        ...           "label": np.zeros((4, 4), np.int64), "id": "a"}
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "grid.png"
+        >>> plot_sample_grid([sample], {"BL": [np.zeros((4, 4), np.int64)]}, out, label_palette(2)).exists()
+        True
+    """
+    if not samples:
+        raise ConfigError("no samples to draw")
+    for name, predicted in predictions.items():
+        if len(predicted) != len(samples):
+            raise ConfigError(f"{name!r} has {len(predicted)} predictions for {len(samples)} samples")
+    titles = ["RGB", "depth", "ground truth", *predictions]
+    fig = Figure(figsize=(2.0 * len(titles), 1.7 * len(samples) + 0.4), layout="constrained")
+    axes = fig.subplots(len(samples), len(titles), squeeze=False)
+    for row, sample in enumerate(samples):
+        missing = {"rgb", "depth", "label"} - set(sample)
+        if missing:
+            raise ConfigError(f"sample {row} lacks {sorted(missing)}; samples are dicts with rgb, depth, label")
+        depth = _numpy(sample["depth"]).astype(np.float64)
+        valid = depth[np.isfinite(depth) & (depth > 0)]
+        images = [rgb_to_image(sample["rgb"], mean, std), depth_to_image(depth), colorize(sample["label"], palette)]
+        images += [colorize(_as_label_map(predicted[row]), palette) for predicted in predictions.values()]
+        for col, image in enumerate(images):
+            ax = axes[row, col]
+            ax.imshow(image, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(titles[col], fontsize="medium")
+        if "id" in sample:
+            axes[row, 0].set_ylabel(str(sample["id"]), fontsize="small")
+        # Each depth image spans its own range, so say which.
+        axes[row, 1].set_xlabel(f"{valid.min():.1f}–{valid.max():.1f} m" if valid.size else "no depth",
+                                fontsize="small")
+    return _save(fig, out_path)
+
+
+def _row_values(row: Any) -> tuple[str, str, float, float, float]:
+    """``(name, input, mPA, mIoU, pixel accuracy)`` of a ResultRow-like object or a mapping."""
+    def get(key: str, default: Any = None) -> Any:
+        return row.get(key, default) if isinstance(row, Mapping) else getattr(row, key, default)
+
+    try:
+        return (str(get("name")), str(get("input", "")), float(get("mean_pixel_accuracy")),
+                float(get("mean_iou")), float(get("pixel_accuracy")))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"a results row needs name, mean_pixel_accuracy, mean_iou and pixel_accuracy "
+                          f"(fractions), got {row!r}") from error
+
+
+def _percent(value: float) -> str:
+    return "–" if math.isnan(value) else f"{100 * value:.1f}"
+
+
+def write_report(
+    out_dir: str | os.PathLike,
+    table: Iterable[Any],
+    images: Mapping[str, str | os.PathLike],
+    title: str = "depthdistill results",
+    notes: str | None = None,
+) -> dict[str, Path]:
+    """Writes a one-page report, ``report.md`` and ``report.html``: a results table and the images.
+
+    The table has the paper's form: row, input, mPA, mIoU and pixel accuracy, in % with one decimal. Images are
+    linked by paths relative to ``out_dir``, so keep them with the report (e.g. in ``out_dir`` itself).
+
+    Args:
+        out_dir: Directory of the report (created if needed).
+        table: Rows: :class:`~depthdistill.ResultRow` objects (a :class:`~depthdistill.ResultsTable`) or
+            mappings with ``name``, ``mean_pixel_accuracy``, ``mean_iou``, ``pixel_accuracy`` (fractions) and
+            optionally ``input`` (such as the rows of ``results.json``).
+        images: ``{caption: image path}``, in display order.
+        title: The page title.
+        notes: A paragraph shown under the title (what was run, on what machine, how long it took).
+
+    Returns:
+        ``{"markdown": path, "html": path}``.
+
+    Raises:
+        ConfigError: If a row lacks a metric or an image file is missing.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> out = pathlib.Path(tempfile.mkdtemp())
+        >>> rows = [{"name": "SN", "input": "RGB", "mean_pixel_accuracy": 0.51, "mean_iou": 0.381,
+        ...          "pixel_accuracy": 0.7}]
+        >>> paths = write_report(out, rows, {})
+        >>> "| SN | RGB | 51.0 | 38.1 | 70.0 |" in paths["markdown"].read_text()
+        True
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = [_row_values(row) for row in table]
+    links = {}
+    for caption, image in images.items():
+        if not Path(image).is_file():
+            raise ConfigError(f"image {image} for {caption!r} does not exist; write the plots before the report")
+        links[caption] = Path(os.path.relpath(Path(image).resolve(), out_dir.resolve())).as_posix()
+
+    header = ("row", "input", "mPA %", "mIoU %", "pixel acc. %")
+    cells = [(name, source, _percent(mpa), _percent(miou), _percent(pa)) for name, source, mpa, miou, pa in rows]
+    markdown = [f"# {title}", ""]
+    if notes:
+        markdown += [notes, ""]
+    markdown += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    markdown += ["| " + " | ".join(row) + " |" for row in cells]
+    for caption, link in links.items():
+        markdown += ["", f"## {caption}", "", f"![{caption}]({link})"]
+    md_path = out_dir / "report.md"
+    md_path.write_text("\n".join(markdown) + "\n", encoding="utf-8")
+
+    esc = html.escape
+    page = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{esc(title)}</title>",
+            _STYLE,
+            "</head><body>", f"<h1>{esc(title)}</h1>"]
+    if notes:
+        page.append(f"<p>{esc(notes)}</p>")
+    page.append("<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead><tbody>")
+    page += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in cells]
+    page.append("</tbody></table>")
+    for caption, link in links.items():
+        page += [f"<h2>{esc(caption)}</h2>", f'<img src="{esc(link)}" alt="{esc(caption)}">']
+    page.append("</body></html>")
+    html_path = out_dir / "report.html"
+    html_path.write_text("\n".join(page) + "\n", encoding="utf-8")
+    return {"markdown": md_path, "html": html_path}

@@ -1,0 +1,36 @@
+"""An segmentation_models_pytorch model (Unet, DeepLabV3Plus, FPN, … with the encoder of your choice), distilled.
+
+    python examples/smp_models.py --arch DeepLabV3Plus --encoder resnet34 --root /data/my_rgbd
+    python examples/smp_models.py --synthetic
+
+The encoder's BatchNorm layers are untouched; every spatial convolution (encoder and decoder) becomes depth-aware
+in the teacher. ImageNet encoder weights are used only with --encoder-weights imagenet (downloaded by smp).
+"""
+
+from _common import distill, parser, synthetic_splits
+
+from depthdistill.models import smp_model
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--arch", default="Unet", help="smp architecture: Unet, DeepLabV3Plus, FPN, … (default Unet)")
+    p.add_argument("--encoder", default="resnet18", help="smp encoder name (default resnet18)")
+    p.add_argument("--encoder-weights", default=None, help="e.g. imagenet (default: none, random init)")
+    p.add_argument("--root", help="an RGBDFolder root ({root}/{train,test}/{rgb,depth,label}/)")
+    p.add_argument("--num-classes", type=int, default=None, help="number of classes of the folder dataset")
+    args = p.parse_args()
+    if args.synthetic or not args.root:
+        train, test = synthetic_splits(size=(64, 64))
+    else:
+        from depthdistill.data import RGBDFolder, eval_transforms, train_transforms
+        train = RGBDFolder(args.root, "train", transform=train_transforms((320, 320)))
+        test = RGBDFolder(args.root, "test", transform=eval_transforms())
+    num_classes = args.num_classes or train.num_classes
+    model = smp_model(args.arch, args.encoder, num_classes, encoder_weights=args.encoder_weights)
+    distill(model, num_classes, train, test, args, f"smp_{args.arch}_{args.encoder}", teacher_epochs=1,
+            student_epochs=1, batch_size=4, lr=1e-3)
+
+
+if __name__ == "__main__":
+    main()

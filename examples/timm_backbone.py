@@ -1,0 +1,35 @@
+"""A timm backbone (features_only) with a small segmentation head, distilled.
+
+    python examples/timm_backbone.py --backbone convnext_atto --root /data/my_rgbd
+    python examples/timm_backbone.py --synthetic
+
+timm layers that override forward (Conv2dSame in tf_* models, StdConv2d in BiT models) keep their behaviour in the
+teacher: only their convolution becomes depth-aware. Pretrained weights only with --pretrained (downloaded by timm).
+"""
+
+from _common import distill, parser, synthetic_splits
+
+from depthdistill.models import TimmSegmenter
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--backbone", default="resnet18", help="any timm model with features_only (default resnet18)")
+    p.add_argument("--pretrained", action="store_true", help="timm's pretrained weights (downloads them)")
+    p.add_argument("--root", help="an RGBDFolder root ({root}/{train,test}/{rgb,depth,label}/)")
+    p.add_argument("--num-classes", type=int, default=None, help="number of classes of the folder dataset")
+    args = p.parse_args()
+    if args.synthetic or not args.root:
+        train, test = synthetic_splits(size=(64, 64))
+    else:
+        from depthdistill.data import RGBDFolder, eval_transforms, train_transforms
+        train = RGBDFolder(args.root, "train", transform=train_transforms((320, 320)))
+        test = RGBDFolder(args.root, "test", transform=eval_transforms())
+    num_classes = args.num_classes or train.num_classes
+    model = TimmSegmenter(args.backbone, num_classes, pretrained=args.pretrained)
+    distill(model, num_classes, train, test, args, f"timm_{args.backbone}", teacher_epochs=1, student_epochs=1,
+            batch_size=4, lr=1e-3)
+
+
+if __name__ == "__main__":
+    main()
