@@ -140,7 +140,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", nargs="*", default=[layer.name for layer in LAYERS],
                         choices=[layer.name for layer in LAYERS])
-    parser.add_argument("--impls", nargs="*", default=list(IMPLEMENTATIONS), choices=list(IMPLEMENTATIONS))
+    parser.add_argument("--impls", nargs="*", default=[impl for impl in IMPLEMENTATIONS if impl != "auto"],
+                        choices=list(IMPLEMENTATIONS), help="'auto' is left out by default: it picks 'stacked' here")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds per layer (plus one warm-up)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--input", type=int, nargs=2, default=NYU_HW, metavar=("H", "W"),
@@ -148,7 +149,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="halve the input side (a smoke run)")
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, OMP_NUM_THREADS)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     if "reference" not in args.impls:
         args.impls.append("reference")  # the unfold baseline every row is compared with

@@ -361,7 +361,8 @@ class _StackedTapConv(torch.autograd.Function):
                 grad_z = x.new_empty(batch, groups, len(taps), out_per_group, rows.stop - rows.start, in_hw[1])
                 for k, tap in enumerate(taps):
                     h = weights_h[:, None, tap.index : tap.index + 1, tap.out_rows, tap.out_cols]
-                    torch.mul(grad_groups[..., tap.out_rows, tap.out_cols], h, out=grad_z[:, :, k, ..., tap.in_cols])
+                    # copy_ rather than mul(out=): dynamo refuses non-contiguous out= tensors (torch.compile).
+                    grad_z[:, :, k, ..., tap.in_cols].copy_(grad_groups[..., tap.out_rows, tap.out_cols] * h)
                     grad_z[:, :, k, ..., : tap.in_cols.start].zero_()  # columns this tap never reaches
                     grad_z[:, :, k, ..., tap.in_cols.stop :].zero_()
                 grad_z = grad_z.view(batch, groups, len(taps) * out_per_group, -1)
