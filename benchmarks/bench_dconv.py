@@ -28,11 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from depthdistill.nn.functional import IMPLEMENTATIONS, depth_aware_conv2d  # noqa: E402
+from depthdistill.nn.functional import IMPLEMENTATIONS, depth_aware_conv2d
 
 NYU_HW = (480, 640)
 

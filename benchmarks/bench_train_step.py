@@ -32,10 +32,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_dconv import machine_description  # noqa: E402
+from bench_dconv import machine_description
 
-from depthdistill import convert_to_depth_aware, depth_context, vtce_loss  # noqa: E402
-from depthdistill.models import deeplab_vgg16  # noqa: E402
+from depthdistill import convert_to_depth_aware, depth_context, vtce_loss
+from depthdistill.models import deeplab_vgg16
 
 NUM_CLASSES = 13
 

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from depthdistill.errors import DepthError
 
-__all__ = ["depth_aware_conv2d", "depth_similarity", "DEFAULT_ALPHA", "IMPLEMENTATIONS"]
+__all__ = ["DEFAULT_ALPHA", "IMPLEMENTATIONS", "depth_aware_conv2d", "depth_similarity"]
 
 #: α of Eq. 6 for depth in metres (Depth-aware CNN's 1/120 per millimetre-unit equals 8.33 per metre).
 DEFAULT_ALPHA = 8.3
