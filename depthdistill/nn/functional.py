@@ -2,11 +2,16 @@
 
 ``Y(p0) = Σ_p W(p) · H(p0, p) · X(p0 + p)`` with ``H(p0, p) = exp(-α · |D(p0 + p) − D(p0)|)``.
 
-Two implementations compute the same thing:
+Three implementations compute the same thing (``impl="auto"``, the default, picks the first that applies):
 
-* ``"taps"`` (the default): one 1×1 convolution per kernel tap on the shifted input, each multiplied by its
-  depth weight on the output side and accumulated. Its autograd function saves only the input, the depth
-  weights and the kernel, and recomputes the rest in backward, so memory stays close to ``nn.Conv2d``.
+* ``"stacked"`` (stride 1): the kernels of one kernel row's taps stacked into one GEMM over a block of whole
+  input rows (a view of the unpadded input, never a copy), then each tap's product shifted, multiplied by its
+  depth weight and accumulated on the output side, block by block so the product is still in cache.
+* ``"taps"`` (any stride): one 1×1 convolution per kernel tap on the strided, shifted input window, multiplied by
+  its depth weight on the output side and accumulated.
+
+  Both autograd functions save only the input, the depth weights and the kernel, and recompute the rest in
+  backward, so the memory held for backward stays close to ``nn.Conv2d``'s.
 * ``"reference"``: the definition through ``F.unfold`` (im2col), differentiated by autograd. Simple and
   obviously right, but it holds k² copies of the input; use it to debug and to check the fast path.
 """
@@ -14,7 +19,7 @@ Two implementations compute the same thing:
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -22,10 +27,13 @@ from torch import Tensor
 
 from depthdistill.errors import DepthError
 
-__all__ = ["depth_aware_conv2d", "depth_similarity", "DEFAULT_ALPHA"]
+__all__ = ["DEFAULT_ALPHA", "IMPLEMENTATIONS", "depth_aware_conv2d", "depth_similarity"]
 
 #: α of Eq. 6 for depth in metres (Depth-aware CNN's 1/120 per millimetre-unit equals 8.33 per metre).
 DEFAULT_ALPHA = 8.3
+
+#: The selectable implementations of :func:`depth_aware_conv2d` (its ``impl`` argument).
+IMPLEMENTATIONS = ("auto", "stacked", "taps", "reference")
 
 _IntPair = int | tuple[int, int]
 _Padding = int | tuple[int, int] | tuple[int, int, int, int] | str
@@ -223,6 +231,158 @@ class _TapSumConv(torch.autograd.Function):
         return grad_x, None, grad_w, grad_b, None, None, None, None
 
 
+#: Bytes of the transient GEMM product (forward) or gradient (backward) one chunk of stacked taps may hold. The
+#: output is processed in blocks of rows so that this product is still in cache when the shifted weighted sum
+#: reads it: with 64 or 128 channels that sum, not the GEMM, would otherwise set the pace (memory-bound).
+_BLOCK_BYTES = 4 * 2**20
+
+
+class _Tap(NamedTuple):
+    """One kernel tap of a stride-1 convolution: the output region it reaches inside the unpadded input."""
+
+    index: int  # i * kw + j, the channel of the depth weights
+    out_rows: slice
+    out_cols: slice
+    in_cols: slice  # its rows in the input are the chunk's in_rows
+
+
+class _Chunk(NamedTuple):
+    """Taps of one kernel row, computed by one GEMM over the input rows they read."""
+
+    in_rows: slice
+    taps: list[_Tap]
+
+
+def _stack_plan(
+    x: Tensor, weight: Tensor, out_hw: tuple[int, int], pads: tuple[int, int, int, int], dilation: tuple[int, int],
+) -> list[_Chunk]:
+    """Stride 1: per block of output rows and per kernel row, the taps that touch the input and where.
+
+    A tap whose window lies in the zero padding adds nothing, so only the part of the output where it lands inside
+    the input is computed, and only the input rows it reads enter the GEMM: neither padding nor its products are
+    ever made (this matters for fc6, whose dilation 12 puts a fifth of every side in the padding at 1/8 scale).
+    Blocks hold as many output rows as keep one chunk's product within :data:`_BLOCK_BYTES`.
+    """
+    left, _, top, _ = pads
+    (in_h, in_w), (kh, kw) = x.shape[-2:], weight.shape[-2:]
+    row_bytes = x.shape[0] * kw * weight.shape[0] * in_w * x.element_size()
+    block = max(1, _BLOCK_BYTES // row_bytes)
+    chunks = []
+    for b0 in range(0, out_hw[0], block):
+        b1 = min(out_hw[0], b0 + block)
+        for i in range(kh):
+            shift_y = i * dilation[0] - top
+            oy0, oy1 = max(b0, -shift_y), min(b1, in_h - shift_y)
+            if oy0 >= oy1:
+                continue
+            taps = []
+            for j in range(kw):
+                shift_x = j * dilation[1] - left
+                ox0, ox1 = max(0, -shift_x), min(out_hw[1], in_w - shift_x)
+                if ox0 < ox1:
+                    taps.append(_Tap(i * kw + j, slice(oy0, oy1), slice(ox0, ox1),
+                                     slice(ox0 + shift_x, ox1 + shift_x)))
+            if taps:
+                chunks.append(_Chunk(slice(oy0 + shift_y, oy1 + shift_y), taps))
+    return chunks
+
+
+def _stacked_kernel(weight: Tensor, groups: int) -> Tensor:
+    """``(groups, kh*kw * C_out/groups, C_in/groups)``: row ``tap * C_out/groups + o`` is tap ``tap``'s kernel.
+
+    A chunk's taps are consecutive taps of one kernel row, so its kernel is a slice of rows of this: a view.
+    """
+    out_ch, in_per_group, kh, kw = weight.shape
+    per_tap = weight.reshape(groups, out_ch // groups, in_per_group, kh * kw)
+    return per_tap.permute(0, 3, 1, 2).reshape(groups, -1, in_per_group)
+
+
+def _chunk_rows(taps: list[_Tap], out_per_group: int) -> slice:
+    """The rows of :func:`_stacked_kernel` that belong to ``taps`` (consecutive tap indices)."""
+    return slice(taps[0].index * out_per_group, (taps[-1].index + 1) * out_per_group)
+
+
+class _StackedTapConv(torch.autograd.Function):
+    """Stride 1: ``Z = [W_t for all taps] @ x`` as GEMMs, then ``Y = Σ_t H_t ⊙ shift_t(Z_t)``.
+
+    The GEMMs run over the unpadded input as it lies in memory (a block of whole rows is a strided matrix BLAS
+    reads directly), so no shifted copy of ``x`` is ever made; the shift, the padding and the depth weights act on
+    the output side as strided views. Backward writes ``shift_tᵀ(H_t ⊙ dY)`` for a chunk of taps into one buffer
+    and accumulates ``dx`` and ``dW`` with two GEMMs straight into their destinations. Only ``x``, the depth
+    weights and the kernel are saved. Plain BLAS is used rather than a 1×1 convolution: on CPU, oneDNN's 1×1
+    convolution with ``9·C_out`` output channels ran ~1.3× slower than the same GEMM.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx,
+        x: Tensor,
+        weights_h: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        pads: tuple[int, int, int, int],
+        dilation: tuple[int, int],
+        groups: int,
+    ) -> Tensor:
+        x = x.contiguous()
+        batch, out_ch, in_hw = x.shape[0], weight.shape[0], x.shape[-2:]
+        out_hw, out_per_group = tuple(weights_h.shape[-2:]), out_ch // groups
+        out = x.new_zeros(batch, out_ch, *out_hw)
+        out_groups = out.view(batch, groups, out_per_group, *out_hw)
+        x_rows = x.view(batch, groups, -1, *in_hw)
+        kernel = _stacked_kernel(weight, groups)
+        for rows, taps in _stack_plan(x, weight, out_hw, pads, dilation):
+            z = torch.matmul(kernel[:, _chunk_rows(taps, out_per_group)], x_rows[..., rows, :].flatten(-2))
+            z = z.view(batch, groups, len(taps), out_per_group, -1, in_hw[1])
+            for k, tap in enumerate(taps):
+                h = weights_h[:, None, tap.index : tap.index + 1, tap.out_rows, tap.out_cols]
+                out_groups[..., tap.out_rows, tap.out_cols].addcmul_(z[:, :, k, ..., tap.in_cols], h)
+        if bias is not None:
+            out.add_(bias.view(1, -1, 1, 1))
+        ctx.save_for_backward(x, weights_h, weight)
+        ctx.conf = (pads, dilation, groups, bias is not None)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        x, weights_h, weight = ctx.saved_tensors
+        pads, dilation, groups, has_bias = ctx.conf
+        need_x, _, need_w, need_b = ctx.needs_input_grad[:4]
+        batch, out_ch, in_hw = x.shape[0], weight.shape[0], x.shape[-2:]
+        out_hw, out_per_group = tuple(weights_h.shape[-2:]), out_ch // groups
+        grad_groups = grad_out.view(batch, groups, out_per_group, *out_hw)
+        x_rows = x.view(batch, groups, -1, *in_hw)
+        kernel = _stacked_kernel(weight, groups)
+        grad_x = x.new_zeros(x.shape) if need_x else None
+        grad_kernel = torch.zeros_like(kernel) if need_w else None
+        if need_x or need_w:
+            for rows, taps in _stack_plan(x, weight, out_hw, pads, dilation):
+                grad_z = x.new_empty(batch, groups, len(taps), out_per_group, rows.stop - rows.start, in_hw[1])
+                for k, tap in enumerate(taps):
+                    h = weights_h[:, None, tap.index : tap.index + 1, tap.out_rows, tap.out_cols]
+                    # copy_ rather than mul(out=): dynamo refuses non-contiguous out= tensors (torch.compile).
+                    grad_z[:, :, k, ..., tap.in_cols].copy_(grad_groups[..., tap.out_rows, tap.out_cols] * h)
+                    grad_z[:, :, k, ..., : tap.in_cols.start].zero_()  # columns this tap never reaches
+                    grad_z[:, :, k, ..., tap.in_cols.stop :].zero_()
+                grad_z = grad_z.view(batch, groups, len(taps) * out_per_group, -1)
+                chunk = _chunk_rows(taps, out_per_group)
+                for n in range(batch):
+                    x_block = x_rows[n, ..., rows, :].flatten(-2)
+                    if need_x:
+                        grad_x.view_as(x_rows)[n, ..., rows, :].flatten(-2).baddbmm_(
+                            kernel[:, chunk].transpose(-1, -2), grad_z[n])
+                    if need_w:
+                        grad_kernel[:, chunk].baddbmm_(grad_z[n], x_block.transpose(-1, -2))
+        grad_w = None
+        if need_w:
+            in_per_group, kh, kw = weight.shape[1:]
+            grad_w = grad_kernel.view(groups, kh * kw, out_per_group, in_per_group).permute(0, 2, 3, 1)
+            grad_w = grad_w.reshape(weight.shape)
+        grad_b = grad_out.sum(dim=(0, 2, 3)) if (need_b and has_bias) else None
+        return grad_x, None, grad_w, grad_b, None, None, None
+
+
 def _reference_conv(
     xp: Tensor,
     weights_h: Tensor,
@@ -243,6 +403,16 @@ def _reference_conv(
     return out if bias is None else out + bias.view(1, -1, 1, 1)
 
 
+def _choose_impl(x: Tensor, stride: tuple[int, int]) -> str:
+    """``impl='auto'``: stacked taps for stride 1 (one GEMM, no copies of the input), per-tap windows otherwise.
+
+    The rule is the same on every device: it was measured on CPU only (docs/performance.md); on CUDA both paths
+    run through cuDNN 1×1 convolutions and no fused kernel exists yet.
+    """
+    del x  # kept in the signature: the device/dtype rule goes here once a GPU measurement says it should differ
+    return "stacked" if stride == (1, 1) else "taps"
+
+
 def depth_aware_conv2d(
     x: Tensor,
     depth: Tensor,
@@ -255,7 +425,7 @@ def depth_aware_conv2d(
     alpha: float = DEFAULT_ALPHA,
     *,
     padding_mode: str = "zeros",
-    impl: Literal["taps", "reference"] = "taps",
+    impl: Literal["auto", "stacked", "taps", "reference"] = "auto",
     cache: dict | None = None,
 ) -> Tensor:
     """Depth-aware 2-D convolution, Eq. 5–6 of the paper.
@@ -278,7 +448,11 @@ def depth_aware_conv2d(
         alpha: α of Eq. 6 per metre (the paper's 8.3 by default); 0 gives a plain convolution.
         padding_mode: How ``x`` is padded: ``'zeros'``, ``'reflect'``, ``'replicate'`` or ``'circular'``
             (as ``nn.Conv2d``). Depth is always padded as missing.
-        impl: ``'taps'`` (fast, memory-efficient) or ``'reference'`` (the unfold definition, for debugging).
+        impl: ``'auto'`` (stride 1: ``'stacked'``, else ``'taps'``), ``'stacked'`` (stride 1 only: one GEMM per
+            kernel row over blocks of the unpadded input, the shift and depth weights on the output side),
+            ``'taps'`` (one 1×1 convolution per tap over the strided window, any stride) or ``'reference'`` (the
+            unfold definition, for debugging). All but ``'reference'`` save only ``x``, the depth weights and the
+            kernel for backward. See docs/performance.md for what each costs.
         cache: Optional dict in which depth weights are memoised by geometry, so layers that share a resolution
             and kernel geometry compute them once (the depth context passes its own, alive for one forward).
 
@@ -303,8 +477,8 @@ def depth_aware_conv2d(
         raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
     if padding_mode not in _PADDING_MODES:
         raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
-    if impl not in ("taps", "reference"):
-        raise ValueError(f"impl must be 'taps' or 'reference', got {impl!r}")
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"impl must be one of {IMPLEMENTATIONS}, got {impl!r}")
     if x.shape[1] != weight.shape[1] * groups:
         raise ValueError(
             f"x has {x.shape[1]} channels but weight {tuple(weight.shape)} with groups={groups} expects "
@@ -344,6 +518,12 @@ def depth_aware_conv2d(
         weights_h = depth_similarity(depth, kernel, stride_, pads, dilation_, alpha, dtype=x.dtype)
         if cache is not None:
             cache[key] = weights_h
+    if impl == "auto":
+        impl = _choose_impl(x, stride_)
     if impl == "reference":
         return _reference_conv(F.pad(x, pads), weights_h, weight, bias, stride_, dilation_, groups)
+    if impl == "stacked":
+        if stride_ != (1, 1):
+            raise ValueError(f"impl='stacked' needs stride 1, got stride {stride_}; use impl='taps' or 'auto'")
+        return _StackedTapConv.apply(x, weights_h, weight, bias, pads, dilation_, groups)
     return _TapSumConv.apply(x, weights_h, weight, bias, stride_, pads, dilation_, groups)

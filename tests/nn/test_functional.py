@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from depthdistill import DepthError, depth_aware_conv2d, depth_similarity
+from depthdistill.nn import functional
+from depthdistill.nn.functional import IMPLEMENTATIONS
 
 
 def definition(x, depth, w, b, stride, pads, dilation, groups, alpha):
@@ -65,9 +67,15 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("impl", ["taps", "reference"])
+def skip_unsupported(impl, stride):
+    if impl == "stacked" and stride not in (1, (1, 1)):
+        pytest.skip("impl='stacked' is for stride 1 (test_stacked_rejects_stride covers the error)")
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 @pytest.mark.parametrize("kernel,stride,padding,pads,dilation,groups,bias,in_ch,out_ch", CASES)
 def test_matches_definition(impl, kernel, stride, padding, pads, dilation, groups, bias, in_ch, out_ch):
+    skip_unsupported(impl, stride)
     x = torch.randn(2, in_ch, 7, 8, dtype=torch.float64)
     depth = depth_with_holes(2, 7, 8, torch.float64)
     w = torch.randn(out_ch, in_ch // groups, *kernel, dtype=torch.float64)
@@ -89,11 +97,13 @@ def test_constant_depth_is_plain_conv(kernel, stride, padding, pads, dilation, g
                                              dilation, groups), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("impl", ["taps", "reference"])
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 @pytest.mark.parametrize("stride,padding,dilation,groups,bias", [
     (1, 1, 1, 1, True), (2, 2, 2, 2, False), ((1, 2), "valid", 1, 1, True), (1, "same", (2, 1), 4, True),
+    (1, (2, 0), (2, 3), 2, False),
 ])
 def test_gradcheck(impl, stride, padding, dilation, groups, bias):
+    skip_unsupported(impl, stride)
     x = torch.randn(2, 4, 6, 7, dtype=torch.float64, requires_grad=True)
     w = torch.randn(4, 4 // groups, 3, 3, dtype=torch.float64, requires_grad=True)
     b = torch.randn(4, dtype=torch.float64, requires_grad=True) if bias else None
@@ -107,16 +117,19 @@ def test_gradcheck(impl, stride, padding, dilation, groups, bias):
     assert torch.autograd.gradcheck(fn, inputs)
 
 
-def test_gradients_match_reference_and_skip_depth():
+@pytest.mark.parametrize("impl", [impl for impl in IMPLEMENTATIONS if impl != "reference"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_gradients_match_reference_and_skip_depth(impl, stride):
+    skip_unsupported(impl, stride)
     x = torch.randn(2, 3, 10, 9, requires_grad=True)
     w = torch.randn(5, 3, 3, 3, requires_grad=True)
     b = torch.randn(5, requires_grad=True)
     depth = depth_with_holes(2, 10, 9).requires_grad_()
     grads = []
-    for impl in ("taps", "reference"):
-        out = depth_aware_conv2d(x, depth, w, b, 2, 1, 2, impl=impl)
+    for each in (impl, "reference"):
+        out = depth_aware_conv2d(x, depth, w, b, stride, 1, 2, impl=each)
         grads.append(torch.autograd.grad(out.square().sum(), (x, w, b)))
-    for fast, ref in zip(*grads):
+    for fast, ref in zip(*grads, strict=True):
         torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
     out = depth_aware_conv2d(x, depth, w, b, padding=1)
     out.sum().backward()
@@ -191,3 +204,62 @@ def test_bad_arguments_raise():
         depth_aware_conv2d(x, d, w, stride=2, padding="same")
     with pytest.raises(ValueError, match="too small"):
         depth_aware_conv2d(x, d, w, dilation=4)
+
+
+def test_stacked_rejects_stride():
+    x, w, depth = torch.randn(1, 2, 6, 6), torch.randn(3, 2, 3, 3), torch.rand(1, 1, 6, 6) + 1
+    with pytest.raises(ValueError, match="stride 1"):
+        depth_aware_conv2d(x, depth, w, stride=2, padding=1, impl="stacked")
+    with pytest.raises(ValueError, match="impl must be one of"):
+        depth_aware_conv2d(x, depth, w, padding=1, impl="fast")
+
+
+@pytest.mark.parametrize("dilation,groups", [(1, 1), (3, 2), (6, 1)])
+def test_stacked_row_blocks_match_definition(monkeypatch, dilation, groups):
+    """A budget of one byte forces one output row per block (and dilation 6 on 9 rows puts taps in the padding)."""
+    monkeypatch.setattr(functional, "_BLOCK_BYTES", 1)
+    x = torch.randn(2, 4, 9, 8, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 4 // groups, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    depth = depth_with_holes(2, 9, 8, torch.float64)
+    got = depth_aware_conv2d(x, depth, w, b, 1, dilation, dilation, groups, alpha=1.3, impl="stacked")
+    pads = (dilation,) * 4
+    want = definition(x.detach(), depth, w.detach(), b.detach(), (1, 1), pads, (dilation, dilation), groups, 1.3)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    assert torch.autograd.gradcheck(
+        lambda *args: depth_aware_conv2d(*args[:1], depth, *args[1:], 1, dilation, dilation, groups, alpha=1.3,
+                                         impl="stacked"), (x, w, b))
+
+
+@pytest.mark.parametrize("impl", ["stacked", "taps"])
+def test_backward_saves_only_input_depth_weights_and_kernel(impl):
+    """The memory bound of the fast paths: what autograd keeps is x plus k² depth weights per pixel, not k²·x."""
+    x = torch.randn(2, 16, 12, 10, requires_grad=True)
+    w = torch.randn(8, 16, 3, 3, requires_grad=True)
+    depth = torch.rand(2, 1, 12, 10) + 1
+    saved = {}
+
+    def pack(tensor):
+        saved[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        depth_aware_conv2d(x, depth, w, padding=1, impl=impl)
+    x_bytes, h_bytes = x.numel() * 4, 2 * 9 * 12 * 10 * 4
+    assert sum(saved.values()) == x_bytes + h_bytes + w.numel() * 4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_cuda_matches_cpu(impl):
+    x = torch.randn(2, 8, 11, 9, requires_grad=True)
+    w = torch.randn(4, 8, 3, 3, requires_grad=True)
+    depth = depth_with_holes(2, 11, 9)
+    cpu = depth_aware_conv2d(x, depth, w, padding=2, dilation=2, impl=impl)
+    grads_cpu = torch.autograd.grad(cpu.square().sum(), (x, w))
+    xc, wc = x.detach().cuda().requires_grad_(), w.detach().cuda().requires_grad_()
+    gpu = depth_aware_conv2d(xc, depth.cuda(), wc, padding=2, dilation=2, impl=impl)
+    grads_gpu = torch.autograd.grad(gpu.square().sum(), (xc, wc))
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=1e-3)
+    for got, want in zip(grads_gpu, grads_cpu, strict=True):
+        torch.testing.assert_close(got.cpu(), want, rtol=1e-3, atol=1e-3)
