@@ -103,7 +103,7 @@ def _check_depth(x: Tensor, depth: Tensor) -> Tensor:
             f"depth is {tuple(depth.shape[-2:])} but the features are {tuple(x.shape[-2:])}; the functional op "
             "needs depth at the input's resolution (DepthAwareConv2d resizes it for you)"
         )
-    return depth
+    return depth.detach()  # depth is data: no gradient reaches it, whichever implementation runs
 
 
 def depth_similarity(
@@ -403,13 +403,20 @@ def _reference_conv(
     return out if bias is None else out + bias.view(1, -1, 1, 1)
 
 
-def _choose_impl(x: Tensor, stride: tuple[int, int]) -> str:
-    """``impl='auto'``: stacked taps for stride 1 (one GEMM, no copies of the input), per-tap windows otherwise.
+#: Input channels (ungrouped convolutions) up to which ``impl='auto'`` uses the unfold path: with so few channels (an RGB stem)
+#: its k² copies of the input are small, while the tap paths pay one call per tap for very little arithmetic
+#: (a 7×7 stride-2 stem on 3 channels: 49 calls; measured 18× slower than unfold on the CPU).
+_FEW_CHANNELS = 4
+
+
+def _choose_impl(x: Tensor, stride: tuple[int, int], groups: int) -> str:
+    """``impl='auto'``: unfold for few input channels, stacked taps for stride 1, per-tap windows otherwise.
 
     The rule is the same on every device: it was measured on CPU only (docs/performance.md); on CUDA both paths
     run through cuDNN 1×1 convolutions and no fused kernel exists yet.
     """
-    del x  # kept in the signature: the device/dtype rule goes here once a GPU measurement says it should differ
+    if groups == 1 and x.shape[1] <= _FEW_CHANNELS:
+        return "reference"
     return "stacked" if stride == (1, 1) else "taps"
 
 
@@ -448,7 +455,8 @@ def depth_aware_conv2d(
         alpha: α of Eq. 6 per metre (the paper's 8.3 by default); 0 gives a plain convolution.
         padding_mode: How ``x`` is padded: ``'zeros'``, ``'reflect'``, ``'replicate'`` or ``'circular'``
             (as ``nn.Conv2d``). Depth is always padded as missing.
-        impl: ``'auto'`` (stride 1: ``'stacked'``, else ``'taps'``), ``'stacked'`` (stride 1 only: one GEMM per
+        impl: ``'auto'`` (``'reference'`` for an ungrouped conv on ≤ 4 input channels, else ``'stacked'`` for
+            stride 1 and ``'taps'`` otherwise), ``'stacked'`` (stride 1 only: one GEMM per
             kernel row over blocks of the unpadded input, the shift and depth weights on the output side),
             ``'taps'`` (one 1×1 convolution per tap over the strided window, any stride) or ``'reference'`` (the
             unfold definition, for debugging). All but ``'reference'`` save only ``x``, the depth weights and the
@@ -519,7 +527,7 @@ def depth_aware_conv2d(
         if cache is not None:
             cache[key] = weights_h
     if impl == "auto":
-        impl = _choose_impl(x, stride_)
+        impl = _choose_impl(x, stride_, groups)
     if impl == "reference":
         return _reference_conv(F.pad(x, pads), weights_h, weight, bias, stride_, dilation_, groups)
     if impl == "stacked":

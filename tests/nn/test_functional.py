@@ -263,3 +263,12 @@ def test_cuda_matches_cpu(impl):
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=1e-3)
     for got, want in zip(grads_gpu, grads_cpu, strict=True):
         torch.testing.assert_close(got.cpu(), want, rtol=1e-3, atol=1e-3)
+
+
+def test_auto_dispatch_rule():
+    from depthdistill.nn.functional import _choose_impl
+    rgb, feats = torch.zeros(1, 3, 8, 8), torch.zeros(1, 16, 8, 8)
+    assert _choose_impl(rgb, (2, 2), groups=1) == "reference"   # an RGB stem: unfold is cheap there
+    assert _choose_impl(feats, (1, 1), groups=1) == "stacked"
+    assert _choose_impl(feats, (2, 2), groups=1) == "taps"
+    assert _choose_impl(feats, (1, 1), groups=16) == "stacked"  # depthwise: never k² copies of the input
