@@ -30,6 +30,17 @@ def synthetic_splits(size: tuple[int, int] = (32, 48), train: int = 8, test: int
             SyntheticRGBD(num_samples=test, size=size, split="test", transform=eval_transforms()))
 
 
+def folder_or_synthetic(args: argparse.Namespace, crop: tuple[int, int], synthetic_size: tuple[int, int] = (64, 64)):
+    """``(train, test, num_classes)``: an RGBDFolder at ``--root``, or synthetic scenes with ``--synthetic``."""
+    if args.synthetic or not args.root:
+        train, test = synthetic_splits(size=synthetic_size)
+    else:
+        from depthdistill.data import RGBDFolder
+        train = RGBDFolder(args.root, "train", transform=train_transforms(crop))
+        test = RGBDFolder(args.root, "test", transform=eval_transforms())
+    return train, test, args.num_classes or train.num_classes
+
+
 def distill(model: torch.nn.Module, num_classes: int, train, test, args: argparse.Namespace, name: str, *,
             teacher_epochs: int, student_epochs: int, **settings) -> depthdistill.ResultsTable:
     """Trains BL, TN and SN with the Distiller, prints the table in the paper's form and returns it."""

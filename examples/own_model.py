@@ -8,7 +8,7 @@ Any nn.Module that maps an image batch (B,3,H,W) to logits (B,C,H,W) works uncha
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from _common import distill, parser, synthetic_splits
+from _common import distill, folder_or_synthetic, parser
 
 import depthdistill
 from depthdistill.data import collate_rgbd
@@ -49,13 +49,7 @@ def main() -> None:
     p.add_argument("--root", help="an RGBDFolder root ({root}/{train,test}/{rgb,depth,label}/)")
     p.add_argument("--num-classes", type=int, default=None, help="classes of your data (folder datasets)")
     args = p.parse_args()
-    if args.synthetic or not args.root:
-        train, test = synthetic_splits()
-    else:
-        from depthdistill.data import RGBDFolder, eval_transforms, train_transforms
-        train = RGBDFolder(args.root, "train", transform=train_transforms((240, 320)))
-        test = RGBDFolder(args.root, "test", transform=eval_transforms())
-    num_classes = args.num_classes or train.num_classes
+    train, test, num_classes = folder_or_synthetic(args, (240, 320), synthetic_size=(32, 48))
     student = by_hand(MySegmenter(num_classes), collate_rgbd([train[0], train[1]]))
     assert not depthdistill.list_depth_aware(student)
     distill(MySegmenter(num_classes), num_classes, train, test, args, "own_model", teacher_epochs=2, student_epochs=1,

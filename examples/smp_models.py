@@ -7,7 +7,7 @@ The encoder's BatchNorm layers are untouched; every spatial convolution (encoder
 in the teacher. ImageNet encoder weights are used only with --encoder-weights imagenet (downloaded by smp).
 """
 
-from _common import distill, parser, synthetic_splits
+from _common import distill, folder_or_synthetic, parser
 
 from depthdistill.models import smp_model
 
@@ -20,13 +20,7 @@ def main() -> None:
     p.add_argument("--root", help="an RGBDFolder root ({root}/{train,test}/{rgb,depth,label}/)")
     p.add_argument("--num-classes", type=int, default=None, help="number of classes of the folder dataset")
     args = p.parse_args()
-    if args.synthetic or not args.root:
-        train, test = synthetic_splits(size=(64, 64))
-    else:
-        from depthdistill.data import RGBDFolder, eval_transforms, train_transforms
-        train = RGBDFolder(args.root, "train", transform=train_transforms((320, 320)))
-        test = RGBDFolder(args.root, "test", transform=eval_transforms())
-    num_classes = args.num_classes or train.num_classes
+    train, test, num_classes = folder_or_synthetic(args, (320, 320))
     model = smp_model(args.arch, args.encoder, num_classes, encoder_weights=args.encoder_weights)
     distill(model, num_classes, train, test, args, f"smp_{args.arch}_{args.encoder}", teacher_epochs=1,
             student_epochs=1, batch_size=4, lr=1e-3)

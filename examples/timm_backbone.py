@@ -7,7 +7,7 @@ timm layers that override forward (Conv2dSame in tf_* models, StdConv2d in BiT m
 teacher: only their convolution becomes depth-aware. Pretrained weights only with --pretrained (downloaded by timm).
 """
 
-from _common import distill, parser, synthetic_splits
+from _common import distill, folder_or_synthetic, parser
 
 from depthdistill.models import TimmSegmenter
 
@@ -19,13 +19,7 @@ def main() -> None:
     p.add_argument("--root", help="an RGBDFolder root ({root}/{train,test}/{rgb,depth,label}/)")
     p.add_argument("--num-classes", type=int, default=None, help="number of classes of the folder dataset")
     args = p.parse_args()
-    if args.synthetic or not args.root:
-        train, test = synthetic_splits(size=(64, 64))
-    else:
-        from depthdistill.data import RGBDFolder, eval_transforms, train_transforms
-        train = RGBDFolder(args.root, "train", transform=train_transforms((320, 320)))
-        test = RGBDFolder(args.root, "test", transform=eval_transforms())
-    num_classes = args.num_classes or train.num_classes
+    train, test, num_classes = folder_or_synthetic(args, (320, 320))
     model = TimmSegmenter(args.backbone, num_classes, pretrained=args.pretrained)
     distill(model, num_classes, train, test, args, f"timm_{args.backbone}", teacher_epochs=1, student_epochs=1,
             batch_size=4, lr=1e-3)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from depthdistill.errors import DepthError
+from depthdistill.nn.functional import _as_depth_map
 
 __all__ = ["depth_context", "current_depth", "DepthResize"]
 
@@ -34,22 +35,6 @@ class _DepthState:
 
 
 _STATE: contextvars.ContextVar[_DepthState | None] = contextvars.ContextVar("depthdistill_depth", default=None)
-
-
-def _validate(depth: Tensor) -> Tensor:
-    if not isinstance(depth, Tensor):
-        raise DepthError(f"depth must be a torch.Tensor, got {type(depth).__name__}")
-    if depth.dim() == 3:
-        depth = depth.unsqueeze(1)
-    if depth.dim() != 4 or depth.shape[1] != 1:
-        raise DepthError(
-            f"depth must have shape (B, 1, H, W) or (B, H, W), got {tuple(depth.shape)}; pass one channel in metres"
-        )
-    if not depth.is_floating_point():
-        raise DepthError(
-            f"depth must be a floating-point tensor in metres, got {depth.dtype}; convert it, e.g. depth_mm.float() / 1000"
-        )
-    return depth.detach()
 
 
 @contextmanager
@@ -91,7 +76,7 @@ def depth_context(depth: Tensor, *, resize: DepthResize = "nearest") -> Iterator
     """
     if resize not in _RESIZE_MODES:
         raise ValueError(f"resize must be one of {_RESIZE_MODES}, got {resize!r}")
-    state = _DepthState(_validate(depth), resize)
+    state = _DepthState(_as_depth_map(depth), resize)
     token = _STATE.set(state)
     try:
         yield state.depth

@@ -81,9 +81,10 @@ def _output_size(size: int, pad: int, kernel: int, stride: int, dilation: int) -
     return (size + pad - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def _check_depth(x: Tensor, depth: Tensor) -> Tensor:
-    if x.dim() != 4:
-        raise ValueError(f"depth_aware_conv2d expects x of shape (B, C, H, W), got {tuple(x.shape)}")
+def _as_depth_map(depth: Tensor) -> Tensor:
+    """Depth as a detached ``(B, 1, H, W)`` float tensor, or a DepthError saying what is wrong with it."""
+    if not isinstance(depth, Tensor):
+        raise DepthError(f"depth must be a torch.Tensor, got {type(depth).__name__}")
     if depth.dim() == 3:
         depth = depth.unsqueeze(1)
     if depth.dim() != 4 or depth.shape[1] != 1:
@@ -96,6 +97,13 @@ def _check_depth(x: Tensor, depth: Tensor) -> Tensor:
             f"depth must be a floating-point tensor in metres, got dtype {depth.dtype}; "
             "convert it, e.g. depth_mm.float() / 1000"
         )
+    return depth.detach()  # depth is data: no gradient reaches it, whichever implementation runs
+
+
+def _check_depth(x: Tensor, depth: Tensor) -> Tensor:
+    if x.dim() != 4:
+        raise ValueError(f"depth_aware_conv2d expects x of shape (B, C, H, W), got {tuple(x.shape)}")
+    depth = _as_depth_map(depth)
     if depth.shape[0] != x.shape[0]:
         raise DepthError(f"depth has batch size {depth.shape[0]} but the features have {x.shape[0]}")
     if depth.shape[-2:] != x.shape[-2:]:
@@ -103,7 +111,7 @@ def _check_depth(x: Tensor, depth: Tensor) -> Tensor:
             f"depth is {tuple(depth.shape[-2:])} but the features are {tuple(x.shape[-2:])}; the functional op "
             "needs depth at the input's resolution (DepthAwareConv2d resizes it for you)"
         )
-    return depth.detach()  # depth is data: no gradient reaches it, whichever implementation runs
+    return depth
 
 
 def depth_similarity(
