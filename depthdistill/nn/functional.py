@@ -33,7 +33,7 @@ __all__ = ["DEFAULT_ALPHA", "IMPLEMENTATIONS", "depth_aware_conv2d", "depth_simi
 DEFAULT_ALPHA = 8.3
 
 #: The selectable implementations of :func:`depth_aware_conv2d` (its ``impl`` argument).
-IMPLEMENTATIONS = ("auto", "stacked", "taps", "reference")
+IMPLEMENTATIONS = ("auto", "cols", "stacked", "taps", "reference")
 
 _IntPair = int | tuple[int, int]
 _Padding = int | tuple[int, int] | tuple[int, int, int, int] | str
@@ -391,6 +391,114 @@ class _StackedTapConv(torch.autograd.Function):
         return grad_x, None, grad_w, grad_b, None, None, None
 
 
+#: Bytes of the depth-weighted im2col tile ``impl='cols'`` builds at a time: output rows are taken in blocks that
+#: keep it this small, so the transient memory stays bounded whatever the image size, while each block's GEMM is
+#: still large enough to run at full BLAS speed.
+_COLS_TILE_BYTES = 16 * 2**20
+
+
+def _cols_blocks(x: Tensor, kernel: tuple[int, int], out_hw: tuple[int, int]) -> list[tuple[int, int]]:
+    """Blocks ``[r0, r1)`` of output rows whose im2col tile stays within :data:`_COLS_TILE_BYTES`."""
+    row_bytes = x.shape[0] * x.shape[1] * kernel[0] * kernel[1] * out_hw[1] * x.element_size()
+    rows = max(1, _COLS_TILE_BYTES // row_bytes)
+    return [(r0, min(out_hw[0], r0 + rows)) for r0 in range(0, out_hw[0], rows)]
+
+
+def _block_in_rows(
+    rows: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]
+) -> slice:
+    """The padded input rows that output rows ``[r0, r1)`` read."""
+    return slice(rows[0] * stride[0], (rows[1] - 1) * stride[0] + dilation[0] * (kernel[0] - 1) + 1)
+
+
+def _weighted_cols(
+    xp: Tensor, weights_h: Tensor, rows: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int],
+    dilation: tuple[int, int],
+) -> Tensor:
+    """im2col of the padded input for output rows ``rows``, times the depth weights: ``(B, C_in·k², L)``."""
+    cols = F.unfold(xp[:, :, _block_in_rows(rows, kernel, stride, dilation)], kernel, dilation=dilation,
+                    stride=stride)
+    taps = kernel[0] * kernel[1]
+    cols = cols.view(xp.shape[0], -1, taps, cols.shape[-1]).mul_(_block_weights(weights_h, rows))
+    return cols.view(xp.shape[0], -1, cols.shape[-1])
+
+
+def _block_weights(weights_h: Tensor, rows: tuple[int, int]) -> Tensor:
+    """The depth weights of output rows ``rows`` as ``(B, 1, k², L)``, to broadcast over input channels."""
+    return weights_h[:, :, rows[0] : rows[1]].reshape(weights_h.shape[0], 1, weights_h.shape[1], -1)
+
+
+class _ColsConv(torch.autograd.Function):
+    """Any stride: per block of output rows, ``Y = W @ (H ⊙ im2col(x))`` with one GEMM, recomputed in backward.
+
+    The same arithmetic as the unfold reference, but the im2col tile lives only for its block (forward and
+    backward), so only ``x``, the depth weights and the kernel are saved, and each block is four large operations
+    (unfold, multiply, GEMM, copy) rather than a few small ones per tap: few fork/joins for the thread pool.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx,
+        x: Tensor,
+        weights_h: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        stride: tuple[int, int],
+        pads: tuple[int, int, int, int],
+        dilation: tuple[int, int],
+        groups: int,
+    ) -> Tensor:
+        xp = F.pad(x, pads) if any(pads) else x
+        batch, out_ch, kernel = x.shape[0], weight.shape[0], tuple(weight.shape[-2:])
+        out_hw = tuple(weights_h.shape[-2:])
+        kernel_g = weight.reshape(groups, out_ch // groups, -1)
+        out = x.new_empty(batch, out_ch, *out_hw)
+        for r0, r1 in _cols_blocks(x, kernel, out_hw):
+            cols = _weighted_cols(xp, weights_h, (r0, r1), kernel, stride, dilation)
+            block = torch.matmul(kernel_g, cols.view(batch, groups, kernel_g.shape[-1], -1))
+            out[:, :, r0:r1].copy_(block.view(batch, out_ch, r1 - r0, out_hw[1]))
+        if bias is not None:
+            out.add_(bias.view(1, -1, 1, 1))
+        ctx.save_for_backward(x, weights_h, weight)
+        ctx.conf = (stride, pads, dilation, groups, bias is not None)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        x, weights_h, weight = ctx.saved_tensors
+        stride, pads, dilation, groups, has_bias = ctx.conf
+        need_x, _, need_w, need_b = ctx.needs_input_grad[:4]
+        batch, out_ch, kernel = x.shape[0], weight.shape[0], tuple(weight.shape[-2:])
+        out_hw = tuple(weights_h.shape[-2:])
+        xp = F.pad(x, pads) if any(pads) else x
+        kernel_g = weight.reshape(groups, out_ch // groups, -1)
+        grad_xp = torch.zeros_like(xp) if need_x else None
+        grad_kernel = torch.zeros_like(kernel_g) if need_w else None
+        if need_x or need_w:
+            for r0, r1 in _cols_blocks(x, kernel, out_hw):
+                grad_block = grad_out[:, :, r0:r1].reshape(batch, groups, out_ch // groups, -1)
+                if need_w:
+                    cols = _weighted_cols(xp, weights_h, (r0, r1), kernel, stride, dilation)
+                    cols = cols.view(batch, groups, kernel_g.shape[-1], -1)
+                    grad_kernel.add_(torch.matmul(grad_block, cols.transpose(-1, -2)).sum(0))
+                if need_x:
+                    grad_cols = torch.matmul(kernel_g.transpose(-1, -2), grad_block)
+                    grad_cols = grad_cols.view(batch, -1, kernel[0] * kernel[1], grad_cols.shape[-1])
+                    grad_cols.mul_(_block_weights(weights_h, (r0, r1)))
+                    in_rows = _block_in_rows((r0, r1), kernel, stride, dilation)
+                    rows_hw = (in_rows.stop - in_rows.start, xp.shape[-1])
+                    grad_xp[:, :, in_rows] += F.fold(grad_cols.view(batch, -1, grad_cols.shape[-1]), rows_hw,
+                                                     kernel, dilation=dilation, stride=stride)
+        grad_x = None
+        if need_x:
+            left, right, top, bottom = pads
+            grad_x = grad_xp[:, :, top : grad_xp.shape[-2] - bottom, left : grad_xp.shape[-1] - right]
+        grad_w = grad_kernel.view(weight.shape) if need_w else None
+        grad_b = grad_out.sum(dim=(0, 2, 3)) if (need_b and has_bias) else None
+        return grad_x, None, grad_w, grad_b, None, None, None, None
+
+
 def _reference_conv(
     xp: Tensor,
     weights_h: Tensor,
@@ -440,7 +548,7 @@ def depth_aware_conv2d(
     alpha: float = DEFAULT_ALPHA,
     *,
     padding_mode: str = "zeros",
-    impl: Literal["auto", "stacked", "taps", "reference"] = "auto",
+    impl: Literal["auto", "cols", "stacked", "taps", "reference"] = "auto",
     cache: dict | None = None,
 ) -> Tensor:
     """Depth-aware 2-D convolution, Eq. 5–6 of the paper.
@@ -528,16 +636,23 @@ def depth_aware_conv2d(
         # H ≡ 1: a plain convolution, at a plain convolution's cost.
         return F.conv2d(F.pad(x, pads) if any(pads) else x, weight, bias, stride_, 0, dilation_, groups)
 
-    key = (depth.data_ptr(), depth.shape, depth.device, x.dtype, kernel, stride_, pads, dilation_, float(alpha))
-    weights_h = None if cache is None else cache.get(key)
+    # The memo is keyed by the depth tensor's address, which dynamo cannot trace (it would guard on it and
+    # recompile): under torch.compile the weights are recomputed, which inductor fuses cheaply.
+    use_cache = cache is not None and not torch.compiler.is_compiling()
+    weights_h = None
+    if use_cache:
+        key = (depth.data_ptr(), depth.shape, depth.device, x.dtype, kernel, stride_, pads, dilation_, float(alpha))
+        weights_h = cache.get(key)
     if weights_h is None:
         weights_h = depth_similarity(depth, kernel, stride_, pads, dilation_, alpha, dtype=x.dtype)
-        if cache is not None:
+        if use_cache:
             cache[key] = weights_h
     if impl == "auto":
         impl = _choose_impl(x, stride_, groups)
     if impl == "reference":
         return _reference_conv(F.pad(x, pads), weights_h, weight, bias, stride_, dilation_, groups)
+    if impl == "cols":
+        return _ColsConv.apply(x, weights_h, weight, bias, stride_, pads, dilation_, groups)
     if impl == "stacked":
         if stride_ != (1, 1):
             raise ValueError(f"impl='stacked' needs stride 1, got stride {stride_}; use impl='taps' or 'auto'")

@@ -37,3 +37,29 @@ def test_class_for_subclass_is_cached_and_keeps_isinstance():
     cls = depth_aware_class(MyConv)
     assert cls is depth_aware_class(MyConv)
     assert issubclass(cls, MyConv) and issubclass(cls, DepthAwareConv2d) and cls.plain_class is MyConv
+
+
+def test_compiled_teacher_matches_eager_without_recompiling():
+    """torch.compile (dynamo, eager backend) traces the context read; new depth tensors must not recompile."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from depthdistill import convert_to_depth_aware
+
+    torch._dynamo.reset()
+    model = convert_to_depth_aware(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+                                                 nn.Conv2d(4, 4, 3, padding=2, dilation=2)))
+
+    def teacher(rgb, depth):
+        with depth_context(depth):
+            return model(rgb)
+
+    compiled = torch.compile(teacher, backend="eager")
+    graphs = []
+    for seed in range(3):  # every call brings a fresh depth tensor at a new address
+        gen = torch.Generator().manual_seed(seed)
+        rgb, depth = torch.randn(2, 3, 8, 8, generator=gen), torch.rand(2, 1, 8, 8, generator=gen) + 0.5
+        torch.testing.assert_close(compiled(rgb, depth), teacher(rgb, depth))
+        graphs.append(counters["stats"]["unique_graphs"])
+    torch._dynamo.reset()
+    assert graphs[0] > 0 and graphs[2] == graphs[0], f"graphs compiled after each call: {graphs}"

@@ -214,24 +214,27 @@ def test_stacked_rejects_stride():
         depth_aware_conv2d(x, depth, w, padding=1, impl="fast")
 
 
-@pytest.mark.parametrize("dilation,groups", [(1, 1), (3, 2), (6, 1)])
-def test_stacked_row_blocks_match_definition(monkeypatch, dilation, groups):
+@pytest.mark.parametrize("impl,budget", [("stacked", "_BLOCK_BYTES"), ("cols", "_COLS_TILE_BYTES")])
+@pytest.mark.parametrize("stride,dilation,groups", [(1, 1, 1), (1, 3, 2), (1, 6, 1), (2, 2, 1)])
+def test_row_blocks_match_definition(monkeypatch, impl, budget, stride, dilation, groups):
     """A budget of one byte forces one output row per block (and dilation 6 on 9 rows puts taps in the padding)."""
-    monkeypatch.setattr(functional, "_BLOCK_BYTES", 1)
+    skip_unsupported(impl, stride)
+    monkeypatch.setattr(functional, budget, 1)
     x = torch.randn(2, 4, 9, 8, dtype=torch.float64, requires_grad=True)
     w = torch.randn(6, 4 // groups, 3, 3, dtype=torch.float64, requires_grad=True)
     b = torch.randn(6, dtype=torch.float64, requires_grad=True)
     depth = depth_with_holes(2, 9, 8, torch.float64)
-    got = depth_aware_conv2d(x, depth, w, b, 1, dilation, dilation, groups, alpha=1.3, impl="stacked")
+    got = depth_aware_conv2d(x, depth, w, b, stride, dilation, dilation, groups, alpha=1.3, impl=impl)
     pads = (dilation,) * 4
-    want = definition(x.detach(), depth, w.detach(), b.detach(), (1, 1), pads, (dilation, dilation), groups, 1.3)
+    want = definition(x.detach(), depth, w.detach(), b.detach(), (stride, stride), pads, (dilation, dilation),
+                      groups, 1.3)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
     assert torch.autograd.gradcheck(
-        lambda *args: depth_aware_conv2d(*args[:1], depth, *args[1:], 1, dilation, dilation, groups, alpha=1.3,
-                                         impl="stacked"), (x, w, b))
+        lambda *args: depth_aware_conv2d(*args[:1], depth, *args[1:], stride, dilation, dilation, groups,
+                                         alpha=1.3, impl=impl), (x, w, b))
 
 
-@pytest.mark.parametrize("impl", ["stacked", "taps"])
+@pytest.mark.parametrize("impl", ["cols", "stacked", "taps"])
 def test_backward_saves_only_input_depth_weights_and_kernel(impl):
     """The memory bound of the fast paths: what autograd keeps is x plus k² depth weights per pixel, not k²·x."""
     x = torch.randn(2, 16, 12, 10, requires_grad=True)
