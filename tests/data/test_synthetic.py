@@ -148,6 +148,27 @@ def test_transform_is_applied():
     assert sample["rgb"].shape == (3, 32, 40) and sample["label"].shape == (32, 40)
 
 
+def test_cache_renders_each_scene_once_and_keeps_it_as_rendered(monkeypatch):
+    from depthdistill.data import synthetic
+
+    renders = []
+    real_render = synthetic._render
+    monkeypatch.setattr(synthetic, "_render", lambda *args: renders.append(1) or real_render(*args))
+    plain = SyntheticRGBD(num_samples=3, size=SIZE, seed=2)
+    cached = SyntheticRGBD(num_samples=3, size=SIZE, seed=2, cache=True)
+    want = plain[1]
+    cached[1]["rgb"].zero_()  # a caller (or an in-place transform) scribbling on its sample
+    for _ in range(3):
+        again = cached[1]
+        for key in ("rgb", "depth", "label"):
+            assert torch.equal(again[key], want[key])
+    assert len(renders) == 2  # plain[1] once, and the cached set once for four accesses
+    flips = SyntheticRGBD(num_samples=1, size=SIZE, seed=2, cache=True,
+                          transform=train_transforms(SIZE, scale_range=None, color_jitter=0.0))
+    seen = {flips[0]["rgb"][0, 0, 0].item() for _ in range(20)}
+    assert len(seen) == 2  # the random flip still runs on every access
+
+
 @pytest.mark.parametrize("kwargs", [dict(split="dev"), dict(num_classes=1), dict(num_classes=9), dict(size=(8, 64)),
                                     dict(difficulty=1.5), dict(num_samples=-1)])
 def test_bad_arguments_raise_config_error(kwargs):
