@@ -14,6 +14,7 @@ Run it from the repository root::
     OMP_NUM_THREADS=2 python benchmarks/bench_dconv.py            # CPU, and CUDA too when there is one
     python benchmarks/bench_dconv.py --quick --repeats 3           # half the side length, for a smoke run
     python benchmarks/bench_dconv.py --layers conv4_3 fc6 --device cuda --dtype bfloat16
+    OMP_NUM_THREADS=2 python benchmarks/bench_dconv.py --width 0.25 --batch 2 --input 240 320   # a slim teacher
 """
 
 from __future__ import annotations
@@ -146,6 +147,8 @@ def main() -> None:
     parser.add_argument("--input", type=int, nargs=2, default=NYU_HW, metavar=("H", "W"),
                         help="network input size; each layer runs at its own fraction of it")
     parser.add_argument("--quick", action="store_true", help="halve the input side (a smoke run)")
+    parser.add_argument("--width", type=float, default=1.0,
+                        help="channel multiplier, as deeplab_vgg16(width=...): the slim models of CPU runs")
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, OMP_NUM_THREADS)")
@@ -160,11 +163,12 @@ def main() -> None:
         devices.append(torch.device("cuda"))
     dtype = getattr(torch, args.dtype)
     scale = 2 if args.quick else 1
-    layers = [layer for layer in LAYERS if layer.name in args.layers]
+    layers = [Layer(layer.name, max(1, round(layer.in_ch * args.width)), max(1, round(layer.out_ch * args.width)),
+                    layer.dilation, layer.downsample) for layer in LAYERS if layer.name in args.layers]
     for device in devices:
         print(f"# {machine_description(device)}; device {device.type}, {args.dtype}, batch {args.batch}, "
-              f"input {args.input[0] // scale}x{args.input[1] // scale}, median of {args.repeats} interleaved "
-              "fwd+bwd rounds")
+              f"input {args.input[0] // scale}x{args.input[1] // scale}, width {args.width}, "
+              f"median of {args.repeats} interleaved fwd+bwd rounds")
         print("| layer | C_in→C_out | dil | H×W | impl | fwd+bwd ms | × nn.Conv2d | unfold × | saved MiB "
               "| saved × nn.Conv2d |")
         print("|---|---|---|---|---|---|---|---|---|---|")

@@ -1,0 +1,53 @@
+"""The benchmark scripts run end to end at toy sizes and print their tables (their figures go to docs/)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(script: str, *args: str) -> list[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.splitlines()
+
+
+def _table(lines: list[str]) -> list[list[str]]:
+    rows = [line.strip("|").split("|") for line in lines if line.startswith("|") and not line.startswith("|---")]
+    return [[cell.strip() for cell in row] for row in rows[1:]]
+
+
+def test_bench_dconv_prints_ratios_for_every_impl():
+    lines = _run("bench_dconv.py", "--layers", "conv4_3", "fc6", "--input", "64", "80", "--width", "0.03",
+                 "--repeats", "1", "--device", "cpu")
+    assert lines[0].startswith("# CPU") and "width 0.03" in lines[0]
+    rows = _table(lines)
+    assert {(row[0], row[4]) for row in rows} == {
+        (layer, impl) for layer in ("conv4_3", "fc6")
+        for impl in ("nn.Conv2d", "cols", "stacked", "taps", "unfold (reference)")}
+    for row in rows:
+        if row[4] == "nn.Conv2d":
+            assert row[6] == "1.00" and row[9] == "1.00"  # the baseline against itself
+        assert row[1] in ("15→15", "15→31")  # round(512 * 0.03), round(1024 * 0.03)
+
+
+def test_bench_train_step_prints_every_step():
+    lines = _run("bench_train_step.py", "--width", "0.0625", "--batch", "1", "--input", "32", "32",
+                 "--repeats", "1")
+    rows = {row[0]: row for row in _table(lines)}
+    assert set(rows) == {"baseline", "student", "teacher"} and rows["baseline"][2] == "1.00"
+
+
+def test_bench_depth_gain_prints_both_rows_and_the_gap():
+    lines = _run("bench_depth_gain.py", "--seeds", "0", "--train", "4", "--test", "2", "--epochs", "1",
+                 "--size", "32", "32", "--width", "0.0625")
+    rows = {row[1]: row for row in _table(lines)}
+    assert set(rows) == {"BL", "TN", "TN − BL"}
+    gap = float(rows["TN"][3]) - float(rows["BL"][3])
+    assert float(rows["TN − BL"][3]) == pytest.approx(gap, abs=0.11)  # the printed gap is TN − BL, rounded
