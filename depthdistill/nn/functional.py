@@ -2,13 +2,14 @@
 
 ``Y(p0) = Σ_p W(p) · H(p0, p) · X(p0 + p)`` with ``H(p0, p) = exp(-α · |D(p0 + p) − D(p0)|)``.
 
-Three implementations compute the same thing (``impl="auto"``, the default, picks the first that applies):
+Three implementations compute the same thing (``impl="auto"``, the default, picks one by shape, see
+:func:`_choose_impl`):
 
+* ``"cols"`` (any stride): per block of output rows, the im2col tile of the input times the depth weights, and
+  one GEMM with the kernel; the tile is rebuilt in backward rather than kept.
 * ``"stacked"`` (stride 1): the kernels of one kernel row's taps stacked into one GEMM over a block of whole
   input rows (a view of the unpadded input, never a copy), then each tap's product shifted, multiplied by its
   depth weight and accumulated on the output side, block by block so the product is still in cache.
-* ``"taps"`` (any stride): one 1×1 convolution per kernel tap on the strided, shifted input window, multiplied by
-  its depth weight on the output side and accumulated.
 
   Both autograd functions save only the input, the depth weights and the kernel, and recompute the rest in
   backward, so the memory held for backward stays close to ``nn.Conv2d``'s.
@@ -33,7 +34,7 @@ __all__ = ["DEFAULT_ALPHA", "IMPLEMENTATIONS", "depth_aware_conv2d", "depth_simi
 DEFAULT_ALPHA = 8.3
 
 #: The selectable implementations of :func:`depth_aware_conv2d` (its ``impl`` argument).
-IMPLEMENTATIONS = ("auto", "cols", "stacked", "taps", "reference")
+IMPLEMENTATIONS = ("auto", "cols", "stacked", "reference")
 
 _IntPair = int | tuple[int, int]
 _Padding = int | tuple[int, int] | tuple[int, int, int, int] | str
@@ -163,80 +164,6 @@ def depth_similarity(
     out_h = _output_size(depth.shape[-2], top + bottom, kernel[0], stride_[0], dilation_[0])
     out_w = _output_size(depth.shape[-1], left + right, kernel[1], stride_[1], dilation_[1])
     return weights.view(depth.shape[0], kernel[0] * kernel[1], out_h, out_w).to(dtype or depth.dtype)
-
-
-def _tap_window(
-    xp: Tensor, i: int, j: int, out_hw: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]
-) -> Tensor:
-    """The slice of the padded input that tap ``(i, j)`` reads; a stride-``s`` 1×1 conv over it visits every output."""
-    top, left = i * dilation[0], j * dilation[1]
-    return xp[:, :, top : top + stride[0] * (out_hw[0] - 1) + 1, left : left + stride[1] * (out_hw[1] - 1) + 1]
-
-
-class _TapSumConv(torch.autograd.Function):
-    """Sum over kernel taps of ``H_t ⊙ conv1x1(shift_t(x), W_t)``, recomputing the shifted inputs in backward."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx,
-        x: Tensor,
-        weights_h: Tensor,
-        weight: Tensor,
-        bias: Tensor | None,
-        stride: tuple[int, int],
-        pads: tuple[int, int, int, int],
-        dilation: tuple[int, int],
-        groups: int,
-    ) -> Tensor:
-        xp = F.pad(x, pads) if any(pads) else x
-        kh, kw = weight.shape[-2:]
-        out_hw = weights_h.shape[-2:]
-        out = None
-        for i in range(kh):
-            for j in range(kw):
-                tap = i * kw + j
-                z = F.conv2d(_tap_window(xp, i, j, out_hw, stride, dilation), weight[:, :, i : i + 1, j : j + 1],
-                             None, stride, 0, 1, groups)
-                h = weights_h[:, tap : tap + 1]
-                out = z.mul_(h) if out is None else out.addcmul_(z, h)
-        if bias is not None:
-            out.add_(bias.view(1, -1, 1, 1))
-        ctx.save_for_backward(x, weights_h, weight)
-        ctx.conf = (stride, pads, dilation, groups, bias is not None)
-        return out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
-        x, weights_h, weight = ctx.saved_tensors
-        stride, pads, dilation, groups, has_bias = ctx.conf
-        need_x, _, need_w, need_b = ctx.needs_input_grad[:4]
-        grad_out = grad_out.contiguous()
-        xp = F.pad(x, pads) if any(pads) else x
-        grad_xp = torch.zeros_like(xp) if need_x else None
-        grad_w = torch.zeros_like(weight) if need_w else None
-        kh, kw = weight.shape[-2:]
-        out_hw = weights_h.shape[-2:]
-        if need_x or need_w:
-            for i in range(kh):
-                for j in range(kw):
-                    tap = i * kw + j
-                    window = _tap_window(xp, i, j, out_hw, stride, dilation)
-                    grad_z = grad_out * weights_h[:, tap : tap + 1]
-                    grad_window, grad_wt, _ = torch.ops.aten.convolution_backward(
-                        grad_z, window, weight[:, :, i : i + 1, j : j + 1], None, list(stride), [0, 0], [1, 1],
-                        False, [0, 0], groups, [need_x, need_w, False],
-                    )
-                    if need_x:
-                        _tap_window(grad_xp, i, j, out_hw, stride, dilation).add_(grad_window)
-                    if need_w:
-                        grad_w[:, :, i, j] = grad_wt[:, :, 0, 0]
-        grad_x = None
-        if need_x:
-            left, right, top, bottom = pads
-            grad_x = grad_xp[:, :, top : grad_xp.shape[-2] - bottom, left : grad_xp.shape[-1] - right]
-        grad_b = grad_out.sum(dim=(0, 2, 3)) if (need_b and has_bias) else None
-        return grad_x, None, grad_w, grad_b, None, None, None, None
 
 
 #: Bytes of the transient GEMM product (forward) or gradient (backward) one chunk of stacked taps may hold. The
@@ -519,21 +446,23 @@ def _reference_conv(
     return out if bias is None else out + bias.view(1, -1, 1, 1)
 
 
-#: Input channels (ungrouped convolutions) up to which ``impl='auto'`` uses the unfold path: with so few channels (an RGB stem)
-#: its k² copies of the input are small, while the tap paths pay one call per tap for very little arithmetic
-#: (a 7×7 stride-2 stem on 3 channels: 49 calls; measured 18× slower than unfold on the CPU).
+#: Input channels (ungrouped convolutions) up to which ``impl='auto'`` uses ``'cols'`` even at stride 1: with so
+#: few channels (an RGB stem) the GEMM is tiny and the stacked path's per-tap products cost more than the im2col
+#: tile (3→64 at 240×320: 1.04× nn.Conv2d for cols, 2.4× for stacked; docs/performance.md).
 _FEW_CHANNELS = 4
 
 
 def _choose_impl(x: Tensor, stride: tuple[int, int], groups: int) -> str:
-    """``impl='auto'``: unfold for few input channels, stacked taps for stride 1, per-tap windows otherwise.
+    """``impl='auto'``: stacked taps for stride 1, blocked im2col for strided convolutions and RGB stems.
 
-    The rule is the same on every device: it was measured on CPU only (docs/performance.md); on CUDA both paths
-    run through cuDNN 1×1 convolutions and no fused kernel exists yet.
+    Measured on CPU (docs/performance.md): at stride 1 ``'stacked'`` is the fastest path from 16 channels up
+    (0.99–1.28× ``nn.Conv2d`` at DeepLab-VGG16's 128–512-channel layers); strided convolutions and RGB input
+    layers need ``'cols'``. The rule is the same on every device: on CUDA both paths run on cuBLAS and no fused
+    kernel exists yet.
     """
-    if groups == 1 and x.shape[1] <= _FEW_CHANNELS:
-        return "reference"
-    return "stacked" if stride == (1, 1) else "taps"
+    if stride == (1, 1) and (groups > 1 or x.shape[1] > _FEW_CHANNELS):
+        return "stacked"
+    return "cols"
 
 
 def depth_aware_conv2d(
@@ -548,7 +477,7 @@ def depth_aware_conv2d(
     alpha: float = DEFAULT_ALPHA,
     *,
     padding_mode: str = "zeros",
-    impl: Literal["auto", "cols", "stacked", "taps", "reference"] = "auto",
+    impl: Literal["auto", "cols", "stacked", "reference"] = "auto",
     cache: dict | None = None,
 ) -> Tensor:
     """Depth-aware 2-D convolution, Eq. 5–6 of the paper.
@@ -571,12 +500,13 @@ def depth_aware_conv2d(
         alpha: α of Eq. 6 per metre (the paper's 8.3 by default); 0 gives a plain convolution.
         padding_mode: How ``x`` is padded: ``'zeros'``, ``'reflect'``, ``'replicate'`` or ``'circular'``
             (as ``nn.Conv2d``). Depth is always padded as missing.
-        impl: ``'auto'`` (``'reference'`` for an ungrouped conv on ≤ 4 input channels, else ``'stacked'`` for
-            stride 1 and ``'taps'`` otherwise), ``'stacked'`` (stride 1 only: one GEMM per
-            kernel row over blocks of the unpadded input, the shift and depth weights on the output side),
-            ``'taps'`` (one 1×1 convolution per tap over the strided window, any stride) or ``'reference'`` (the
-            unfold definition, for debugging). All but ``'reference'`` save only ``x``, the depth weights and the
-            kernel for backward. See docs/performance.md for what each costs.
+        impl: ``'auto'`` (``'stacked'`` for stride 1, ``'cols'`` for strided convolutions and ungrouped ones on
+            ≤ 4 input channels), ``'stacked'`` (stride 1 only: one GEMM per kernel row over blocks of the
+            unpadded input, the shift and depth weights on the output side), ``'cols'`` (any stride: per block
+            of output rows, the depth-weighted im2col tile and one GEMM) or ``'reference'`` (the unfold
+            definition, for debugging).
+            All but ``'reference'`` save only ``x``, the depth weights and the kernel for backward. See
+            docs/performance.md for what each costs.
         cache: Optional dict in which depth weights are memoised by geometry, so layers that share a resolution
             and kernel geometry compute them once (the depth context passes its own, alive for one forward).
 
@@ -653,8 +583,6 @@ def depth_aware_conv2d(
         return _reference_conv(F.pad(x, pads), weights_h, weight, bias, stride_, dilation_, groups)
     if impl == "cols":
         return _ColsConv.apply(x, weights_h, weight, bias, stride_, pads, dilation_, groups)
-    if impl == "stacked":
-        if stride_ != (1, 1):
-            raise ValueError(f"impl='stacked' needs stride 1, got stride {stride_}; use impl='taps' or 'auto'")
-        return _StackedTapConv.apply(x, weights_h, weight, bias, pads, dilation_, groups)
-    return _TapSumConv.apply(x, weights_h, weight, bias, stride_, pads, dilation_, groups)
+    if stride_ != (1, 1):
+        raise ValueError(f"impl='stacked' needs stride 1, got stride {stride_}; use impl='cols' or 'auto'")
+    return _StackedTapConv.apply(x, weights_h, weight, bias, pads, dilation_, groups)

@@ -234,7 +234,7 @@ def test_row_blocks_match_definition(monkeypatch, impl, budget, stride, dilation
                                          alpha=1.3, impl=impl), (x, w, b))
 
 
-@pytest.mark.parametrize("impl", ["cols", "stacked", "taps"])
+@pytest.mark.parametrize("impl", ["cols", "stacked"])
 def test_backward_saves_only_input_depth_weights_and_kernel(impl):
     """The memory bound of the fast paths: what autograd keeps is x plus k² depth weights per pixel, not k²·x."""
     x = torch.randn(2, 16, 12, 10, requires_grad=True)
@@ -271,7 +271,9 @@ def test_cuda_matches_cpu(impl):
 def test_auto_dispatch_rule():
     from depthdistill.nn.functional import _choose_impl
     rgb, feats = torch.zeros(1, 3, 8, 8), torch.zeros(1, 16, 8, 8)
-    assert _choose_impl(rgb, (2, 2), groups=1) == "reference"   # an RGB stem: unfold is cheap there
+    assert _choose_impl(rgb, (2, 2), groups=1) == "cols"       # an RGB stem: the im2col tile is small there
+    assert _choose_impl(rgb, (1, 1), groups=1) == "cols"
     assert _choose_impl(feats, (1, 1), groups=1) == "stacked"
-    assert _choose_impl(feats, (2, 2), groups=1) == "taps"
-    assert _choose_impl(feats, (1, 1), groups=16) == "stacked"  # depthwise: never k² copies of the input
+    assert _choose_impl(feats, (2, 2), groups=1) == "cols"
+    assert _choose_impl(feats, (2, 2), groups=16) == "cols"
+    assert _choose_impl(feats, (1, 1), groups=16) == "stacked"  # depthwise
