@@ -1,5 +1,8 @@
 """Depth-aware convolution against nn.Conv2d and the naive unfold implementation, per DeepLab-VGG16 layer shape.
 
+Besides the VGG layers, ``--layers`` takes shapes from other encoders that decide ``impl="auto"``: a ResNet RGB
+stem (``stem7x7s2``) and a strided depthwise convolution (``dw3x3s2``).
+
 For every layer shape and every implementation this measures forward + backward wall time (median of interleaved
 repeats) and the bytes autograd saves for backward, and prints both as ratios against ``nn.Conv2d`` (the floor)
 and against ``impl="reference"`` (the naive im2col/unfold definition) measured in the same run.
@@ -15,6 +18,8 @@ Run it from the repository root::
     python benchmarks/bench_dconv.py --quick --repeats 3           # half the side length, for a smoke run
     python benchmarks/bench_dconv.py --layers conv4_3 fc6 --device cuda --dtype bfloat16
     OMP_NUM_THREADS=2 python benchmarks/bench_dconv.py --width 0.25 --batch 2 --input 240 320   # a slim teacher
+    OMP_NUM_THREADS=2 python benchmarks/bench_dconv.py --stride 2                 # every VGG shape at stride 2
+    OMP_NUM_THREADS=2 python benchmarks/bench_dconv.py --batch 2 --layers conv1_1 stem7x7s2 dw3x3s2
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -39,24 +44,42 @@ NYU_HW = (480, 640)
 
 @dataclass(frozen=True)
 class Layer:
-    """One convolution of DeepLab-VGG16 (LargeFOV): 3×3, stride 1, padding = dilation."""
+    """One convolution to measure; padding keeps the size at stride 1 (``dilation · (kernel − 1) / 2``)."""
 
     name: str
     in_ch: int
     out_ch: int
     dilation: int
-    downsample: int  # the layer's resolution is the input's / downsample
+    downsample: int  # the layer's input resolution is the network input's / downsample
+    kernel: int = 3
+    stride: int = 1
+    depthwise: bool = False
+
+    def scaled(self, width: float, stride: int | None) -> "Layer":
+        """The layer with ``width`` times the channels (an RGB input keeps its 3) and, when given, another stride."""
+        in_ch = self.in_ch if self.in_ch == 3 else max(1, round(self.in_ch * width))
+        return replace(self, in_ch=in_ch, out_ch=max(1, round(self.out_ch * width)),
+                       stride=self.stride if stride is None else stride)
 
 
-# conv1_2 really runs at full resolution; at 480×640 that alone takes ~1 min per repeat of the unfold baseline
-# on 2 cores, so it is measured at 1/2 resolution (its shape for a 240×320 input) and the table says so.
+# conv1_1 and conv1_2 really run at full resolution; at 480×640 conv1_2 alone takes ~1 min per repeat of the
+# unfold baseline on 2 cores, so both are measured at 1/2 resolution (their shape for a 240×320 input).
 LAYERS = (
+    Layer("conv1_1", 3, 64, 1, 2),
     Layer("conv1_2", 64, 64, 1, 2),
     Layer("conv2_2", 128, 128, 1, 2),
     Layer("conv3_3", 256, 256, 1, 4),
     Layer("conv4_3", 512, 512, 1, 8),
     Layer("conv5_3", 512, 512, 2, 8),
     Layer("fc6", 512, 1024, 12, 8),
+)
+
+# Not in DeepLab-VGG16, but shapes that decide impl='auto' for other segmenters: a ResNet 7×7 stride-2 stem on
+# RGB (3 input channels make the GEMM tiny) and a strided depthwise convolution (MobileNet-style encoders of
+# smp / timm). Chosen with --layers.
+OTHER_LAYERS = (
+    Layer("stem7x7s2", 3, 64, 1, 1, kernel=7, stride=2),
+    Layer("dw3x3s2", 96, 96, 1, 4, stride=2, depthwise=True),
 )
 
 
@@ -106,14 +129,18 @@ def bench_layer(layer: Layer, hw: tuple[int, int], batch: int, impls: list[str],
     # A room-like depth: a ramp plus noise in metres, with some holes, so the weights are not trivially 1.
     depth = (torch.linspace(1.0, 6.0, hw[1]).expand(batch, 1, *hw) + 0.3 * torch.rand(batch, 1, *hw, generator=gen))
     depth = torch.where(torch.rand(batch, 1, *hw, generator=gen) < 0.05, torch.zeros_like(depth), depth).to(device)
-    conv = torch.nn.Conv2d(layer.in_ch, layer.out_ch, 3, padding=layer.dilation, dilation=layer.dilation)
+    padding = layer.dilation * (layer.kernel - 1) // 2
+    groups = layer.in_ch if layer.depthwise else 1
+    conv = torch.nn.Conv2d(layer.in_ch, layer.out_ch, layer.kernel, layer.stride, padding, layer.dilation, groups)
     conv = conv.to(device, dtype)
-    grad = torch.randn(batch, layer.out_ch, *hw, generator=gen).to(device, dtype)
+    with torch.no_grad():
+        out_shape = conv(x).shape
+    grad = torch.randn(out_shape, generator=gen).to(device, dtype)
 
     def forward(name: str) -> torch.Tensor:
         if name == "nn.Conv2d":
             return conv(x)
-        return depth_aware_conv2d(x, depth, conv.weight, conv.bias, 1, layer.dilation, layer.dilation,
+        return depth_aware_conv2d(x, depth, conv.weight, conv.bias, layer.stride, padding, layer.dilation, groups,
                                   impl=name)
 
     candidates = ["nn.Conv2d", *impls]
@@ -139,7 +166,7 @@ def main() -> None:
     """Parses the options, runs every layer on every device, prints the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", nargs="*", default=[layer.name for layer in LAYERS],
-                        choices=[layer.name for layer in LAYERS])
+                        choices=[layer.name for layer in LAYERS + OTHER_LAYERS])
     parser.add_argument("--impls", nargs="*", default=[impl for impl in IMPLEMENTATIONS if impl != "auto"],
                         choices=list(IMPLEMENTATIONS), help="'auto' is left out by default: it picks 'stacked' here")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds per layer (plus one warm-up)")
@@ -147,6 +174,8 @@ def main() -> None:
     parser.add_argument("--input", type=int, nargs=2, default=NYU_HW, metavar=("H", "W"),
                         help="network input size; each layer runs at its own fraction of it")
     parser.add_argument("--quick", action="store_true", help="halve the input side (a smoke run)")
+    parser.add_argument("--stride", type=int, default=None,
+                        help="run every layer with this stride (VGG's have 1; ResNet-like stems and stages have 2)")
     parser.add_argument("--width", type=float, default=1.0,
                         help="channel multiplier, as deeplab_vgg16(width=...): the slim models of CPU runs")
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
@@ -163,23 +192,25 @@ def main() -> None:
         devices.append(torch.device("cuda"))
     dtype = getattr(torch, args.dtype)
     scale = 2 if args.quick else 1
-    layers = [Layer(layer.name, max(1, round(layer.in_ch * args.width)), max(1, round(layer.out_ch * args.width)),
-                    layer.dilation, layer.downsample) for layer in LAYERS if layer.name in args.layers]
+    layers = [layer.scaled(args.width, args.stride) for layer in LAYERS + OTHER_LAYERS if layer.name in args.layers]
     for device in devices:
         print(f"# {machine_description(device)}; device {device.type}, {args.dtype}, batch {args.batch}, "
               f"input {args.input[0] // scale}x{args.input[1] // scale}, width {args.width}, "
               f"median of {args.repeats} interleaved fwd+bwd rounds")
-        print("| layer | C_in→C_out | dil | H×W | impl | fwd+bwd ms | × nn.Conv2d | unfold × | saved MiB "
+        print("| layer | C_in→C_out | k/s/dil | H×W in | impl | fwd+bwd ms | × nn.Conv2d | unfold × | saved MiB "
               "| saved × nn.Conv2d |")
         print("|---|---|---|---|---|---|---|---|---|---|")
         for layer in layers:
             hw = (args.input[0] // (layer.downsample * scale), args.input[1] // (layer.downsample * scale))
-            result = bench_layer(layer, hw, args.batch, args.impls, args.repeats, device, dtype)
+            impls = [impl for impl in args.impls if impl != "stacked" or layer.stride == 1]  # stacked: stride 1 only
+            result = bench_layer(layer, hw, args.batch, impls, args.repeats, device, dtype)
             base_t, base_m = result["nn.Conv2d"]
             ref_t = result["reference"][0]
             for name, (seconds, saved) in result.items():
                 label = "unfold (reference)" if name == "reference" else name
-                print(f"| {layer.name} | {layer.in_ch}→{layer.out_ch} | {layer.dilation} | {hw[0]}×{hw[1]} "
+                groups = " dw" if layer.depthwise else ""
+                print(f"| {layer.name} | {layer.in_ch}→{layer.out_ch}{groups} | "
+                      f"{layer.kernel}/{layer.stride}/{layer.dilation} | {hw[0]}×{hw[1]} "
                       f"| {label} | {seconds * 1e3:.0f} | {seconds / base_t:.2f} | {ref_t / seconds:.2f} "
                       f"| {saved / 2**20:.1f} | {saved / base_m:.2f} |", flush=True)
 

@@ -30,11 +30,21 @@ def test_bench_dconv_prints_ratios_for_every_impl():
     rows = _table(lines)
     assert {(row[0], row[4]) for row in rows} == {
         (layer, impl) for layer in ("conv4_3", "fc6")
-        for impl in ("nn.Conv2d", "cols", "stacked", "taps", "unfold (reference)")}
+        for impl in ("nn.Conv2d", "cols", "stacked", "unfold (reference)")}
     for row in rows:
         if row[4] == "nn.Conv2d":
             assert row[6] == "1.00" and row[9] == "1.00"  # the baseline against itself
         assert row[1] in ("15→15", "15→31")  # round(512 * 0.03), round(1024 * 0.03)
+
+
+def test_bench_dconv_strided_and_depthwise_shapes_skip_the_stride_1_only_impl():
+    lines = _run("bench_dconv.py", "--layers", "stem7x7s2", "dw3x3s2", "conv4_3", "--stride", "2", "--input", "32",
+                 "48", "--width", "0.1", "--repeats", "1", "--device", "cpu")
+    rows = _table(lines)
+    impls = {layer: {row[4] for row in rows if row[0] == layer} for layer in ("stem7x7s2", "dw3x3s2", "conv4_3")}
+    assert all(found == {"nn.Conv2d", "cols", "unfold (reference)"} for found in impls.values())
+    shapes = {row[0]: (row[1], row[2]) for row in rows}
+    assert shapes == {"stem7x7s2": ("3→6", "7/2/1"), "dw3x3s2": ("10→10 dw", "3/2/1"), "conv4_3": ("51→51", "3/2/1")}
 
 
 def test_bench_train_step_prints_every_step():
