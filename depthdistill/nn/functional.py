@@ -20,6 +20,7 @@ Three implementations compute the same thing (``impl="auto"``, the default, pick
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal, NamedTuple
 
 import torch
@@ -237,85 +238,74 @@ def _chunk_rows(taps: list[_Tap], out_per_group: int) -> slice:
     return slice(taps[0].index * out_per_group, (taps[-1].index + 1) * out_per_group)
 
 
-class _StackedTapConv(torch.autograd.Function):
+def _stacked_forward(
+    x: Tensor, weights_h: Tensor, weight: Tensor, bias: Tensor | None, stride: list[int], pads: list[int],
+    dilation: list[int], groups: int,
+) -> Tensor:
     """Stride 1: ``Z = [W_t for all taps] @ x`` as GEMMs, then ``Y = Σ_t H_t ⊙ shift_t(Z_t)``.
 
     The GEMMs run over the unpadded input as it lies in memory (a block of whole rows is a strided matrix BLAS
     reads directly), so no shifted copy of ``x`` is ever made; the shift, the padding and the depth weights act on
-    the output side as strided views. Backward writes ``shift_tᵀ(H_t ⊙ dY)`` for a chunk of taps into one buffer
-    and accumulates ``dx`` and ``dW`` with two GEMMs straight into their destinations. Only ``x``, the depth
-    weights and the kernel are saved. Plain BLAS is used rather than a 1×1 convolution: on CPU, oneDNN's 1×1
-    convolution with ``9·C_out`` output channels ran ~1.3× slower than the same GEMM.
+    the output side as strided views. Plain BLAS is used rather than a 1×1 convolution: on CPU, oneDNN's 1×1
+    convolution with ``9·C_out`` output channels ran ~1.3× slower than the same GEMM. ``stride`` is always 1
+    here; it is in the signature so that both fast paths share one op schema.
     """
+    x = x.contiguous()
+    batch, out_ch, in_hw = x.shape[0], weight.shape[0], x.shape[-2:]
+    out_hw, out_per_group = tuple(weights_h.shape[-2:]), out_ch // groups
+    out = x.new_zeros(batch, out_ch, *out_hw)
+    out_groups = out.view(batch, groups, out_per_group, *out_hw)
+    x_rows = x.view(batch, groups, -1, *in_hw)
+    kernel = _stacked_kernel(weight, groups)
+    for rows, taps in _stack_plan(x, weight, out_hw, pads, dilation):
+        z = torch.matmul(kernel[:, _chunk_rows(taps, out_per_group)], x_rows[..., rows, :].flatten(-2))
+        z = z.view(batch, groups, len(taps), out_per_group, -1, in_hw[1])
+        for k, tap in enumerate(taps):
+            h = weights_h[:, None, tap.index : tap.index + 1, tap.out_rows, tap.out_cols]
+            out_groups[..., tap.out_rows, tap.out_cols].addcmul_(z[:, :, k, ..., tap.in_cols], h)
+    if bias is not None:
+        out.add_(bias.view(1, -1, 1, 1))
+    return out
 
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx,
-        x: Tensor,
-        weights_h: Tensor,
-        weight: Tensor,
-        bias: Tensor | None,
-        pads: tuple[int, int, int, int],
-        dilation: tuple[int, int],
-        groups: int,
-    ) -> Tensor:
-        x = x.contiguous()
-        batch, out_ch, in_hw = x.shape[0], weight.shape[0], x.shape[-2:]
-        out_hw, out_per_group = tuple(weights_h.shape[-2:]), out_ch // groups
-        out = x.new_zeros(batch, out_ch, *out_hw)
-        out_groups = out.view(batch, groups, out_per_group, *out_hw)
-        x_rows = x.view(batch, groups, -1, *in_hw)
-        kernel = _stacked_kernel(weight, groups)
-        for rows, taps in _stack_plan(x, weight, out_hw, pads, dilation):
-            z = torch.matmul(kernel[:, _chunk_rows(taps, out_per_group)], x_rows[..., rows, :].flatten(-2))
-            z = z.view(batch, groups, len(taps), out_per_group, -1, in_hw[1])
-            for k, tap in enumerate(taps):
-                h = weights_h[:, None, tap.index : tap.index + 1, tap.out_rows, tap.out_cols]
-                out_groups[..., tap.out_rows, tap.out_cols].addcmul_(z[:, :, k, ..., tap.in_cols], h)
-        if bias is not None:
-            out.add_(bias.view(1, -1, 1, 1))
-        ctx.save_for_backward(x, weights_h, weight)
-        ctx.conf = (pads, dilation, groups, bias is not None)
-        return out
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
-        x, weights_h, weight = ctx.saved_tensors
-        pads, dilation, groups, has_bias = ctx.conf
-        need_x, _, need_w, need_b = ctx.needs_input_grad[:4]
-        batch, out_ch, in_hw = x.shape[0], weight.shape[0], x.shape[-2:]
-        out_hw, out_per_group = tuple(weights_h.shape[-2:]), out_ch // groups
-        grad_groups = grad_out.view(batch, groups, out_per_group, *out_hw)
-        x_rows = x.view(batch, groups, -1, *in_hw)
-        kernel = _stacked_kernel(weight, groups)
-        grad_x = x.new_zeros(x.shape) if need_x else None
-        grad_kernel = torch.zeros_like(kernel) if need_w else None
-        if need_x or need_w:
-            for rows, taps in _stack_plan(x, weight, out_hw, pads, dilation):
-                grad_z = x.new_empty(batch, groups, len(taps), out_per_group, rows.stop - rows.start, in_hw[1])
-                for k, tap in enumerate(taps):
-                    h = weights_h[:, None, tap.index : tap.index + 1, tap.out_rows, tap.out_cols]
-                    # copy_ rather than mul(out=): dynamo refuses non-contiguous out= tensors (torch.compile).
-                    grad_z[:, :, k, ..., tap.in_cols].copy_(grad_groups[..., tap.out_rows, tap.out_cols] * h)
-                    grad_z[:, :, k, ..., : tap.in_cols.start].zero_()  # columns this tap never reaches
-                    grad_z[:, :, k, ..., tap.in_cols.stop :].zero_()
-                grad_z = grad_z.view(batch, groups, len(taps) * out_per_group, -1)
-                chunk = _chunk_rows(taps, out_per_group)
-                for n in range(batch):
-                    x_block = x_rows[n, ..., rows, :].flatten(-2)
-                    if need_x:
-                        grad_x.view_as(x_rows)[n, ..., rows, :].flatten(-2).baddbmm_(
-                            kernel[:, chunk].transpose(-1, -2), grad_z[n])
-                    if need_w:
-                        grad_kernel[:, chunk].baddbmm_(grad_z[n], x_block.transpose(-1, -2))
-        grad_w = None
-        if need_w:
-            in_per_group, kh, kw = weight.shape[1:]
-            grad_w = grad_kernel.view(groups, kh * kw, out_per_group, in_per_group).permute(0, 2, 3, 1)
-            grad_w = grad_w.reshape(weight.shape)
-        grad_b = grad_out.sum(dim=(0, 2, 3)) if (need_b and has_bias) else None
-        return grad_x, None, grad_w, grad_b, None, None, None
+def _stacked_backward(
+    grad_out: Tensor, x: Tensor, weights_h: Tensor, weight: Tensor, stride: list[int], pads: list[int],
+    dilation: list[int], groups: int, need_x: bool, need_w: bool,
+) -> tuple[Tensor, Tensor]:
+    """``dx`` and ``dW`` of :func:`_stacked_forward` (empty where not needed).
+
+    Writes ``shift_tᵀ(H_t ⊙ dY)`` for a chunk of taps into one buffer and accumulates ``dx`` and ``dW`` with two
+    GEMMs straight into their destinations.
+    """
+    x, grad_out = x.contiguous(), grad_out.contiguous()
+    batch, out_ch, in_hw = x.shape[0], weight.shape[0], x.shape[-2:]
+    out_hw, out_per_group = tuple(weights_h.shape[-2:]), out_ch // groups
+    grad_groups = grad_out.view(batch, groups, out_per_group, *out_hw)
+    x_rows = x.view(batch, groups, -1, *in_hw)
+    kernel = _stacked_kernel(weight, groups)
+    grad_x = x.new_zeros(x.shape) if need_x else x.new_empty(0)
+    grad_kernel = torch.zeros_like(kernel) if need_w else None
+    for rows, taps in _stack_plan(x, weight, out_hw, pads, dilation):
+        grad_z = x.new_empty(batch, groups, len(taps), out_per_group, rows.stop - rows.start, in_hw[1])
+        for k, tap in enumerate(taps):
+            h = weights_h[:, None, tap.index : tap.index + 1, tap.out_rows, tap.out_cols]
+            grad_z[:, :, k, ..., tap.in_cols].copy_(grad_groups[..., tap.out_rows, tap.out_cols] * h)
+            grad_z[:, :, k, ..., : tap.in_cols.start].zero_()  # columns this tap never reaches
+            grad_z[:, :, k, ..., tap.in_cols.stop :].zero_()
+        grad_z = grad_z.view(batch, groups, len(taps) * out_per_group, -1)
+        chunk = _chunk_rows(taps, out_per_group)
+        for n in range(batch):
+            x_block = x_rows[n, ..., rows, :].flatten(-2)
+            if need_x:
+                grad_x.view_as(x_rows)[n, ..., rows, :].flatten(-2).baddbmm_(
+                    kernel[:, chunk].transpose(-1, -2), grad_z[n])
+            if need_w:
+                grad_kernel[:, chunk].baddbmm_(grad_z[n], x_block.transpose(-1, -2))
+    if not need_w:
+        return grad_x, weight.new_empty(0)
+    in_per_group, kh, kw = weight.shape[1:]
+    grad_w = grad_kernel.view(groups, kh * kw, out_per_group, in_per_group).permute(0, 2, 3, 1)
+    return grad_x, grad_w.reshape(weight.shape).contiguous()
 
 
 #: Bytes of the depth-weighted im2col tile ``impl='cols'`` builds at a time: output rows are taken in blocks that
@@ -355,75 +345,108 @@ def _block_weights(weights_h: Tensor, rows: tuple[int, int]) -> Tensor:
     return weights_h[:, :, rows[0] : rows[1]].reshape(weights_h.shape[0], 1, weights_h.shape[1], -1)
 
 
-class _ColsConv(torch.autograd.Function):
-    """Any stride: per block of output rows, ``Y = W @ (H ⊙ im2col(x))`` with one GEMM, recomputed in backward.
+def _cols_forward(
+    x: Tensor, weights_h: Tensor, weight: Tensor, bias: Tensor | None, stride: list[int], pads: list[int],
+    dilation: list[int], groups: int,
+) -> Tensor:
+    """Any stride: per block of output rows, ``Y = W @ (H ⊙ im2col(x))`` with one GEMM.
 
     The same arithmetic as the unfold reference, but the im2col tile lives only for its block (forward and
-    backward), so only ``x``, the depth weights and the kernel are saved, and each block is four large operations
-    (unfold, multiply, GEMM, copy) rather than a few small ones per tap: few fork/joins for the thread pool.
+    backward), and each block is four large operations (unfold, multiply, GEMM, copy) rather than a few small ones
+    per tap: few fork/joins for the thread pool.
     """
+    xp = F.pad(x, pads) if any(pads) else x
+    batch, out_ch, kernel = x.shape[0], weight.shape[0], tuple(weight.shape[-2:])
+    out_hw = tuple(weights_h.shape[-2:])
+    kernel_g = weight.reshape(groups, out_ch // groups, -1)
+    out = x.new_empty(batch, out_ch, *out_hw)
+    for r0, r1 in _cols_blocks(x, kernel, out_hw):
+        cols = _weighted_cols(xp, weights_h, (r0, r1), kernel, stride, dilation)
+        block = torch.matmul(kernel_g, cols.view(batch, groups, kernel_g.shape[-1], -1))
+        out[:, :, r0:r1].copy_(block.view(batch, out_ch, r1 - r0, out_hw[1]))
+    if bias is not None:
+        out.add_(bias.view(1, -1, 1, 1))
+    return out
 
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx,
-        x: Tensor,
-        weights_h: Tensor,
-        weight: Tensor,
-        bias: Tensor | None,
-        stride: tuple[int, int],
-        pads: tuple[int, int, int, int],
-        dilation: tuple[int, int],
-        groups: int,
-    ) -> Tensor:
-        xp = F.pad(x, pads) if any(pads) else x
-        batch, out_ch, kernel = x.shape[0], weight.shape[0], tuple(weight.shape[-2:])
-        out_hw = tuple(weights_h.shape[-2:])
-        kernel_g = weight.reshape(groups, out_ch // groups, -1)
-        out = x.new_empty(batch, out_ch, *out_hw)
-        for r0, r1 in _cols_blocks(x, kernel, out_hw):
+
+def _cols_backward(
+    grad_out: Tensor, x: Tensor, weights_h: Tensor, weight: Tensor, stride: list[int], pads: list[int],
+    dilation: list[int], groups: int, need_x: bool, need_w: bool,
+) -> tuple[Tensor, Tensor]:
+    """``dx`` and ``dW`` of :func:`_cols_forward` (empty where not needed), the im2col tile rebuilt per block."""
+    batch, out_ch, kernel = x.shape[0], weight.shape[0], tuple(weight.shape[-2:])
+    out_hw = tuple(weights_h.shape[-2:])
+    xp = F.pad(x, pads) if any(pads) else x
+    kernel_g = weight.reshape(groups, out_ch // groups, -1)
+    grad_xp = torch.zeros_like(xp) if need_x else None
+    grad_kernel = torch.zeros_like(kernel_g) if need_w else None
+    for r0, r1 in _cols_blocks(x, kernel, out_hw):
+        grad_block = grad_out[:, :, r0:r1].reshape(batch, groups, out_ch // groups, -1)
+        if need_w:
             cols = _weighted_cols(xp, weights_h, (r0, r1), kernel, stride, dilation)
-            block = torch.matmul(kernel_g, cols.view(batch, groups, kernel_g.shape[-1], -1))
-            out[:, :, r0:r1].copy_(block.view(batch, out_ch, r1 - r0, out_hw[1]))
-        if bias is not None:
-            out.add_(bias.view(1, -1, 1, 1))
-        ctx.save_for_backward(x, weights_h, weight)
-        ctx.conf = (stride, pads, dilation, groups, bias is not None)
-        return out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
-        x, weights_h, weight = ctx.saved_tensors
-        stride, pads, dilation, groups, has_bias = ctx.conf
-        need_x, _, need_w, need_b = ctx.needs_input_grad[:4]
-        batch, out_ch, kernel = x.shape[0], weight.shape[0], tuple(weight.shape[-2:])
-        out_hw = tuple(weights_h.shape[-2:])
-        xp = F.pad(x, pads) if any(pads) else x
-        kernel_g = weight.reshape(groups, out_ch // groups, -1)
-        grad_xp = torch.zeros_like(xp) if need_x else None
-        grad_kernel = torch.zeros_like(kernel_g) if need_w else None
-        if need_x or need_w:
-            for r0, r1 in _cols_blocks(x, kernel, out_hw):
-                grad_block = grad_out[:, :, r0:r1].reshape(batch, groups, out_ch // groups, -1)
-                if need_w:
-                    cols = _weighted_cols(xp, weights_h, (r0, r1), kernel, stride, dilation)
-                    cols = cols.view(batch, groups, kernel_g.shape[-1], -1)
-                    grad_kernel.add_(torch.matmul(grad_block, cols.transpose(-1, -2)).sum(0))
-                if need_x:
-                    grad_cols = torch.matmul(kernel_g.transpose(-1, -2), grad_block)
-                    grad_cols = grad_cols.view(batch, -1, kernel[0] * kernel[1], grad_cols.shape[-1])
-                    grad_cols.mul_(_block_weights(weights_h, (r0, r1)))
-                    in_rows = _block_in_rows((r0, r1), kernel, stride, dilation)
-                    rows_hw = (in_rows.stop - in_rows.start, xp.shape[-1])
-                    grad_xp[:, :, in_rows] += F.fold(grad_cols.view(batch, -1, grad_cols.shape[-1]), rows_hw,
-                                                     kernel, dilation=dilation, stride=stride)
-        grad_x = None
+            cols = cols.view(batch, groups, kernel_g.shape[-1], -1)
+            grad_kernel.add_(torch.matmul(grad_block, cols.transpose(-1, -2)).sum(0))
         if need_x:
-            left, right, top, bottom = pads
-            grad_x = grad_xp[:, :, top : grad_xp.shape[-2] - bottom, left : grad_xp.shape[-1] - right]
-        grad_w = grad_kernel.view(weight.shape) if need_w else None
-        grad_b = grad_out.sum(dim=(0, 2, 3)) if (need_b and has_bias) else None
-        return grad_x, None, grad_w, grad_b, None, None, None, None
+            grad_cols = torch.matmul(kernel_g.transpose(-1, -2), grad_block)
+            grad_cols = grad_cols.view(batch, -1, kernel[0] * kernel[1], grad_cols.shape[-1])
+            grad_cols.mul_(_block_weights(weights_h, (r0, r1)))
+            in_rows = _block_in_rows((r0, r1), kernel, stride, dilation)
+            rows_hw = (in_rows.stop - in_rows.start, xp.shape[-1])
+            grad_xp[:, :, in_rows] += F.fold(grad_cols.view(batch, -1, grad_cols.shape[-1]), rows_hw, kernel,
+                                             dilation=dilation, stride=stride)
+    grad_x = x.new_empty(0)
+    if need_x:
+        left, right, top, bottom = pads
+        grad_x = grad_xp[:, :, top : grad_xp.shape[-2] - bottom, left : grad_xp.shape[-1] - right].contiguous()
+    return grad_x, grad_kernel.view(weight.shape) if need_w else weight.new_empty(0)
+
+
+# The fast paths are torch.library custom ops with their own autograd, not autograd.Functions, so torch.compile
+# calls them as opaque kernels. Traced through as autograd.Functions, inductor turned their strided GEMM outputs
+# and shifted multiply-adds into generated loops that made a compiled teacher step 4x slower (docs/performance.md).
+_CONV_SCHEMA = ("(Tensor x, Tensor weights_h, Tensor weight, Tensor? bias, int[] stride, int[] pads, int[] dilation, "
+                "int groups) -> Tensor")
+_BACKWARD_SCHEMA = ("(Tensor grad_out, Tensor x, Tensor weights_h, Tensor weight, int[] stride, int[] pads, "
+                    "int[] dilation, int groups, bool need_x, bool need_w) -> (Tensor, Tensor)")
+
+
+def _register_fast_path(
+    name: str, forward: Callable[..., Tensor], backward: Callable[..., tuple[Tensor, Tensor]]
+) -> Callable[..., Tensor]:
+    """``depthdistill::{name}``: ``forward`` as a custom op whose autograd calls ``backward``, itself an op."""
+    forward_op = torch.library.custom_op(f"depthdistill::{name}", forward, mutates_args=(), schema=_CONV_SCHEMA)
+    backward_op = torch.library.custom_op(f"depthdistill::{name}_backward", backward, mutates_args=(),
+                                          schema=_BACKWARD_SCHEMA)
+
+    @forward_op.register_fake
+    def _(x, weights_h, weight, bias, stride, pads, dilation, groups):
+        return x.new_empty(x.shape[0], weight.shape[0], *weights_h.shape[-2:])
+
+    @backward_op.register_fake
+    def _(grad_out, x, weights_h, weight, stride, pads, dilation, groups, need_x, need_w):
+        return (x.new_empty(x.shape) if need_x else x.new_empty(0),
+                weight.new_empty(weight.shape) if need_w else weight.new_empty(0))
+
+    def setup_context(ctx, inputs, output):
+        x, weights_h, weight, bias, *conf = inputs
+        ctx.save_for_backward(x, weights_h, weight)
+        ctx.conf, ctx.has_bias = conf, bias is not None
+
+    def differentiate(ctx, grad_out):
+        x, weights_h, weight = ctx.saved_tensors
+        need_x, _, need_w, need_b = ctx.needs_input_grad[:4]
+        grad_x = grad_w = None
+        if need_x or need_w:
+            grad_x, grad_w = backward_op(grad_out, x, weights_h, weight, *ctx.conf, need_x, need_w)
+        grad_b = grad_out.sum(dim=(0, 2, 3)) if (need_b and ctx.has_bias) else None
+        return (grad_x if need_x else None), None, (grad_w if need_w else None), grad_b, None, None, None, None
+
+    forward_op.register_autograd(differentiate, setup_context=setup_context)
+    return forward_op
+
+
+_stacked_conv = _register_fast_path("dconv_stacked", _stacked_forward, _stacked_backward)
+_cols_conv = _register_fast_path("dconv_cols", _cols_forward, _cols_backward)
 
 
 def _reference_conv(
@@ -581,8 +604,7 @@ def depth_aware_conv2d(
         impl = _choose_impl(x, stride_, groups)
     if impl == "reference":
         return _reference_conv(F.pad(x, pads), weights_h, weight, bias, stride_, dilation_, groups)
-    if impl == "cols":
-        return _ColsConv.apply(x, weights_h, weight, bias, stride_, pads, dilation_, groups)
-    if stride_ != (1, 1):
+    if impl == "stacked" and stride_ != (1, 1):
         raise ValueError(f"impl='stacked' needs stride 1, got stride {stride_}; use impl='cols' or 'auto'")
-    return _StackedTapConv.apply(x, weights_h, weight, bias, pads, dilation_, groups)
+    fast_path = _cols_conv if impl == "cols" else _stacked_conv
+    return fast_path(x, weights_h, weight, bias, list(stride_), list(pads), list(dilation_), groups)

@@ -234,6 +234,20 @@ def test_row_blocks_match_definition(monkeypatch, impl, budget, stride, dilation
                                          alpha=1.3, impl=impl), (x, w, b))
 
 
+@pytest.mark.parametrize("op,stride,groups,bias", [("dconv_stacked", 1, 1, True), ("dconv_stacked", 1, 2, False),
+                                                     ("dconv_cols", 2, 1, True), ("dconv_cols", 1, 2, False)])
+def test_fast_paths_are_well_formed_custom_ops(op, stride, groups, bias):
+    """Schema, fake kernel (shapes and strides), autograd registration: what torch.compile relies on."""
+    x = torch.randn(2, 4, 7, 6, requires_grad=True)
+    w = torch.randn(6, 4 // groups, 3, 3, requires_grad=True)
+    b = torch.randn(6, requires_grad=True) if bias else None
+    weights_h = depth_similarity(torch.rand(2, 1, 7, 6) + 1, (3, 3), (stride, stride), (1, 1, 1, 1), (1, 1), 2.0)
+    args = (x, weights_h, w, b, [stride, stride], [1, 1, 1, 1], [1, 1], groups)
+    torch.library.opcheck(getattr(torch.ops.depthdistill, op).default, args)
+    backward_args = (torch.randn(2, 6, *weights_h.shape[-2:]), x.detach(), weights_h, w.detach(), *args[4:], True, True)
+    torch.library.opcheck(getattr(torch.ops.depthdistill, f"{op}_backward").default, backward_args)
+
+
 @pytest.mark.parametrize("impl", ["cols", "stacked"])
 def test_backward_saves_only_input_depth_weights_and_kernel(impl):
     """The memory bound of the fast paths: what autograd keeps is x plus k² depth weights per pixel, not k²·x."""
