@@ -11,8 +11,9 @@ Three implementations compute the same thing (``impl="auto"``, the default, pick
   input rows (a view of the unpadded input, never a copy), then each tap's product shifted, multiplied by its
   depth weight and accumulated on the output side, block by block so the product is still in cache.
 
-  Both autograd functions save only the input, the depth weights and the kernel, and recompute the rest in
-  backward, so the memory held for backward stays close to ``nn.Conv2d``'s.
+  Both are ``torch.library`` custom ops (``depthdistill::dconv_cols``, ``depthdistill::dconv_stacked``) with
+  their own backward: they save only the input, the depth weights and the kernel and recompute the rest, so the
+  memory held for backward stays close to ``nn.Conv2d``'s, and ``torch.compile`` calls them as opaque kernels.
 * ``"reference"``: the definition through ``F.unfold`` (im2col), differentiated by autograd. Simple and
   obviously right, but it holds k² copies of the input; use it to debug and to check the fast path.
 """
