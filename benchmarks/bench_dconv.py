@@ -20,6 +20,7 @@ Run it from the repository root::
     OMP_NUM_THREADS=2 python benchmarks/bench_dconv.py --width 0.25 --batch 2 --input 240 320   # a slim teacher
     OMP_NUM_THREADS=2 python benchmarks/bench_dconv.py --stride 2                 # every VGG shape at stride 2
     OMP_NUM_THREADS=2 python benchmarks/bench_dconv.py --batch 2 --layers conv1_1 stem7x7s2 dw3x3s2
+    OMP_NUM_THREADS=2 python benchmarks/bench_dconv.py --layers conv1_2 --impls stacked --profile --block-mib 2
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from depthdistill.nn import functional
 from depthdistill.nn.functional import IMPLEMENTATIONS, depth_aware_conv2d
 
 NYU_HW = (480, 640)
@@ -116,14 +118,25 @@ def saved_bytes(step: Callable[[], torch.Tensor], params: tuple[torch.Tensor, ..
     return sum(seen.values())
 
 
+def top_ops(step: Callable[[], None], count: int = 6) -> str:
+    """The ``count`` operators with the most self time in one run of ``step`` (``torch.profiler``), in ms."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        step()
+    ops = sorted(prof.key_averages(), key=lambda op: op.self_cpu_time_total, reverse=True)[:count]
+    return ", ".join(f"{op.key} {op.self_cpu_time_total / 1e3:.1f}" for op in ops)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def bench_layer(layer: Layer, hw: tuple[int, int], batch: int, impls: list[str], repeats: int,
-                device: torch.device, dtype: torch.dtype) -> dict[str, tuple[float, int]]:
-    """Median forward+backward seconds and saved bytes per candidate, candidates interleaved in every repeat."""
+                device: torch.device, dtype: torch.dtype, profile: bool = False) -> dict[str, tuple[float, int, str]]:
+    """Median forward+backward seconds, saved bytes and (with ``profile``) the top operators per candidate.
+
+    Candidates are interleaved in every repeat.
+    """
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, layer.in_ch, *hw, generator=gen).to(device, dtype).requires_grad_()
     # A room-like depth: a ramp plus noise in metres, with some holes, so the weights are not trivially 1.
@@ -158,7 +171,8 @@ def bench_layer(layer: Layer, hw: tuple[int, int], batch: int, impls: list[str],
             if rep:
                 times[name].append(time.perf_counter() - start)
     params = (conv.weight, conv.bias)
-    return {name: (statistics.median(times[name]), saved_bytes(lambda n=name: forward(n), params))
+    return {name: (statistics.median(times[name]), saved_bytes(lambda n=name: forward(n), params),
+                   top_ops(lambda n=name: forward(n).backward(grad)) if profile else "")
             for name in candidates}
 
 
@@ -168,7 +182,7 @@ def main() -> None:
     parser.add_argument("--layers", nargs="*", default=[layer.name for layer in LAYERS],
                         choices=[layer.name for layer in LAYERS + OTHER_LAYERS])
     parser.add_argument("--impls", nargs="*", default=[impl for impl in IMPLEMENTATIONS if impl != "auto"],
-                        choices=list(IMPLEMENTATIONS), help="'auto' is left out by default: it picks 'stacked' here")
+                        choices=list(IMPLEMENTATIONS), help="'auto' is left out by default: it is one of the others")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds per layer (plus one warm-up)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--input", type=int, nargs=2, default=NYU_HW, metavar=("H", "W"),
@@ -181,7 +195,13 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, OMP_NUM_THREADS)")
+    parser.add_argument("--block-mib", type=float, default=None,
+                        help="override impl='stacked''s block size (functional._BLOCK_BYTES), to sweep it")
+    parser.add_argument("--profile", action="store_true",
+                        help="after each layer, the operators with the most self time per candidate (ms, one run)")
     args = parser.parse_args()
+    if args.block_mib:
+        functional._BLOCK_BYTES = int(args.block_mib * 2**20)
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -196,23 +216,28 @@ def main() -> None:
     for device in devices:
         print(f"# {machine_description(device)}; device {device.type}, {args.dtype}, batch {args.batch}, "
               f"input {args.input[0] // scale}x{args.input[1] // scale}, width {args.width}, "
-              f"median of {args.repeats} interleaved fwd+bwd rounds")
+              f"stacked blocks {functional._BLOCK_BYTES / 2**20:.3g} MiB, median of {args.repeats} interleaved "
+              "fwd+bwd rounds")
         print("| layer | C_in→C_out | k/s/dil | H×W in | impl | fwd+bwd ms | × nn.Conv2d | unfold × | saved MiB "
               "| saved × nn.Conv2d |")
         print("|---|---|---|---|---|---|---|---|---|---|")
+        profiles = []
         for layer in layers:
             hw = (args.input[0] // (layer.downsample * scale), args.input[1] // (layer.downsample * scale))
             impls = [impl for impl in args.impls if impl != "stacked" or layer.stride == 1]  # stacked: stride 1 only
-            result = bench_layer(layer, hw, args.batch, impls, args.repeats, device, dtype)
-            base_t, base_m = result["nn.Conv2d"]
+            result = bench_layer(layer, hw, args.batch, impls, args.repeats, device, dtype, args.profile)
+            base_t, base_m, _ = result["nn.Conv2d"]
             ref_t = result["reference"][0]
-            for name, (seconds, saved) in result.items():
+            for name, (seconds, saved, ops) in result.items():
                 label = "unfold (reference)" if name == "reference" else name
                 groups = " dw" if layer.depthwise else ""
                 print(f"| {layer.name} | {layer.in_ch}→{layer.out_ch}{groups} | "
                       f"{layer.kernel}/{layer.stride}/{layer.dilation} | {hw[0]}×{hw[1]} "
                       f"| {label} | {seconds * 1e3:.0f} | {seconds / base_t:.2f} | {ref_t / seconds:.2f} "
                       f"| {saved / 2**20:.1f} | {saved / base_m:.2f} |", flush=True)
+                if ops:
+                    profiles.append(f"# profile {layer.name} {label}, self ms: {ops}")
+        print("\n".join(profiles))
 
 
 if __name__ == "__main__":

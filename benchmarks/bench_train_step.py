@@ -117,6 +117,7 @@ def main() -> None:
 
     names = list(steps)
     times: dict[str, list[float]] = {name: [] for name in names}
+    first_step: dict[str, float] = {}
     for rep in range(args.repeats + 2):  # two warm-up rounds: the first compiles
         for name in names[rep % len(names):] + names[:rep % len(names)]:
             if device.type == "cuda":
@@ -127,6 +128,8 @@ def main() -> None:
                 torch.cuda.synchronize(device)
             if rep >= 2:
                 times[name].append(time.perf_counter() - start)
+            elif rep == 0:
+                first_step[name] = time.perf_counter() - start
 
     print(f"# {machine_description(device)}; DeepLab-VGG16 width {args.width}, batch {args.batch}, input "
           f"{args.input[0]}x{args.input[1]}, {NUM_CLASSES} classes, median of {args.repeats} interleaved steps")
@@ -136,6 +139,9 @@ def main() -> None:
     for name in names:
         median = statistics.median(times[name])
         print(f"| {name} | {median * 1e3:.0f} | {median / base:.2f} |")
+    if args.compile:
+        print("# first step, compilation included: " + ", ".join(
+            f"{name} {first_step[name]:.1f} s" for name in names if name.endswith("+compile")))
 
 
 if __name__ == "__main__":

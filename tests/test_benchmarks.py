@@ -47,11 +47,24 @@ def test_bench_dconv_strided_and_depthwise_shapes_skip_the_stride_1_only_impl():
     assert shapes == {"stem7x7s2": ("3→6", "7/2/1"), "dw3x3s2": ("10→10 dw", "3/2/1"), "conv4_3": ("51→51", "3/2/1")}
 
 
+def test_bench_dconv_profiles_every_candidate_and_takes_the_block_size():
+    lines = _run("bench_dconv.py", "--layers", "conv3_3", "--impls", "stacked", "--input", "32", "48", "--width",
+                 "0.05", "--repeats", "1", "--device", "cpu", "--profile", "--block-mib", "0.01")
+    assert "stacked blocks 0.01 MiB" in lines[0]
+    profiles = [line for line in lines if line.startswith("# profile conv3_3")]
+    assert [line.split(",")[0] for line in profiles] == [
+        "# profile conv3_3 nn.Conv2d", "# profile conv3_3 stacked", "# profile conv3_3 unfold (reference)"]
+    for line in profiles:  # "op ms" pairs, the most expensive first
+        self_ms = [float(item.rsplit(" ", 1)[1]) for item in line.split(": ", 1)[1].split(", ")]
+        assert 1 <= len(self_ms) <= 6 and self_ms == sorted(self_ms, reverse=True)
+
+
 def test_bench_train_step_prints_every_step():
     lines = _run("bench_train_step.py", "--width", "0.0625", "--batch", "1", "--input", "32", "32",
                  "--repeats", "1")
     rows = {row[0]: row for row in _table(lines)}
     assert set(rows) == {"baseline", "student", "teacher"} and rows["baseline"][2] == "1.00"
+    assert not any(line.startswith("# first step") for line in lines)  # only with --compile
 
 
 def test_bench_depth_gain_prints_both_rows_and_the_gap():
