@@ -472,7 +472,7 @@ def _reference_conv(
 
 #: Input channels (ungrouped convolutions) up to which ``impl='auto'`` uses ``'cols'`` even at stride 1: with so
 #: few channels (an RGB stem) the GEMM is tiny and the stacked path's per-tap products cost more than the im2col
-#: tile (3→64 at 240×320: 1.04× nn.Conv2d for cols, 2.4× for stacked; docs/performance.md).
+#: tile (conv1_1, 3→64 at 240×320, batch 2: 0.95× nn.Conv2d for cols, 2.34× for stacked; docs/performance.md).
 _FEW_CHANNELS = 4
 
 
