@@ -83,7 +83,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, quick: bool = False, seed: in
     out = Path(out_dir)
     # Flips and ImageNet normalisation only: the scenes already vary in layout, scale and colour.
     augment = train_transforms(preset.size, scale_range=None, color_jitter=0.0)
-    # Cached: every row trains on the same scenes for many epochs, and rendering them would be half the time.
+    # Cached: every row trains on the same scenes for many epochs; rendering them was ~40 % of an epoch.
     train = SyntheticRGBD(num_samples=preset.train_samples, size=preset.size, split="train", seed=seed,
                           transform=augment, cache=True)
     test = SyntheticRGBD(num_samples=preset.test_samples, size=preset.size, split="test", seed=seed,

@@ -165,7 +165,7 @@ class SyntheticRGBD(Dataset):
             and surfaces beyond the sensor range have depth 0), which is what tests of the geometry want.
         transform: Joint transform applied to the sample dict (see :mod:`depthdistill.data.transforms`).
         cache: Keep every rendered sample (before ``transform``) in memory, so that epochs after the first pay
-            only for the transform: rendering is most of an epoch's time for a slim model. About 300 KB per
+            only for the transform: rendering was about 40 % of an epoch of the demo's slim model. About 300 KB per
             96×128 sample; each DataLoader worker process keeps its own copy.
 
     Attributes:

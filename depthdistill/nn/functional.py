@@ -528,9 +528,8 @@ def depth_aware_conv2d(
             ≤ 4 input channels), ``'stacked'`` (stride 1 only: one GEMM per kernel row over blocks of the
             unpadded input, the shift and depth weights on the output side), ``'cols'`` (any stride: per block
             of output rows, the depth-weighted im2col tile and one GEMM) or ``'reference'`` (the unfold
-            definition, for debugging).
-            All but ``'reference'`` save only ``x``, the depth weights and the kernel for backward. See
-            docs/performance.md for what each costs.
+            definition, for debugging). All but ``'reference'`` save only ``x``, the depth weights and the kernel
+            for backward. See docs/performance.md for what each costs.
         cache: Optional dict in which depth weights are memoised by geometry, so layers that share a resolution
             and kernel geometry compute them once (the depth context passes its own, alive for one forward).
 
