@@ -28,10 +28,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from depthdistill.convert import LayerFilter, convert_to_depth_aware, convert_to_plain, list_depth_aware
-from depthdistill.engine.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 from depthdistill.engine.checks import check_batch, check_dataset
 from depthdistill.engine.device import resolve_device
-from depthdistill.engine.distributed import barrier, is_main_process, unwrap
+from depthdistill.engine.distributed import barrier, is_main_process
 from depthdistill.engine.evaluate import evaluate
 from depthdistill.engine.loop import Callback, FitResult, LossFn, TrainSettings, fit
 from depthdistill.engine.optim import OptimizerFactory, SchedulerFactory
@@ -542,7 +541,3 @@ class Distiller:
             evaluate=evaluate, check=check, optimizer=self.optimizer, scheduler=self.scheduler,
             callbacks=self.callbacks, resume=self.resume, meta=meta, log=self.log,
         )
-        if run_dir is not None and is_main_process():
-            save_checkpoint({"format": CHECKPOINT_FORMAT, "phase": name, "model": unwrap(model).state_dict(),
-                             "meta": meta}, run_dir / "model.pt")
-        barrier()

@@ -7,7 +7,7 @@ clauses keep working.
 
 from __future__ import annotations
 
-__all__ = ["DepthDistillError", "DepthError", "DatasetError", "ConfigError", "TrainingError"]
+__all__ = ["DepthDistillError", "DepthError", "DatasetError", "ConfigError", "TrainingError", "CheckpointError"]
 
 
 class DepthDistillError(Exception):
@@ -28,3 +28,7 @@ class ConfigError(DepthDistillError, ValueError):
 
 class TrainingError(DepthDistillError, RuntimeError):
     """Training cannot go on (for example the loss became NaN)."""
+
+
+class CheckpointError(TrainingError):
+    """A checkpoint file is unreadable or corrupt (its content does not match the checksum written with it)."""

@@ -1,6 +1,13 @@
 """Training machinery shared by every phase: the loop, checkpoints, logging, devices, data loaders, DDP."""
 
-from depthdistill.engine.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from depthdistill.engine.checkpoint import (
+    capture_rng_state,
+    checksum,
+    load_checkpoint,
+    load_model_state,
+    restore_rng_state,
+    save_checkpoint,
+)
 from depthdistill.engine.checks import check_batch, check_dataset
 from depthdistill.engine.device import autocast, move_batch, resolve_device
 from depthdistill.engine.distributed import (
@@ -35,6 +42,7 @@ __all__ = [
     "autocast",
     "barrier",
     "capture_rng_state",
+    "checksum",
     "check_batch",
     "check_dataset",
     "eval_loader",
@@ -46,6 +54,7 @@ __all__ = [
     "is_distributed",
     "is_main_process",
     "load_checkpoint",
+    "load_model_state",
     "move_batch",
     "poly_schedule",
     "progress",

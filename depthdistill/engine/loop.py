@@ -8,6 +8,7 @@ channels_last, gradient accumulation, DDP, logging, checkpoints, NaN detection â
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
 import time
@@ -26,6 +27,7 @@ from depthdistill.engine.checkpoint import (
     CHECKPOINT_FORMAT,
     capture_rng_state,
     load_checkpoint,
+    load_model_state,
     restore_rng_state,
     save_checkpoint,
 )
@@ -34,9 +36,19 @@ from depthdistill.engine.distributed import all_reduce_sum, barrier, get_world_s
 from depthdistill.engine.loader import start_epoch, train_loader
 from depthdistill.engine.optim import OptimizerFactory, SchedulerFactory, poly_schedule, sgd
 from depthdistill.engine.run_log import RunLog, progress
-from depthdistill.errors import ConfigError, TrainingError
+from depthdistill.errors import CheckpointError, ConfigError, TrainingError
 
-__all__ = ["TrainSettings", "LoopState", "FitResult", "LossFn", "Callback", "fit", "seed_everything"]
+__all__ = ["TrainSettings", "LoopState", "FitResult", "LossFn", "Callback", "fit", "seed_everything",
+           "RESUME_SETTINGS", "RESUME_META"]
+
+logger = logging.getLogger(__name__)
+
+#: Training settings that change what a phase computes: resuming it with other values is refused (device,
+#: workers, logging and evaluation batch size may change).
+RESUME_SETTINGS = ("batch_size", "lr", "momentum", "weight_decay", "poly_power", "grad_accum_steps", "seed", "amp")
+#: Keys of the checkpoint metadata that change what a phase computes (written by the Distiller and the CLI;
+#: ``config`` is compared by its ``distill`` section).
+RESUME_META = ("num_classes", "ignore_index", "alpha", "depth_resize", "depth_aware_layers", "model", "config")
 
 #: ``loss_fn(model, batch, epoch) -> {"loss": scalar tensor to minimise, other named scalar parts to log}``.
 LossFn = Callable[[nn.Module, dict, int], dict[str, torch.Tensor]]
@@ -179,6 +191,55 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _plan_differences(state: dict[str, Any], phase: str, epochs: int, settings: TrainSettings,
+                      meta: dict[str, Any]) -> list[str]:
+    """How the checkpoint's phase, epochs, settings and metadata differ from the ones asked for now."""
+    differences = []
+    if state.get("phase") != phase:
+        differences.append(f"phase {state.get('phase')!r} (now {phase!r})")
+    if state.get("epochs") != epochs:
+        differences.append(f"planned for {state.get('epochs')} epochs (now {epochs})")
+    saved, now = state.get("settings") or {}, settings.to_dict()
+    differences += [f"{key}={saved[key]!r} (now {now[key]!r})" for key in RESUME_SETTINGS
+                    if key in saved and saved[key] != now[key]]
+    saved_meta = state.get("meta") or {}
+    for key in RESUME_META:
+        if key not in saved_meta or key not in meta:
+            continue
+        before, after = saved_meta[key], meta[key]
+        if key == "config":
+            key, before, after = "distill", (before or {}).get("distill"), (after or {}).get("distill")
+        if before != after:
+            differences.append(f"{key}={before!r} (now {after!r})")
+    return differences
+
+
+def _resume_state(run_dir: Path, device: torch.device) -> tuple[dict[str, Any] | None, Path | None]:
+    """The checkpoint to resume from and its path: ``last.pt``, or ``model.pt`` of a finished phase whose
+    ``last.pt`` is missing or unreadable; ``(None, None)`` when there is none."""
+    last, final = run_dir / "last.pt", run_dir / "model.pt"
+    error = None
+    if last.is_file():
+        try:
+            return load_checkpoint(last, map_location=device), last
+        except CheckpointError as exc:
+            error = exc
+    if final.is_file():
+        try:
+            state = load_checkpoint(final, map_location=device)
+        except CheckpointError:
+            if error is not None:
+                raise error from None
+            raise
+        if state.get("epochs") is not None and state.get("epoch") == state["epochs"]:  # a finished phase
+            if error is not None:
+                logger.warning("%s; the phase had finished: its final weights load from %s", error, final)
+            return state, final
+    if error is not None:
+        raise error
+    return None, None
+
+
 def _reduce_parts(
     parts: dict[str, torch.Tensor], phase: str, epoch: int, batch: int, last_good: str
 ) -> dict[str, float]:
@@ -236,14 +297,17 @@ def fit(
         epochs: Epochs to train (>= 1).
         phase: Name used in logs, checkpoints and messages.
         settings: Training settings (default :class:`TrainSettings`).
-        run_dir: Folder for ``last.pt``, ``best.pt``; ``None`` keeps no checkpoint.
+        run_dir: Folder for ``last.pt``, ``best.pt`` and ``model.pt`` (the final weights, written when the last
+            epoch ends); ``None`` keeps no checkpoint.
         evaluate: ``evaluate(model) -> metrics dict`` run after every epoch (validation).
         best_key: Metric of ``evaluate``'s result that selects ``best.pt`` (higher is better).
         check: ``check(batch)`` run on every batch before the forward (e.g. label range, depth present).
         optimizer: Optimiser factory (default: SGD with the settings' lr, momentum, weight decay).
         scheduler: Schedule factory ``(optimizer, total_steps)`` (default: poly with the settings' power).
         callbacks: Called at every event with a :class:`LoopState`.
-        resume: Continue from ``run_dir/last.pt`` if it exists.
+        resume: Continue from ``run_dir/last.pt`` if it exists (a finished phase whose ``last.pt`` is unreadable
+            loads ``model.pt``). Records of this phase that the log holds past the checkpoint (written before a
+            kill) are dropped from it first, so each step and epoch is logged once.
         meta: Extra information stored in the checkpoints (e.g. which layers are depth-aware).
         log: Where records go (default: ``run_dir/../metrics.jsonl`` is the caller's choice; ``None``: no file).
 
@@ -252,7 +316,10 @@ def fit(
 
     Raises:
         TrainingError: If the loss is NaN or infinite (the last checkpoint is kept), or resuming from a
-            checkpoint of another phase or epoch count.
+            checkpoint of another phase, epoch count, setting of :data:`RESUME_SETTINGS` or metadata of
+            :data:`RESUME_META` (the differences are named).
+        CheckpointError: If the checkpoint to resume from is corrupt.
+        ConfigError: If the checkpoint holds another model's weights.
 
     Examples:
         >>> data = [{"rgb": torch.randn(3, 4, 4), "label": torch.zeros(4, 4, dtype=torch.long)}] * 2
@@ -283,23 +350,27 @@ def fit(
     scaler = make_grad_scaler(device, settings.amp)
 
     first_epoch, best_metric, best_epoch, history, resumed_from, global_step = 0, None, None, [], None, 0
-    if resume and last_path is not None and last_path.is_file():
-        state = load_checkpoint(last_path, map_location=device)
-        if state.get("phase") != phase or state.get("epochs") != epochs:
+    state, source = _resume_state(run_dir, device) if resume and run_dir is not None else (None, None)
+    if state is not None:
+        load_model_state(model, state["model"], source)
+        differences = _plan_differences(state, phase, epochs, settings, meta or {})
+        if differences:
             raise TrainingError(
-                f"cannot resume {phase!r} for {epochs} epochs from {last_path}: it holds phase "
-                f"{state.get('phase')!r} planned for {state.get('epochs')} epochs; use another out_dir or the same plan"
+                f"cannot resume {phase!r} from {source}: it was made with {'; '.join(differences)}. Resume with "
+                "the settings it was made with, or train in another out_dir"
             )
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        restore_rng_state(state["rng"])
+        if "optimizer" in state:  # last.pt; model.pt of a finished phase holds the weights only
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            restore_rng_state(state["rng"])
         first_epoch = resumed_from = state["epoch"]
         best_metric, best_epoch, history = state["best_metric"], state["best_epoch"], list(state["history"])
         global_step = state["global_step"]
     elif settings.seed is not None:
         seed_everything(settings.seed)
+    if resume:
+        log.rewind(phase, first_epoch, global_step)
 
     last_good = f"The last good checkpoint is {last_path}." if last_path is not None else "No checkpoint is kept."
     train_model = wrap_ddp(model, device)
@@ -367,6 +438,15 @@ def fit(
         last_good = f"The last good checkpoint is {last_path} (after epoch {epoch})." if last_path else last_good
         _notify(callbacks, LoopState(phase, "epoch_end", epoch, epochs, len(loader) - 1, global_step,
                                      record.get("loss", math.nan), model, opt, record))
+    final_path = run_dir / "model.pt" if run_dir is not None else None
+    # A phase resumed after it had finished keeps its model.pt as it was written.
+    if final_path is not None and is_main_process() and (first_epoch < epochs or not final_path.is_file()):
+        save_checkpoint({
+            "format": CHECKPOINT_FORMAT, "phase": phase, "epoch": epochs, "epochs": epochs, "global_step": global_step,
+            "model": model.state_dict(), "best_metric": best_metric, "best_epoch": best_epoch, "history": history,
+            "settings": settings.to_dict(), "meta": meta or {},
+        }, final_path)
+    barrier()
     return FitResult(history, best_metric, best_epoch, time.perf_counter() - began, resumed_from)
 
 

@@ -84,6 +84,49 @@ class RunLog:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
 
+    def rewind(self, phase: str, epoch: int, step: int) -> int:
+        """Drops the records of ``phase`` from a resumed point on, so that the resumed run logs each one once.
+
+        Removed: step records past optimiser step ``step``, epoch records of epoch ``epoch`` and later, test
+        records (``"test"`` key) of the phase, and unreadable lines (a kill while writing). Other phases' records
+        stay. The file is rewritten atomically.
+
+        Returns:
+            The number of lines removed.
+
+        Examples:
+            >>> import tempfile, pathlib
+            >>> log = RunLog(pathlib.Path(tempfile.mkdtemp()) / "metrics.jsonl", echo=False)
+            >>> for record in ({"phase": "tn", "epoch": 0, "step": 1}, {"phase": "tn", "epoch": 0},
+            ...                {"phase": "tn", "epoch": 1, "step": 2}):
+            ...     log.write(record)
+            >>> log.rewind("tn", epoch=1, step=1)
+            1
+        """
+        if self.path is None or not is_main_process() or not self.path.is_file():
+            return 0
+
+        def keep(line: str) -> bool:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                return False
+            if not isinstance(record, dict) or record.get("phase") != phase:
+                return True
+            if "step" in record:
+                return record["step"] <= step
+            if "epoch" in record:
+                return record["epoch"] < epoch
+            return "test" not in record
+
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if keep(line)]
+        if len(kept) < len(lines):
+            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            os.replace(tmp, self.path)
+        return len(lines) - len(kept)
+
     def epoch_line(self, phase: str, epoch: int, epochs: int, values: dict[str, float]) -> str:
         """Formats (and, with ``echo``, prints on rank 0) the summary line of an epoch; returns it.
 
