@@ -138,10 +138,23 @@ def _key_values(items: Sequence[str] | None, what: str) -> dict[str, Any]:
     return values
 
 
-def _checkpoint_model(path: str, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+#: The arguments naming a checkpoint's model, shared by evaluate, predict and export.
+_MODEL_ARGS = [
+    arg("--model", metavar="NAME", help="the checkpoint's model, when it does not name it or names it wrongly "
+                                        "(as in a run file: deeplab_vgg16, smp:Arch/encoder, timm:backbone, "
+                                        "package.module:factory)"),
+    arg("--model-arg", metavar="KEY=VALUE", action="append", default=[],
+        help="argument of --model's factory (repeatable), e.g. --model-arg width=16"),
+]
+
+
+def _checkpoint_model(args: argparse.Namespace, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     from depthdistill.engine.registry import load_model
 
-    return load_model(path, map_location=device)
+    if args.model_arg and not args.model:
+        raise ConfigError("--model-arg needs --model NAME")
+    model = {"name": args.model, "args": _key_values(args.model_arg, "--model-arg")} if args.model else None
+    return load_model(args.checkpoint, map_location=device, model=model)
 
 
 def _require_student(meta: dict[str, Any], path: str, what: str) -> None:
@@ -167,7 +180,9 @@ def _train(args: argparse.Namespace) -> int:
 
     Writes to out_dir: one folder per row (bl, tn, sn, bl_vtce, bl_ps) with last.pt (full training state,
     every epoch), best.pt (best validation epoch) and model.pt (the final weights, usable by evaluate /
-    predict / export), plus metrics.jsonl, results.json and config.yaml (the complete run file used).
+    predict / export), plus metrics.jsonl, results.json and config.yaml (the complete run file used, written
+    when training starts). An out_dir that already holds a run is refused unless --resume continues it.
+    The model is built after seeding with train.seed, so two runs of one run file train the same weights.
     Under `torchrun --nproc_per_node=N` it trains with DDP; rank 0 alone writes.
     """
     import yaml
@@ -175,6 +190,7 @@ def _train(args: argparse.Namespace) -> int:
     from depthdistill.distiller import Distiller
     from depthdistill.engine.config import load_config
     from depthdistill.engine.distributed import init_distributed, is_main_process
+    from depthdistill.engine.loop import seed_everything
     from depthdistill.engine.registry import build_model
 
     cfg = load_config(args.config, args.set)
@@ -185,6 +201,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
+    if not cfg.resume:
+        _refuse_existing_run(Path(cfg.out_dir))
     init_distributed()
     train_set = _dataset(cfg.data, cfg.data.train)
     val_set = _dataset(cfg.data, cfg.data.val) if cfg.data.val is not None else None
@@ -193,6 +211,8 @@ def _train(args: argparse.Namespace) -> int:
     if not num_classes:
         raise ConfigError("num_classes is not set and the training set has no num_classes attribute; "
                           "set num_classes in the run file")
+    if cfg.train.seed is not None:  # the initial weights are part of what the seed fixes
+        seed_everything(cfg.train.seed)
     model = build_model(cfg.model.name, num_classes, **cfg.model.args)
     meta = {"model": asdict(cfg.model), "config": cfg.to_dict(),
             "rgb_normalization": _plain(getattr(train_set, "rgb_normalization", None))}
@@ -200,11 +220,8 @@ def _train(args: argparse.Namespace) -> int:
     distiller = Distiller(
         model, num_classes, alpha=d.alpha, beta=d.beta, ignore_index=d.ignore_index, out_dir=cfg.out_dir,
         teacher_source=d.teacher_source, include=d.include, exclude=d.exclude, depth_resize=d.depth_resize,
-        resume=cfg.resume, settings=cfg.train, meta=meta,
+        resume=cfg.resume, settings=cfg.train, meta=meta, callbacks=[_ConfigWriter(cfg)],
     )
-    if is_main_process():
-        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
-        (Path(cfg.out_dir) / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     e = cfg.experiment
     table = distiller.run_experiment(train_set, test_set, teacher_epochs=e.teacher_epochs,
                                      student_epochs=e.student_epochs, baseline_epochs=e.baseline_epochs,
@@ -213,6 +230,40 @@ def _train(args: argparse.Namespace) -> int:
         print(table.to_markdown())
         print(f"results: {Path(cfg.out_dir) / 'results.json'}")
     return 0
+
+
+#: What marks a folder as holding a run of `depthdistill train`.
+_RUN_RECORDS = ("config.yaml", "metrics.jsonl", "results.json", "*/last.pt", "*/model.pt")
+
+
+def _refuse_existing_run(out_dir: Path) -> None:
+    """Refuses to start a new run over the records of another one."""
+    found = sorted({str(p.relative_to(out_dir)) for pattern in _RUN_RECORDS for p in out_dir.glob(pattern)})
+    if found:
+        listed = ", ".join(found[:4]) + (" …" if len(found) > 4 else "")
+        raise ConfigError(f"{out_dir} already holds a run ({listed}); continue it with --resume, or start this "
+                          "one elsewhere with --out-dir DIR")
+
+
+class _ConfigWriter:
+    """A training callback writing config.yaml once, when the first epoch starts: a run that fails before it
+    trains leaves no records, and a refused resume leaves the run's records as they were."""
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg, self.written = cfg, False
+
+    def __call__(self, state: Any) -> None:
+        import yaml
+
+        from depthdistill.engine.distributed import is_main_process
+
+        if self.written or state.event != "epoch_start":
+            return
+        self.written = True
+        if is_main_process():
+            out = Path(self.cfg.out_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
 
 
 def _plain(value: Any) -> Any:
@@ -236,6 +287,7 @@ def _plain(value: Any) -> Any:
     arg("--batch-size", type=int, default=1, help="samples per forward (default: 1)"),
     arg("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)"),
     arg("--json", metavar="FILE", help="also write the metrics (with per-class IoU and the confusion matrix) here"),
+    *_MODEL_ARGS,
 ])
 def _evaluate(args: argparse.Namespace) -> int:
     """Evaluates a checkpoint on a whole split from one confusion matrix.
@@ -249,7 +301,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from depthdistill.engine.config import DataConfig, RunConfig, load_config
     from depthdistill.engine.evaluate import evaluate
 
-    model, meta = _checkpoint_model(args.checkpoint)
+    model, meta = _checkpoint_model(args)
     if args.data:
         data_cfg = DataConfig(name=args.data, args=_key_values(args.data_arg, "--data-arg"))
     elif args.config:
@@ -294,6 +346,7 @@ def _palette(num_classes: int) -> torch.Tensor:
     arg("--out", required=True, metavar="DIR", help="output folder"),
     arg("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)"),
     arg("--opacity", type=float, default=0.5, help="mask opacity in the overlay, 0..1 (default: 0.5)"),
+    *_MODEL_ARGS,
 ])
 def _predict(args: argparse.Namespace) -> int:
     """Segments each image (RGB only, no depth) and writes, per image, into --out:
@@ -309,7 +362,7 @@ def _predict(args: argparse.Namespace) -> int:
     if not 0.0 <= args.opacity <= 1.0:
         raise ConfigError(f"--opacity must be in 0..1, got {args.opacity}")
     device = resolve_device(args.device)
-    model, meta = _checkpoint_model(args.checkpoint)
+    model, meta = _checkpoint_model(args)
     _require_student(meta, args.checkpoint, "predict")
     model.to(device)
     num_classes = meta["num_classes"]
@@ -371,6 +424,7 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int
     arg("--width", type=int, default=64, help="width of the example input used to trace (default: 64)"),
     arg("--opset", type=int, help="ONNX opset version (default: the exporter's)"),
     arg("--atol", type=float, default=1e-4, help="largest allowed difference to PyTorch's logits (default: 1e-4)"),
+    *_MODEL_ARGS,
 ])
 def _export(args: argparse.Namespace) -> int:
     """Exports the plain student (RGB in, logits out) and runs the exported model on a random image of the
@@ -378,7 +432,7 @@ def _export(args: argparse.Namespace) -> int:
     A depth-aware teacher cannot be exported (it needs depth through a context): export a student.
     The ONNX export uses torch's dynamo exporter (packages onnx, onnxscript) and checks with onnxruntime.
     """
-    model, meta = _checkpoint_model(args.checkpoint)
+    model, meta = _checkpoint_model(args)
     _require_student(meta, args.checkpoint, "export")
     checkpoint = Path(args.checkpoint)
     suffix = ".onnx" if args.format == "onnx" else ".ts.pt"

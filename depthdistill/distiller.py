@@ -170,7 +170,9 @@ class Distiller:
         callbacks: ``callback(LoopState)`` called at every epoch start, batch end and epoch end of every phase.
         resume: Continue each phase from its ``last.pt`` if present (finished phases just load their weights).
         settings: Training settings; keyword arguments below override its fields.
-        meta: Extra information stored in every checkpoint (the CLI stores the model's name and arguments).
+        meta: Extra information stored in every checkpoint. ``meta["model"]`` names the model for
+            ``depthdistill evaluate / predict / export`` (the CLI stores the run file's name and arguments); by
+            default it is the model's class, ``{"name": "module:Class", "args": {}}``.
         **train_settings: Any field of :class:`~depthdistill.engine.TrainSettings` (``lr``, ``batch_size``,
             ``device``, ``amp``, ``channels_last``, ``grad_accum_steps``, ``seed`` …).
 
@@ -236,7 +238,8 @@ class Distiller:
         self.optimizer, self.scheduler = optimizer, scheduler
         self.callbacks = list(callbacks)
         self.resume = bool(resume)
-        self.meta = dict(meta or {})
+        self.meta = {"model": {"name": f"{type(model).__module__}:{type(model).__qualname__}", "args": {}},
+                     **(meta or {})}
         self.device = resolve_device(self.settings.device)
         self.log = RunLog(self.out_dir / "metrics.jsonl" if self.out_dir else None, echo=log_echo)
         #: The frozen teacher (eval mode, no gradients), set when the teacher phase ends.

@@ -13,7 +13,7 @@ from typing import Any
 import torch.nn as nn
 
 from depthdistill.convert import convert_to_depth_aware
-from depthdistill.engine.checkpoint import load_checkpoint
+from depthdistill.engine.checkpoint import load_checkpoint, load_model_state
 from depthdistill.errors import ConfigError
 
 __all__ = ["DATASETS", "TRANSFORMS", "resolve", "build_dataset", "build_transform", "build_model", "load_model"]
@@ -148,26 +148,39 @@ def build_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     return model
 
 
-def load_model(checkpoint: str | os.PathLike, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_model(checkpoint: str | os.PathLike, map_location: str = "cpu",
+               model: dict[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuilds the model saved in a depthdistill checkpoint (``model.pt``, ``best.pt`` or ``last.pt``).
 
-    The checkpoint's ``meta`` names the model (``meta["model"] = {"name", "args"}``, written by
-    ``depthdistill train``) and lists its depth-aware layers: a teacher comes back depth-aware, a student plain.
+    The checkpoint's ``meta`` names the model (``meta["model"] = {"name", "args"}``: the run file's model for
+    ``depthdistill train``, the model's class for the :class:`~depthdistill.Distiller` in Python) and lists its
+    depth-aware layers: a teacher comes back depth-aware, a student plain.
+
+    Args:
+        checkpoint: The file.
+        map_location: Where tensors go.
+        model: ``{"name": …, "args": {…}}`` as in a run file, replacing the model the checkpoint names (for
+            checkpoints that name none, or a class that needs constructor arguments).
 
     Returns:
         ``(model in eval mode, meta)``.
 
     Raises:
-        ConfigError: If the checkpoint does not say which model it holds (saved from Python without ``meta``).
+        ConfigError: If no model is named, it cannot be built, or its weights do not fit the checkpoint.
     """
     state = load_checkpoint(checkpoint, map_location=map_location)
     meta = dict(state.get("meta") or {})
-    spec = meta.get("model")
-    if not isinstance(spec, dict) or "name" not in spec or "num_classes" not in meta:
-        raise ConfigError(f"{checkpoint} does not name its model (meta['model'] and meta['num_classes']); it was "
-                          "not written by `depthdistill train`: build the model in Python and load_state_dict")
-    model = build_model(spec["name"], meta["num_classes"], **(spec.get("args") or {}))
-    if meta.get("depth_aware_layers"):
-        convert_to_depth_aware(model, alpha=meta.get("alpha", 8.3), include=meta["depth_aware_layers"])
-    model.load_state_dict(state["model"])
-    return model.eval(), meta
+    spec = model or meta.get("model")
+    hint = ("name it as in a run file: `--model NAME --model-arg KEY=VALUE` on the command line, "
+            "load_model(..., model={'name': ..., 'args': {...}}) in Python")
+    if not isinstance(spec, dict) or not spec.get("name") or "num_classes" not in meta:
+        raise ConfigError(f"{checkpoint} does not name its model (meta['model'] and meta['num_classes']): {hint}")
+    try:
+        built = build_model(spec["name"], meta["num_classes"], **(spec.get("args") or {}))
+        if meta.get("depth_aware_layers"):
+            convert_to_depth_aware(built, alpha=meta.get("alpha", 8.3), include=meta["depth_aware_layers"])
+        load_model_state(built, state["model"], checkpoint)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}. The model {spec['name']!r} with arguments {spec.get('args') or {}} does not "
+                          f"rebuild {checkpoint}: {hint}") from exc
+    return built.eval(), meta
