@@ -33,6 +33,7 @@ from depthdistill.engine.device import resolve_device
 from depthdistill.engine.distributed import barrier, is_main_process
 from depthdistill.engine.evaluate import evaluate
 from depthdistill.engine.loop import Callback, FitResult, LossFn, TrainSettings, fit
+from depthdistill.engine.registry import model_spec
 from depthdistill.engine.optim import OptimizerFactory, SchedulerFactory
 from depthdistill.engine.run_log import RunLog
 from depthdistill.errors import ConfigError, TrainingError
@@ -172,7 +173,7 @@ class Distiller:
         settings: Training settings; keyword arguments below override its fields.
         meta: Extra information stored in every checkpoint. ``meta["model"]`` names the model for
             ``depthdistill evaluate / predict / export`` (the CLI stores the run file's name and arguments); by
-            default it is the model's class, ``{"name": "module:Class", "args": {}}``.
+            default it is the model's class (:func:`~depthdistill.engine.registry.model_spec`).
         **train_settings: Any field of :class:`~depthdistill.engine.TrainSettings` (``lr``, ``batch_size``,
             ``device``, ``amp``, ``channels_last``, ``grad_accum_steps``, ``seed`` …).
 
@@ -238,8 +239,7 @@ class Distiller:
         self.optimizer, self.scheduler = optimizer, scheduler
         self.callbacks = list(callbacks)
         self.resume = bool(resume)
-        self.meta = {"model": {"name": f"{type(model).__module__}:{type(model).__qualname__}", "args": {}},
-                     **(meta or {})}
+        self.meta = {"model": model_spec(model), **(meta or {})}
         self.device = resolve_device(self.settings.device)
         self.log = RunLog(self.out_dir / "metrics.jsonl" if self.out_dir else None, echo=log_echo)
         #: The frozen teacher (eval mode, no gradients), set when the teacher phase ends.

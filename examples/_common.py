@@ -42,10 +42,16 @@ def folder_or_synthetic(args: argparse.Namespace, crop: tuple[int, int], synthet
 
 
 def distill(model: torch.nn.Module, num_classes: int, train, test, args: argparse.Namespace, name: str, *,
-            teacher_epochs: int, student_epochs: int, **settings) -> depthdistill.ResultsTable:
-    """Trains BL, TN and SN with the Distiller, prints the table in the paper's form and returns it."""
+            teacher_epochs: int, student_epochs: int, model_name: str, model_args: dict | None = None,
+            **settings) -> depthdistill.ResultsTable:
+    """Trains BL, TN and SN with the Distiller, prints the table in the paper's form and returns it.
+
+    ``model_name`` / ``model_args`` name the model as a run file would, so that ``depthdistill evaluate / predict /
+    export`` rebuild it from the checkpoints.
+    """
     out = Path(args.out or f"runs/{name}")
-    distiller = depthdistill.Distiller(model, num_classes, out_dir=out, device=args.device, **settings)
+    meta = {"model": {"name": model_name, "args": model_args or {}}}
+    distiller = depthdistill.Distiller(model, num_classes, out_dir=out, device=args.device, meta=meta, **settings)
     table = distiller.run_experiment(train, test, teacher_epochs=args.teacher_epochs or teacher_epochs,
                                      student_epochs=args.student_epochs or student_epochs)
     print(table.to_markdown())

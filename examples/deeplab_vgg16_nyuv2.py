@@ -29,7 +29,8 @@ def main() -> None:
         train, test = synthetic_splits()
         model = deeplab_vgg16(train.num_classes, width=0.0625)
         distill(model, train.num_classes, train, test, args, "deeplab_vgg16_synthetic",
-                teacher_epochs=1, student_epochs=1, batch_size=4, lr=1e-3)
+                teacher_epochs=1, student_epochs=1, model_name="deeplab_vgg16", model_args={"width": 0.0625},
+                batch_size=4, lr=1e-3)
         return
     if not args.root:
         p.error("--root is required (or --synthetic for a smoke run)")
@@ -40,7 +41,7 @@ def main() -> None:
     pretrained = {"none": False, "imagenet": True}.get(args.init, args.init)
     model = deeplab_vgg16(args.num_classes, pretrained_backbone=pretrained)
     distill(model, args.num_classes, train, test, args, f"deeplab_vgg16_nyuv2_{args.num_classes}",
-            teacher_epochs=50, student_epochs=25, batch_size=args.batch_size, lr=args.lr)
+            teacher_epochs=50, student_epochs=25, model_name="deeplab_vgg16", batch_size=args.batch_size, lr=args.lr)
 
 
 if __name__ == "__main__":

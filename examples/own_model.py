@@ -53,7 +53,8 @@ def main() -> None:
     student = by_hand(MySegmenter(num_classes), collate_rgbd([train[0], train[1]]))
     assert not depthdistill.list_depth_aware(student)
     distill(MySegmenter(num_classes), num_classes, train, test, args, "own_model", teacher_epochs=2, student_epochs=1,
-            batch_size=4, lr=1e-3, optimizer=lambda params: torch.optim.Adam(params, lr=1e-3))
+            model_name="own_model:MySegmenter", batch_size=4, lr=1e-3,
+            optimizer=lambda params: torch.optim.Adam(params, lr=1e-3))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def main() -> None:
     train, test, num_classes = folder_or_synthetic(args, (320, 320))
     model = smp_model(args.arch, args.encoder, num_classes, encoder_weights=args.encoder_weights)
     distill(model, num_classes, train, test, args, f"smp_{args.arch}_{args.encoder}", teacher_epochs=1,
-            student_epochs=1, batch_size=4, lr=1e-3)
+            student_epochs=1, model_name=f"smp:{args.arch}/{args.encoder}", batch_size=4, lr=1e-3)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ def main() -> None:
     train, test, num_classes = folder_or_synthetic(args, (320, 320))
     model = TimmSegmenter(args.backbone, num_classes, pretrained=args.pretrained)
     distill(model, num_classes, train, test, args, f"timm_{args.backbone}", teacher_epochs=1, student_epochs=1,
-            batch_size=4, lr=1e-3)
+            model_name=f"timm:{args.backbone}", batch_size=4, lr=1e-3)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from typing import Any
 
 import torch.nn as nn
@@ -16,7 +17,8 @@ from depthdistill.convert import convert_to_depth_aware
 from depthdistill.engine.checkpoint import load_checkpoint, load_model_state
 from depthdistill.errors import ConfigError
 
-__all__ = ["DATASETS", "TRANSFORMS", "resolve", "build_dataset", "build_transform", "build_model", "load_model"]
+__all__ = ["DATASETS", "TRANSFORMS", "resolve", "build_dataset", "build_transform", "build_model", "load_model",
+           "model_spec"]
 
 #: Short dataset names and where they live.
 DATASETS = {
@@ -146,6 +148,23 @@ def build_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model {name!r} built a {type(model).__name__}, not an nn.Module")
     return model
+
+
+def model_spec(model: nn.Module) -> dict[str, Any]:
+    """``{"name": "module:Class", "args": {}}``: the model's class as a run file names it, for checkpoint metadata.
+
+    A class defined in a script run as ``__main__`` is named after the script's file, so it resolves when the
+    script's folder is on the Python path. Constructor arguments are unknown here: a class that needs any has
+    to be named with them (``meta={"model": {"name": …, "args": {…}}}`` or ``--model-arg`` on the command line).
+
+    Examples:
+        >>> model_spec(nn.Conv2d(1, 1, 1))
+        {'name': 'torch.nn.modules.conv:Conv2d', 'args': {}}
+    """
+    module = type(model).__module__
+    if module == "__main__" and getattr(sys.modules["__main__"], "__file__", None):
+        module = os.path.splitext(os.path.basename(sys.modules["__main__"].__file__))[0]
+    return {"name": f"{module}:{type(model).__qualname__}", "args": {}}
 
 
 def load_model(checkpoint: str | os.PathLike, map_location: str = "cpu",
