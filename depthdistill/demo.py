@@ -94,13 +94,13 @@ def run_demo(out_dir: str | Path = "runs/demo", *, quick: bool = False, seed: in
         model, train.num_classes, out_dir=out, batch_size=preset.batch_size, lr=preset.lr, seed=seed,
         device=device, progress=progress, log_every=0,
         optimizer=lambda params: torch.optim.Adam(params, lr=preset.lr),
-        meta={"demo_preset": asdict(preset)},
+        meta={"demo_preset": asdict(preset), "model": {"name": "deeplab_vgg16", "args": {"width": preset.width}}},
     )
     started = time.perf_counter()
     table = distiller.run_experiment(train, test, teacher_epochs=preset.teacher_epochs,
                                      student_epochs=preset.student_epochs, ablations=True)
     table.info.update({"preset": asdict(preset), "total_seconds": round(time.perf_counter() - started, 1),
-                       "class_names": list(train.class_names)})
+                       "class_names": list(train.class_names), "quick": quick})
     table.save_json(out / "results.json")
     _write_figures(out, distiller, table, test)
     return table
@@ -134,6 +134,9 @@ def _write_figures(out: Path, distiller: Distiller, table: ResultsTable, test) -
              f"{info['preset']['width']}, TN {info['teacher_epochs']} epochs, SN {info['student_epochs']}, BL "
              f"{info['baseline_epochs']}; {info['total_seconds']} s of training and testing on {distiller.device}. "
              "TN is tested on RGB-D, every other row on RGB only.")
+    if info.get("quick"):
+        notes = ("**A smoke run** (`--quick`): it checks that everything runs; too short for the numbers to say "
+                 "anything about the method (run without `--quick` for that). " + notes)
     viz.write_report(out, table, images,
                      title="depthdistill demo", notes=notes)
     return images

@@ -3,6 +3,7 @@
 import json
 
 from depthdistill.cli import main
+from depthdistill.engine.registry import load_model
 
 
 def test_quick_demo_writes_everything_it_promises(tmp_path, capsys):
@@ -21,3 +22,5 @@ def test_quick_demo_writes_everything_it_promises(tmp_path, capsys):
         assert f"]({image})" in report
     assert (tmp_path / "report.html").is_file() and (tmp_path / "metrics.jsonl").is_file()
     assert (tmp_path / "sn" / "model.pt").is_file()
+    assert "A smoke run" in report and results["info"]["quick"] is True
+    assert load_model(tmp_path / "sn" / "model.pt")[0].__class__.__name__ == "DeepLabVGG16"  # it names its model
