@@ -87,9 +87,8 @@ class RunLog:
     def rewind(self, phase: str, epoch: int, step: int) -> int:
         """Drops the records of ``phase`` from a resumed point on, so that the resumed run logs each one once.
 
-        Removed: step records past optimiser step ``step``, epoch records of epoch ``epoch`` and later, test
-        records (``"test"`` key) of the phase, and unreadable lines (a kill while writing). Other phases' records
-        stay. The file is rewritten atomically.
+        Removed: step records past optimiser step ``step``, epoch records of epoch ``epoch`` and later, and
+        unreadable lines (a kill while writing). Other records stay. The file is rewritten atomically.
 
         Returns:
             The number of lines removed.
@@ -115,9 +114,7 @@ class RunLog:
                 return True
             if "step" in record:
                 return record["step"] <= step
-            if "epoch" in record:
-                return record["epoch"] < epoch
-            return "test" not in record
+            return "epoch" not in record or record["epoch"] < epoch
 
         lines = self.path.read_text(encoding="utf-8").splitlines()
         kept = [line for line in lines if keep(line)]
