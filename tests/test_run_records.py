@@ -15,7 +15,7 @@ from tiny_rgbd import NUM_CLASSES, TinyRGBD, TinySegmenter
 from depthdistill.cli import main
 from depthdistill.distiller import Distiller
 from depthdistill.engine import load_checkpoint, save_checkpoint
-from depthdistill.engine.registry import load_model
+from depthdistill.engine.registry import build_model, load_model, model_spec
 from depthdistill.errors import CheckpointError, ConfigError, TrainingError
 
 FAST = dict(progress=False, log_echo=False, device="cpu", batch_size=2)
@@ -167,3 +167,23 @@ def test_a_checkpoint_written_from_python_works_with_predict_and_export(tmp_path
     assert model.conv1.out_channels == 4
     assert main(["predict", "--checkpoint", str(narrow), str(tmp_path / "room.png"), "--out", str(tmp_path / "p4"),
                  "--model", "tiny_rgbd:TinySegmenter", "--model-arg", "width=4"]) == 0
+
+
+@pytest.mark.parametrize("name,args", [("deeplab_vgg16", {"width": 0.0625}),
+                                       ("smp:Unet/resnet18", {"encoder_depth": 3, "decoder_channels": (16, 8, 4)})])
+def test_library_and_smp_models_are_named_with_their_arguments(name, args):
+    model = build_model(name, 3, **args)
+    spec = model_spec(model)
+    assert spec["name"] == name
+    rebuilt = build_model(spec["name"], 3, **spec["args"])
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+
+
+def test_resume_with_another_custom_optimizer_is_refused(tmp_path):
+    adam = lambda lr: (lambda params: torch.optim.Adam(params, lr=lr))  # noqa: E731
+    _baseline(tmp_path, optimizer=adam(1e-3))
+    with pytest.raises(TrainingError, match=r"Adam lr=0.001 \(now 0.01\)"):
+        _baseline(tmp_path, optimizer=adam(1e-2), resume=True)
+    with pytest.raises(TrainingError, match=r"optimizer Adam \(now SGD\)"):
+        _baseline(tmp_path, optimizer=lambda params: torch.optim.SGD(params, lr=1e-3), resume=True)
+    _baseline(tmp_path, optimizer=adam(1e-3), resume=True)

@@ -214,6 +214,26 @@ def _plan_differences(state: dict[str, Any], phase: str, epochs: int, settings: 
     return differences
 
 
+def _optimizer_differences(saved: dict[str, Any], optimizer: torch.optim.Optimizer,
+                           saved_class: str | None) -> list[str]:
+    """How a custom optimiser's class and hyperparameters differ from the checkpoint's (``lr`` is the base lr)."""
+    name = type(optimizer).__name__
+    if saved_class is not None and saved_class != name:
+        return [f"optimizer {saved_class} (now {name})"]
+    now_groups, saved_groups = optimizer.state_dict()["param_groups"], saved["param_groups"]
+    if len(now_groups) != len(saved_groups):
+        return [f"{len(saved_groups)} optimizer parameter groups (now {len(now_groups)})"]
+    differences = []
+    for index, (before, after) in enumerate(zip(saved_groups, now_groups, strict=True)):
+        # "lr" follows the schedule; "initial_lr" is the base lr. Keys only one torch version has are skipped.
+        for key in sorted((set(before) & set(after)) - {"params", "lr"}):
+            if before[key] != after[key]:
+                shown = "lr" if key == "initial_lr" else key
+                group = f" (group {index})" if len(now_groups) > 1 else ""
+                differences.append(f"{name} {shown}{group}={before[key]!r} (now {after[key]!r})")
+    return differences
+
+
 def _resume_state(run_dir: Path, device: torch.device) -> tuple[dict[str, Any] | None, Path | None]:
     """The checkpoint to resume from and its path: ``last.pt``, or ``model.pt`` of a finished phase whose
     ``last.pt`` is missing or unreadable; ``(None, None)`` when there is none."""
@@ -354,6 +374,8 @@ def fit(
     if state is not None:
         load_model_state(model, state["model"], source)
         differences = _plan_differences(state, phase, epochs, settings, meta or {})
+        if optimizer is not None and "optimizer" in state:  # the settings say nothing about a custom optimiser
+            differences += _optimizer_differences(state["optimizer"], opt, state.get("optimizer_class"))
         if differences:
             raise TrainingError(
                 f"cannot resume {phase!r} from {source}: it was made with {'; '.join(differences)}. Resume with "
@@ -430,6 +452,7 @@ def fit(
             save_checkpoint({
                 "format": CHECKPOINT_FORMAT, "phase": phase, "epoch": epoch + 1, "epochs": epochs,
                 "global_step": global_step, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "optimizer_class": type(opt).__name__,
                 "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "rng": capture_rng_state(),
                 "best_metric": best_metric, "best_epoch": best_epoch, "history": history,
                 "settings": settings.to_dict(), "meta": meta or {},

@@ -151,16 +151,29 @@ def build_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
 
 
 def model_spec(model: nn.Module) -> dict[str, Any]:
-    """``{"name": "module:Class", "args": {}}``: the model's class as a run file names it, for checkpoint metadata.
+    """The model as a run file names it (``{"name": …, "args": {…}}``), for checkpoint metadata.
 
-    A class defined in a script run as ``__main__`` is named after the script's file, so it resolves when the
-    script's folder is on the Python path. Constructor arguments are unknown here: a class that needs any has
-    to be named with them (``meta={"model": {"name": …, "args": {…}}}`` or ``--model-arg`` on the command line).
+    The library's DeepLab-VGG16 and segmentation_models_pytorch models are named with their arguments
+    (``deeplab_vgg16`` with its width, ``smp:<Arch>/<encoder>`` with the arguments smp records), so
+    :func:`load_model` rebuilds them exactly. Any other model is named by its class, ``module:Class`` with no
+    arguments: it rebuilds when the class needs none besides ``num_classes``. A class defined in a script run as
+    ``__main__`` is named after the script's file, so it resolves when the script's folder is on the Python path.
 
     Examples:
         >>> model_spec(nn.Conv2d(1, 1, 1))
         {'name': 'torch.nn.modules.conv:Conv2d', 'args': {}}
+        >>> from depthdistill.models import deeplab_vgg16
+        >>> model_spec(deeplab_vgg16(3, width=0.0625))
+        {'name': 'deeplab_vgg16', 'args': {'width': 0.0625}}
     """
+    from depthdistill.models.deeplab_vgg16 import DeepLabVGG16
+
+    if type(model) is DeepLabVGG16:
+        return {"name": "deeplab_vgg16", "args": {"width": model.width}}
+    smp_config = getattr(model, "_hub_mixin_config", None)  # what smp >= 0.4 records of its constructor
+    if type(model).__module__.startswith("segmentation_models_pytorch.") and isinstance(smp_config, dict):
+        args = {k: v for k, v in smp_config.items() if k not in ("encoder_name", "classes", "encoder_weights")}
+        return {"name": f"smp:{type(model).__name__}/{smp_config['encoder_name']}", "args": args}
     module = type(model).__module__
     if module == "__main__" and getattr(sys.modules["__main__"], "__file__", None):
         module = os.path.splitext(os.path.basename(sys.modules["__main__"].__file__))[0]
