@@ -24,11 +24,23 @@ from depthdistill.engine.distributed import (
 )
 from depthdistill.engine.evaluate import evaluate
 from depthdistill.engine.loader import eval_loader, start_epoch, train_loader
-from depthdistill.engine.loop import Callback, FitResult, LoopState, LossFn, TrainSettings, fit, seed_everything
+from depthdistill.engine.loop import (
+    RESUME_META,
+    RESUME_SETTINGS,
+    Callback,
+    FitResult,
+    LoopState,
+    LossFn,
+    TrainSettings,
+    fit,
+    seed_everything,
+)
 from depthdistill.engine.optim import OptimizerFactory, SchedulerFactory, poly_schedule, sgd
 from depthdistill.engine.run_log import RunLog, progress
 
 __all__ = [
+    "RESUME_META",
+    "RESUME_SETTINGS",
     "Callback",
     "DistInfo",
     "FitResult",

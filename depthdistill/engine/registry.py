@@ -166,9 +166,8 @@ def model_spec(model: nn.Module) -> dict[str, Any]:
         >>> model_spec(deeplab_vgg16(3, width=0.0625))
         {'name': 'deeplab_vgg16', 'args': {'width': 0.0625}}
     """
-    from depthdistill.models.deeplab_vgg16 import DeepLabVGG16
-
-    if type(model) is DeepLabVGG16:
+    deeplab = sys.modules.get("depthdistill.models.deeplab_vgg16")  # not imported: the model cannot be one
+    if deeplab is not None and type(model) is deeplab.DeepLabVGG16:
         return {"name": "deeplab_vgg16", "args": {"width": model.width}}
     smp_config = getattr(model, "_hub_mixin_config", None)  # what smp >= 0.4 records of its constructor
     if type(model).__module__.startswith("segmentation_models_pytorch.") and isinstance(smp_config, dict):
