@@ -108,6 +108,14 @@ def test_a_corrupt_checkpoint_is_refused_and_an_old_one_without_checksum_loads(t
     assert torch.equal(load_checkpoint(tmp_path / "old.pt")["model"]["w"], weights)
 
 
+def test_evaluate_refuses_a_corrupt_model_pt(tmp_path, capsys):
+    trained = _baseline(tmp_path)
+    checkpoint = tmp_path / "baseline" / "model.pt"
+    _flip_tensor_bytes(checkpoint, trained.state_dict()["conv1.weight"], count=200)
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", "tiny_rgbd:TinyRGBD", "--data-arg", "n=2"]) == 2
+    assert "model.pt is corrupt" in capsys.readouterr().err
+
+
 def test_a_finished_phase_with_a_corrupt_last_pt_loads_model_pt(tmp_path):
     trained = _baseline(tmp_path).state_dict()
     last = tmp_path / "baseline" / "last.pt"
