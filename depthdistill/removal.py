@@ -218,7 +218,7 @@ def _measure(
         for handle in handles:
             handle.remove()
     for s in stats.values():
-        s.calls //= len(batches)
+        s.calls = max(1, s.calls // len(batches))
     return stats
 
 
@@ -235,7 +235,9 @@ def removal_report(
       padding, dilation, α and resized depth), over the off-centre taps (the centre tap's ``H`` is always 1 and
       is left out) and the output pixels where both ends of the tap have valid depth (padding and missing depth,
       where ``H`` is 1 by convention, are left out). Near 1: the layer barely uses depth; near 0: it only uses
-      its centre tap.
+      its centre tap. ``nan`` where no off-centre tap reaches valid depth (fc6's dilation 12 on an 8×8 map).
+      For convolution subclasses that pad inside their own forward (timm's ``Conv2dSame``), windows reaching
+      into that padding are left out.
     * ``rms_depth_aware`` / ``rms_plain``: the root mean square of the layer's output over every element of
       every batch, the teacher on RGB-D and the plain network on RGB (so a layer's plain input already carries
       the earlier layers' change). ``ratio`` is ``rms_plain / rms_depth_aware``.
