@@ -3,7 +3,10 @@
 The baseline is the cheapest possible sample of the same size (numpy random arrays through the same sample dict
 builder), so the ratio says how much the rendering costs on top of producing the tensors at all.
 
-Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_synthetic.py [--size 96 128] [--samples 300]``
+With ``--realistic`` each difficulty is timed also with ``realistic=True`` (shadow rays, contact shadows), in the
+same run, and the ratio of the two times is printed.
+
+Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_synthetic.py [--size 96 128] [--samples 300] [--realistic]``
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, nargs=2, default=(96, 128), metavar=("H", "W"))
     parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--realistic", action="store_true", help="also time realistic=True against the default")
     args = parser.parse_args()
     torch.set_num_threads(1)
     height, width = args.size
@@ -51,6 +55,11 @@ def main() -> None:
         rate = _rate(ds.__getitem__, args.samples)
         print(f"SyntheticRGBD {height}x{width} difficulty={difficulty}: {rate:9.1f} samples/s "
               f"({base / rate:5.1f}x the baseline's time per sample)")
+        if args.realistic:
+            lit = SyntheticRGBD(num_samples=args.samples, size=(height, width), difficulty=difficulty, realistic=True)
+            lit_rate = _rate(lit.__getitem__, args.samples)
+            print(f"SyntheticRGBD {height}x{width} difficulty={difficulty} realistic=True: {lit_rate:9.1f} samples/s "
+                  f"({rate / lit_rate:4.2f}x the default's time per sample)")
 
 
 if __name__ == "__main__":
