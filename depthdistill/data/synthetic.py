@@ -8,10 +8,12 @@ nearest hit wins (z-buffer), and the hit gives depth (camera z in metres), the c
 Depth matters by construction: colours come from palettes *shared* across classes, so a ``box`` mounted on a
 wall and a ``panel`` on the wall look alike in RGB (same palette, same textures, and a frontal box face has the
 wall's normal so it is shaded like the wall) and differ only in depth (the box stands out of the wall); a
-``sphere`` and a ``disc`` share a palette and a round outline. ``realistic=True`` adds what a photo shows of
-that geometry: cast shadows, contact shadows and a light placed so that the faces of a box are shaded differently. Sensor effects follow a Kinect-like model: axial
+``sphere`` and a ``disc`` share a palette and a round outline. Sensor effects follow a Kinect-like model: axial
 noise growing with the square of depth, holes (0) along depth edges and their shadow, at grazing angles, beyond
 the range limit and in random patches.
+
+``realistic=True`` lets RGB carry what a photo shows of that geometry: cast shadows, contact shadows and a light
+placed so that the front, sides and top of a box are shaded differently.
 """
 
 from __future__ import annotations
@@ -173,7 +175,7 @@ class SyntheticRGBD(Dataset):
             per pixel; shadowed points get only the ambient light), the ambient light darkens near where objects
             touch floor and walls (contact shadows), and boxes keep their full yaw and cabinets their full depth at
             every difficulty. Labels and depth equal the default's at ``difficulty=0`` (only the appearance
-            changes); at higher difficulty the boxes differ. About 1.5-1.6x the rendering time. ``False`` (default)
+            changes); at higher difficulty the boxes differ. About 1.4-1.5x the rendering time. ``False`` (default)
             renders exactly as before.
 
     Attributes:

@@ -241,13 +241,14 @@ def _room(items, light, ambient=0.3, size=(48, 64)):
                           light=np.asarray(light, dtype=float), ambient=ambient, items=tuple(room + list(items)))
 
 
-def _render(scene, realistic):
+def _draw(scene, realistic):
     from depthdistill.data.synthetic import _render
 
     return _render(scene, np.random.default_rng(0), 0.0, False, realistic)
 
 
-def test_a_box_between_light_and_floor_casts_a_shadow_of_exactly_the_ambient_shade():
+@pytest.mark.parametrize("kind, label", [("box", BOX), ("sphere", SPHERE), ("cylinder", CYLINDER)])
+def test_an_object_between_light_and_floor_casts_a_shadow_of_exactly_the_ambient_shade(kind, label):
     from depthdistill.data.synthetic import SceneItem
 
     light = np.array([-1.5, -1.0, 2.0])
@@ -255,19 +256,19 @@ def test_a_box_between_light_and_floor_casts_a_shadow_of_exactly_the_ambient_sha
     u, v = 50, 40  # a floor pixel, lower right
     ray = np.array([(u + 0.5 - bare.cx) / bare.focal, (v + 0.5 - bare.cy) / bare.focal, 1.0])
     point = ray * bare.floor_y / ray[1]
-    # A box halfway along the segment to the light, 1 m above the floor: out of the camera's view of the point and
-    # beyond the reach of its contact shadow.
-    box = SceneItem("box", BOX, point + 0.5 * (light - point), np.full(3, 0.2), colour=np.full(3, 0.5))
+    # The object halfway along the segment to the light, 1 m above the floor: out of the camera's view of the point
+    # and beyond the reach of its contact shadow.
+    box = SceneItem(kind, label, point + 0.5 * (light - point), np.full(3, 0.2), colour=np.full(3, 0.5))
     shadowed = _room([box], light)
-    rgb_bare, _, label_bare = _render(bare, True)
-    rgb_box, _, label_box = _render(shadowed, True)
+    rgb_bare, _, label_bare = _draw(bare, True)
+    rgb_box, _, label_box = _draw(shadowed, True)
     assert label_bare[v, u] == label_box[v, u] == FLOOR
     to_light = light - point
     lambert = -to_light[1] / np.linalg.norm(to_light)  # the floor's normal is -y
     direct = 1.6 * lambert / (1 + 0.04 * to_light @ to_light)
     np.testing.assert_allclose(rgb_box[v, u] / rgb_bare[v, u], bare.ambient / (bare.ambient + direct), rtol=1e-9)
     assert (rgb_box[v, u] < 0.8 * rgb_bare[v, u]).all()
-    assert np.array_equal(_render(shadowed, False)[0][v, u], _render(bare, False)[0][v, u])  # no shadows by default
+    assert np.array_equal(_draw(shadowed, False)[0][v, u], _draw(bare, False)[0][v, u])  # no shadows by default
 
 
 def test_a_box_shows_three_differently_lit_faces_and_darkens_the_floor_at_its_foot():
@@ -277,7 +278,7 @@ def test_a_box_shows_three_differently_lit_faces_and_darkens_the_floor_at_its_fo
     center = np.array([1.6, 1.5 - half[1], 4.5])  # right of the camera: front, left side, top and foot in view
     box = SceneItem("box", BOX, center, half, colour=np.full(3, 0.5))
     scene = _room([box], light=[-2.0, -1.1, 3.5], size=(64, 96))
-    rgb, depth, label = _render(scene, True)
+    rgb, depth, label = _draw(scene, True)
     points = _world_points(scene, depth)
     brightness = rgb.mean(axis=2)
     on_box = label == BOX
@@ -291,7 +292,7 @@ def test_a_box_shows_three_differently_lit_faces_and_darkens_the_floor_at_its_fo
     values = sorted(means.values())
     assert values[1] > 1.15 * values[0] and values[2] > 1.15 * values[1], means
     # Contact shadow: the floor just beside the box's foot is darker than with no box there at all.
-    bare_rgb = _render(_room([], light=scene.light, size=(64, 96)), True)[0].mean(axis=2)
+    bare_rgb = _draw(_room([], light=scene.light, size=(64, 96)), True)[0].mean(axis=2)
     foot = (label == FLOOR) & (np.abs(points[1] - scene.floor_y) < 1e-6) \
         & (np.abs(points[2] - (center[2] - half[2] - 0.1)) < 0.1) & (np.abs(points[0] - center[0]) < half[0])
     assert foot.sum() >= 3 and (brightness[foot] < bare_rgb[foot]).all()
