@@ -112,6 +112,7 @@ def _write_figures(out: Path, distiller: Distiller, table: ResultsTable, test) -
     from depthdistill import viz
     from depthdistill.data import collate_rgbd
     from depthdistill.nn import depth_context
+    from depthdistill.removal import removal_report
 
     images = {
         "Training curves": viz.plot_training_curves(out / "metrics.jsonl", out / "training_curves.png"),
@@ -130,14 +131,19 @@ def _write_figures(out: Path, distiller: Distiller, table: ResultsTable, test) -
             predictions[name] = list(model(batch["rgb"].to(device)).argmax(1).cpu())
     images["Test samples: RGB | depth | ground truth | BL | TN | SN"] = viz.plot_sample_grid(
         samples, predictions, out / "samples.png", palette=test.palette)
+    removal = removal_report(distiller.teacher, batch)
     info = table.info
     notes = (f"Synthetic RGB-D scenes, {info['preset']['train_samples']} train / {info['preset']['test_samples']} test "
              f"at {info['preset']['size'][0]}x{info['preset']['size'][1]}, DeepLab-VGG16 at width "
              f"{info['preset']['width']}, TN {info['teacher_epochs']} epochs, SN {info['student_epochs']}, BL "
              f"{info['baseline_epochs']}; {info['total_seconds']} s of training and testing on {distiller.device}. "
              "TN is tested on RGB-D, every other row on RGB only.")
-    viz.write_report(out, table, images,
-                     title="depthdistill demo", notes=notes)
+    head = ("layer", "mean H", "RMS D-Conv, RGB-D", "RMS plain, RGB", "plain / D-Conv")
+    body = [(r.name, f"{r.mean_h:.3f}", f"{r.rms_depth_aware:.4g}", f"{r.rms_plain:.4g}", f"{r.ratio:.2f}")
+            for r in removal.layers]
+    viz.write_report(out, table, images, title="depthdistill demo", notes=notes,
+                     tables={"What removing depth changes in the teacher (depthdistill.removal_report, "
+                             f"{len(samples)} test images)": (head, body)})
     return images
 
 

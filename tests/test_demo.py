@@ -20,4 +20,7 @@ def test_quick_demo_writes_everything_it_promises(tmp_path, capsys):
         assert (tmp_path / image).stat().st_size > 1000
         assert f"]({image})" in report
     assert (tmp_path / "report.html").is_file() and (tmp_path / "metrics.jsonl").is_file()
+    # the teacher's removal report: one row per depth-aware layer of the slim DeepLab-VGG16 (14 by default)
+    assert "What removing depth changes in the teacher" in report
+    assert report.count("| features.") + report.count("| classifier.") == 14
     assert (tmp_path / "sn" / "model.pt").is_file()
