@@ -17,6 +17,7 @@ from depthdistill.errors import (
 from depthdistill.losses import VTCELoss, vtce_loss, vtce_temperature
 from depthdistill.metrics import SegmentationMetrics
 from depthdistill.nn import DepthAwareConv2d, current_depth, depth_aware_conv2d, depth_context, depth_similarity
+from depthdistill.removal import RemovalReport, RemovalRow, calibrate_removal, removal_report
 
 __version__ = "0.1.0"
 
@@ -28,11 +29,14 @@ __all__ = [
     "DepthDistillError",
     "DepthError",
     "Distiller",
+    "RemovalReport",
+    "RemovalRow",
     "ResultRow",
     "ResultsTable",
     "SegmentationMetrics",
     "TrainingError",
     "VTCELoss",
+    "calibrate_removal",
     "convert_to_depth_aware",
     "convert_to_plain",
     "current_depth",
@@ -40,6 +44,7 @@ __all__ = [
     "depth_context",
     "depth_similarity",
     "list_depth_aware",
+    "removal_report",
     "vtce_loss",
     "vtce_temperature",
 ]

@@ -589,6 +589,7 @@ def write_report(
     images: Mapping[str, str | os.PathLike],
     title: str = "depthdistill results",
     notes: str | None = None,
+    tables: Mapping[str, tuple[Sequence[str], Sequence[Sequence[str]]]] | None = None,
 ) -> dict[str, Path]:
     """Writes a one-page report, ``report.md`` and ``report.html``: a results table and the images.
 
@@ -603,6 +604,8 @@ def write_report(
         images: ``{caption: image path}``, in display order.
         title: The page title.
         notes: A paragraph shown under the title (what was run, on what machine, how long it took).
+        tables: More tables after the results, ``{caption: (header, rows of cell strings)}``, in display order
+            (the demo adds the teacher's removal report).
 
     Returns:
         ``{"markdown": path, "html": path}``.
@@ -635,6 +638,10 @@ def write_report(
         markdown += [notes, ""]
     markdown += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     markdown += ["| " + " | ".join(row) + " |" for row in cells]
+    extra = dict(tables or {})
+    for caption, (head, body) in extra.items():
+        markdown += ["", f"## {caption}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        markdown += ["| " + " | ".join(row) + " |" for row in body]
     for caption, link in links.items():
         markdown += ["", f"## {caption}", "", f"![{caption}]({link})"]
     md_path = out_dir / "report.md"
@@ -649,6 +656,11 @@ def write_report(
     page.append("<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead><tbody>")
     page += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in cells]
     page.append("</tbody></table>")
+    for caption, (head, body) in extra.items():
+        page += [f"<h2>{esc(caption)}</h2>",
+                 "<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr></thead><tbody>"]
+        page += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in body]
+        page.append("</tbody></table>")
     for caption, link in links.items():
         page += [f"<h2>{esc(caption)}</h2>", f'<img src="{esc(link)}" alt="{esc(caption)}">']
     page.append("</body></html>")

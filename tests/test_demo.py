@@ -11,7 +11,7 @@ def test_quick_demo_writes_everything_it_promises(tmp_path, capsys):
     printed = capsys.readouterr().out
     results = json.loads((tmp_path / "results.json").read_text())
     names = [row["name"] for row in results["rows"]]
-    assert names == ["BL", "TN", "SN", "BL+VTCE", "BL+PS"]
+    assert names == ["BL", "BL@TN", "TN", "TN→RGB", "SN", "BL+VTCE", "BL+PS"]
     report = (tmp_path / "report.md").read_text()
     for row in results["rows"]:
         # the printed table and the report carry exactly the measured numbers
@@ -21,6 +21,9 @@ def test_quick_demo_writes_everything_it_promises(tmp_path, capsys):
         assert (tmp_path / image).stat().st_size > 1000
         assert f"]({image})" in report
     assert (tmp_path / "report.html").is_file() and (tmp_path / "metrics.jsonl").is_file()
+    # the teacher's removal report: one row per depth-aware layer of the slim DeepLab-VGG16 (14 by default)
+    assert "What removing depth changes in the teacher" in report
+    assert report.count("| features.") + report.count("| classifier.") == 14
     assert (tmp_path / "sn" / "model.pt").is_file()
     assert "A smoke run" in report and results["info"]["quick"] is True
     assert load_model(tmp_path / "sn" / "model.pt")[0].__class__.__name__ == "DeepLabVGG16"  # it names its model

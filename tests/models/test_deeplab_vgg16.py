@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torchvision
 
 from depthdistill import ConfigError, convert_to_depth_aware, convert_to_plain, depth_context, list_depth_aware
@@ -34,7 +35,10 @@ def test_parameter_count_at_width_1_matches_hand_computation():
 def test_layers_follow_deeplab_largefov():
     model = deeplab_vgg16(7, width=0.25)
     kinds = {type(m) for m in model.modules()} - {DeepLabVGG16, nn.Sequential}
-    assert kinds == {nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Dropout}
+    assert kinds == {nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Dropout}
+    pool5a = model.features[31]  # after pool5, as DeepLab-LargeFOV's prototxt has it
+    assert isinstance(pool5a, nn.AvgPool2d) and (pool5a.kernel_size, pool5a.stride, pool5a.padding) == (3, 1, 1)
+    assert len(model.features) == 32
 
     convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
     assert [model.features[i] for i in TV_CONV_INDICES] == convs
@@ -118,7 +122,7 @@ def test_trains_as_depth_aware_teacher_and_reverts():
     convert_to_plain(model)
     assert list(model.parameters()) == params
     assert {type(m) for m in model.modules()} - {DeepLabVGG16, nn.Sequential} == {
-        nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Dropout}
+        nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Dropout}
 
 
 def test_teacher_equals_the_plain_model_under_constant_depth():
@@ -190,3 +194,26 @@ def test_pretrained_needs_width_1_and_a_valid_source(tmp_path):
         deeplab_vgg16(3, pretrained_backbone=tmp_path / "any.pth", width=0.5)
     with pytest.raises(ConfigError, match="pretrained_backbone must be"):
         deeplab_vgg16(3, pretrained_backbone=1)
+
+
+def test_pool5a_is_a_3x3_average_of_pool5_and_can_be_left_out():
+    torch.manual_seed(0)
+    with_pool = deeplab_vgg16(3, width=0.125).eval()
+    without = deeplab_vgg16(3, width=0.125, pool5a=False).eval()
+    assert len(without.features) == 31 and not any(isinstance(m, nn.AvgPool2d) for m in without.modules())
+    without.load_state_dict(with_pool.state_dict())  # no parameters: the same keys
+    x = torch.rand(1, 3, 48, 40)
+    pool5 = without.features(x)
+    torch.testing.assert_close(with_pool.features(x), F.avg_pool2d(pool5, 3, stride=1, padding=1))
+    assert not torch.allclose(with_pool(x), without(x))
+
+
+def test_depth_aware_cnn_layers_are_the_first_conv_of_each_block_and_fc6():
+    from depthdistill import convert_to_depth_aware, list_depth_aware
+    from depthdistill.models import DEPTH_AWARE_CNN_LAYERS
+
+    model = deeplab_vgg16(3, width=0.125)
+    firsts = [f"features.{TV_CONV_INDICES[i]}" for i in (0, 2, 4, 7, 10)]  # conv1_1, conv2_1, conv3_1, conv4_1, conv5_1
+    assert list(DEPTH_AWARE_CNN_LAYERS) == [*firsts, "classifier.0"]
+    convert_to_depth_aware(model, include=DEPTH_AWARE_CNN_LAYERS)
+    assert list_depth_aware(model) == list(DEPTH_AWARE_CNN_LAYERS)

@@ -97,3 +97,36 @@ def test_depth_moves_to_feature_device_and_is_memoised():
         a, cache = _state_for(torch.zeros(1, 1, 4, 4), "layer")
         b, _ = _state_for(torch.zeros(1, 2, 4, 4), "layer")
         assert a is b and a.shape == (1, 1, 4, 4)
+
+
+def test_avgpool_resize_averages_valid_depth_over_3x3_stride_2_windows():
+    from depthdistill.nn.context import _resize
+
+    depth = torch.rand(2, 1, 9, 7, dtype=torch.float64) + 0.5
+    depth[0, 0, 0:3, 0:3] = 0.0  # a hole covering one whole output window
+    depth[1, 0, 4, 2] = float("nan")
+    out = _resize(depth, (5, 4), "avgpool")
+    expected = torch.zeros(2, 1, 5, 4, dtype=torch.float64)
+    for b in range(2):
+        for i in range(5):
+            for j in range(4):
+                window = depth[b, 0, max(2 * i - 1, 0):2 * i + 2, max(2 * j - 1, 0):2 * j + 2].flatten()
+                valid = window[torch.isfinite(window) & (window > 0)]
+                expected[b, 0, i, j] = valid.mean() if valid.numel() else 0.0
+    torch.testing.assert_close(out, expected)
+    assert out[0, 0, 0, 0] == 0.0  # no valid depth in the window: stays missing
+    # two halvings for a quarter size: the pooling applied twice
+    twice = _resize(depth, (3, 2), "avgpool")
+    torch.testing.assert_close(twice, _resize(out, (3, 2), "avgpool"))
+    # a size halvings cannot reach (upsampling) falls back to the hole-aware area resize
+    torch.testing.assert_close(_resize(depth, (18, 14), "avgpool"), _resize(depth, (18, 14), "area"))
+
+
+def test_avgpool_resize_reaches_the_layers_through_the_context():
+    conv = DepthAwareConv2d(2, 3, 3, padding=1)
+    x = torch.randn(1, 2, 4, 5)
+    depth = torch.rand(1, 1, 8, 10) + 0.5
+    with depth_context(depth, resize="avgpool"):
+        got = conv(x)
+    pooled = F.avg_pool2d(depth, 3, stride=2, padding=1, count_include_pad=False)
+    torch.testing.assert_close(got, depth_aware_conv2d(x, pooled, conv.weight, conv.bias, padding=1))
