@@ -6,7 +6,7 @@ plain-convolution RGB student distilled with the variable-temperature loss (VTCE
 
 from depthdistill.convert import convert_to_depth_aware, convert_to_plain, list_depth_aware
 from depthdistill.distiller import Distiller, ResultRow, ResultsTable
-from depthdistill.errors import ConfigError, DatasetError, DepthDistillError, DepthError, TrainingError
+from depthdistill.errors import ConfigError, DatasetError, DepthDistillError, DepthError, DepthUnitsWarning, TrainingError
 from depthdistill.losses import VTCELoss, vtce_loss, vtce_temperature
 from depthdistill.metrics import SegmentationMetrics
 from depthdistill.nn import DepthAwareConv2d, current_depth, depth_aware_conv2d, depth_context, depth_similarity
@@ -19,6 +19,7 @@ __all__ = [
     "DepthAwareConv2d",
     "DepthDistillError",
     "DepthError",
+    "DepthUnitsWarning",
     "Distiller",
     "ResultRow",
     "ResultsTable",
