@@ -63,8 +63,8 @@ def depth_units_problem(depth: Tensor | np.ndarray, depth_range: tuple[float, fl
     Examples:
         >>> depth_units_problem(torch.tensor([1.2, 2.5, 0.0])) is None
         True
-        >>> print(depth_units_problem(torch.tensor([1200.0, 2500.0, 3100.0])))
-        median valid depth is 2500 but metres are expected (plausible median 0.1..20 m): it looks like millimetres; convert it: depth / 1000
+        >>> print(depth_units_problem(torch.tensor([1200.0, 2500.0, 3100.0])).split(": ", 1)[1])
+        it looks like millimetres; convert it: depth / 1000
     """
     lo, hi = _resolve_range(depth_range)
     median = _median_valid(depth)
