@@ -29,10 +29,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from depthdistill.convert import LayerFilter, convert_to_depth_aware, convert_to_plain, list_depth_aware
 from depthdistill.engine.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
-from depthdistill.engine.checks import check_batch, check_dataset
+from depthdistill.engine.checks import check_batch, check_dataset, check_model
 from depthdistill.engine.device import resolve_device
 from depthdistill.engine.distributed import barrier, is_main_process, unwrap
-from depthdistill.engine.evaluate import evaluate
+from depthdistill.engine.evaluate import OutputKey, evaluate, select_logits
 from depthdistill.engine.loop import Callback, FitResult, LossFn, TrainSettings, fit
 from depthdistill.engine.optim import OptimizerFactory, SchedulerFactory
 from depthdistill.engine.run_log import RunLog
@@ -149,6 +149,7 @@ class Distiller:
 
     Args:
         model: The segmenter; its logits must have the label's height and width (upsample inside the model).
+            A model returning a dict (torchvision's ``{"out": logits, "aux": …}``) works too, see ``output_key``.
         num_classes: Number of classes; labels are ``0..num_classes−1`` and ``ignore_index``.
         alpha: α of the depth-aware convolution (Eq. 6), per metre.
         beta: β of the VTCE temperature (Eq. 10).
@@ -166,6 +167,9 @@ class Distiller:
         include: Which convolutions become depth-aware (see :func:`~depthdistill.convert_to_depth_aware`).
         exclude: Which stay plain.
         depth_resize: How depth is brought to each layer's resolution (see :func:`~depthdistill.depth_context`).
+        output_key: Where the logits are in the model's output, for every forward the Distiller makes (training,
+            the teacher's soft targets, evaluation): ``None`` takes the output itself, or its ``"out"`` entry when
+            it is a dict; a string picks another key; a function maps the output to the logits.
         optimizer: Optimiser factory ``params -> Optimizer`` for every phase (default SGD from the settings).
         scheduler: Schedule factory ``(optimizer, total_steps) -> LRScheduler`` (default poly 0.9).
         callbacks: ``callback(LoopState)`` called at every epoch start, batch end and epoch end of every phase.
@@ -204,6 +208,7 @@ class Distiller:
         include: LayerFilter | None = None,
         exclude: LayerFilter | None = None,
         depth_resize: str = "nearest",
+        output_key: OutputKey = None,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         callbacks: Sequence[Callback] = (),
@@ -219,6 +224,7 @@ class Distiller:
             raise ConfigError(f"num_classes must be an integer >= 1, got {num_classes!r}")
         if teacher_source not in TEACHER_SOURCES:
             raise ConfigError(f"teacher_source must be one of {TEACHER_SOURCES}, got {teacher_source!r}")
+        check_model(model)
         if list_depth_aware(model):
             raise ConfigError("pass the plain model to Distiller: it converts the teacher itself (and keeps the "
                               "plain initial weights for the baseline); call depthdistill.convert_to_plain first")
@@ -234,6 +240,7 @@ class Distiller:
         self.teacher_source = teacher_source
         self.vtce_loss = VTCELoss(beta=beta, schedule=vtce_schedule)
         self.include, self.exclude, self.depth_resize = include, exclude, depth_resize
+        self.output_key = output_key
         self.optimizer, self.scheduler = optimizer, scheduler
         self.callbacks = list(callbacks)
         self.resume = bool(resume)
@@ -349,7 +356,7 @@ class Distiller:
         """
         s = self.settings
         return evaluate(model, data, self.num_classes, ignore_index=self.ignore_index, use_depth=use_depth,
-                        depth_resize=self.depth_resize, device=self.device,
+                        depth_resize=self.depth_resize, output_key=self.output_key, device=self.device,
                         batch_size=s.eval_batch_size or s.batch_size, num_workers=s.num_workers, amp=s.amp,
                         channels_last=s.channels_last, show_progress=s.progress)
 
@@ -458,10 +465,11 @@ class Distiller:
         return model
 
     def _forward(self, model: nn.Module, batch: dict) -> torch.Tensor:
-        logits = model(batch["rgb"])
+        logits = select_logits(model(batch["rgb"]), self.output_key)
         if not isinstance(logits, torch.Tensor):
             raise ConfigError(f"the model returned a {type(logits).__name__}; the Distiller needs a logits tensor "
-                              "(B,C,H,W): wrap the model so its forward returns the segmentation logits")
+                              "(B,C,H,W): pass output_key (a dict key or a function output -> logits) or wrap the "
+                              "model so its forward returns the segmentation logits")
         label = batch["label"]
         if logits.dim() != 4 or logits.shape[1] != self.num_classes or logits.shape[-2:] != label.shape[-2:]:
             raise ConfigError(
@@ -484,7 +492,7 @@ class Distiller:
 
             def frozen(batch: dict) -> torch.Tensor:
                 with torch.no_grad(), depth_context(batch["depth"], resize=self.depth_resize):
-                    return teacher(batch["rgb"])
+                    return select_logits(teacher(batch["rgb"]), self.output_key)
 
             return frozen
 
@@ -497,7 +505,7 @@ class Distiller:
             student.eval()
             try:
                 with torch.no_grad(), depth_context(batch["depth"], resize=self.depth_resize):
-                    return student(batch["rgb"])
+                    return select_logits(student(batch["rgb"]), self.output_key)
             finally:
                 convert_to_plain(student)
                 student.train()

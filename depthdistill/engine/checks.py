@@ -8,16 +8,40 @@ clear message instead of a CUDA assert or a silently depth-free teacher.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
-from depthdistill.errors import DatasetError, DepthError
+from depthdistill.errors import ConfigError, DatasetError, DepthError
 from depthdistill.nn.units import check_depth_units
 
-__all__ = ["check_batch", "check_dataset"]
+__all__ = ["check_batch", "check_dataset", "check_model"]
+
+
+def check_model(model: nn.Module) -> None:
+    """Raises if ``model`` cannot be trained as it is: its parameters or buffers are on the meta device.
+
+    Raises:
+        ConfigError: Naming the first tensor without data, and how to materialise the model.
+
+    Examples:
+        >>> check_model(nn.Conv2d(3, 4, 3))
+        >>> check_model(nn.Conv2d(3, 4, 3, device="meta"))
+        Traceback (most recent call last):
+        ...
+        depthdistill.errors.ConfigError: the model's 'weight' is on the meta device ...
+    """
+    meta = next((n for n, t in itertools.chain(model.named_parameters(), model.named_buffers()) if t.is_meta), None)
+    if meta is not None:
+        raise ConfigError(
+            f"the model's {meta!r} is on the meta device (a shape without values): the model must hold real weights "
+            "to be trained. Materialise it first, e.g. model.to_empty(device='cpu') then initialise it or "
+            "model.load_state_dict(weights, assign=True)"
+        )
 
 
 def _ids(batch: dict[str, Any], rows: torch.Tensor | None = None) -> str:
