@@ -127,7 +127,7 @@ def _write_figures(out: Path, distiller: Distiller, table: ResultsTable, test) -
             # Only TN has depth-aware layers: the context is simply unused by the plain rows.
             predictions[name] = list(model(batch["rgb"].to(device)).argmax(1).cpu())
     images["Test samples: RGB | depth | ground truth | BL | TN | SN"] = viz.plot_sample_grid(
-        samples, predictions, out / "samples.png", palette=test.palette)
+        samples, predictions, out / "samples.png", palette=test.palette, class_names=test.class_names)
     info = table.info
     notes = (f"Synthetic RGB-D scenes, {info['preset']['train_samples']} train / {info['preset']['test_samples']} test "
              f"at {info['preset']['size'][0]}x{info['preset']['size'][1]}, DeepLab-VGG16 at width "
