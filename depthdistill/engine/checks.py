@@ -163,7 +163,7 @@ def check_dataset(
         if batch is None:
             raise DatasetError(f"the data loader{' for ' + where if where else ''} yields no batch")
         check_batch(batch, **kwargs)
-        depths = [batch["depth"]]
+        depths = [batch.get("depth")]
     elif not hasattr(data, "__len__"):
         return
     else:
