@@ -24,6 +24,7 @@ from depthdistill.nn import (
     depth_context,
     depth_similarity,
 )
+from depthdistill.removal import RemovalReport, RemovalRow, calibrate_removal, removal_report
 
 __version__ = "0.1.0"
 
@@ -35,11 +36,14 @@ __all__ = [
     "DepthError",
     "DepthUnitsWarning",
     "Distiller",
+    "RemovalReport",
+    "RemovalRow",
     "ResultRow",
     "ResultsTable",
     "SegmentationMetrics",
     "TrainingError",
     "VTCELoss",
+    "calibrate_removal",
     "check_depth_units",
     "convert_to_depth_aware",
     "convert_to_plain",
@@ -48,6 +52,7 @@ __all__ = [
     "depth_context",
     "depth_similarity",
     "list_depth_aware",
+    "removal_report",
     "vtce_loss",
     "vtce_temperature",
 ]

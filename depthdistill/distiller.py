@@ -10,6 +10,9 @@ Phases and what they train (the paper's names):
   (:func:`~depthdistill.convert_to_plain`), so its Parameter objects are the teacher's ("PS"), trained on RGB
   with ``CE + VTCE(T(e))`` against a frozen copy of the trained teacher fed RGB-D.
 * **BL+VTCE** / **BL+PS** — the ablations of the paper's Table 3: one of the two ingredients only.
+* **TN→RGB** — the trained teacher's weights reverted to plain convolutions and tested on RGB before any student
+  training: what removing depth costs at the switch. **BL@TN** — BL trained for the teacher's epochs only, so TN's
+  gain from depth is seen at equal epochs.
 """
 
 from __future__ import annotations
@@ -34,17 +37,19 @@ from depthdistill.engine.device import resolve_device
 from depthdistill.engine.distributed import barrier, is_main_process, unwrap
 from depthdistill.engine.evaluate import OutputKey, evaluate, select_logits
 from depthdistill.engine.loop import Callback, FitResult, LossFn, TrainSettings, fit
-from depthdistill.engine.optim import OptimizerFactory, SchedulerFactory
+from depthdistill.engine.optim import OptimizerFactory, SchedulerFactory, sgd
 from depthdistill.engine.run_log import RunLog
 from depthdistill.errors import ConfigError, TrainingError
 from depthdistill.losses import DEFAULT_BETA, VTCELoss
 from depthdistill.nn import depth_context
 from depthdistill.nn.functional import DEFAULT_ALPHA
 
-__all__ = ["Distiller", "ResultRow", "ResultsTable", "EXPERIMENT_ROWS", "TEACHER_SOURCES"]
+__all__ = ["Distiller", "ResultRow", "ResultsTable", "EXPERIMENT_ROWS", "STUDENT_OPTIMIZERS", "TEACHER_SOURCES"]
 
-#: Rows :meth:`Distiller.run_experiment` knows, in the order it reports them.
-EXPERIMENT_ROWS = ("BL", "TN", "SN", "BL+VTCE", "BL+PS")
+#: Rows :meth:`Distiller.run_experiment` knows, in the order it reports them (see its table).
+EXPERIMENT_ROWS = ("BL", "BL@TN", "TN", "TN→RGB", "SN", "BL+VTCE", "BL+PS")
+#: How the student phase's optimiser starts: a new one, or the teacher's per-parameter state carried on.
+STUDENT_OPTIMIZERS = ("fresh", "carry")
 #: Where the student's soft targets come from: a frozen copy of the trained teacher, or the live shared weights.
 TEACHER_SOURCES = ("frozen", "live")
 
@@ -56,12 +61,12 @@ class ResultRow:
     """One trained model's test metrics.
 
     Attributes:
-        name: ``"BL"``, ``"TN"``, ``"SN"``, ``"BL+VTCE"`` or ``"BL+PS"``.
+        name: One of :data:`EXPERIMENT_ROWS`.
         input: What the model sees at test time, ``"RGB"`` or ``"RGB-D"``.
         mean_pixel_accuracy: mPA on the test set (fraction, not %).
         mean_iou: mIoU.
         pixel_accuracy: Overall pixel accuracy.
-        epochs: Epochs this row's own phase trained (SN and BL+PS start from TN's weights).
+        epochs: Epochs this row's own phase trained (SN and BL+PS start from TN's weights; TN→RGB trains none).
         seconds: Wall time of its training.
         per_class_iou: IoU per class (NaN for classes absent from the test set).
     """
@@ -170,6 +175,19 @@ class Distiller:
         output_key: Where the logits are in the model's output, for every forward the Distiller makes (training,
             the teacher's soft targets, evaluation): ``None`` takes the output itself, or its ``"out"`` entry when
             it is a dict; a string picks another key; a function maps the output to the logits.
+        depth_dropout: Probability, per training sample, that the teacher sees no depth in that step (its depth
+            map replaced by a constant, so every ``H = 1`` and each D-Conv computes exactly the plain convolution).
+            The shared weights then learn to work with and without depth. ``0`` (default) is the paper.
+        calibrate_removal: At the switch to the student, rescale each reverted layer's weight and bias in place so
+            its plain output on RGB has the RMS its depth-aware output had on RGB-D (layer by layer in forward
+            order, over ``calibration_batches`` training batches; BatchNorm statistics re-estimated on RGB); see
+            :func:`~depthdistill.calibrate_removal`. ``False`` (default) is the paper.
+        calibration_batches: Training batches used by ``calibrate_removal``.
+        student_lr_scale: The student phase's learning rate is the optimiser's times this (``1``: the teacher's,
+            as in the paper).
+        student_optimizer: ``"fresh"`` (default): the student phase starts a new optimiser; ``"carry"``: it
+            carries the teacher's per-parameter optimiser state (momenta, Adam moments) on, over the same
+            Parameter objects. Applies to SN and BL+PS, which start from the teacher's weights.
         optimizer: Optimiser factory ``params -> Optimizer`` for every phase (default SGD from the settings).
         scheduler: Schedule factory ``(optimizer, total_steps) -> LRScheduler`` (default poly 0.9).
         callbacks: ``callback(LoopState)`` called at every epoch start, batch end and epoch end of every phase.
@@ -209,6 +227,11 @@ class Distiller:
         exclude: LayerFilter | None = None,
         depth_resize: str = "nearest",
         output_key: OutputKey = None,
+        depth_dropout: float = 0.0,
+        calibrate_removal: bool = False,
+        calibration_batches: int = 8,
+        student_lr_scale: float = 1.0,
+        student_optimizer: str = "fresh",
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         callbacks: Sequence[Callback] = (),
@@ -225,6 +248,14 @@ class Distiller:
         if teacher_source not in TEACHER_SOURCES:
             raise ConfigError(f"teacher_source must be one of {TEACHER_SOURCES}, got {teacher_source!r}")
         check_model(model)
+        if not 0.0 <= depth_dropout <= 1.0:
+            raise ConfigError(f"depth_dropout is a probability in [0, 1], got {depth_dropout!r}")
+        if not student_lr_scale > 0:
+            raise ConfigError(f"student_lr_scale must be > 0, got {student_lr_scale!r}")
+        if student_optimizer not in STUDENT_OPTIMIZERS:
+            raise ConfigError(f"student_optimizer must be one of {STUDENT_OPTIMIZERS}, got {student_optimizer!r}")
+        if not isinstance(calibration_batches, int) or calibration_batches < 1:
+            raise ConfigError(f"calibration_batches must be an integer >= 1, got {calibration_batches!r}")
         if list_depth_aware(model):
             raise ConfigError("pass the plain model to Distiller: it converts the teacher itself (and keeps the "
                               "plain initial weights for the baseline); call depthdistill.convert_to_plain first")
@@ -241,12 +272,16 @@ class Distiller:
         self.vtce_loss = VTCELoss(beta=beta, schedule=vtce_schedule)
         self.include, self.exclude, self.depth_resize = include, exclude, depth_resize
         self.output_key = output_key
+        self.depth_dropout = float(depth_dropout)
+        self.calibrate_removal, self.calibration_batches = bool(calibrate_removal), calibration_batches
+        self.student_lr_scale, self.student_optimizer = float(student_lr_scale), student_optimizer
         self.optimizer, self.scheduler = optimizer, scheduler
         self.callbacks = list(callbacks)
         self.resume = bool(resume)
         self.meta = dict(meta or {})
         self.device = resolve_device(self.settings.device)
         self.log = RunLog(self.out_dir / "metrics.jsonl" if self.out_dir else None, echo=log_echo)
+        self._teacher_optimizer_state: dict[str, Any] | None = None
         #: The frozen teacher (eval mode, no gradients), set when the teacher phase ends.
         self.teacher: nn.Module | None = None
         #: The trained model of every row of the last :meth:`run_experiment`, by row name (TN is depth-aware).
@@ -285,12 +320,14 @@ class Distiller:
         self._check_data(train_data, needs_depth=True, where=f"{name} training data")
 
         def loss_fn(model: nn.Module, batch: dict, epoch: int) -> dict[str, torch.Tensor]:
-            with depth_context(batch["depth"], resize=self.depth_resize):
+            with depth_context(self._teacher_depth(batch["depth"]), resize=self.depth_resize):
                 logits = self._forward(model, batch)
             ce = F.cross_entropy(logits.float(), batch["label"], ignore_index=self.ignore_index)
             return {"loss": ce}
 
-        self._fit(name, self.model, loss_fn, train_data, epochs, val_data, needs_depth=True)
+        self._fit(name, self.model, loss_fn, train_data, epochs, val_data, needs_depth=True,
+                  keep_optimizer_state=self.student_optimizer == "carry")
+        self._teacher_optimizer_state = self.fits[name].optimizer_state
         self.teacher = _frozen_copy(self.model)
         return self.model
 
@@ -300,7 +337,8 @@ class Distiller:
         """Student phase: a plain model trained on RGB with ``CE`` (``+ VTCE(T(e))`` when ``vtce``).
 
         With ``share_parameters`` (PS, the paper's method) the live teacher's layers are reverted to plain
-        convolutions in place, so the student's Parameter objects *are* the trained teacher's. Without it the
+        convolutions in place, so the student's Parameter objects *are* the trained teacher's (rescaled first when
+        ``calibrate_removal`` is on; trained with ``student_lr_scale`` and ``student_optimizer``). Without it the
         student is a plain copy of the model loaded with the initial weights (the BL+VTCE ablation). ``e`` in
         ``T(e)`` is the student phase's epoch index, from 0. VTCE is averaged over non-void pixels.
 
@@ -325,7 +363,7 @@ class Distiller:
                 raise TrainingError("train_student(share_parameters=True) needs the trained teacher, but the live "
                                     "model is not depth-aware: call train_teacher first (or it already became the "
                                     "student)")
-            student = convert_to_plain(self.model)
+            student = self._remove_depth(self.model, train_data)
         else:
             student = self._initial_copy()
         return self._train_plain(student, train_data, epochs, val_data, use_vtce=use_vtce, shared=share, name=name)
@@ -382,10 +420,12 @@ class Distiller:
         row       starts from                    loss, input                epochs
         ========  =============================  =========================  =================
         BL        initial weights                CE, RGB                    ``baseline_epochs``
+        BL@TN     initial weights                CE, RGB                    ``teacher_epochs``
         TN        initial weights, depth-aware   CE, RGB-D                  ``teacher_epochs``
+        TN→RGB    TN's weights, plain convs      (not trained), RGB         0
+        SN        TN's weights (the same ones)   CE + VTCE (TN), RGB        ``student_epochs``
         BL+VTCE   initial weights                CE + VTCE (TN), RGB        ``baseline_epochs``
         BL+PS     TN's weights (a copy)          CE, RGB                    ``student_epochs``
-        SN        TN's weights (the same ones)   CE + VTCE (TN), RGB        ``student_epochs``
         ========  =============================  =========================  =================
 
         ``baseline_epochs`` defaults to ``teacher_epochs + student_epochs``, the training SN gets in total, so a
@@ -399,13 +439,14 @@ class Distiller:
             student_epochs: Epochs of SN and BL+PS.
             baseline_epochs: Epochs of BL and BL+VTCE.
             val_data: Optional validation set for every phase.
-            ablations: Add BL+VTCE and BL+PS.
+            ablations: Add BL+VTCE and BL+PS. The default rows are BL, TN, TN→RGB and SN.
             rows: Explicit rows instead (any of :data:`EXPERIMENT_ROWS`).
 
         Returns:
             The :class:`ResultsTable`, rows in the order of :data:`EXPERIMENT_ROWS`.
         """
-        wanted = list(rows) if rows is not None else ["BL", "TN", "SN"] + (["BL+VTCE", "BL+PS"] if ablations else [])
+        wanted = list(rows) if rows is not None else (["BL", "TN", "TN→RGB", "SN"]
+                                                      + (["BL+VTCE", "BL+PS"] if ablations else []))
         unknown = sorted(set(wanted) - set(EXPERIMENT_ROWS))
         if unknown or not wanted:
             raise ConfigError(f"unknown experiment row(s) {unknown or wanted}; choose from {list(EXPERIMENT_ROWS)}")
@@ -416,15 +457,20 @@ class Distiller:
         if "BL" in wanted:
             trained["BL"] = (self._train_plain(self._initial_copy(), train_data, baseline_epochs, val_data,
                                                use_vtce=False, shared=False, name="bl"), baseline_epochs, "bl")
-        if set(wanted) - {"BL"}:
+        if "BL@TN" in wanted:
+            trained["BL@TN"] = (self._train_plain(self._initial_copy(), train_data, teacher_epochs, val_data,
+                                                  use_vtce=False, shared=False, name="bl_tn"), teacher_epochs, "bl_tn")
+        if set(wanted) - {"BL", "BL@TN"}:
             teacher = self.train_teacher(train_data, teacher_epochs, val_data, name="tn")
             trained["TN"] = (self.teacher, teacher_epochs, "tn")
+        if "TN→RGB" in wanted:
+            trained["TN→RGB"] = (convert_to_plain(copy.deepcopy(self.teacher)), 0, "tn")
         if "BL+VTCE" in wanted:
             trained["BL+VTCE"] = (self._train_plain(self._initial_copy(), train_data, baseline_epochs, val_data,
                                                     use_vtce=True, shared=False, name="bl_vtce"),
                                   baseline_epochs, "bl_vtce")
         if "BL+PS" in wanted:
-            copy_of_teacher = convert_to_plain(copy.deepcopy(teacher))
+            copy_of_teacher = self._remove_depth(copy.deepcopy(teacher), train_data)
             trained["BL+PS"] = (self._train_plain(copy_of_teacher, train_data, student_epochs, val_data,
                                                   use_vtce=False, shared=True, name="bl_ps"), student_epochs, "bl_ps")
         if "SN" in wanted:
@@ -441,12 +487,15 @@ class Distiller:
                 name=row, input="RGB-D" if depth else "RGB",
                 mean_pixel_accuracy=metrics["mean_pixel_accuracy"], mean_iou=metrics["mean_iou"],
                 pixel_accuracy=metrics["pixel_accuracy"], epochs=epochs,
-                seconds=round(self.fits[phase].seconds, 3), per_class_iou=metrics["per_class_iou"],
+                seconds=round(self.fits[phase].seconds, 3) if epochs else 0.0, per_class_iou=metrics["per_class_iou"],
             ))
-            self.log.write({"phase": phase, "test": {k: v for k, v in metrics.items() if k != "confusion_matrix"}})
+            self.log.write({"phase": phase, "row": row, "test": {k: v for k, v in metrics.items() if k != "confusion_matrix"}})
         table = ResultsTable(table_rows, info={
             "num_classes": self.num_classes, "alpha": self.alpha, "beta": self.vtce_loss.beta,
             "teacher_source": self.teacher_source, "teacher_epochs": teacher_epochs,
+            "depth_aware_layers": self.depth_aware_layers, "depth_resize": self.depth_resize,
+            "depth_dropout": self.depth_dropout, "calibrate_removal": self.calibrate_removal,
+            "student_lr_scale": self.student_lr_scale, "student_optimizer": self.student_optimizer,
             "student_epochs": student_epochs, "baseline_epochs": baseline_epochs,
             "settings": self.settings.to_dict(),
             "note": "seconds: training time of this call (a resumed row counts only what it trained now)",
@@ -512,9 +561,43 @@ class Distiller:
 
         return live
 
+    def _teacher_depth(self, depth: torch.Tensor) -> torch.Tensor:
+        """The teacher's depth for one training batch: with ``depth_dropout``, some samples' maps made constant."""
+        if self.depth_dropout == 0.0:
+            return depth
+        dropped = torch.rand(depth.shape[0], device=depth.device) < self.depth_dropout
+        # A constant map gives H = exp(0) = 1 at every tap: those samples see the plain convolution.
+        return torch.where(dropped.view(-1, *([1] * (depth.dim() - 1))), torch.ones_like(depth), depth)
+
+    def _remove_depth(self, teacher: nn.Module, train_data: Data) -> nn.Module:
+        """The switch from teacher to student: optional calibration, then plain convolutions, in place."""
+        if self.calibrate_removal:
+            from depthdistill.removal import calibrate_removal
+
+            scales = calibrate_removal(teacher, self._sample_batches(train_data, self.calibration_batches),
+                                       depth_resize=self.depth_resize)
+            self.log.write({"event": "calibrate_removal", "scales": scales})
+        return convert_to_plain(teacher)
+
+    def _sample_batches(self, data: Data, count: int) -> list[dict]:
+        """The first ``count`` batches of ``data`` in order (no shuffling), on the Distiller's device."""
+        from depthdistill.data import collate_rgbd
+        from depthdistill.engine.device import move_batch
+
+        if isinstance(data, DataLoader):
+            batches = [batch for batch, _ in zip(data, range(count))]
+        else:
+            size = self.settings.batch_size
+            batches = [collate_rgbd([data[i] for i in range(start, min(start + size, len(data)))])
+                       for start in range(0, min(count * size, len(data)), size)]
+        return [move_batch(batch, self.device, False) for batch in batches]
+
     def _train_plain(self, student: nn.Module, train_data: Data, epochs: int, val_data: Data | None, *,
                      use_vtce: bool, shared: bool, name: str) -> nn.Module:
-        """Trains a plain model with CE (+ VTCE against the teacher) on RGB: BL, BL+VTCE, BL+PS, SN."""
+        """Trains a plain model with CE (+ VTCE against the teacher) on RGB: BL, BL+VTCE, BL+PS, SN.
+
+        ``shared``: the model starts from the teacher's weights (SN, BL+PS), so the student recipe applies.
+        """
         self._check_data(train_data, needs_depth=use_vtce, where=f"{name} training data")
         if use_vtce:
             # Without shared weights there is no live teacher to speak of: the frozen one is the only reading.
@@ -530,11 +613,45 @@ class Distiller:
             return {"loss": ce + vtce, "ce": ce, "vtce": vtce,
                     "temperature": torch.tensor(self.vtce_loss.temperature(epoch))}
 
-        self._fit(name, student, loss_fn, train_data, epochs, val_data, needs_depth=use_vtce)
+        recipe: dict[str, Any] = {}
+        if shared:
+            carried = self._teacher_optimizer_state if self.student_optimizer == "carry" else None
+            if self.student_optimizer == "carry" and carried is None:
+                raise TrainingError("student_optimizer='carry' needs the teacher phase's optimiser state: train the "
+                                    "teacher with this Distiller first")
+            recipe = {"optimizer": self._scaled_optimizer(self.student_lr_scale), "optimizer_state": carried}
+            with torch.no_grad():
+                first = self._sample_batches(train_data, 1)[0]
+                start_ce = F.cross_entropy(self._forward(student.to(self.device).eval(), first).float(),
+                                           first["label"], ignore_index=self.ignore_index).item()
+            student.train()
+            start = {"start_ce": start_ce, "lr_scale": self.student_lr_scale,
+                     "optimizer": "carried" if carried is not None else "fresh", "calibrated": self.calibrate_removal}
+            self.log.write({"phase": name, "event": "student_start", **start})
+            self.log.say(name, f"starts from the teacher's weights as plain convolutions: CE {start_ce:.4g} on the "
+                               f"first training batch, lr x{self.student_lr_scale:g} of the teacher's, "
+                               f"{start['optimizer']} optimiser state, calibrated: {self.calibrate_removal}")
+        self._fit(name, student, loss_fn, train_data, epochs, val_data, needs_depth=use_vtce, **recipe)
         return student
 
+    def _scaled_optimizer(self, scale: float) -> OptimizerFactory | None:
+        """The phases' optimiser factory with every group's learning rate times ``scale``."""
+        if scale == 1.0:
+            return self.optimizer
+        s = self.settings
+        base = self.optimizer or sgd(s.lr, s.momentum, s.weight_decay)
+
+        def factory(params):
+            optimizer = base(params)
+            for group in optimizer.param_groups:
+                group["lr"] *= scale
+            return optimizer
+
+        return factory
+
     def _fit(self, name: str, model: nn.Module, loss_fn: LossFn, train_data: Data, epochs: int,
-             val_data: Data | None, *, needs_depth: bool) -> None:
+             val_data: Data | None, *, needs_depth: bool, optimizer: OptimizerFactory | None = None,
+             optimizer_state: dict[str, Any] | None = None, keep_optimizer_state: bool = False) -> None:
         run_dir = self.out_dir / name if self.out_dir is not None else None
         depth_aware = list_depth_aware(model)
         meta = {**self.meta, "phase": name, "num_classes": self.num_classes, "ignore_index": self.ignore_index,
@@ -547,8 +664,9 @@ class Distiller:
         evaluate = (lambda m: self.evaluate(m, val_data, use_depth=bool(depth_aware))) if val_data is not None else None
         self.fits[name] = fit(
             model, loss_fn, train_data, epochs, phase=name, settings=self.settings, run_dir=run_dir,
-            evaluate=evaluate, check=check, optimizer=self.optimizer, scheduler=self.scheduler,
-            callbacks=self.callbacks, resume=self.resume, meta=meta, log=self.log,
+            evaluate=evaluate, check=check, optimizer=optimizer or self.optimizer, scheduler=self.scheduler,
+            callbacks=self.callbacks, resume=self.resume, meta=meta, log=self.log, optimizer_state=optimizer_state,
+            keep_optimizer_state=keep_optimizer_state,
         )
         if run_dir is not None and is_main_process():
             save_checkpoint({"format": CHECKPOINT_FORMAT, "phase": name, "model": unwrap(model).state_dict(),

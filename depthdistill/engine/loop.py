@@ -157,6 +157,8 @@ class FitResult:
         best_epoch: Epoch index where it was reached.
         seconds: Wall time of the epochs trained by this call.
         resumed_from: Completed epochs found in the checkpoint (``None``: fresh start).
+        optimizer_state: With ``fit(keep_optimizer_state=True)``, the optimiser's ``state_dict()`` at the end, for
+            a later phase that carries it on (``fit(optimizer_state=...)``); else ``None``.
     """
 
     history: list[dict[str, Any]]
@@ -164,6 +166,7 @@ class FitResult:
     best_epoch: int | None
     seconds: float
     resumed_from: int | None
+    optimizer_state: dict[str, Any] | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -216,6 +219,8 @@ def fit(
     resume: bool = False,
     meta: dict[str, Any] | None = None,
     log: RunLog | None = None,
+    optimizer_state: dict[str, Any] | None = None,
+    keep_optimizer_state: bool = False,
 ) -> FitResult:
     """Trains ``model`` in place for ``epochs`` epochs of ``loss_fn``.
 
@@ -246,6 +251,11 @@ def fit(
         resume: Continue from ``run_dir/last.pt`` if it exists.
         meta: Extra information stored in the checkpoints (e.g. which layers are depth-aware).
         log: Where records go (default: ``run_dir/../metrics.jsonl`` is the caller's choice; ``None``: no file).
+        optimizer_state: Per-parameter state (momenta, Adam moments) of an earlier phase's optimiser over the same
+            parameters, in the same order (a :attr:`FitResult.optimizer_state`), loaded into the new optimiser
+            before the first step. Its hyper-parameters (lr, betas …) stay the new optimiser's own. Ignored when
+            resuming from a checkpoint, which holds the state already.
+        keep_optimizer_state: Return the optimiser's final state in :attr:`FitResult.optimizer_state`.
 
     Returns:
         A :class:`FitResult`.
@@ -279,6 +289,8 @@ def fit(
     steps_per_epoch = math.ceil(len(loader) / accum)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = (optimizer or sgd(settings.lr, settings.momentum, settings.weight_decay))(params)
+    if optimizer_state is not None:
+        _carry_optimizer_state(opt, optimizer_state, phase)
     sched = (scheduler or poly_schedule(settings.poly_power))(opt, epochs * steps_per_epoch)
     scaler = make_grad_scaler(device, settings.amp)
 
@@ -367,7 +379,23 @@ def fit(
         last_good = f"The last good checkpoint is {last_path} (after epoch {epoch})." if last_path else last_good
         _notify(callbacks, LoopState(phase, "epoch_end", epoch, epochs, len(loader) - 1, global_step,
                                      record.get("loss", math.nan), model, opt, record))
-    return FitResult(history, best_metric, best_epoch, time.perf_counter() - began, resumed_from)
+    return FitResult(history, best_metric, best_epoch, time.perf_counter() - began, resumed_from,
+                     opt.state_dict() if keep_optimizer_state else None)
+
+
+def _carry_optimizer_state(opt: torch.optim.Optimizer, state: dict[str, Any], phase: str) -> None:
+    """Loads another optimiser's per-parameter state into ``opt``, keeping ``opt``'s own hyper-parameters."""
+    own_groups = [{k: v for k, v in group.items() if k != "params"} for group in opt.param_groups]
+    if [len(g["params"]) for g in state["param_groups"]] != [len(g["params"]) for g in opt.param_groups]:
+        raise ConfigError(f"{phase}: the carried optimiser state covers other parameters than this phase trains "
+                          "(a different model or requires_grad setting); start this phase with a fresh optimiser")
+    try:
+        opt.load_state_dict(state)
+    except (ValueError, KeyError) as error:
+        raise ConfigError(f"{phase}: cannot carry the earlier phase's optimiser state into "
+                          f"{type(opt).__name__}: {error}; use the same optimiser type or a fresh one") from error
+    for group, own in zip(opt.param_groups, own_groups, strict=True):
+        group.update(own)
 
 
 def _notify(callbacks: Sequence[Callback], state: LoopState) -> None:

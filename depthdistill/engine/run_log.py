@@ -84,6 +84,18 @@ class RunLog:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
 
+    def say(self, phase: str, text: str) -> str:
+        """Formats (and, with ``echo``, prints on rank 0) one line about ``phase``; returns it.
+
+        Examples:
+            >>> RunLog(None, echo=False).say("student", "starts from the teacher's weights")
+            "[student] starts from the teacher's weights"
+        """
+        line = f"[{phase}] {text}"
+        if self.echo and is_main_process():
+            tqdm.write(line, file=sys.stdout)
+        return line
+
     def epoch_line(self, phase: str, epoch: int, epochs: int, values: dict[str, float]) -> str:
         """Formats (and, with ``echo``, prints on rank 0) the summary line of an epoch; returns it.
 
@@ -93,7 +105,4 @@ class RunLog:
         """
         parts = [f"[{phase}] epoch {epoch + 1}/{epochs}"]
         parts += [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items()]
-        line = "  ".join(parts)
-        if self.echo and is_main_process():
-            tqdm.write(line, file=sys.stdout)
-        return line
+        return self.say(phase, "  ".join(parts)[len(phase) + 3:])

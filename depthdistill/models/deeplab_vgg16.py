@@ -3,13 +3,15 @@
 The layout follows DeepLab v1 "LargeFOV" (Chen et al., ICLR 2015): the thirteen 3×3 convolutions of VGG16, max
 pools of 3×3 / stride 2 / pad 1 after blocks 1–3 and 3×3 / stride 1 / pad 1 after blocks 4 and 5 (output stride
 8), block 5 dilated by 2, then ``fc6`` (3×3, dilation 12, 1024 channels), ``fc7`` (1×1, 1024) and ``fc8`` (1×1 to
-the classes), each of the first two followed by ReLU and dropout 0.5. The logits are upsampled bilinearly to the
-input size, so the model maps an image batch ``(B, 3, H, W)`` to logits ``(B, C, H, W)`` like any other segmenter.
+the classes), each of the first two followed by ReLU and dropout 0.5. Between pool5 and fc6 sits DeepLab-LargeFOV's
+``pool5a``, a 3×3 / stride 1 / pad 1 average pool (no parameters). The logits are upsampled bilinearly to the input
+size, so the model maps an image batch ``(B, 3, H, W)`` to logits ``(B, C, H, W)`` like any other segmenter.
 
-Only ``nn.Conv2d``, ``nn.ReLU``, ``nn.MaxPool2d`` and ``nn.Dropout`` are used, so
+Only ``nn.Conv2d``, ``nn.ReLU``, ``nn.MaxPool2d``, ``nn.AvgPool2d`` and ``nn.Dropout`` are used, so
 :func:`~depthdistill.convert_to_depth_aware` turns every 3×3 convolution (conv1_1 … conv5_3 and fc6) into a
-depth-aware one. ``features`` keeps the module indices of ``torchvision.models.vgg16().features``, so a torchvision
-VGG16 state_dict loads into it key for key.
+depth-aware one; :data:`DEPTH_AWARE_CNN_LAYERS` selects the six that Depth-aware CNN (the network the paper builds
+on) makes depth-aware. ``features`` keeps the module indices of ``torchvision.models.vgg16().features``, so a
+torchvision VGG16 state_dict loads into it key for key.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from torch import Tensor
 from depthdistill.errors import ConfigError
 from depthdistill.models._checks import check_num_classes
 
-__all__ = ["DeepLabVGG16", "deeplab_vgg16"]
+__all__ = ["DEPTH_AWARE_CNN_LAYERS", "DeepLabVGG16", "deeplab_vgg16"]
 
 #: VGG16's convolution widths per block (torchvision configuration "D").
 _VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
@@ -37,6 +39,12 @@ _BLOCK_DILATIONS = (1, 1, 1, 1, 2)
 _FC_CHANNELS = 1024
 _FC6_DILATION = 12
 _DROPOUT = 0.5
+
+#: The layers Depth-aware CNN (Wang & Neumann, ECCV 2018, ``models/VGG_Deeplab.py``) makes depth-aware in its
+#: DeepLab-VGG16: the first convolution of each VGG block (conv1_1, conv2_1, conv3_1, conv4_1, conv5_1) and fc6.
+#: Pass it as ``include`` to :func:`~depthdistill.convert_to_depth_aware` or the Distiller.
+DEPTH_AWARE_CNN_LAYERS: tuple[str, ...] = ("features.0", "features.5", "features.10", "features.17", "features.24",
+                                           "classifier.0")
 
 
 def _scaled(channels: int, width: float) -> int:
@@ -50,12 +58,14 @@ class DeepLabVGG16(nn.Module):
 
     Attributes:
         features: VGG16's conv1_1 … pool5, with the module indices of ``torchvision.models.vgg16().features``
-            (convolutions at 0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28).
+            (convolutions at 0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28), then ``pool5a`` at 31 when enabled.
         classifier: fc6, ReLU, dropout, fc7, ReLU, dropout, fc8 (indices 0 … 6), all convolutions.
 
     Args:
         num_classes: Number of output channels (classes).
         width: Channel multiplier of every layer but the input and fc8.
+        pool5a: Add DeepLab-LargeFOV's 3×3 / stride 1 average pool after pool5 (``False``: the network of earlier
+            depthdistill versions, which lacked it).
 
     Examples:
         >>> import torch
@@ -64,7 +74,7 @@ class DeepLabVGG16(nn.Module):
         torch.Size([1, 5, 40, 56])
     """
 
-    def __init__(self, num_classes: int, width: float = 1.0) -> None:
+    def __init__(self, num_classes: int, width: float = 1.0, pool5a: bool = True) -> None:
         super().__init__()
         check_num_classes(num_classes)
         if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
@@ -81,6 +91,9 @@ class DeepLabVGG16(nn.Module):
                            nn.ReLU(inplace=True)]
                 in_channels = out_channels
             layers.append(nn.MaxPool2d(3, stride=pool_stride, padding=1))
+        if pool5a:
+            layers.append(nn.AvgPool2d(3, stride=1, padding=1))
+        self.pool5a = bool(pool5a)
         self.features = nn.Sequential(*layers)
 
         fc = _scaled(_FC_CHANNELS, width)
@@ -116,6 +129,7 @@ def deeplab_vgg16(
     num_classes: int,
     pretrained_backbone: bool | str | os.PathLike = False,
     width: float = 1.0,
+    pool5a: bool = True,
 ) -> DeepLabVGG16:
     """Builds DeepLab-LargeFOV on VGG16, optionally with ImageNet weights in conv1_1 … conv5_3.
 
@@ -131,6 +145,7 @@ def deeplab_vgg16(
             writes, or the file torchvision downloads).
         width: Channel multiplier (``0.125`` gives a model small enough for CPU runs). Pretrained weights need
             ``width=1``.
+        pool5a: DeepLab-LargeFOV's average pool between pool5 and fc6 (see :class:`DeepLabVGG16`).
 
     Returns:
         A :class:`DeepLabVGG16` in training mode, on the CPU.
@@ -145,7 +160,7 @@ def deeplab_vgg16(
         >>> model(torch.rand(2, 3, 64, 48)).shape
         torch.Size([2, 13, 64, 48])
     """
-    model = DeepLabVGG16(num_classes, width=width)
+    model = DeepLabVGG16(num_classes, width=width, pool5a=pool5a)
     if pretrained_backbone is False:
         return model
     if model.width != 1.0:

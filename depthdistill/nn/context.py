@@ -24,8 +24,8 @@ from depthdistill.nn.units import depth_units_problem
 
 __all__ = ["depth_context", "current_depth", "DepthResize"]
 
-DepthResize = Literal["nearest", "bilinear", "area"]
-_RESIZE_MODES = ("nearest", "bilinear", "area")
+DepthResize = Literal["nearest", "bilinear", "area", "avgpool"]
+_RESIZE_MODES = ("nearest", "bilinear", "area", "avgpool")
 
 
 @dataclass
@@ -67,6 +67,11 @@ def depth_context(depth: Tensor, *, resize: DepthResize = "nearest") -> Iterator
     * ``"bilinear"`` / ``"area"``: averages neighbouring valid depths (holes are left out of the average, and a
       pixel with no valid neighbour stays missing). Smoother, but blurs depth across object edges, which weakens
       exactly the edges that D-Conv exploits.
+    * ``"avgpool"``: Depth-aware CNN's rule. Depth follows the network down by repeated 3×3 / stride 2 / pad 1
+      average pooling of valid depths (holes left out), the pooling a VGG block ends with, so each halving of the
+      features sees the depth averaged over the window its max pool covered. Where the layer's size is not reached
+      by halvings (an upsampled decoder, an odd stride), the last halving at or above it is brought there by
+      ``"area"``.
 
     Depth whose median valid value lies outside :data:`depthdistill.nn.units.DEPTH_RANGE` (0.1..20 m) is almost
     certainly not in metres (millimetres, most often): the first few contexts of a process check it and issue
@@ -77,7 +82,8 @@ def depth_context(depth: Tensor, *, resize: DepthResize = "nearest") -> Iterator
 
     Args:
         depth: Depth in metres, ``(B, 1, H, W)`` or ``(B, H, W)``, any float dtype; ≤ 0 or non-finite = missing.
-        resize: How to bring depth to a layer's resolution: ``"nearest"``, ``"bilinear"`` or ``"area"``.
+        resize: How to bring depth to a layer's resolution: ``"nearest"``, ``"bilinear"``, ``"area"`` or
+            ``"avgpool"``.
 
     Yields:
         The validated depth, ``(B, 1, H, W)``.
@@ -118,9 +124,25 @@ def current_depth() -> Tensor | None:
     return None if state is None else state.depth
 
 
+def _halve_valid(depth: Tensor) -> Tensor:
+    """One 3×3 / stride 2 / pad 1 average pool over valid depths; windows without any stay missing (0)."""
+    valid = (torch.isfinite(depth) & (depth > 0)).to(depth.dtype)
+    clean = torch.where(valid > 0, depth, torch.zeros_like(depth))
+    total = F.avg_pool2d(clean, 3, stride=2, padding=1, count_include_pad=False)
+    weight = F.avg_pool2d(valid, 3, stride=2, padding=1, count_include_pad=False)
+    return torch.where(weight > 1e-6, total / weight.clamp_min(1e-6), torch.zeros_like(total))
+
+
 def _resize(depth: Tensor, size: tuple[int, int], mode: str) -> Tensor:
     if mode == "nearest":
         return F.interpolate(depth, size=size, mode="nearest")
+    if mode == "avgpool":
+        while all((s + 1) // 2 >= t for s, t in zip(depth.shape[-2:], size, strict=True)) and \
+                tuple(depth.shape[-2:]) != size:
+            depth = _halve_valid(depth)
+        if tuple(depth.shape[-2:]) == size:
+            return depth
+        mode = "area"
     valid = (torch.isfinite(depth) & (depth > 0)).to(depth.dtype)
     clean = torch.where(valid > 0, depth, torch.zeros_like(depth))
     kwargs = {"align_corners": False} if mode == "bilinear" else {}
