@@ -45,8 +45,10 @@ _units_checks_left = _UNITS_CHECKS
 
 def _warn_units_once(depth: Tensor) -> None:
     global _units_checks_left
-    if _units_checks_left <= 0:
+    if _units_checks_left <= 0 or torch.compiler.is_compiling():
         return
+    if depth.is_cuda and torch.cuda.is_current_stream_capturing():
+        return  # reading a value back is not allowed while a CUDA graph is being captured
     _units_checks_left -= 1
     problem = depth_units_problem(depth)
     if problem is not None:
