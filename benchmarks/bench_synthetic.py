@@ -3,7 +3,10 @@
 The baseline is the cheapest possible sample of the same size (numpy random arrays through the same sample dict
 builder), so the ratio says how much the rendering costs on top of producing the tensors at all.
 
-Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_synthetic.py [--size 96 128] [--samples 300]``
+With ``--realistic`` each difficulty is timed also with ``realistic=True`` (shadow rays, contact shadows), the two
+interleaved sample by sample so that a busy machine slows both alike, and the ratio of their times is printed.
+
+Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_synthetic.py [--size 96 128] [--samples 300] [--realistic]``
 """
 
 from __future__ import annotations
@@ -20,18 +23,24 @@ from depthdistill.data import SyntheticRGBD
 from depthdistill.data._io import make_sample
 
 
-def _rate(make, count: int) -> float:
-    make(0)  # warm-up
-    start = time.perf_counter()
+def _rates(makers, count: int) -> list[float]:
+    """Samples per second of each maker, calling them in turn on each index."""
+    for make in makers:
+        make(0)  # warm-up
+    seconds = [0.0] * len(makers)
     for index in range(count):
-        make(index)
-    return count / (time.perf_counter() - start)
+        for which, make in enumerate(makers):
+            start = time.perf_counter()
+            make(index)
+            seconds[which] += time.perf_counter() - start
+    return [count / total for total in seconds]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, nargs=2, default=(96, 128), metavar=("H", "W"))
     parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--realistic", action="store_true", help="also time realistic=True against the default")
     args = parser.parse_args()
     torch.set_num_threads(1)
     height, width = args.size
@@ -44,13 +53,18 @@ def main() -> None:
         return make_sample(rng.random((height, width, 3)), rng.random((height, width)),
                            rng.integers(0, 8, (height, width)), str(index))
 
-    base = _rate(baseline, args.samples)
+    (base,) = _rates([baseline], args.samples)
     print(f"baseline (random arrays -> sample dict) {height}x{width}: {base:9.1f} samples/s")
     for difficulty in (0.0, 0.5, 1.0):
-        ds = SyntheticRGBD(num_samples=args.samples, size=(height, width), difficulty=difficulty)
-        rate = _rate(ds.__getitem__, args.samples)
+        variants = (False, True) if args.realistic else (False,)
+        sets = [SyntheticRGBD(num_samples=args.samples, size=(height, width), difficulty=difficulty, realistic=lit)
+                for lit in variants]
+        rate, *lit_rate = _rates([ds.__getitem__ for ds in sets], args.samples)
         print(f"SyntheticRGBD {height}x{width} difficulty={difficulty}: {rate:9.1f} samples/s "
               f"({base / rate:5.1f}x the baseline's time per sample)")
+        if lit_rate:
+            print(f"SyntheticRGBD {height}x{width} difficulty={difficulty} realistic=True: {lit_rate[0]:9.1f} "
+                  f"samples/s ({rate / lit_rate[0]:4.2f}x the default's time per sample)")
 
 
 if __name__ == "__main__":

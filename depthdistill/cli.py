@@ -200,7 +200,9 @@ def _train(args: argparse.Namespace) -> int:
     distiller = Distiller(
         model, num_classes, alpha=d.alpha, beta=d.beta, ignore_index=d.ignore_index, out_dir=cfg.out_dir,
         teacher_source=d.teacher_source, include=d.include, exclude=d.exclude, depth_resize=d.depth_resize,
-        resume=cfg.resume, settings=cfg.train, meta=meta,
+        depth_dropout=d.depth_dropout, calibrate_removal=d.calibrate_removal,
+        calibration_batches=d.calibration_batches, student_lr_scale=d.student_lr_scale,
+        student_optimizer=d.student_optimizer, resume=cfg.resume, settings=cfg.train, meta=meta,
     )
     if is_main_process():
         Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)

@@ -264,9 +264,9 @@ def test_run_experiment_trains_every_row_and_writes_the_table(tmp_path):
     d = _distiller(out_dir=tmp_path, batch_size=4)
     table = d.run_experiment(train, test, teacher_epochs=3, student_epochs=2, ablations=True)
     assert isinstance(table, ResultsTable)
-    assert [r.name for r in table] == ["BL", "TN", "SN", "BL+VTCE", "BL+PS"]
-    assert [r.input for r in table] == ["RGB", "RGB-D", "RGB", "RGB", "RGB"]
-    assert [r.epochs for r in table] == [5, 3, 2, 5, 2]
+    assert [r.name for r in table] == ["BL", "TN", "TN→RGB", "SN", "BL+VTCE", "BL+PS"]
+    assert [r.input for r in table] == ["RGB", "RGB-D", "RGB", "RGB", "RGB", "RGB"]
+    assert [r.epochs for r in table] == [5, 3, 0, 2, 5, 2]
     for row in table:
         assert 0 <= row.mean_iou <= row.mean_pixel_accuracy <= 1 and 0 <= row.pixel_accuracy <= 1
     saved = json.loads((tmp_path / "results.json").read_text())
@@ -275,8 +275,142 @@ def test_run_experiment_trains_every_row_and_writes_the_table(tmp_path):
     for folder in ("bl", "tn", "sn", "bl_vtce", "bl_ps"):
         assert (tmp_path / folder / "model.pt").is_file()
     assert "| TN | RGB-D |" in table.to_markdown()
-    assert list(d.models) == ["BL", "TN", "BL+VTCE", "BL+PS", "SN"]
+    assert list(d.models) == ["BL", "TN", "TN→RGB", "BL+VTCE", "BL+PS", "SN"]
     assert list_depth_aware(d.models["TN"]) and not list_depth_aware(d.models["SN"])
     assert d.evaluate(d.models["SN"], test, use_depth=False)["mean_iou"] == pytest.approx(table["SN"].mean_iou)
     with pytest.raises(ConfigError, match="unknown experiment row"):
         d.run_experiment(train, test, teacher_epochs=1, student_epochs=1, rows=["XX"])
+
+
+# ------------------------------------------------------------------------------------- fidelity (issue 11)
+def _constant_depth(data):
+    """The same samples with every depth map constant: a depth-aware forward then equals the plain one."""
+    return [{**data[i], "depth": torch.ones_like(data[i]["depth"])} for i in range(len(data))]
+
+
+def test_tn_to_rgb_row_is_the_teacher_weights_run_plain_on_rgb(tmp_path):
+    train, test = TinyRGBD(8), TinyRGBD(4, seed=1)
+    d = _distiller(batch_size=4)
+    table = d.run_experiment(train, test, teacher_epochs=2, student_epochs=1, rows=["TN", "TN→RGB"])
+    assert [r.name for r in table] == ["TN", "TN→RGB"] and table["TN→RGB"].epochs == 0
+    # independent path: the depth-aware teacher under constant depth (H = 1 at every tap) is the plain network
+    expected = d.evaluate(d.teacher, _constant_depth(test), use_depth=True)
+    assert table["TN→RGB"].mean_iou == pytest.approx(expected["mean_iou"], abs=1e-6)
+    assert table["TN→RGB"].mean_iou != pytest.approx(table["TN"].mean_iou, abs=1e-4)  # depth matters here
+    assert list_depth_aware(d.teacher) and not list_depth_aware(d.models["TN→RGB"])
+
+
+def _seeded_model(**kwargs):
+    torch.manual_seed(0)
+    return TinySegmenter(**kwargs)
+
+
+def test_bl_at_teacher_epochs_row_trains_the_baseline_for_the_teacher_epochs():
+    train, test = TinyRGBD(8), TinyRGBD(4, seed=1)
+    table = _distiller(_seeded_model(), batch_size=4).run_experiment(train, test, teacher_epochs=2, student_epochs=1,
+                                                                      rows=["BL", "BL@TN"])
+    assert [(r.name, r.epochs) for r in table] == [("BL", 3), ("BL@TN", 2)]
+    alone = _distiller(_seeded_model(), batch_size=4)
+    expected = alone.evaluate(alone.train_baseline(train, 2), test)
+    assert table["BL@TN"].mean_iou == pytest.approx(expected["mean_iou"], abs=1e-9)
+
+
+def test_depth_dropout_one_trains_the_teacher_exactly_as_the_plain_network():
+    data = TinyRGBD(8)
+    # no dropout layer: the dropout draws would otherwise shift the random stream between the two runs
+    d = _distiller(_seeded_model(norm=False, dropout=0.0), batch_size=4, lr=0.05, depth_dropout=1.0)
+    baseline = d.train_baseline(data, 2)
+    teacher = d.train_teacher(data, 2)
+    for p, q in zip(teacher.parameters(), baseline.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+    with_depth = _distiller(_seeded_model(norm=False, dropout=0.0), batch_size=4, lr=0.05).train_teacher(data, 2)
+    assert not all(torch.allclose(p, q, atol=1e-3)
+                   for p, q in zip(with_depth.parameters(), baseline.parameters(), strict=True))
+
+
+def test_depth_dropout_replaces_a_share_of_the_depth_maps_by_a_constant():
+    d = _distiller(depth_dropout=0.5)
+    depth = torch.rand(4000, 1, 2, 2) + 1
+    torch.manual_seed(0)
+    out = d._teacher_depth(depth)
+    constant = (out == 1.0).flatten(1).all(1)
+    untouched = (out == depth).flatten(1).all(1)
+    assert bool((constant ^ untouched).all())
+    assert 0.45 < constant.float().mean().item() < 0.55
+    assert _distiller()._teacher_depth(depth) is depth
+    with pytest.raises(ConfigError, match="depth_dropout"):
+        _distiller(depth_dropout=1.5)
+
+
+def test_student_lr_scale_and_carried_optimizer_state():
+    data = TinyRGBD(8)
+    seen = {}
+
+    def spy(state):
+        if state.event == "epoch_end" and state.phase == "teacher":
+            seen["teacher"] = {id(p): s["momentum_buffer"].clone() for p, s in state.optimizer.state.items()}
+        if state.event == "epoch_start" and state.phase == "student" and state.epoch == 0:
+            seen["lr"] = state.optimizer.param_groups[0]["lr"]
+            seen["student"] = {id(p): s["momentum_buffer"].clone() for p, s in state.optimizer.state.items()}
+
+    d = _distiller(batch_size=4, lr=0.01, student_lr_scale=0.25, student_optimizer="carry", callbacks=[spy])
+    d.train_teacher(data, 1)
+    d.train_student(data, 1)
+    assert seen["lr"] == pytest.approx(0.0025)
+    assert seen["student"].keys() == seen["teacher"].keys() and seen["teacher"]
+    for key, buffer in seen["teacher"].items():
+        assert torch.equal(seen["student"][key], buffer)
+
+    fresh = {}
+    d2 = _distiller(batch_size=4, lr=0.01, callbacks=[lambda s: s.phase == "student" and s.event == "epoch_start"
+                                                      and fresh.setdefault("state", dict(s.optimizer.state))])
+    d2.train_teacher(data, 1)
+    d2.train_student(data, 1)
+    assert fresh["state"] == {}
+    with pytest.raises(ConfigError, match="student_optimizer"):
+        _distiller(student_optimizer="keep")
+    with pytest.raises(ConfigError, match="student_lr_scale"):
+        _distiller(student_lr_scale=0)
+
+
+def test_student_start_is_logged(tmp_path):
+    data = TinyRGBD(4)
+    d = _distiller(out_dir=tmp_path, batch_size=4)
+    d.train_teacher(data, 1)
+    student = d.train_student(data, 1)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    start = next(r for r in records if r.get("event") == "student_start")
+    assert start["optimizer"] == "fresh" and start["lr_scale"] == 1.0 and start["calibrated"] is False
+    del student
+    # the logged CE is the teacher's weights run plain on the first batch, before any student step
+    first = [data[i] for i in range(4)]
+    plain = copy_plain(d.teacher)
+    with torch.no_grad():
+        ce = F.cross_entropy(plain(torch.stack([s["rgb"] for s in first])),
+                             torch.stack([s["label"] for s in first]), ignore_index=255).item()
+    assert start["start_ce"] == pytest.approx(ce, rel=1e-5)
+
+
+def copy_plain(teacher):
+    import copy
+
+    from depthdistill import convert_to_plain
+
+    return convert_to_plain(copy.deepcopy(teacher)).eval()
+
+
+def test_calibrated_removal_rescales_the_shared_parameters_in_place(tmp_path):
+    data = TinyRGBD(8)
+    d = _distiller(TinySegmenter(norm=False, dropout=0.0), out_dir=tmp_path, batch_size=4, calibrate_removal=True,
+                   calibration_batches=2, optimizer=lambda p: torch.optim.SGD(p, lr=0.0))
+    teacher = d.train_teacher(data, 1)
+    params = {n: p for n, p in teacher.named_parameters()}
+    before = {n: p.detach().clone() for n, p in params.items()}
+    student = d.train_student(data, 1, vtce=False)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    scales = next(r["scales"] for r in records if r.get("event") == "calibrate_removal")
+    assert set(scales) == {"conv1", "conv2"} and all(s != 1.0 for s in scales.values())
+    for name, p in student.named_parameters():
+        assert p is params[name]
+        layer = name.rsplit(".", 1)[0]
+        torch.testing.assert_close(p.detach(), before[name] * scales.get(layer, 1.0))

@@ -63,6 +63,11 @@ class DistillConfig:
     include: list[str] | str | None = None
     exclude: list[str] | str | None = None
     depth_resize: str = "nearest"
+    depth_dropout: float = 0.0
+    calibrate_removal: bool = False
+    calibration_batches: int = 8
+    student_lr_scale: float = 1.0
+    student_optimizer: str = "fresh"
 
 
 @dataclass
@@ -70,7 +75,7 @@ class ExperimentConfig:
     """``experiment:`` — what to train and for how long.
 
     Attributes:
-        rows: Any of ``BL``, ``TN``, ``SN``, ``BL+VTCE``, ``BL+PS``.
+        rows: Any of ``BL``, ``BL@TN``, ``TN``, ``TN→RGB``, ``SN``, ``BL+VTCE``, ``BL+PS``.
         teacher_epochs: Epochs of TN.
         student_epochs: Epochs of SN and BL+PS.
         baseline_epochs: Epochs of BL and BL+VTCE (``null``: teacher + student epochs).

@@ -395,7 +395,9 @@ def _carry_optimizer_state(opt: torch.optim.Optimizer, state: dict[str, Any], ph
         raise ConfigError(f"{phase}: cannot carry the earlier phase's optimiser state into "
                           f"{type(opt).__name__}: {error}; use the same optimiser type or a fresh one") from error
     for group, own in zip(opt.param_groups, own_groups, strict=True):
-        group.update(own)
+        params = group["params"]
+        group.clear()  # drops the earlier phase's scheduler keys (initial_lr) with its hyper-parameters
+        group.update(own, params=params)
 
 
 def _notify(callbacks: Sequence[Callback], state: LoopState) -> None:

@@ -179,3 +179,128 @@ def test_bad_arguments_raise_config_error(kwargs):
 def test_index_out_of_range():
     with pytest.raises(IndexError):
         SyntheticRGBD(num_samples=2, size=SIZE)[2]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# realistic=True: shading cues from geometry (light placement, cast shadows, contact shadows)
+
+
+def test_realistic_false_is_the_default_render_and_shows_in_repr():
+    default = SyntheticRGBD(num_samples=3, size=SIZE, seed=4, difficulty=0.7)
+    explicit = SyntheticRGBD(num_samples=3, size=SIZE, seed=4, difficulty=0.7, realistic=False)
+    for index in range(3):
+        for key in ("rgb", "depth", "label"):
+            assert torch.equal(default[index][key], explicit[index][key])
+    assert "realistic" not in repr(default)
+    assert repr(SyntheticRGBD(num_samples=3, size=SIZE, realistic=True)).endswith(", realistic=True)")
+
+
+@pytest.mark.parametrize("sensor_noise", [True, False])
+def test_realistic_changes_only_the_appearance_at_difficulty_zero(sensor_noise):
+    plain = SyntheticRGBD(num_samples=4, size=SIZE, seed=1, difficulty=0.0, sensor_noise=sensor_noise)
+    lit = SyntheticRGBD(num_samples=4, size=SIZE, seed=1, difficulty=0.0, sensor_noise=sensor_noise, realistic=True)
+    for index in range(4):
+        a, b = plain[index], lit[index]
+        assert torch.equal(a["label"], b["label"]) and torch.equal(a["depth"], b["depth"])
+        assert (a["rgb"] - b["rgb"]).abs().mean() > 0.01
+
+
+def test_realistic_boxes_keep_full_yaw_and_depth_and_the_light_sits_off_centre():
+    kwargs = dict(num_samples=12, size=SIZE, seed=0, difficulty=1.0)
+    plain, lit = SyntheticRGBD(**kwargs), SyntheticRGBD(**kwargs, realistic=True)
+    yaws = 0
+    for index in range(12):
+        a, b = plain.scene(index), lit.scene(index)
+        assert [item.kind for item in a.items] == [item.kind for item in b.items]
+        for p, q in zip(a.items, b.items):
+            if p.kind == "box" and p.wall < 0:  # the same draw, without the (1 - 0.6 difficulty) shrink
+                assert q.yaw == pytest.approx(p.yaw / 0.4)
+                yaws += 1
+            if p.kind == "box" and p.wall >= 0:  # cabinets: depth without the (1 - 0.5 difficulty) shrink
+                axis = 2 if p.wall == 0 else 0  # the wall's normal
+                assert q.half_size[axis] == pytest.approx(2 * p.half_size[axis])
+        half_room = (b.x_right - b.x_left) / 2 - 0.6
+        offset = abs(b.light[0] - (b.x_left + b.x_right) / 2)
+        assert 0.4 * half_room - 1e-9 <= offset <= half_room + 1e-9
+        assert 0.3 * b.z_back <= b.light[2] <= 0.65 * b.z_back
+    assert yaws > 0
+
+
+def _room(items, light, ambient=0.3, size=(48, 64)):
+    from depthdistill.data.synthetic import SceneItem, SyntheticScene
+
+    h, w = size
+    floor_y, ceiling_y, x_left, x_right, z_back = 1.5, -1.2, -2.5, 2.5, 6.0
+    grey = np.full(3, 0.3)  # dark enough that no shade clips at 1
+    room = [SceneItem("floor", FLOOR, np.array([0.0, floor_y, 0.0]), colour=grey),
+            SceneItem("ceiling", CEILING, np.array([0.0, ceiling_y, 0.0]), colour=grey)]
+    room += [SceneItem("wall", WALL, np.array(c), wall=i, colour=grey)
+             for i, c in enumerate(([0.0, 0.0, z_back], [x_left, 0.0, 0.0], [x_right, 0.0, 0.0]))]
+    return SyntheticScene(height=h, width=w, focal=0.8 * w, cx=w / 2, cy=h / 2, rotation=np.eye(3), floor_y=floor_y,
+                          ceiling_y=ceiling_y, x_left=x_left, x_right=x_right, z_back=z_back,
+                          light=np.asarray(light, dtype=float), ambient=ambient, items=tuple(room + list(items)))
+
+
+def _draw(scene, realistic):
+    from depthdistill.data.synthetic import _render
+
+    return _render(scene, np.random.default_rng(0), 0.0, False, realistic)
+
+
+@pytest.mark.parametrize("kind, label", [("box", BOX), ("sphere", SPHERE), ("cylinder", CYLINDER)])
+def test_an_object_between_light_and_floor_casts_a_shadow_of_exactly_the_ambient_shade(kind, label):
+    from depthdistill.data.synthetic import SceneItem
+
+    light = np.array([-1.5, -1.0, 2.0])
+    bare = _room([], light)
+    u, v = 50, 40  # a floor pixel, lower right
+    ray = np.array([(u + 0.5 - bare.cx) / bare.focal, (v + 0.5 - bare.cy) / bare.focal, 1.0])
+    point = ray * bare.floor_y / ray[1]
+    # The object halfway along the segment to the light, 1 m above the floor: out of the camera's view of the point
+    # and beyond the reach of its contact shadow.
+    box = SceneItem(kind, label, point + 0.5 * (light - point), np.full(3, 0.2), colour=np.full(3, 0.5))
+    shadowed = _room([box], light)
+    rgb_bare, _, label_bare = _draw(bare, True)
+    rgb_box, _, label_box = _draw(shadowed, True)
+    assert label_bare[v, u] == label_box[v, u] == FLOOR
+    to_light = light - point
+    lambert = -to_light[1] / np.linalg.norm(to_light)  # the floor's normal is -y
+    direct = 1.6 * lambert / (1 + 0.04 * to_light @ to_light)
+    np.testing.assert_allclose(rgb_box[v, u] / rgb_bare[v, u], bare.ambient / (bare.ambient + direct), rtol=1e-9)
+    assert (rgb_box[v, u] < 0.8 * rgb_bare[v, u]).all()
+    assert np.array_equal(_draw(shadowed, False)[0][v, u], _draw(bare, False)[0][v, u])  # no shadows by default
+
+
+def test_a_box_shows_three_differently_lit_faces_and_darkens_the_floor_at_its_foot():
+    from depthdistill.data.synthetic import SceneItem
+
+    half = np.array([0.35, 0.3, 0.35])
+    center = np.array([1.6, 1.5 - half[1], 4.5])  # right of the camera: front, left side, top and foot in view
+    box = SceneItem("box", BOX, center, half, colour=np.full(3, 0.5))
+    scene = _room([box], light=[-2.0, -1.1, 3.5], size=(64, 96))
+    rgb, depth, label = _draw(scene, True)
+    points = _world_points(scene, depth)
+    brightness = rgb.mean(axis=2)
+    on_box = label == BOX
+    faces = {"front": np.abs(points[2] - (center[2] - half[2])) < 1e-6,
+             "left": np.abs(points[0] - (center[0] - half[0])) < 1e-6,
+             "top": np.abs(points[1] - (center[1] - half[1])) < 1e-6}
+    means = {}
+    for name, face in faces.items():
+        assert (face & on_box).sum() >= 4, name
+        means[name] = brightness[face & on_box].mean()
+    values = sorted(means.values())
+    assert values[1] > 1.15 * values[0] and values[2] > 1.15 * values[1], means
+    # Contact shadow: the floor just beside the box's foot is darker than with no box there at all.
+    bare_rgb = _draw(_room([], light=scene.light, size=(64, 96)), True)[0].mean(axis=2)
+    foot = (label == FLOOR) & (np.abs(points[1] - scene.floor_y) < 1e-6) \
+        & (np.abs(points[2] - (center[2] - half[2] - 0.1)) < 0.1) & (np.abs(points[0] - center[0]) < half[0])
+    assert foot.sum() >= 3 and (brightness[foot] < bare_rgb[foot]).all()
+    assert (brightness[foot] / bare_rgb[foot]).mean() < 0.97
+
+
+def test_realistic_samples_cache_like_the_rest():
+    plain = SyntheticRGBD(num_samples=2, size=SIZE, seed=2, realistic=True)
+    cached = SyntheticRGBD(num_samples=2, size=SIZE, seed=2, realistic=True, cache=True)
+    for _ in range(2):
+        assert torch.equal(cached[1]["rgb"], plain[1]["rgb"])
