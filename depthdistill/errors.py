@@ -7,7 +7,7 @@ clauses keep working.
 
 from __future__ import annotations
 
-__all__ = ["DepthDistillError", "DepthError", "DatasetError", "ConfigError", "TrainingError"]
+__all__ = ["DepthDistillError", "DepthError", "DatasetError", "ConfigError", "TrainingError", "DepthUnitsWarning"]
 
 
 class DepthDistillError(Exception):
@@ -28,3 +28,12 @@ class ConfigError(DepthDistillError, ValueError):
 
 class TrainingError(DepthDistillError, RuntimeError):
     """Training cannot go on (for example the loss became NaN)."""
+
+
+class DepthUnitsWarning(UserWarning):
+    """Depth given to :func:`~depthdistill.depth_context` does not look like metres (millimetres, most often).
+
+    A warning rather than an error there, issued once per process; filter it with
+    ``warnings.filterwarnings("ignore", category=DepthUnitsWarning)``. The data checks raise a :class:`DepthError`
+    instead.
+    """

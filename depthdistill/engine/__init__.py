@@ -1,7 +1,7 @@
 """Training machinery shared by every phase: the loop, checkpoints, logging, devices, data loaders, DDP."""
 
 from depthdistill.engine.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
-from depthdistill.engine.checks import check_batch, check_dataset
+from depthdistill.engine.checks import check_batch, check_dataset, check_model
 from depthdistill.engine.device import autocast, move_batch, resolve_device
 from depthdistill.engine.distributed import (
     DistInfo,
@@ -15,7 +15,7 @@ from depthdistill.engine.distributed import (
     unwrap,
     wrap_ddp,
 )
-from depthdistill.engine.evaluate import evaluate
+from depthdistill.engine.evaluate import OutputKey, evaluate, select_logits
 from depthdistill.engine.loader import eval_loader, start_epoch, train_loader
 from depthdistill.engine.loop import Callback, FitResult, LoopState, LossFn, TrainSettings, fit, seed_everything
 from depthdistill.engine.optim import OptimizerFactory, SchedulerFactory, poly_schedule, sgd
@@ -28,6 +28,7 @@ __all__ = [
     "LoopState",
     "LossFn",
     "OptimizerFactory",
+    "OutputKey",
     "RunLog",
     "SchedulerFactory",
     "TrainSettings",
@@ -37,6 +38,7 @@ __all__ = [
     "capture_rng_state",
     "check_batch",
     "check_dataset",
+    "check_model",
     "eval_loader",
     "evaluate",
     "fit",
@@ -53,6 +55,7 @@ __all__ = [
     "restore_rng_state",
     "save_checkpoint",
     "seed_everything",
+    "select_logits",
     "sgd",
     "start_epoch",
     "train_loader",
