@@ -12,11 +12,19 @@ from depthdistill.errors import (
     DatasetError,
     DepthDistillError,
     DepthError,
+    DepthUnitsWarning,
     TrainingError,
 )
 from depthdistill.losses import VTCELoss, vtce_loss, vtce_temperature
 from depthdistill.metrics import SegmentationMetrics
-from depthdistill.nn import DepthAwareConv2d, current_depth, depth_aware_conv2d, depth_context, depth_similarity
+from depthdistill.nn import (
+    DepthAwareConv2d,
+    check_depth_units,
+    current_depth,
+    depth_aware_conv2d,
+    depth_context,
+    depth_similarity,
+)
 from depthdistill.removal import RemovalReport, RemovalRow, calibrate_removal, removal_report
 
 __version__ = "0.1.0"
@@ -28,6 +36,7 @@ __all__ = [
     "DepthAwareConv2d",
     "DepthDistillError",
     "DepthError",
+    "DepthUnitsWarning",
     "Distiller",
     "RemovalReport",
     "RemovalRow",
@@ -37,6 +46,7 @@ __all__ = [
     "TrainingError",
     "VTCELoss",
     "calibrate_removal",
+    "check_depth_units",
     "convert_to_depth_aware",
     "convert_to_plain",
     "current_depth",

@@ -12,8 +12,10 @@ import fnmatch
 import logging
 from collections.abc import Callable, Iterable
 
+import torch
 import torch.nn as nn
 
+from depthdistill.errors import ConfigError
 from depthdistill.nn.conv import DepthAwareConv2d, depth_aware_class
 from depthdistill.nn.functional import DEFAULT_ALPHA
 
@@ -48,8 +50,13 @@ def convert_to_depth_aware(
     Each selected convolution (``nn.Conv2d`` or any subclass, kernel larger than 1×1) becomes a
     :class:`~depthdistill.DepthAwareConv2d` (for subclasses, a class derived from both, which keeps the
     subclass's own forward). 1×1 convolutions are left as they are: with a single tap ``H ≡ 1`` and D-Conv *is*
-    the plain convolution. Layers already depth-aware are left alone, so converting twice is harmless. What was
-    converted is logged on the ``"depthdistill"`` logger; :func:`list_depth_aware` lists it.
+    the plain convolution. Layers already depth-aware stay as they are but take the new ``alpha`` when selected
+    (``include``/``exclude`` apply to them too), so converting twice is harmless and converting again with another
+    ``alpha`` changes α; a change is logged. What was converted is logged on the ``"depthdistill"`` logger;
+    :func:`list_depth_aware` lists it.
+
+    TorchScript models (``torch.jit.script`` / ``torch.jit.trace``) cannot be converted: their convolutions are
+    compiled code, not ``nn.Conv2d`` objects. Convert the eager model, train, then script the plain student.
 
     Run the converted model inside :func:`~depthdistill.depth_context`. With a constant depth its output equals
     the original model's.
@@ -67,6 +74,7 @@ def convert_to_depth_aware(
     Raises:
         ValueError: If the model has no spatial ``nn.Conv2d`` at all, or ``include`` selects none of them, so that
             a teacher never silently equals the baseline.
+        ConfigError: If the model is (or holds) a TorchScript module.
 
     Examples:
         >>> import torch, depthdistill
@@ -76,16 +84,22 @@ def convert_to_depth_aware(
         >>> depthdistill.list_depth_aware(teacher)
         ['0']
     """
+    _refuse_scripted(module)
     keep_in, keep_out = _matcher(include, "include"), _matcher(exclude, "exclude")
-    converted, already, pointwise, excluded = [], [], [], []
+    converted, already, realpha, pointwise, excluded = [], [], [], [], []
     for name, layer in module.named_modules():
         if not isinstance(layer, nn.Conv2d):
             continue
+        left_out = ((keep_in is not None and not keep_in(name, layer))
+                    or (keep_out is not None and keep_out(name, layer)))
         if isinstance(layer, DepthAwareConv2d):
             already.append(name)
+            if not left_out and layer.alpha != float(alpha):
+                realpha.append((name, layer.alpha))
+                layer.alpha = float(alpha)
         elif tuple(layer.kernel_size) == (1, 1):
             pointwise.append(name)
-        elif (keep_in is not None and not keep_in(name, layer)) or (keep_out is not None and keep_out(name, layer)):
+        elif left_out:
             excluded.append(name)
         else:
             layer.__class__ = depth_aware_class(type(layer))
@@ -102,7 +116,22 @@ def convert_to_depth_aware(
         "%d 1x1 left plain (identical under D-Conv), %d excluded",
         len(converted), alpha, len(already), len(pointwise), len(excluded),
     )
+    if realpha:
+        _log.info("convert_to_depth_aware: alpha of %d already depth-aware layer(s) changed to %g (was %s)",
+                  len(realpha), alpha, ", ".join(f"{name or '<root>'}: {old:g}" for name, old in realpha[:5])
+                  + (", ..." if len(realpha) > 5 else ""))
     return module
+
+
+def _refuse_scripted(module: nn.Module) -> None:
+    scripted = next((name for name, m in module.named_modules() if isinstance(m, torch.jit.ScriptModule)), None)
+    if scripted is not None:
+        what = "the model is" if scripted == "" else f"its submodule {scripted!r} is"
+        raise ConfigError(
+            f"{what} a TorchScript module (torch.jit.script / trace): its convolutions are compiled code that "
+            "cannot be made depth-aware. Convert and train the eager model, then script or trace the plain student "
+            "(depthdistill.convert_to_plain) for deployment"
+        )
 
 
 def convert_to_plain(module: nn.Module) -> nn.Module:

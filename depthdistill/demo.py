@@ -130,7 +130,7 @@ def _write_figures(out: Path, distiller: Distiller, table: ResultsTable, test) -
             # Only TN has depth-aware layers: the context is simply unused by the plain rows.
             predictions[name] = list(model(batch["rgb"].to(device)).argmax(1).cpu())
     images["Test samples: RGB | depth | ground truth | BL | TN | SN"] = viz.plot_sample_grid(
-        samples, predictions, out / "samples.png", palette=test.palette)
+        samples, predictions, out / "samples.png", palette=test.palette, class_names=test.class_names)
     removal = removal_report(distiller.teacher, batch)
     info = table.info
     notes = (f"Synthetic RGB-D scenes, {info['preset']['train_samples']} train / {info['preset']['test_samples']} test "

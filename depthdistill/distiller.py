@@ -31,10 +31,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from depthdistill.convert import LayerFilter, convert_to_depth_aware, convert_to_plain, list_depth_aware
-from depthdistill.engine.checks import check_batch, check_dataset
+from depthdistill.engine.checks import check_batch, check_dataset, check_model
 from depthdistill.engine.device import resolve_device
 from depthdistill.engine.distributed import barrier, is_main_process
-from depthdistill.engine.evaluate import evaluate
+from depthdistill.engine.evaluate import OutputKey, evaluate, select_logits
 from depthdistill.engine.loop import Callback, FitResult, LossFn, TrainSettings, fit
 from depthdistill.engine.optim import OptimizerFactory, SchedulerFactory, sgd
 from depthdistill.engine.registry import model_spec
@@ -154,6 +154,7 @@ class Distiller:
 
     Args:
         model: The segmenter; its logits must have the label's height and width (upsample inside the model).
+            A model returning a dict (torchvision's ``{"out": logits, "aux": …}``) works too, see ``output_key``.
         num_classes: Number of classes; labels are ``0..num_classes−1`` and ``ignore_index``.
         alpha: α of the depth-aware convolution (Eq. 6), per metre.
         beta: β of the VTCE temperature (Eq. 10).
@@ -171,6 +172,9 @@ class Distiller:
         include: Which convolutions become depth-aware (see :func:`~depthdistill.convert_to_depth_aware`).
         exclude: Which stay plain.
         depth_resize: How depth is brought to each layer's resolution (see :func:`~depthdistill.depth_context`).
+        output_key: Where the logits are in the model's output, for every forward the Distiller makes (training,
+            the teacher's soft targets, evaluation): ``None`` takes the output itself, or its ``"out"`` entry when
+            it is a dict; a string picks another key; a function maps the output to the logits.
         depth_dropout: Probability, per training sample, that the teacher sees no depth in that step (its depth
             map replaced by a constant, so every ``H = 1`` and each D-Conv computes exactly the plain convolution).
             The shared weights then learn to work with and without depth. ``0`` (default) is the paper.
@@ -224,6 +228,7 @@ class Distiller:
         include: LayerFilter | None = None,
         exclude: LayerFilter | None = None,
         depth_resize: str = "nearest",
+        output_key: OutputKey = None,
         depth_dropout: float = 0.0,
         calibrate_removal: bool = False,
         calibration_batches: int = 8,
@@ -244,6 +249,7 @@ class Distiller:
             raise ConfigError(f"num_classes must be an integer >= 1, got {num_classes!r}")
         if teacher_source not in TEACHER_SOURCES:
             raise ConfigError(f"teacher_source must be one of {TEACHER_SOURCES}, got {teacher_source!r}")
+        check_model(model)
         if not 0.0 <= depth_dropout <= 1.0:
             raise ConfigError(f"depth_dropout is a probability in [0, 1], got {depth_dropout!r}")
         if not student_lr_scale > 0:
@@ -267,6 +273,7 @@ class Distiller:
         self.teacher_source = teacher_source
         self.vtce_loss = VTCELoss(beta=beta, schedule=vtce_schedule)
         self.include, self.exclude, self.depth_resize = include, exclude, depth_resize
+        self.output_key = output_key
         self.depth_dropout = float(depth_dropout)
         self.calibrate_removal, self.calibration_batches = bool(calibrate_removal), calibration_batches
         self.student_lr_scale, self.student_optimizer = float(student_lr_scale), student_optimizer
@@ -389,7 +396,7 @@ class Distiller:
         """
         s = self.settings
         return evaluate(model, data, self.num_classes, ignore_index=self.ignore_index, use_depth=use_depth,
-                        depth_resize=self.depth_resize, device=self.device,
+                        depth_resize=self.depth_resize, output_key=self.output_key, device=self.device,
                         batch_size=s.eval_batch_size or s.batch_size, num_workers=s.num_workers, amp=s.amp,
                         channels_last=s.channels_last, show_progress=s.progress)
 
@@ -509,10 +516,11 @@ class Distiller:
         return model
 
     def _forward(self, model: nn.Module, batch: dict) -> torch.Tensor:
-        logits = model(batch["rgb"])
+        logits = select_logits(model(batch["rgb"]), self.output_key)
         if not isinstance(logits, torch.Tensor):
             raise ConfigError(f"the model returned a {type(logits).__name__}; the Distiller needs a logits tensor "
-                              "(B,C,H,W): wrap the model so its forward returns the segmentation logits")
+                              "(B,C,H,W): pass output_key (a dict key or a function output -> logits) or wrap the "
+                              "model so its forward returns the segmentation logits")
         label = batch["label"]
         if logits.dim() != 4 or logits.shape[1] != self.num_classes or logits.shape[-2:] != label.shape[-2:]:
             raise ConfigError(
@@ -535,7 +543,7 @@ class Distiller:
 
             def frozen(batch: dict) -> torch.Tensor:
                 with torch.no_grad(), depth_context(batch["depth"], resize=self.depth_resize):
-                    return teacher(batch["rgb"])
+                    return select_logits(teacher(batch["rgb"]), self.output_key)
 
             return frozen
 
@@ -548,7 +556,7 @@ class Distiller:
             student.eval()
             try:
                 with torch.no_grad(), depth_context(batch["depth"], resize=self.depth_resize):
-                    return student(batch["rgb"])
+                    return select_logits(student(batch["rgb"]), self.output_key)
             finally:
                 convert_to_plain(student)
                 student.train()

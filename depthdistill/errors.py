@@ -7,7 +7,8 @@ clauses keep working.
 
 from __future__ import annotations
 
-__all__ = ["DepthDistillError", "DepthError", "DatasetError", "ConfigError", "TrainingError", "CheckpointError"]
+__all__ = ["DepthDistillError", "DepthError", "DatasetError", "ConfigError", "TrainingError", "CheckpointError",
+           "DepthUnitsWarning"]
 
 
 class DepthDistillError(Exception):
@@ -32,3 +33,12 @@ class TrainingError(DepthDistillError, RuntimeError):
 
 class CheckpointError(TrainingError):
     """A checkpoint file is unreadable or corrupt (its content does not match the checksum written with it)."""
+
+
+class DepthUnitsWarning(UserWarning):
+    """Depth given to :func:`~depthdistill.depth_context` does not look like metres (millimetres, most often).
+
+    A warning rather than an error there, issued once per process; filter it with
+    ``warnings.filterwarnings("ignore", category=DepthUnitsWarning)``. The data checks raise a :class:`DepthError`
+    instead.
+    """

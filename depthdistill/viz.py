@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from depthdistill.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from depthdistill.errors import ConfigError, DepthError
@@ -510,10 +511,12 @@ def plot_sample_grid(
     palette: Array,
     mean: Sequence[float] | None = IMAGENET_MEAN,
     std: Sequence[float] | None = IMAGENET_STD,
+    class_names: Sequence[str] | None = None,
 ) -> Path:
-    """A grid with one sample per row: RGB | depth | ground truth | one column per model.
+    """A grid with one sample per row: RGB | depth | ground truth | one column per model, and a colour key.
 
-    Depth is coloured per sample over its own range (written under it), holes white; void labels are black.
+    Depth is coloured per sample over its own range (written under it), holes white; void labels are black. The
+    key beside the grid names the colour of every class that appears in a drawn label or prediction (and void).
 
     Args:
         samples: Sample dicts (``"rgb"``, ``"depth"``, ``"label"``, optional ``"id"`` shown as the row title).
@@ -523,6 +526,7 @@ def plot_sample_grid(
         palette: ``(N, 3)`` uint8 label colours (void is black).
         mean: Normalisation mean of the samples' RGB (see :func:`rgb_to_image`).
         std: Normalisation standard deviation of the samples' RGB.
+        class_names: Names for the key, one per palette colour (default: class indices).
 
     Returns:
         ``out_path`` as a ``Path``.
@@ -540,17 +544,24 @@ def plot_sample_grid(
     for name, predicted in predictions.items():
         if len(predicted) != len(samples):
             raise ConfigError(f"{name!r} has {len(predicted)} predictions for {len(samples)} samples")
-    titles = ["RGB", "depth", "ground truth", *predictions]
-    fig = Figure(figsize=(2.0 * len(titles), 1.7 * len(samples) + 0.4), layout="constrained")
+    table = _check_palette(palette)
+    names = [str(c) for c in range(len(table))] if class_names is None else [str(n) for n in class_names]
+    if len(names) != len(table):
+        raise ConfigError(f"{len(names)} class names for a palette of {len(table)} colours")
+    titles = ["RGB", "depth (white: none)", "ground truth", *predictions]
+    fig = Figure(figsize=(2.0 * len(titles) + 1.5, 1.7 * len(samples) + 0.4), layout="constrained")
     axes = fig.subplots(len(samples), len(titles), squeeze=False)
+    shown: set[int] = set()
     for row, sample in enumerate(samples):
         missing = {"rgb", "depth", "label"} - set(sample)
         if missing:
             raise ConfigError(f"sample {row} lacks {sorted(missing)}; samples are dicts with rgb, depth, label")
         depth = _numpy(sample["depth"]).astype(np.float64)
         valid = depth[np.isfinite(depth) & (depth > 0)]
-        images = [rgb_to_image(sample["rgb"], mean, std), depth_to_image(depth), colorize(sample["label"], palette)]
-        images += [colorize(_as_label_map(predicted[row]), palette) for predicted in predictions.values()]
+        labels = [sample["label"], *(_as_label_map(predicted[row]) for predicted in predictions.values())]
+        shown.update(int(v) for label in labels for v in np.unique(_numpy(label)))
+        images = [rgb_to_image(sample["rgb"], mean, std), depth_to_image(depth)]
+        images += [colorize(label, palette) for label in labels]
         for col, image in enumerate(images):
             ax = axes[row, col]
             ax.imshow(image, interpolation="nearest")
@@ -563,6 +574,11 @@ def plot_sample_grid(
         # Each depth image spans its own range, so say which.
         axes[row, 1].set_xlabel(f"{valid.min():.1f}–{valid.max():.1f} m" if valid.size else "no depth",
                                 fontsize="small")
+    key = [(names[c], np.asarray(table[c]) / 255) for c in sorted(shown - {VOID_LABEL})]
+    if VOID_LABEL in shown:
+        key.append(("void", np.asarray(VOID_COLOR) / 255))
+    fig.legend(handles=[Patch(facecolor=colour, edgecolor="grey", label=name) for name, colour in key],
+               title="classes", fontsize="small", loc="outside right upper")
     return _save(fig, out_path)
 
 

@@ -129,3 +129,57 @@ def test_deepcopy_of_teacher_is_independent_and_depth_aware():
     convert_to_plain(teacher)
     assert list_depth_aware(frozen) == ["0"] and list_depth_aware(teacher) == []
     assert frozen[0].weight is not teacher[0].weight
+
+
+@pytest.mark.parametrize("name", ["tv_mobilenet_v3_small", "timm_conv2dsame", "smp_unet_efficientnet_static_same"])
+def test_whole_converted_model_pickles_and_torch_saves(name, tmp_path):
+    import io
+    import pickle
+
+    build, size = ZOO[name]
+    teacher = convert_to_depth_aware(build().eval(), alpha=5.0)
+    rgb, depth = torch.randn(1, 3, size, size), torch.rand(1, 1, size, size) * 4 + 0.5
+    buffer = io.BytesIO()
+    torch.save(teacher, buffer)
+    buffer.seek(0)
+    copies = [pickle.loads(pickle.dumps(teacher)), torch.load(buffer, weights_only=False)]
+    with torch.no_grad(), depth_context(depth):
+        want = teacher(rgb)
+        for loaded in copies:
+            assert {n: type(m) for n, m in loaded.named_modules()} == {n: type(m) for n, m in teacher.named_modules()}
+            assert list_depth_aware(loaded) == list_depth_aware(teacher)
+            assert all(loaded.get_submodule(n).alpha == 5.0 for n in list_depth_aware(loaded))
+            torch.testing.assert_close(loaded(rgb), want, rtol=0, atol=0)
+    made_at_run_time = {type(m) for m in teacher.modules() if isinstance(m, DepthAwareConv2d)} - {DepthAwareConv2d}
+    assert bool(made_at_run_time) == (not name.startswith("tv_"))  # timm's Conv2dSame, smp's static same padding
+
+
+def test_converting_again_with_another_alpha_updates_it(caplog):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1))
+    convert_to_depth_aware(model, alpha=3.0)
+    with caplog.at_level(logging.INFO, logger="depthdistill"):
+        convert_to_depth_aware(model, alpha=5.0, exclude="1")
+    assert (model[0].alpha, model[1].alpha) == (5.0, 3.0)  # exclude keeps a layer's alpha too
+    assert "alpha of 1 already depth-aware layer(s) changed to 5 (was 0: 3)" in caplog.text
+    # the changed alpha is the one the forward uses
+    x, depth = torch.randn(1, 3, 6, 6), torch.rand(1, 1, 6, 6) * 3 + 0.5
+    from depthdistill import depth_aware_conv2d
+    with depth_context(depth):
+        got = model[0](x)
+    torch.testing.assert_close(got, depth_aware_conv2d(x, depth, model[0].weight, model[0].bias, padding=1,
+                                                       alpha=5.0))
+
+
+@pytest.mark.parametrize("compile_", ["script", "trace"])
+def test_torchscript_models_are_refused_with_what_to_do(compile_):
+    import warnings
+
+    from depthdistill import ConfigError
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated
+        scripted = torch.jit.script(model) if compile_ == "script" else torch.jit.trace(model, torch.randn(1, 3, 4, 4))
+    with pytest.raises(ConfigError, match=r"TorchScript .*convert_to_plain"):
+        convert_to_depth_aware(scripted)
+    with pytest.raises(ConfigError, match=r"submodule '1' is a TorchScript"):
+        convert_to_depth_aware(nn.Sequential(nn.Conv2d(3, 3, 3), scripted))

@@ -213,7 +213,7 @@ def test_sample_grid_has_a_column_per_model(tmp_path, figures):
     out = viz.plot_sample_grid(samples, predictions, tmp_path / "grid.png", PALETTE)
     axes = figures[0].axes
     assert len(axes) == 2 * 5
-    assert [ax.get_title() for ax in axes[:5]] == ["RGB", "depth", "ground truth", "BL", "TN"]
+    assert [ax.get_title() for ax in axes[:5]] == ["RGB", "depth (white: none)", "ground truth", "BL", "TN"]
     assert axes[0].get_ylabel() == "s0" and axes[5].get_ylabel() == "s1"
     # What each cell shows is the library's own picture of that sample.
     np.testing.assert_array_equal(axes[2].images[0].get_array(), viz.colorize(samples[0]["label"], PALETTE))
@@ -221,6 +221,20 @@ def test_sample_grid_has_a_column_per_model(tmp_path, figures):
                                   viz.colorize(predictions["TN"][0].argmax(0), PALETTE))
     np.testing.assert_array_equal(axes[5].images[0].get_array(), viz.rgb_to_image(samples[1]["rgb"]))
     assert _png_size(out)[0] > 0
+
+
+def test_sample_grid_has_a_key_of_the_classes_shown(tmp_path, figures):
+    sample = _sample(0)
+    sample["label"] = torch.tensor([[0, 2], [255, 2]])
+    sample["rgb"], sample["depth"] = sample["rgb"][:, :2, :2], sample["depth"][:, :2, :2]
+    viz.plot_sample_grid([sample], {"SN": [torch.tensor([[0, 0], [1, 2]])]}, tmp_path / "grid.png", PALETTE,
+                         class_names=["wall", "floor", "bed"])
+    legend = figures[0].legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == ["wall", "floor", "bed", "void"]
+    colours = [tuple(np.round(np.asarray(h.get_facecolor()[:3]) * 255).astype(int)) for h in legend.legend_handles]
+    assert colours == [tuple(int(v) for v in c) for c in PALETTE] + [(0, 0, 0)]
+    with pytest.raises(ConfigError, match="2 class names for a palette of 3"):
+        viz.plot_sample_grid([sample], {}, tmp_path / "x.png", PALETTE, class_names=["a", "b"])
 
 
 def test_sample_grid_checks_its_input(tmp_path):

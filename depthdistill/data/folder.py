@@ -17,7 +17,8 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from depthdistill.data._io import check_aligned, make_sample, read_array_image, read_image, read_npy
-from depthdistill.errors import DatasetError
+from depthdistill.errors import DatasetError, DepthError
+from depthdistill.nn.units import check_depth_units
 
 __all__ = ["RGBDFolder", "RGB_SUFFIXES", "DEPTH_SUFFIXES", "LABEL_SUFFIXES"]
 
@@ -32,7 +33,10 @@ class RGBDFolder(Dataset):
 
     Depth units: integer depth (16-bit PNG, integer TIFF or ``.npy``) is divided by ``depth_scale`` (1000: stored
     in millimetres); floating-point depth (float TIFF or ``.npy``) is taken as metres already. 0 and non-finite
-    values mean missing. Labels are single-channel PNGs holding class ids (0..C-1) with 255 = void.
+    values mean missing. 8-bit depth (an 8-bit PNG) is refused: 256 levels cannot hold metric depth. Each depth
+    map read is checked to be in metres: a median valid depth outside ``depth_range`` (float depth saved in
+    millimetres, most often) is a :class:`~depthdistill.DepthError` naming the file, the likely unit and the fix.
+    Labels are single-channel PNGs holding class ids (0..C-1) with 255 = void.
 
     The file lists are matched when the dataset is built (a file without its partners is an error); images are
     read, and their sizes checked, when a sample is asked for.
@@ -41,6 +45,8 @@ class RGBDFolder(Dataset):
         root: Dataset root.
         split: Sub-folder, e.g. ``"train"``, ``"val"``, ``"test"``.
         depth_scale: Integer depth units per metre.
+        depth_range: Plausible median depth of one image in metres; default
+            :data:`depthdistill.nn.units.DEPTH_RANGE` (0.1..20).
         transform: Joint transform applied to each sample dict.
 
     Attributes:
@@ -51,6 +57,7 @@ class RGBDFolder(Dataset):
     Raises:
         DatasetError: If a folder is missing or empty, a stem has no partner in another folder, or a stem appears
             twice in one folder (``a.png`` and ``a.jpg``).
+        DepthError: When a sample is read: its depth is 8-bit or not in metres.
 
     Examples:
         >>> import tempfile, numpy as np
@@ -67,12 +74,14 @@ class RGBDFolder(Dataset):
     """
 
     def __init__(self, root: str | Path, split: str = "train", depth_scale: float = 1000.0,
-                 transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+                 transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None, *,
+                 depth_range: tuple[float, float] | None = None) -> None:
         if depth_scale <= 0:
             raise DatasetError(f"depth_scale must be > 0 (integer depth units per metre), got {depth_scale}")
         self.root = Path(root)
         self.split = split
         self.depth_scale = float(depth_scale)
+        self.depth_range = depth_range
         self.transform = transform
         split_dir = self.root / split
         if not split_dir.is_dir():
@@ -116,9 +125,14 @@ class RGBDFolder(Dataset):
 
     def _read_depth(self, path: Path) -> np.ndarray:
         raw = read_npy(path) if path.suffix == ".npy" else read_array_image(path)
-        if raw.dtype.kind in "iub":
-            return raw.astype(np.float32) / self.depth_scale
-        return raw.astype(np.float32)
+        if raw.dtype.itemsize == 1:
+            raise DepthError(f"{path}: depth is 8-bit ({raw.dtype}); 256 levels cannot hold metric depth. Save depth "
+                             "as a 16-bit PNG in millimetres or as a float .npy in metres")
+        depth = raw.astype(np.float32)
+        if raw.dtype.kind in "iu":
+            depth /= self.depth_scale
+        check_depth_units(depth, self.depth_range, where=str(path))
+        return depth
 
     def __repr__(self) -> str:
         return f"RGBDFolder(root={str(self.root)!r}, split={self.split!r}, samples={len(self)})"

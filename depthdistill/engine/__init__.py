@@ -8,7 +8,7 @@ from depthdistill.engine.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from depthdistill.engine.checks import check_batch, check_dataset
+from depthdistill.engine.checks import check_batch, check_dataset, check_model
 from depthdistill.engine.device import autocast, move_batch, resolve_device
 from depthdistill.engine.distributed import (
     DistInfo,
@@ -22,7 +22,7 @@ from depthdistill.engine.distributed import (
     unwrap,
     wrap_ddp,
 )
-from depthdistill.engine.evaluate import evaluate
+from depthdistill.engine.evaluate import OutputKey, evaluate, select_logits
 from depthdistill.engine.loader import eval_loader, start_epoch, train_loader
 from depthdistill.engine.loop import (
     RESUME_META,
@@ -47,6 +47,7 @@ __all__ = [
     "LoopState",
     "LossFn",
     "OptimizerFactory",
+    "OutputKey",
     "RunLog",
     "SchedulerFactory",
     "TrainSettings",
@@ -57,6 +58,7 @@ __all__ = [
     "checksum",
     "check_batch",
     "check_dataset",
+    "check_model",
     "eval_loader",
     "evaluate",
     "fit",
@@ -74,6 +76,7 @@ __all__ = [
     "restore_rng_state",
     "save_checkpoint",
     "seed_everything",
+    "select_logits",
     "sgd",
     "start_epoch",
     "train_loader",

@@ -15,13 +15,12 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-
 import torch.nn as nn
 
 from depthdistill.errors import CheckpointError, ConfigError
@@ -88,7 +87,9 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     state = {**state, "checksum": checksum(state)}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # Not mkstemp, which creates files -rw------- whatever the umask: 0o666 lets the umask decide, like open().
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)

@@ -8,15 +8,40 @@ clear message instead of a CUDA assert or a silently depth-free teacher.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
-from depthdistill.errors import DatasetError, DepthError
+from depthdistill.errors import ConfigError, DatasetError, DepthError
+from depthdistill.nn.units import check_depth_units
 
-__all__ = ["check_batch", "check_dataset"]
+__all__ = ["check_batch", "check_dataset", "check_model"]
+
+
+def check_model(model: nn.Module) -> None:
+    """Raises if ``model`` cannot be trained as it is: its parameters or buffers are on the meta device.
+
+    Raises:
+        ConfigError: Naming the first tensor without data, and how to materialise the model.
+
+    Examples:
+        >>> check_model(nn.Conv2d(3, 4, 3))
+        >>> check_model(nn.Conv2d(3, 4, 3, device="meta"))
+        Traceback (most recent call last):
+        ...
+        depthdistill.errors.ConfigError: the model's 'weight' is on the meta device ...
+    """
+    meta = next((n for n, t in itertools.chain(model.named_parameters(), model.named_buffers()) if t.is_meta), None)
+    if meta is not None:
+        raise ConfigError(
+            f"the model's {meta!r} is on the meta device (a shape without values): the model must hold real weights "
+            "to be trained. Materialise it first, e.g. model.to_empty(device='cpu') then initialise it or "
+            "model.load_state_dict(weights, assign=True)"
+        )
 
 
 def _ids(batch: dict[str, Any], rows: torch.Tensor | None = None) -> str:
@@ -107,14 +132,26 @@ def check_dataset(
     needs_depth: bool = False,
     samples: int | None = 64,
     where: str = "",
+    depth_range: tuple[float, float] | None = None,
 ) -> None:
     """Checks ``samples`` samples spread evenly over ``data`` (``None``: all) with :func:`check_batch`.
 
     For a ``DataLoader`` its first batch is checked; a dataset without ``len`` is left to the per-batch checks.
+    With ``needs_depth`` the checked samples' depth must also look like metres: their median valid depth within
+    ``depth_range`` (see :func:`~depthdistill.nn.check_depth_units`).
+
+    Args:
+        data: A map-style dataset of sample dicts or a ``DataLoader``.
+        num_classes: As in :func:`check_batch`.
+        ignore_index: As in :func:`check_batch`.
+        needs_depth: As in :func:`check_batch`, plus the units check.
+        samples: How many samples to check.
+        where: Words naming the data in the message.
+        depth_range: Plausible median depth in metres; default :data:`depthdistill.nn.units.DEPTH_RANGE`.
 
     Raises:
         DatasetError: If the set is empty or a sample breaks the convention.
-        DepthError: As in :func:`check_batch`.
+        DepthError: As in :func:`check_batch`, or the depth is not in metres (millimetres, most often).
 
     Examples:
         >>> sample = {"rgb": torch.zeros(3, 2, 2), "label": torch.zeros(2, 2, dtype=torch.long)}
@@ -126,15 +163,24 @@ def check_dataset(
         if batch is None:
             raise DatasetError(f"the data loader{' for ' + where if where else ''} yields no batch")
         check_batch(batch, **kwargs)
+        depths = [batch.get("depth")]
+    elif not hasattr(data, "__len__"):
         return
-    if not hasattr(data, "__len__"):
-        return
-    if len(data) == 0:
-        raise DatasetError(f"the dataset{' for ' + where if where else ''} is empty")
-    for index in _spread(len(data), samples):
-        sample = data[index]
-        if not isinstance(sample, dict):
-            raise DatasetError(f"sample {index}{' of ' + where if where else ''} is a {type(sample).__name__}, "
-                               "expected a dict with 'rgb', 'depth', 'label', 'id'")
-        batch = {k: v.unsqueeze(0) if isinstance(v, torch.Tensor) else [v] for k, v in sample.items()}
-        check_batch(batch, **kwargs)
+    else:
+        if len(data) == 0:
+            raise DatasetError(f"the dataset{' for ' + where if where else ''} is empty")
+        depths = []
+        for index in _spread(len(data), samples):
+            sample = data[index]
+            if not isinstance(sample, dict):
+                raise DatasetError(f"sample {index}{' of ' + where if where else ''} is a {type(sample).__name__}, "
+                                   "expected a dict with 'rgb', 'depth', 'label', 'id'")
+            batch = {k: v.unsqueeze(0) if isinstance(v, torch.Tensor) else [v] for k, v in sample.items()}
+            check_batch(batch, **kwargs)
+            depths.append(batch.get("depth"))
+    if needs_depth:
+        # One median over the checked samples (an even share of each), so a single close-up image does not make
+        # a data set wrong.
+        share = [d.detach().flatten() for d in depths]
+        share = [d[:: max(1, d.numel() // 4096)].float().cpu() for d in share]
+        check_depth_units(torch.cat(share), depth_range, where=where or "the data")

@@ -42,12 +42,19 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 def move_batch(batch: dict[str, Any], device: torch.device, channels_last: bool = False) -> dict[str, Any]:
     """Moves every tensor of a sample batch to ``device``; ``rgb`` goes channels_last when asked.
 
+    Integer labels of any width (``uint8`` from 8-bit PNGs, ``int32``) become ``int64``, the only label type the
+    losses accept.
+
     Examples:
-        >>> b = move_batch({"rgb": torch.zeros(1, 3, 2, 2), "id": ["a"]}, torch.device("cpu"))
-        >>> b["rgb"].device.type, b["id"]
-        ('cpu', ['a'])
+        >>> b = move_batch({"rgb": torch.zeros(1, 3, 2, 2), "label": torch.zeros(1, 2, 2, dtype=torch.uint8),
+        ...                 "id": ["a"]}, torch.device("cpu"))
+        >>> b["rgb"].device.type, b["label"].dtype, b["id"]
+        ('cpu', torch.int64, ['a'])
     """
     moved = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    label = moved.get("label")
+    if isinstance(label, torch.Tensor) and not label.is_floating_point() and label.dtype != torch.bool:
+        moved["label"] = label.long()
     if channels_last and isinstance(moved.get("rgb"), torch.Tensor) and moved["rgb"].dim() == 4:
         moved["rgb"] = moved["rgb"].contiguous(memory_format=torch.channels_last)
     return moved

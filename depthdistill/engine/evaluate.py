@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -14,10 +15,49 @@ from depthdistill.engine.device import autocast, move_batch, resolve_device
 from depthdistill.engine.distributed import unwrap
 from depthdistill.engine.loader import eval_loader
 from depthdistill.engine.run_log import progress
+from depthdistill.errors import ConfigError
 from depthdistill.metrics import SegmentationMetrics
 from depthdistill.nn import depth_context
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "select_logits", "OutputKey"]
+
+#: Where the logits are in a model's output: ``None`` (the output itself, or its ``"out"`` entry when it is a dict,
+#: as torchvision's segmentation models return), a key of the output dict, or a function ``output -> logits``.
+OutputKey = str | Callable[[Any], torch.Tensor] | None
+
+
+def select_logits(output: Any, output_key: OutputKey = None) -> Any:
+    """The logits in a model's output, as :data:`OutputKey` says where they are.
+
+    Args:
+        output: What the model's forward returned.
+        output_key: ``None``, a dict key, or a callable ``output -> logits``.
+
+    Returns:
+        The selected value (the caller checks it is a logits tensor).
+
+    Raises:
+        ConfigError: If the output is a dict without that key, or a key is given but the output is no dict.
+
+    Examples:
+        >>> logits = torch.zeros(1, 2, 4, 4)
+        >>> select_logits({"out": logits, "aux": None}) is logits
+        True
+        >>> select_logits((logits, 0.5), lambda out: out[0]) is logits
+        True
+    """
+    if callable(output_key):
+        return output_key(output)
+    if isinstance(output, Mapping):
+        key = "out" if output_key is None else output_key
+        if key not in output:
+            raise ConfigError(f"the model returned a dict with keys {sorted(map(str, output))} and no {key!r}: pass "
+                              "output_key=<the key holding the logits> (or a function output -> logits)")
+        return output[key]
+    if output_key is not None:
+        raise ConfigError(f"output_key={output_key!r} but the model returned a {type(output).__name__}, not a dict: "
+                          "leave output_key unset or pass a function output -> logits")
+    return output
 
 
 @torch.no_grad()
@@ -29,6 +69,7 @@ def evaluate(
     ignore_index: int = 255,
     use_depth: bool | None = None,
     depth_resize: str = "nearest",
+    output_key: OutputKey = None,
     device: str | torch.device = "auto",
     batch_size: int = 1,
     num_workers: int = 0,
@@ -46,6 +87,7 @@ def evaluate(
         use_depth: Run the forward inside :func:`~depthdistill.depth_context`; default: when the model has
             depth-aware layers (a teacher is evaluated on RGB-D, a student on RGB).
         depth_resize: See :func:`~depthdistill.depth_context`.
+        output_key: Where the logits are in the model's output (see :func:`select_logits`).
         device: Where to run (the model is moved there).
         batch_size: Samples per forward.
         num_workers: Loader workers.
@@ -81,9 +123,9 @@ def evaluate(
             with autocast(device, amp):
                 if use_depth:
                     with depth_context(batch["depth"], resize=depth_resize):
-                        logits = model(batch["rgb"])
+                        logits = select_logits(model(batch["rgb"]), output_key)
                 else:
-                    logits = model(batch["rgb"])
+                    logits = select_logits(model(batch["rgb"]), output_key)
             metrics.update(logits.float(), batch["label"])
     finally:
         model.train(was_training)

@@ -8,6 +8,7 @@ contexts never see each other's depth.
 from __future__ import annotations
 
 import contextvars
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from depthdistill.errors import DepthError
+from depthdistill.errors import DepthError, DepthUnitsWarning
 from depthdistill.nn.functional import _as_depth_map
+from depthdistill.nn.units import depth_units_problem
 
 __all__ = ["depth_context", "current_depth", "DepthResize"]
 
@@ -35,6 +37,23 @@ class _DepthState:
 
 
 _STATE: contextvars.ContextVar[_DepthState | None] = contextvars.ContextVar("depthdistill_depth", default=None)
+
+# The units check reads a median back from the device, so only a process's first few contexts pay for it.
+_UNITS_CHECKS = 8
+_units_checks_left = _UNITS_CHECKS
+
+
+def _warn_units_once(depth: Tensor) -> None:
+    global _units_checks_left
+    if _units_checks_left <= 0 or torch.compiler.is_compiling():
+        return
+    if depth.is_cuda and torch.cuda.is_current_stream_capturing():
+        return  # reading a value back is not allowed while a CUDA graph is being captured
+    _units_checks_left -= 1
+    problem = depth_units_problem(depth)
+    if problem is not None:
+        _units_checks_left = 0
+        warnings.warn(f"depth_context: {problem}; D-Conv's alpha is per metre", DepthUnitsWarning, stacklevel=4)
 
 
 @contextmanager
@@ -56,6 +75,10 @@ def depth_context(depth: Tensor, *, resize: DepthResize = "nearest") -> Iterator
       by halvings (an upsampled decoder, an odd stride), the last halving at or above it is brought there by
       ``"area"``.
 
+    Depth whose median valid value lies outside :data:`depthdistill.nn.units.DEPTH_RANGE` (0.1..20 m) is almost
+    certainly not in metres (millimetres, most often): the first few contexts of a process check it and issue
+    one :class:`~depthdistill.DepthUnitsWarning` per process, naming the likely unit and the fix.
+
     Contexts nest: the inner one wins and the outer one is back after it. The variable is a
     :class:`contextvars.ContextVar`, so threads and asyncio tasks each see their own depth.
 
@@ -68,7 +91,8 @@ def depth_context(depth: Tensor, *, resize: DepthResize = "nearest") -> Iterator
         The validated depth, ``(B, 1, H, W)``.
 
     Raises:
-        DepthError: If depth is not a float tensor of shape (B, 1, H, W) or (B, H, W).
+        DepthError: If depth is not a float tensor of shape (B, 1, H, W) or (B, H, W), or (when a layer uses it)
+            its height and width are not one scale of the layer's input (transposed depth, another image's).
         ValueError: If ``resize`` is not one of the modes above.
 
     Examples:
@@ -83,6 +107,7 @@ def depth_context(depth: Tensor, *, resize: DepthResize = "nearest") -> Iterator
     if resize not in _RESIZE_MODES:
         raise ValueError(f"resize must be one of {_RESIZE_MODES}, got {resize!r}")
     state = _DepthState(_as_depth_map(depth), resize)
+    _warn_units_once(state.depth)
     token = _STATE.set(state)
     try:
         yield state.depth
@@ -128,6 +153,27 @@ def _resize(depth: Tensor, size: tuple[int, int], mode: str) -> Tensor:
     return torch.where(weight > 1e-6, total / weight.clamp_min(1e-6), torch.zeros_like(total))
 
 
+def _check_same_scale(depth_hw: tuple[int, int], features_hw: tuple[int, int], layer_name: str) -> None:
+    """Raises unless the features are the depth map scaled by one common factor, to within one pixel per axis.
+
+    Strided layers round their output sizes (``ceil`` or ``floor`` of ``H / s``, a few pixels less without
+    padding), so the exact ratios differ a little; the factors allowed by each axis (``D / (F ± 1)``) must still
+    overlap. Transposed depth or depth of another image size fails the test instead of being resized silently.
+    """
+    low, high = 0.0, float("inf")
+    for d, f in zip(depth_hw, features_hw):
+        low = max(low, d / (f + 1))
+        if f > 1:
+            high = min(high, d / (f - 1))
+    if low > high:
+        raise DepthError(
+            f"{layer_name}: depth is {depth_hw[0]}x{depth_hw[1]} (HxW) but its input features are "
+            f"{features_hw[0]}x{features_hw[1]}: not one scale of each other, so depth cannot be resized to them. "
+            "Is the depth transposed (H and W swapped) or from another image size? Give depth_context depth at the "
+            "input image's size, (B, 1, H, W)"
+        )
+
+
 def _state_for(x: Tensor, layer_name: str) -> tuple[Tensor, dict]:
     """Depth at ``x``'s resolution and device, plus the forward's similarity memo; raises if none is set."""
     state = _STATE.get()
@@ -147,6 +193,7 @@ def _state_for(x: Tensor, layer_name: str) -> tuple[Tensor, dict]:
     if resized is None:
         resized = depth.to(x.device)
         if resized.shape[-2:] != x.shape[-2:]:
+            _check_same_scale(tuple(resized.shape[-2:]), tuple(x.shape[-2:]), layer_name)
             resized = _resize(resized, tuple(x.shape[-2:]), state.resize)
         state.resized[key] = resized
     return resized, state.similarity_cache

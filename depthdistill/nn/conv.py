@@ -70,8 +70,21 @@ class DepthAwareConv2d(nn.Conv2d):
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, alpha={self.alpha:g}"
 
+    def __reduce_ex__(self, protocol: int) -> Any:
+        cls = type(self)
+        if cls is DepthAwareConv2d or _CLASSES.get(cls.plain_class) is not cls:
+            return super().__reduce_ex__(protocol)
+        # A class made by depth_aware_class cannot be found by name on load, so the pickle names the plain class
+        # it was made from and rebuilds it (torch.save(model), copy.deepcopy and multiprocessing all pickle).
+        return _rebuild_depth_aware, (cls.plain_class,), self.__getstate__()
+
 
 _CLASSES: dict[type, type] = {nn.Conv2d: DepthAwareConv2d}
+
+
+def _rebuild_depth_aware(plain_class: type[nn.Conv2d]) -> DepthAwareConv2d:
+    cls = depth_aware_class(plain_class)
+    return cls.__new__(cls)
 
 
 def depth_aware_class(plain_class: type[nn.Conv2d]) -> type[DepthAwareConv2d]:

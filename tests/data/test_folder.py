@@ -87,3 +87,25 @@ def test_duplicate_stems_are_rejected(tmp_path):
     _write(tmp_path, "a", rgb_ext=".jpg")
     with pytest.raises(DatasetError, match="stem 'a'"):
         RGBDFolder(tmp_path, "train")
+
+
+def test_eight_bit_depth_png_is_refused(tmp_path):
+    from depthdistill.errors import DepthError
+    _write(tmp_path, depth=np.full((H, W), 120, np.uint8))  # read as 0.12 m before: plausible, and wrong
+    with pytest.raises(DepthError, match=r"a\.png: depth is 8-bit .*16-bit PNG in millimetres"):
+        RGBDFolder(tmp_path, "train")[0]
+
+
+def test_float_depth_in_millimetres_is_refused_with_the_fix(tmp_path):
+    from depthdistill.errors import DepthError
+    mm = np.linspace(800, 4000, H * W, dtype=np.float32).reshape(H, W)
+    _write(tmp_path, "mm", depth_ext=".npy", depth=mm)
+    with pytest.raises(DepthError, match=r"mm\.npy: median valid depth is 2400 .*millimetres.*depth / 1000"):
+        RGBDFolder(tmp_path, "train")[0]
+    # the same file is accepted when the plausible range says so (e.g. a scene that really is far away)
+    far = RGBDFolder(tmp_path, "train", depth_range=(0.1, 5000.0))[0]["depth"]
+    np.testing.assert_allclose(far[0].numpy(), mm)
+    # and integer millimetres read with a wrong depth_scale are caught too
+    _write(tmp_path / "int", "i", depth=(mm * 1).astype(np.uint16))
+    with pytest.raises(DepthError, match="millimetres"):
+        RGBDFolder(tmp_path / "int", "train", depth_scale=1.0)[0]

@@ -35,4 +35,5 @@ def test_export_refuses_depth_beyond_16_bit(tmp_path):
     with pytest.raises(DatasetError, match="depth_scale"):
         export_to_folder([sample], tmp_path, "train")
     assert export_to_folder([sample], tmp_path, "train", depth_scale=100.0) == 1
-    np.testing.assert_allclose(RGBDFolder(tmp_path, "train", depth_scale=100.0)[0]["depth"].numpy(), 70.0)
+    far = RGBDFolder(tmp_path, "train", depth_scale=100.0, depth_range=(0.1, 100.0))  # 70 m is beyond the default
+    np.testing.assert_allclose(far[0]["depth"].numpy(), 70.0)

@@ -56,3 +56,21 @@ def test_check_dataset_spreads_over_the_set():
         check_dataset([], num_classes=3)
     with pytest.raises(DatasetError, match="expected a dict"):
         check_dataset([torch.zeros(3)], num_classes=3)
+
+
+def test_check_dataset_refuses_depth_that_is_not_metres_on_one_median():
+    from torch.utils.data import DataLoader
+
+    def sample(depth):
+        return {"rgb": torch.zeros(3, 4, 4), "depth": torch.full((1, 4, 4), depth),
+                "label": torch.zeros(4, 4, dtype=torch.long), "id": "x"}
+
+    # one close-up among ordinary rooms does not make the set wrong; the median over the checked samples decides
+    check_dataset([sample(2.0), sample(0.05), sample(3.0)], num_classes=1, needs_depth=True)
+    mm = [sample(2500.0)] * 3
+    with pytest.raises(DepthError, match=r"depth of train: median valid depth is 2500 .*depth / 1000"):
+        check_dataset(mm, num_classes=1, needs_depth=True, where="train")
+    with pytest.raises(DepthError, match="millimetres"):
+        check_dataset(DataLoader(mm, batch_size=2), num_classes=1, needs_depth=True)
+    check_dataset(mm, num_classes=1, needs_depth=True, depth_range=(100.0, 5000.0))
+    check_dataset(DataLoader([{k: v for k, v in sample(1.0).items() if k != "depth"}]), num_classes=1)

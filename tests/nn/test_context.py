@@ -130,3 +130,43 @@ def test_avgpool_resize_reaches_the_layers_through_the_context():
         got = conv(x)
     pooled = F.avg_pool2d(depth, 3, stride=2, padding=1, count_include_pad=False)
     torch.testing.assert_close(got, depth_aware_conv2d(x, pooled, conv.weight, conv.bias, padding=1))
+
+
+def test_transposed_depth_is_refused_but_strided_rounding_is_resized():
+    conv = DepthAwareConv2d(2, 3, 3, padding=1)
+    with depth_context(torch.rand(1, 1, 48, 32) + 0.5):  # H and W swapped against the 32x48 features
+        with pytest.raises(DepthError, match=r"depth is 48x32 .*features are 32x48.*transposed"):
+            conv(torch.randn(1, 2, 32, 48))
+    with depth_context(torch.rand(1, 1, 32, 48) + 0.5):  # another image size, same short side
+        with pytest.raises(DepthError, match="not one scale"):
+            conv(torch.randn(1, 2, 32, 32))
+    # what strided networks produce from a 33x50 image: ceil (stride 8 -> 5x7), floor (stride 2 -> 16x25),
+    # unpadded (3x3 stride 2 -> 16x24), upsampled (x2 -> 66x100)
+    depth = torch.rand(1, 1, 33, 50) + 0.5
+    for h, w in ((5, 7), (16, 25), (16, 24), (66, 100), (1, 1)):
+        with depth_context(depth):
+            assert conv(torch.randn(1, 2, h, w)).shape == (1, 3, h, w)
+
+
+@pytest.fixture
+def units_check_fresh(monkeypatch):
+    import depthdistill.nn.context as context
+    monkeypatch.setattr(context, "_units_checks_left", context._UNITS_CHECKS)
+
+
+def test_depth_in_millimetres_warns_once_per_process(units_check_fresh, recwarn):
+    import warnings
+
+    from depthdistill import DepthUnitsWarning
+    metres = torch.rand(1, 1, 6, 6) * 4 + 0.5
+    with depth_context(metres):
+        pass
+    assert not [w for w in recwarn if w.category is DepthUnitsWarning]
+    with pytest.warns(DepthUnitsWarning, match=r"millimetres; convert it: depth / 1000") as caught:
+        with depth_context(metres * 1000):
+            pass
+    assert caught[0].filename == __file__  # points at the caller's `with`
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with depth_context(metres * 1000):  # once per process
+            pass
