@@ -131,6 +131,18 @@ def test_a_finished_phase_with_a_corrupt_last_pt_loads_model_pt(tmp_path):
         _baseline(tmp_path / "two", epochs=2, resume=True)
 
 
+def test_a_carried_optimizer_state_is_not_lost_to_a_corrupt_last_pt(tmp_path):
+    def teacher(**kwargs):
+        torch.manual_seed(0)
+        d = Distiller(TinySegmenter(), NUM_CLASSES, out_dir=tmp_path, student_optimizer="carry", **FAST, **kwargs)
+        return d.train_teacher(TinyRGBD(4), epochs=1)
+
+    teacher()
+    (tmp_path / "teacher" / "last.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="optimiser state that the next phase carries"):
+        teacher(resume=True)
+
+
 def _kill_at(epoch, batch):
     def killer(state):
         if state.event == "step_end" and (state.epoch, state.batch) == (epoch, batch):

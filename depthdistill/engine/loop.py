@@ -398,6 +398,9 @@ def fit(
             sched.load_state_dict(state["scheduler"])
             scaler.load_state_dict(state["scaler"])
             restore_rng_state(state["rng"])
+        elif keep_optimizer_state:
+            raise CheckpointError(f"{run_dir / 'last.pt'} is unreadable, and only it holds the optimiser state that "
+                                  f"the next phase carries over: train {phase!r} again (remove {run_dir})")
         first_epoch = resumed_from = state["epoch"]
         best_metric, best_epoch, history = state["best_metric"], state["best_epoch"], list(state["history"])
         global_step = state["global_step"]
