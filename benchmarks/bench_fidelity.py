@@ -70,7 +70,7 @@ def _done(path: Path) -> set[tuple]:
     keys = set()
     for line in path.read_text().splitlines():
         r = json.loads(line)
-        keys.add((r["setting"], r["n_train"], r["seed"], r["teacher"], r["student"], r["row"]))
+        keys.add((f"{r['setting']}/{r['optim']}", r["n_train"], r["seed"], r["teacher"], r["student"], r["row"]))
     return keys
 
 
@@ -83,7 +83,7 @@ def _record(path: Path, **fields: Any) -> None:
 
 def run_one(setting: str, n_train: int, seed: int, args: argparse.Namespace, out: Path) -> None:
     """Trains and tests every row of one (setting, size, seed) that ``out`` does not hold yet."""
-    done = _done(out)
+    done = {(s.rsplit("/", 1)[0], *rest) for s, *rest in _done(out) if s.endswith(f"/{args.optim}")}
     size = tuple(args.size)
     realistic = setting == "realistic"
     augment = train_transforms(size, scale_range=None, color_jitter=0.0)
@@ -100,7 +100,8 @@ def run_one(setting: str, n_train: int, seed: int, args: argparse.Namespace, out
     common = dict(batch_size=args.batch, lr=args.lr, seed=seed, device="cpu", progress=False, log_every=0,
                   log_echo=False, optimizer=optimizer)
     total = args.teacher_epochs + args.student_epochs
-    base = {"setting": setting, "n_train": n_train, "seed": seed, "optim": args.optim, "size": list(size),
+    base = {"setting": setting, "n_train": n_train, "seed": seed, "optim": args.optim, "lr": args.lr,
+            "batch": args.batch, "size": list(size),
             "width": args.width, "teacher_epochs": args.teacher_epochs, "student_epochs": args.student_epochs}
 
     def record(row: str, teacher: str, student: str, metrics: dict, seconds: float, epochs: int, **extra) -> None:
@@ -165,13 +166,14 @@ def summarize(paths: list[Path], plot: Path | None) -> str:
     """Markdown tables (mean ± std over seeds) of every (setting, size) and, with ``plot``, the BL-vs-SN figure."""
     records = [json.loads(line) for path in paths for line in path.read_text().splitlines() if line.strip()]
     out = []
-    groups = sorted({(r["setting"], r["n_train"]) for r in records})
-    for setting, n in groups:
-        rs = [r for r in records if (r["setting"], r["n_train"]) == (setting, n)]
+    groups = sorted({(r["setting"], r["optim"], r["n_train"]) for r in records})
+    for setting, optim, n in groups:
+        rs = [r for r in records if (r["setting"], r["optim"], r["n_train"]) == (setting, optim, n)]
         seeds = sorted({r["seed"] for r in rs})
         first = rs[0]
-        out.append(f"\n### {setting} scenes, {n} training images ({len(seeds)} seeds: {seeds})\n")
-        out.append(f"{first['size'][0]}×{first['size'][1]}, width {first['width']}, {first['optim']}, TN "
+        out.append(f"\n### {setting} scenes, {optim}, {n} training images ({len(seeds)} seeds: {seeds})\n")
+        out.append(f"{first['size'][0]}×{first['size'][1]}, width {first['width']}, lr {first.get('lr', '?')}, batch "
+                   f"{first.get('batch', '?')}, TN "
                    f"{first['teacher_epochs']} / SN {first['student_epochs']} epochs; RGB rows without SN get "
                    f"{first['teacher_epochs'] + first['student_epochs']}. mIoU and mPA in %, mean ± std over seeds; "
                    "SN − BL is the mean of the per-seed differences.\n")
