@@ -329,20 +329,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------- predict
-def _palette(num_classes: int) -> torch.Tensor:
-    """Distinct colours per class (the bit-interleaving scheme of the PASCAL VOC palette); class 0 is black."""
-    colours = torch.zeros(max(num_classes, 1), 3, dtype=torch.uint8)
-    for index in range(num_classes):
-        value, r, g, b = index, 0, 0, 0
-        for bit in range(8):
-            r |= ((value >> 0) & 1) << (7 - bit)
-            g |= ((value >> 1) & 1) << (7 - bit)
-            b |= ((value >> 2) & 1) << (7 - bit)
-            value >>= 3
-        colours[index] = torch.tensor([r, g, b], dtype=torch.uint8)
-    return colours
-
-
 @command("predict", help="segment RGB images with a student; write colour masks and overlays", arguments=[
     arg("--checkpoint", required=True, help="a student (or baseline) checkpoint, e.g. <out_dir>/sn/model.pt"),
     arg("images", nargs="+", metavar="IMAGE", help="RGB image files (any format Pillow reads)"),
@@ -353,14 +339,16 @@ def _palette(num_classes: int) -> torch.Tensor:
 ])
 def _predict(args: argparse.Namespace) -> int:
     """Segments each image (RGB only, no depth) and writes, per image, into --out:
-    NAME_label.png (class index per pixel, 8-bit), NAME_mask.png (colour mask) and NAME_overlay.png
-    (the mask blended over the image). Images are scaled to [0, 1] and normalised like the training data
+    NAME_label.png (class index per pixel, 8-bit), NAME_mask.png (colour mask, in the training set's palette
+    when the checkpoint recorded one, else depthdistill.viz.label_palette) and NAME_overlay.png (the mask blended
+    over the image). Images are scaled to [0, 1] and normalised like the training data
     when the checkpoint records its normalisation.
     """
     import numpy as np
     from PIL import Image
 
     from depthdistill.engine.device import resolve_device
+    from depthdistill.viz import label_palette
 
     if not 0.0 <= args.opacity <= 1.0:
         raise ConfigError(f"--opacity must be in 0..1, got {args.opacity}")
@@ -371,7 +359,8 @@ def _predict(args: argparse.Namespace) -> int:
     num_classes = meta["num_classes"]
     if num_classes > 256:
         raise ConfigError(f"{num_classes} classes do not fit an 8-bit label image")
-    palette = _palette(num_classes)
+    # The training set's own colours when the checkpoint recorded them (the demo figures use the same ones)
+    palette = torch.tensor(meta.get("palette") or label_palette(num_classes), dtype=torch.uint8)
     norm = meta.get("rgb_normalization")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -657,7 +657,12 @@ class Distiller:
         run_dir = self.out_dir / name if self.out_dir is not None else None
         depth_aware = list_depth_aware(model)
         meta = {**self.meta, "phase": name, "num_classes": self.num_classes, "ignore_index": self.ignore_index,
-                "alpha": self.alpha, "depth_resize": self.depth_resize, "depth_aware_layers": depth_aware}
+                "alpha": self.alpha, "depth_resize": self.depth_resize, "depth_aware_layers": depth_aware,
+                "recipe": {"depth_dropout": self.depth_dropout, "calibrate_removal": self.calibrate_removal,
+                           "student_lr_scale": self.student_lr_scale, "student_optimizer": self.student_optimizer}}
+        palette = getattr(getattr(train_data, "dataset", train_data), "palette", None)
+        if palette is not None and len(palette) == self.num_classes:
+            meta["palette"] = [[int(c) for c in colour] for colour in palette]  # predict paints with it
 
         def check(batch: dict) -> None:
             check_batch(batch, num_classes=self.num_classes, ignore_index=self.ignore_index,

@@ -10,9 +10,11 @@ import torch
 import yaml
 from PIL import Image
 
-from depthdistill.cli import _COMMANDS, _palette, build_parser, main
+from depthdistill.cli import _COMMANDS, build_parser, main
 from depthdistill.engine import load_checkpoint
 from depthdistill.engine.registry import load_model
+from depthdistill.viz import label_palette
+from tiny_rgbd import NUM_CLASSES, TinyRGBD, TinySegmenter
 
 RUN = {
     "data": {"name": "tiny_rgbd:TinyRGBD", "args": {"n": 4}},
@@ -83,13 +85,27 @@ def test_predict_writes_label_mask_and_overlay(trained):
     with torch.no_grad():
         expected = model(torch.from_numpy(image).permute(2, 0, 1).float()[None] / 255).argmax(1)[0].numpy()
     assert label.shape == (20, 24) and np.array_equal(label, expected)
-    assert np.array_equal(mask, _palette(3).numpy()[expected])
+    assert np.array_equal(mask, label_palette(3)[expected])  # TinyRGBD has no palette of its own
     assert np.abs(overlay - (0.5 * mask + 0.5 * image)).max() <= 0.5 + 1e-6
 
 
-def test_palette_colours_are_distinct():
-    colours = _palette(40)
-    assert len({tuple(c) for c in colours.tolist()}) == 40 and colours[0].tolist() == [0, 0, 0]
+def test_predict_paints_with_the_training_sets_palette(tmp_path):
+    from depthdistill import Distiller
+
+    class Painted(TinyRGBD):
+        palette = np.array([[10, 20, 30], [40, 50, 60], [70, 80, 90]], dtype=np.uint8)
+
+    torch.manual_seed(0)
+    d = Distiller(TinySegmenter(), NUM_CLASSES, out_dir=tmp_path / "run", progress=False, log_echo=False,
+                  device="cpu", meta={"model": {"name": "tiny_rgbd:tiny_segmenter", "args": {}}})
+    d.train_baseline(Painted(2), 1, name="bl")
+    image = (np.random.default_rng(1).random((16, 16, 3)) * 255).astype(np.uint8)
+    Image.fromarray(image).save(tmp_path / "room.png")
+    assert main(["predict", "--checkpoint", str(tmp_path / "run" / "bl" / "model.pt"), str(tmp_path / "room.png"),
+                 "--out", str(tmp_path / "pred")]) == 0
+    label = np.asarray(Image.open(tmp_path / "pred" / "room_label.png"))
+    mask = np.asarray(Image.open(tmp_path / "pred" / "room_mask.png"))
+    assert np.array_equal(mask, Painted.palette[label])
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.load is deprecated upstream

@@ -48,7 +48,8 @@ logger = logging.getLogger(__name__)
 RESUME_SETTINGS = ("batch_size", "lr", "momentum", "weight_decay", "poly_power", "grad_accum_steps", "seed", "amp")
 #: Keys of the checkpoint metadata that change what a phase computes (written by the Distiller and the CLI;
 #: ``config`` is compared by its ``distill`` section).
-RESUME_META = ("num_classes", "ignore_index", "alpha", "depth_resize", "depth_aware_layers", "model", "config")
+RESUME_META = ("num_classes", "ignore_index", "alpha", "depth_resize", "depth_aware_layers", "recipe", "model",
+               "config")
 
 #: ``loss_fn(model, batch, epoch) -> {"loss": scalar tensor to minimise, other named scalar parts to log}``.
 LossFn = Callable[[nn.Module, dict, int], dict[str, torch.Tensor]]
