@@ -14,6 +14,10 @@ Three implementations compute the same thing (``impl="auto"``, the default, pick
   Both are ``torch.library`` custom ops (``depthdistill::dconv_cols``, ``depthdistill::dconv_stacked``) with
   their own backward: they save only the input, the depth weights and the kernel and recompute the rest, so the
   memory held for backward stays close to ``nn.Conv2d``'s, and ``torch.compile`` calls them as opaque kernels.
+* ``"triton"`` (CUDA, any stride): one fused implicit-GEMM Triton kernel per pass, the depth weights applied to
+  each input tile as it is loaded (:mod:`depthdistill.nn.triton_conv`, op ``depthdistill::dconv_triton``). Never
+  chosen by ``"auto"`` until a GPU benchmark shows it faster; on CPU tensors it runs only through Triton's
+  interpreter (``TRITON_INTERPRET=1``), for testing.
 * ``"reference"``: the definition through ``F.unfold`` (im2col), differentiated by autograd. Simple and
   obviously right, but it holds k² copies of the input; use it to debug and to check the fast path.
 """
@@ -36,7 +40,7 @@ __all__ = ["DEFAULT_ALPHA", "IMPLEMENTATIONS", "depth_aware_conv2d", "depth_simi
 DEFAULT_ALPHA = 8.3
 
 #: The selectable implementations of :func:`depth_aware_conv2d` (its ``impl`` argument).
-IMPLEMENTATIONS = ("auto", "cols", "stacked", "reference")
+IMPLEMENTATIONS = ("auto", "cols", "stacked", "triton", "reference")
 
 _IntPair = int | tuple[int, int]
 _Padding = int | tuple[int, int] | tuple[int, int, int, int] | str
@@ -501,7 +505,7 @@ def depth_aware_conv2d(
     alpha: float = DEFAULT_ALPHA,
     *,
     padding_mode: str = "zeros",
-    impl: Literal["auto", "cols", "stacked", "reference"] = "auto",
+    impl: Literal["auto", "cols", "stacked", "triton", "reference"] = "auto",
     cache: dict | None = None,
 ) -> Tensor:
     """Depth-aware 2-D convolution, Eq. 5–6 of the paper.
@@ -527,9 +531,11 @@ def depth_aware_conv2d(
         impl: ``'auto'`` (``'stacked'`` for stride 1, ``'cols'`` for strided convolutions and ungrouped ones on
             ≤ 4 input channels), ``'stacked'`` (stride 1 only: one GEMM per kernel row over blocks of the
             unpadded input, the shift and depth weights on the output side), ``'cols'`` (any stride: per block
-            of output rows, the depth-weighted im2col tile and one GEMM) or ``'reference'`` (the unfold
-            definition, for debugging). All but ``'reference'`` save only ``x``, the depth weights and the kernel
-            for backward. See docs/performance.md for what each costs.
+            of output rows, the depth-weighted im2col tile and one GEMM), ``'triton'`` (CUDA: one fused Triton
+            kernel applying the depth weights as it loads each input tile; never chosen by ``'auto'`` yet; on
+            CPU only under ``TRITON_INTERPRET=1``) or ``'reference'`` (the unfold definition, for debugging).
+            All but ``'reference'`` save only ``x``, the depth weights and the kernel for backward. See
+            docs/performance.md for what each costs.
         cache: Optional dict in which depth weights are memoised by geometry, so layers that share a resolution
             and kernel geometry compute them once (the depth context passes its own, alive for one forward).
 
@@ -538,6 +544,8 @@ def depth_aware_conv2d(
 
     Raises:
         DepthError: If depth has the wrong rank, channels, dtype, batch size or resolution.
+        ConfigError: If ``impl='triton'`` cannot run here (no triton, a CPU tensor without the interpreter, or an
+            unsupported dtype).
         ValueError: If a convolution argument is invalid.
 
     Examples:
@@ -585,6 +593,10 @@ def depth_aware_conv2d(
     if out_h <= 0 or out_w <= 0:
         raise ValueError(f"input {tuple(x.shape[-2:])} is too small for kernel {kernel} with this padding/dilation")
 
+    if impl == "triton":
+        from depthdistill.nn import triton_conv  # imports triton: only when asked for
+
+        triton_conv._check_usable(x)
     if kernel == (1, 1) or alpha == 0:
         # H ≡ 1: a plain convolution, at a plain convolution's cost.
         return F.conv2d(F.pad(x, pads) if any(pads) else x, weight, bias, stride_, 0, dilation_, groups)
@@ -606,5 +618,8 @@ def depth_aware_conv2d(
         return _reference_conv(F.pad(x, pads), weights_h, weight, bias, stride_, dilation_, groups)
     if impl == "stacked" and stride_ != (1, 1):
         raise ValueError(f"impl='stacked' needs stride 1, got stride {stride_}; use impl='cols' or 'auto'")
-    fast_path = _cols_conv if impl == "cols" else _stacked_conv
+    if impl == "triton":
+        fast_path = triton_conv._dconv_triton
+    else:
+        fast_path = _cols_conv if impl == "cols" else _stacked_conv
     return fast_path(x, weights_h, weight, bias, list(stride_), list(pads), list(dilation_), groups)
