@@ -22,6 +22,9 @@ Why these tests catch a wrong tap offset, a wrong centre tap or a missing hole r
 """
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -214,3 +217,16 @@ def test_auto_does_not_choose_triton():
         for stride in ((1, 1), (2, 2)):
             assert _choose_impl(x, stride, groups=1) in ("cols", "stacked")
     assert "triton" in functional.IMPLEMENTATIONS
+
+
+def test_benchmark_runs_the_kernel():
+    """bench_dconv.py's triton row, end to end at a toy size through the interpreter (on a GPU it runs as is)."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TRITON_INTERPRET": "1"}
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / "bench_dconv.py"), "--layers", "conv4_3",
+                           "--input", "32", "48", "--width", "0.03", "--repeats", "1", "--device", "cpu",
+                           "--impls", "triton"], cwd=root, env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line.split("|")[5].strip() for line in done.stdout.splitlines() if line.startswith("| conv4_3")]
+    assert rows == ["nn.Conv2d", "triton", "unfold (reference)"]
