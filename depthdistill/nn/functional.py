@@ -469,7 +469,7 @@ def _reference_conv(
     cols = F.unfold(xp, (kh, kw), dilation=dilation, stride=stride)
     cols = cols.view(batch, in_ch, kh * kw, -1) * weights_h.view(batch, 1, kh * kw, -1)
     cols = cols.view(batch, groups, (in_ch // groups) * kh * kw, -1)
-    out = torch.einsum("gok,bgkl->bgol", weight.view(groups, out_ch // groups, -1), cols)
+    out = torch.einsum("gok,bgkl->bgol", weight.reshape(groups, out_ch // groups, -1), cols)
     out = out.reshape(batch, out_ch, out_h, out_w)
     return out if bias is None else out + bias.view(1, -1, 1, 1)
 
@@ -544,8 +544,8 @@ def depth_aware_conv2d(
 
     Raises:
         DepthError: If depth has the wrong rank, channels, dtype, batch size or resolution.
-        ConfigError: If ``impl='triton'`` cannot run here (no triton, a CPU tensor without the interpreter, or an
-            unsupported dtype).
+        ConfigError: If ``impl='triton'`` cannot run here (no triton, a CPU tensor without the interpreter, an
+            unsupported or mixed dtype).
         ValueError: If a convolution argument is invalid.
 
     Examples:
@@ -596,7 +596,7 @@ def depth_aware_conv2d(
     if impl == "triton":
         from depthdistill.nn import triton_conv  # imports triton: only when asked for
 
-        triton_conv._check_usable(x)
+        triton_conv._check_usable(x, weight, bias)
     if kernel == (1, 1) or alpha == 0:
         # H ≡ 1: a plain convolution, at a plain convolution's cost.
         return F.conv2d(F.pad(x, pads) if any(pads) else x, weight, bias, stride_, 0, dilation_, groups)

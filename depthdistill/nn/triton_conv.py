@@ -57,8 +57,8 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on")
 
 
-def _check_usable(x: Tensor) -> None:
-    """Raises a ConfigError saying what to do if ``impl='triton'`` cannot run on ``x``."""
+def _check_usable(x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
+    """Raises a ConfigError saying what to do if ``impl='triton'`` cannot run on these operands."""
     if triton is None:
         raise ConfigError("impl='triton' needs the triton package (pip install triton); use impl='auto' instead")
     if x.device.type != "cuda" and not _interpreting():
@@ -68,6 +68,12 @@ def _check_usable(x: Tensor) -> None:
         )
     if x.dtype not in _DTYPES:
         raise ConfigError(f"impl='triton' supports {', '.join(map(str, _DTYPES))}, got {x.dtype}")
+    if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
+        raise ConfigError(f"impl='triton' needs x, weight and bias of one dtype, got {x.dtype} and {weight.dtype}"
+                          f"{'' if bias is None else f' and {bias.dtype}'}; cast them, or run under autocast")
+    if max(x[0].numel(), x.shape[0] * x.shape[2] * x.shape[3]) >= 2**31:
+        # Offsets inside one image, and pixel indices over the batch, are 32-bit in the kernels.
+        raise ConfigError(f"impl='triton' indexes with 32 bits: input {tuple(x.shape)} is too large; split the batch")
 
 
 # The kernels are plain functions, decorated by _kernels() on first use: triton.jit decides at decoration time

@@ -176,6 +176,16 @@ def test_lower_precision_close_to_float64(dtype):
         torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol * want.abs().max().item())
 
 
+def test_channels_last_and_strided_views():
+    """The kernels index NCHW memory: other layouts are made contiguous first, not misread."""
+    x = torch.randn(2, 6, 7, 5, dtype=torch.float64).to(memory_format=torch.channels_last)
+    w = torch.randn(4, 6, 3, 3, dtype=torch.float64)[:, ::2]  # every other input channel: a strided view
+    depth = depth_with_holes(2, 7, 5, torch.float64)
+    got = depth_aware_conv2d(x[:, :3], depth, w, None, 1, 1, impl="triton")
+    want = depth_aware_conv2d(x[:, :3], depth, w, None, 1, 1, impl="reference")
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
 def test_weight_gradient_split_over_pixels(monkeypatch):
     """On a GPU dW's pixel reduction is split into chunks summed afterwards; force several chunks here."""
     monkeypatch.setattr(triton_conv, "_SPLIT_PIXELS", 16)
@@ -206,6 +216,9 @@ def test_cpu_without_interpreter_is_a_clear_error(monkeypatch):
     with pytest.raises(ConfigError, match="CUDA tensors.*TRITON_INTERPRET=1") as err:
         depth_aware_conv2d(x, depth, w, padding=1, impl="triton")
     assert isinstance(err.value, DepthDistillError)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    with pytest.raises(ConfigError, match="one dtype"):
+        depth_aware_conv2d(x, depth, w.double(), padding=1, impl="triton")
     monkeypatch.setattr(triton_conv, "triton", None)
     with pytest.raises(ConfigError, match="pip install triton"):
         depth_aware_conv2d(x, depth, w, padding=1, impl="triton")
