@@ -7,7 +7,8 @@ For every layer shape and every implementation this measures forward + backward 
 repeats) and the bytes autograd saves for backward, and prints both as ratios against ``nn.Conv2d`` (the floor)
 and against ``impl="reference"`` (the naive im2col/unfold definition) measured in the same run. On CUDA it adds
 the peak memory one forward + backward allocates (``torch.cuda.max_memory_allocated`` above what was allocated
-before it) and runs ``impl="triton"``, the fused kernel, which is left out on CPU.
+before it) and runs ``impl="triton"``, the fused kernel, which is left out on CPU: once reading the precomputed
+depth weights, and once computing them in the kernel (``triton_conv.DEPTH_WEIGHTS_IN_KERNEL``).
 
 Saved memory is counted with :func:`torch.autograd.graph.saved_tensors_hooks`: every tensor autograd packs for
 backward during one forward is recorded by the identity of its storage, and the bytes of the unique storages are
@@ -47,6 +48,9 @@ from depthdistill.nn import functional
 from depthdistill.nn.functional import IMPLEMENTATIONS, depth_aware_conv2d
 
 NYU_HW = (480, 640)
+
+#: The row of impl="triton" with the depth weights computed inside the kernels rather than read.
+TRITON_DEPTH = "triton (H in kernel)"
 
 
 @dataclass(frozen=True)
@@ -176,6 +180,15 @@ def bench_layer(layer: Layer, hw: tuple[int, int], batch: int, impls: list[str],
     def forward(name: str) -> torch.Tensor:
         if name == "nn.Conv2d":
             return conv(x)
+        if name == TRITON_DEPTH:
+            from depthdistill.nn import triton_conv
+
+            triton_conv.DEPTH_WEIGHTS_IN_KERNEL = True
+            try:
+                return depth_aware_conv2d(x, depth, conv.weight, conv.bias, layer.stride, padding, layer.dilation,
+                                          groups, impl="triton")
+            finally:
+                triton_conv.DEPTH_WEIGHTS_IN_KERNEL = False
         return depth_aware_conv2d(x, depth, conv.weight, conv.bias, layer.stride, padding, layer.dilation, groups,
                                   impl=name)
 
@@ -264,6 +277,8 @@ def main() -> None:
             impls = [impl for impl in args.impls
                      if (impl != "stacked" or layer.stride == 1)  # stacked: stride 1 only
                      and (impl != "triton" or cuda or triton_interpreter)]  # triton: a GPU kernel
+            if "triton" in impls:
+                impls.insert(impls.index("triton") + 1, TRITON_DEPTH)
             result = bench_layer(layer, hw, args.batch, impls, args.repeats, device, dtype, args.profile)
             base_t, base_m, base_peak, _ = result["nn.Conv2d"]
             ref_t = result["reference"][0]

@@ -409,26 +409,36 @@ def _cols_backward(
 # The fast paths are torch.library custom ops with their own autograd, not autograd.Functions, so torch.compile
 # calls them as opaque kernels. Traced through as autograd.Functions, inductor turned their strided GEMM outputs
 # and shifted multiply-adds into generated loops that made a compiled teacher step 4x slower (docs/performance.md).
-_CONV_SCHEMA = ("(Tensor x, Tensor weights_h, Tensor weight, Tensor? bias, int[] stride, int[] pads, int[] dilation, "
-                "int groups) -> Tensor")
-_BACKWARD_SCHEMA = ("(Tensor grad_out, Tensor x, Tensor weights_h, Tensor weight, int[] stride, int[] pads, "
-                    "int[] dilation, int groups, bool need_x, bool need_w) -> (Tensor, Tensor)")
+_CONV_SCHEMA = ("(Tensor x, Tensor {weights}, Tensor weight, Tensor? bias, int[] stride, int[] pads, "
+                "int[] dilation, int groups{extra}) -> Tensor")
+_BACKWARD_SCHEMA = ("(Tensor grad_out, Tensor x, Tensor {weights}, Tensor weight, int[] stride, int[] pads, "
+                    "int[] dilation, int groups{extra}, bool need_x, bool need_w) -> (Tensor, Tensor)")
 
 
 def _register_fast_path(
-    name: str, forward: Callable[..., Tensor], backward: Callable[..., tuple[Tensor, Tensor]]
+    name: str, forward: Callable[..., Tensor], backward: Callable[..., tuple[Tensor, Tensor]],
+    from_depth: bool = False,
 ) -> Callable[..., Tensor]:
-    """``depthdistill::{name}``: ``forward`` as a custom op whose autograd calls ``backward``, itself an op."""
-    forward_op = torch.library.custom_op(f"depthdistill::{name}", forward, mutates_args=(), schema=_CONV_SCHEMA)
+    """``depthdistill::{name}``: ``forward`` as a custom op whose autograd calls ``backward``, itself an op.
+
+    The op takes the depth weights ``weights_h``, or with ``from_depth`` the depth map and a trailing ``alpha``
+    instead (a kernel that computes the weights itself).
+    """
+    fields = {"weights": "depth", "extra": ", float alpha"} if from_depth else {"weights": "weights_h", "extra": ""}
+    forward_op = torch.library.custom_op(f"depthdistill::{name}", forward, mutates_args=(),
+                                         schema=_CONV_SCHEMA.format(**fields))
     backward_op = torch.library.custom_op(f"depthdistill::{name}_backward", backward, mutates_args=(),
-                                          schema=_BACKWARD_SCHEMA)
+                                          schema=_BACKWARD_SCHEMA.format(**fields))
 
     @forward_op.register_fake
-    def _(x, weights_h, weight, bias, stride, pads, dilation, groups):
-        return x.new_empty(x.shape[0], weight.shape[0], *weights_h.shape[-2:])
+    def _(x, weights_h, weight, bias, stride, pads, dilation, groups, *alpha):
+        out_h = _output_size(x.shape[-2], pads[2] + pads[3], weight.shape[-2], stride[0], dilation[0])
+        out_w = _output_size(x.shape[-1], pads[0] + pads[1], weight.shape[-1], stride[1], dilation[1])
+        return x.new_empty(x.shape[0], weight.shape[0], out_h, out_w)
 
     @backward_op.register_fake
-    def _(grad_out, x, weights_h, weight, stride, pads, dilation, groups, need_x, need_w):
+    def _(grad_out, x, weights_h, weight, stride, pads, dilation, groups, *rest):
+        need_x, need_w = rest[-2:]
         return (x.new_empty(x.shape) if need_x else x.new_empty(0),
                 weight.new_empty(weight.shape) if need_w else weight.new_empty(0))
 
@@ -444,7 +454,7 @@ def _register_fast_path(
         if need_x or need_w:
             grad_x, grad_w = backward_op(grad_out, x, weights_h, weight, *ctx.conf, need_x, need_w)
         grad_b = grad_out.sum(dim=(0, 2, 3)) if (need_b and ctx.has_bias) else None
-        return (grad_x if need_x else None), None, (grad_w if need_w else None), grad_b, None, None, None, None
+        return (grad_x if need_x else None), None, (grad_w if need_w else None), grad_b, *(None,) * len(ctx.conf)
 
     forward_op.register_autograd(differentiate, setup_context=setup_context)
     return forward_op
@@ -601,6 +611,9 @@ def depth_aware_conv2d(
         # H ≡ 1: a plain convolution, at a plain convolution's cost.
         return F.conv2d(F.pad(x, pads) if any(pads) else x, weight, bias, stride_, 0, dilation_, groups)
 
+    if impl == "triton" and triton_conv.DEPTH_WEIGHTS_IN_KERNEL:
+        return triton_conv._dconv_triton_depth(x, depth, weight, bias, list(stride_), list(pads), list(dilation_),
+                                               groups, float(alpha))
     # The memo is keyed by the depth tensor's address, which dynamo cannot trace (it would guard on it and
     # recompile): under torch.compile the weights are recomputed, which inductor fuses cheaply.
     use_cache = cache is not None and not torch.compiler.is_compiling()

@@ -11,7 +11,8 @@ the result is deterministic).
 
 The three kernels are wrapped as the ``torch.library`` custom op ``depthdistill::dconv_triton`` (and its
 ``_backward``), with the same schema and autograd as the other fast paths, so ``torch.compile`` calls it as an
-opaque kernel.
+opaque kernel. Behind the flag :data:`DEPTH_WEIGHTS_IN_KERNEL` the same kernels compute ``H`` themselves from the
+depth map (``depthdistill::dconv_triton_depth``, which takes depth and ``alpha`` in place of ``H``).
 
 Triton compiles for GPUs; with ``TRITON_INTERPRET=1`` in the environment it instead runs the same kernels on CPU
 tensors through its interpreter (numpy, one program at a time: slow, but exact enough to test against the
@@ -33,7 +34,7 @@ import torch
 from torch import Tensor
 
 from depthdistill.errors import ConfigError
-from depthdistill.nn.functional import _register_fast_path
+from depthdistill.nn.functional import _output_size, _register_fast_path
 
 try:  # optional: only impl="triton" needs it, and it raises a ConfigError saying so when it is missing
     import triton
@@ -41,7 +42,14 @@ try:  # optional: only impl="triton" needs it, and it raises a ConfigError sayin
 except ImportError:  # pragma: no cover - triton ships with torch's Linux wheels
     triton = tl = None
 
-__all__: list[str] = []
+__all__ = ["DEPTH_WEIGHTS_IN_KERNEL"]
+
+#: With ``True``, ``impl="triton"`` computes the depth weights inside the kernels from the depth map (the op
+#: ``depthdistill::dconv_triton_depth``) instead of reading the precomputed ``H`` that the other paths share:
+#: no ``(B, k², H_out, W_out)`` tensor is made or kept for backward, at the cost of two depth reads and an ``exp``
+#: per tap and pixel in each kernel, and of ``α`` rounded to float32. Off until a GPU shows which is faster
+#: (docs/performance.md).
+DEPTH_WEIGHTS_IN_KERNEL = False
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -85,14 +93,17 @@ def _check_usable(x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
 
 
 def _dconv_fwd_kernel(
-    x_ptr, h_ptr, w_ptr, b_ptr, y_ptr,
+    x_ptr, h_ptr, d_ptr, alpha, w_ptr, b_ptr, y_ptr,
     batch, in_ch, in_h, in_w, out_ch, out_h, out_w, in_per_group, out_per_group,
     stride_h, stride_w, pad_top, pad_left, dil_h, dil_w,
-    KH: tl.constexpr, KW: tl.constexpr, HAS_BIAS: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr,
-    PRECISION: tl.constexpr,
+    KH: tl.constexpr, KW: tl.constexpr, HAS_BIAS: tl.constexpr, FROM_DEPTH: tl.constexpr, ACC: tl.constexpr,
+    UPCAST: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """``Y[n, o, p0] = Σ_(tap, c) W[o, c, tap] · H[n, tap, p0] · X[n, c, p0·s + tap·d − pad] (+ b[o])``."""
+    """``Y[n, o, p0] = Σ_(tap, c) W[o, c, tap] · H[n, tap, p0] · X[n, c, p0·s + tap·d − pad] (+ b[o])``.
+
+    ``H`` is read from ``h_ptr``, or with ``FROM_DEPTH`` computed from the depth at ``d_ptr`` (0 where missing).
+    """
     pid_m, pid_n, group = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     out_hw = out_h * out_w
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # output pixels, flattened over (n, oy, ox)
@@ -105,6 +116,12 @@ def _dconv_fwd_kernel(
     out_c = group * out_per_group + offs_o
     x_img = x_ptr + n.to(tl.int64) * (in_ch * in_h * in_w) + (group * in_per_group) * (in_h * in_w)
     h_img = h_ptr + n.to(tl.int64) * (KH * KW * out_hw) + oy * out_w + ox
+    if FROM_DEPTH:  # D(p0), under the centre tap; 0 (missing) where that lies in the padding
+        d_img = d_ptr + n.to(tl.int64) * (in_h * in_w)
+        cy = oy * stride_h - pad_top + (KH - 1) // 2 * dil_h
+        cx = ox * stride_w - pad_left + (KW - 1) // 2 * dil_w
+        d_centre = tl.load(d_img + cy * in_w + cx, mask=m_ok & (cy >= 0) & (cy < in_h) & (cx >= 0) & (cx < in_w),
+                           other=0.0).to(ACC)
     acc = tl.full((BLOCK_M, BLOCK_N), 0, dtype=ACC)
     for tap in range(KH * KW):
         i = tap // KW
@@ -112,7 +129,11 @@ def _dconv_fwd_kernel(
         iy = oy * stride_h - pad_top + i * dil_h
         ix = ox * stride_w - pad_left + j * dil_w
         in_ok = m_ok & (iy >= 0) & (iy < in_h) & (ix >= 0) & (ix < in_w)
-        h = tl.load(h_img + tap * out_hw, mask=m_ok, other=0.0).to(ACC)
+        if FROM_DEPTH:  # Eq. 6, and H = 1 where either depth is missing (a tap in the padding reads 0)
+            d_tap = tl.load(d_img + iy * in_w + ix, mask=in_ok, other=0.0).to(ACC)
+            h = tl.where((d_tap > 0) & (d_centre > 0), tl.exp(-alpha * tl.abs(d_tap - d_centre)), 1.0)
+        else:
+            h = tl.load(h_img + tap * out_hw, mask=m_ok, other=0.0).to(ACC)
         for c0 in range(0, in_per_group, BLOCK_K):
             offs_c = c0 + tl.arange(0, BLOCK_K)
             c_ok = offs_c < in_per_group
@@ -132,10 +153,11 @@ def _dconv_fwd_kernel(
 
 
 def _dconv_dx_kernel(
-    g_ptr, h_ptr, w_ptr, dx_ptr,
+    g_ptr, h_ptr, d_ptr, alpha, w_ptr, dx_ptr,
     batch, in_ch, in_h, in_w, out_ch, out_h, out_w, in_per_group, out_per_group,
     stride_h, stride_w, pad_top, pad_left, dil_h, dil_w,
-    KH: tl.constexpr, KW: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    KH: tl.constexpr, KW: tl.constexpr, FROM_DEPTH: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """``dX[n, c, p] = Σ_(tap, o) W[o, c, tap] · H[n, tap, p0] · dY[n, o, p0]`` over the ``p0`` that read ``p``."""
@@ -151,6 +173,9 @@ def _dconv_dx_kernel(
     in_c = group * in_per_group + offs_c
     g_img = g_ptr + n.to(tl.int64) * (out_ch * out_hw) + (group * out_per_group) * out_hw
     h_img = h_ptr + n.to(tl.int64) * (KH * KW * out_hw)
+    if FROM_DEPTH:  # every tap that reaches this input pixel reads its depth
+        d_img = d_ptr + n.to(tl.int64) * in_hw
+        d_tap = tl.load(d_img + iy * in_w + ix, mask=m_ok, other=0.0).to(ACC)
     acc = tl.full((BLOCK_M, BLOCK_N), 0, dtype=ACC)
     for tap in range(KH * KW):
         i = tap // KW
@@ -165,7 +190,14 @@ def _dconv_dx_kernel(
         ox = tx // stride_w
         ok = ok & (ty % stride_h == 0) & (tx % stride_w == 0) & (oy < out_h) & (ox < out_w)
         pix = oy * out_w + ox
-        h = tl.load(h_img + tap * out_hw + pix, mask=ok, other=0.0).to(ACC)
+        if FROM_DEPTH:
+            cy = oy * stride_h - pad_top + (KH - 1) // 2 * dil_h
+            cx = ox * stride_w - pad_left + (KW - 1) // 2 * dil_w
+            d_centre = tl.load(d_img + cy * in_w + cx, mask=ok & (cy >= 0) & (cy < in_h) & (cx >= 0) & (cx < in_w),
+                               other=0.0).to(ACC)
+            h = tl.where((d_tap > 0) & (d_centre > 0), tl.exp(-alpha * tl.abs(d_tap - d_centre)), 1.0)
+        else:
+            h = tl.load(h_img + tap * out_hw + pix, mask=ok, other=0.0).to(ACC)
         for o0 in range(0, out_per_group, BLOCK_K):
             offs_o = o0 + tl.arange(0, BLOCK_K)
             o_ok = offs_o < out_per_group
@@ -183,10 +215,11 @@ def _dconv_dx_kernel(
 
 
 def _dconv_dw_kernel(
-    x_ptr, g_ptr, h_ptr, dw_ptr,
+    x_ptr, g_ptr, h_ptr, d_ptr, alpha, dw_ptr,
     batch, in_ch, in_h, in_w, out_ch, out_h, out_w, in_per_group, out_per_group,
     stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, pixels_per_split,
-    KH: tl.constexpr, KW: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    KH: tl.constexpr, KW: tl.constexpr, FROM_DEPTH: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """One split's share of ``dW[o, c, tap] = Σ_p0 dY[n, o, p0] · H[n, tap, p0] · X[n, c, p0·s + tap·d − pad]``."""
@@ -215,8 +248,17 @@ def _dconv_dw_kernel(
         iy = oy * stride_h - pad_top + i * dil_h
         ix = ox * stride_w - pad_left + j * dil_w
         in_ok = p_ok & (iy >= 0) & (iy < in_h) & (ix >= 0) & (ix < in_w)
-        h = tl.load(h_ptr + n * (KH * KW * out_hw) + tap * out_hw + oy * out_w + ox, mask=p_ok,
-                    other=0.0).to(ACC)
+        if FROM_DEPTH:
+            d_img = d_ptr + n * in_hw
+            cy = oy * stride_h - pad_top + (KH - 1) // 2 * dil_h
+            cx = ox * stride_w - pad_left + (KW - 1) // 2 * dil_w
+            d_centre = tl.load(d_img + cy * in_w + cx, mask=p_ok & (cy >= 0) & (cy < in_h) & (cx >= 0) & (cx < in_w),
+                               other=0.0).to(ACC)
+            d_tap = tl.load(d_img + iy * in_w + ix, mask=in_ok, other=0.0).to(ACC)
+            h = tl.where((d_tap > 0) & (d_centre > 0), tl.exp(-alpha * tl.abs(d_tap - d_centre)), 1.0)
+        else:
+            h = tl.load(h_ptr + n * (KH * KW * out_hw) + tap * out_hw + oy * out_w + ox, mask=p_ok,
+                        other=0.0).to(ACC)
         a = tl.load(g_ptr + (n * (out_ch * out_hw) + oy * out_w + ox)[None, :]
                     + (group * out_per_group + offs_o)[:, None] * out_hw,
                     mask=o_ok[:, None] & p_ok[None, :], other=0.0)
@@ -268,58 +310,71 @@ def _taps_major(weight: Tensor) -> Tensor:
     return weight.permute(2, 3, 1, 0).contiguous()
 
 
-def _geometry(x: Tensor, weights_h: Tensor, weight: Tensor, stride: list[int], pads: list[int],
-              dilation: list[int], groups: int) -> tuple:
+def _geometry(x: Tensor, weight: Tensor, stride: list[int], pads: list[int], dilation: list[int],
+              groups: int) -> tuple:
     """The integer arguments every kernel takes, in its order."""
     batch, in_ch, in_h, in_w = x.shape
-    out_ch, in_per_group = weight.shape[:2]
-    out_h, out_w = weights_h.shape[-2:]
-    left, _, top, _ = pads
+    out_ch, in_per_group, kh, kw = weight.shape
+    left, right, top, bottom = pads
+    out_h = _output_size(in_h, top + bottom, kh, stride[0], dilation[0])
+    out_w = _output_size(in_w, left + right, kw, stride[1], dilation[1])
     return (batch, in_ch, in_h, in_w, out_ch, out_h, out_w, in_per_group, out_ch // groups,
             stride[0], stride[1], top, left, dilation[0], dilation[1])
 
 
-def _triton_forward(
-    x: Tensor, weights_h: Tensor, weight: Tensor, bias: Tensor | None, stride: list[int], pads: list[int],
-    dilation: list[int], groups: int,
+def _depth_weights_source(weights_h: Tensor | None, depth: Tensor | None) -> tuple[Tensor, Tensor, bool]:
+    """``(h_ptr, d_ptr, FROM_DEPTH)`` for the kernels: exactly one of the two is given, the other slot a dummy.
+
+    Depth is passed with its holes (≤ 0 or not finite) set to 0, which the kernels read as missing.
+    """
+    if depth is None:
+        weights_h = weights_h.contiguous()
+        return weights_h, weights_h, False
+    depth = torch.where(torch.isfinite(depth) & (depth > 0), depth, 0.0).contiguous()
+    return depth, depth, True
+
+
+def _forward(
+    x: Tensor, weights_h: Tensor | None, depth: Tensor | None, alpha: float, weight: Tensor, bias: Tensor | None,
+    stride: list[int], pads: list[int], dilation: list[int], groups: int,
 ) -> Tensor:
     """The forward kernel on contiguous operands; bias added in the kernel."""
-    x, weights_h = x.contiguous(), weights_h.contiguous()
-    geometry = _geometry(x, weights_h, weight, stride, pads, dilation, groups)
-    batch, out_ch, out_hw = x.shape[0], weight.shape[0], weights_h.shape[-2:]
-    in_per_group, out_per_group = geometry[7], geometry[8]
-    out = x.new_empty(batch, out_ch, *out_hw)
+    x = x.contiguous()
+    geometry = _geometry(x, weight, stride, pads, dilation, groups)
+    h_source, d_source, from_depth = _depth_weights_source(weights_h, depth)
+    batch, out_ch, out_h, out_w, in_per_group, out_per_group = (geometry[0], *geometry[4:9])
+    out = x.new_empty(batch, out_ch, out_h, out_w)
     block_m, block_n, block_k = _pixel_block(64), _block(out_per_group, 16, 128), _block(in_per_group, 16, 32)
-    grid = (triton.cdiv(batch * out_hw[0] * out_hw[1], block_m), triton.cdiv(out_per_group, block_n), groups)
+    grid = (triton.cdiv(batch * out_h * out_w, block_m), triton.cdiv(out_per_group, block_n), groups)
     forward, _, _ = _kernels(_interpreting())
-    forward[grid](x, weights_h, _taps_major(weight), bias if bias is not None else weight, out, *geometry,
-                  KH=weight.shape[2], KW=weight.shape[3], HAS_BIAS=bias is not None,
-                  BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **_launch_config(x))
+    forward[grid](x, h_source, d_source, float(alpha), _taps_major(weight), bias if bias is not None else weight,
+                  out, *geometry, KH=weight.shape[2], KW=weight.shape[3], HAS_BIAS=bias is not None,
+                  FROM_DEPTH=from_depth, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **_launch_config(x))
     return out
 
 
-def _triton_backward(
-    grad_out: Tensor, x: Tensor, weights_h: Tensor, weight: Tensor, stride: list[int], pads: list[int],
-    dilation: list[int], groups: int, need_x: bool, need_w: bool,
+def _backward(
+    grad_out: Tensor, x: Tensor, weights_h: Tensor | None, depth: Tensor | None, alpha: float, weight: Tensor,
+    stride: list[int], pads: list[int], dilation: list[int], groups: int, need_x: bool, need_w: bool,
 ) -> tuple[Tensor, Tensor]:
     """``dx`` (transposed implicit GEMM) and ``dW`` (split reduction over output pixels), empty where not needed."""
     grad_out, x = grad_out.contiguous(), x.contiguous()
-    weights_h = weights_h.contiguous()
-    geometry = _geometry(x, weights_h, weight, stride, pads, dilation, groups)
+    geometry = _geometry(x, weight, stride, pads, dilation, groups)
+    h_source, d_source, from_depth = _depth_weights_source(weights_h, depth)
     batch, (kh, kw) = x.shape[0], weight.shape[2:]
-    in_per_group, out_per_group = geometry[7], geometry[8]
+    out_h, out_w, in_per_group, out_per_group = geometry[5:9]
     _, backward_x, backward_w = _kernels(_interpreting())
-    config = _launch_config(x)
+    config = {"KH": kh, "KW": kw, "FROM_DEPTH": from_depth, **_launch_config(x)}
     grad_x, grad_w = x.new_empty(0), weight.new_empty(0)
     if need_x:
         grad_x = torch.empty_like(x)
         block_m, block_n, block_k = _pixel_block(64), _block(in_per_group, 16, 128), _block(out_per_group, 16, 32)
         grid = (triton.cdiv(x.numel() // x.shape[1], block_m), triton.cdiv(in_per_group, block_n), groups)
-        backward_x[grid](grad_out, weights_h, _taps_major(weight), grad_x, *geometry, KH=kh, KW=kw,
+        backward_x[grid](grad_out, h_source, d_source, float(alpha), _taps_major(weight), grad_x, *geometry,
                          BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **config)
     if need_w:
         block_m, block_n, block_k = _block(out_per_group, 16, 64), _block(in_per_group, 16, 64), _pixel_block(32)
-        pixels = batch * weights_h.shape[-2] * weights_h.shape[-1]
+        pixels = batch * out_h * out_w
         tiles = kh * kw * triton.cdiv(out_per_group, block_m) * triton.cdiv(in_per_group, block_n)
         # Split the pixel reduction until the GPU has a few programs per streaming multiprocessor (or a split is
         # down to _SPLIT_PIXELS); each split writes its own partial sum, added up below.
@@ -328,10 +383,40 @@ def _triton_backward(
         splits = triton.cdiv(pixels, per_split)
         partial = x.new_empty(splits, *weight.shape, dtype=torch.float64 if x.dtype == torch.float64 else
                               torch.float32)
-        backward_w[(tiles, splits, groups)](x, grad_out, weights_h, partial, *geometry, per_split, KH=kh, KW=kw,
-                                            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **config)
+        backward_w[(tiles, splits, groups)](x, grad_out, h_source, d_source, float(alpha), partial, *geometry,
+                                            per_split, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **config)
         grad_w = partial.sum(0).to(weight.dtype)
     return grad_x, grad_w
 
 
+def _triton_forward(
+    x: Tensor, weights_h: Tensor, weight: Tensor, bias: Tensor | None, stride: list[int], pads: list[int],
+    dilation: list[int], groups: int,
+) -> Tensor:
+    return _forward(x, weights_h, None, 0.0, weight, bias, stride, pads, dilation, groups)
+
+
+def _triton_backward(
+    grad_out: Tensor, x: Tensor, weights_h: Tensor, weight: Tensor, stride: list[int], pads: list[int],
+    dilation: list[int], groups: int, need_x: bool, need_w: bool,
+) -> tuple[Tensor, Tensor]:
+    return _backward(grad_out, x, weights_h, None, 0.0, weight, stride, pads, dilation, groups, need_x, need_w)
+
+
+def _triton_depth_forward(
+    x: Tensor, depth: Tensor, weight: Tensor, bias: Tensor | None, stride: list[int], pads: list[int],
+    dilation: list[int], groups: int, alpha: float,
+) -> Tensor:
+    return _forward(x, None, depth, alpha, weight, bias, stride, pads, dilation, groups)
+
+
+def _triton_depth_backward(
+    grad_out: Tensor, x: Tensor, depth: Tensor, weight: Tensor, stride: list[int], pads: list[int],
+    dilation: list[int], groups: int, alpha: float, need_x: bool, need_w: bool,
+) -> tuple[Tensor, Tensor]:
+    return _backward(grad_out, x, None, depth, alpha, weight, stride, pads, dilation, groups, need_x, need_w)
+
+
 _dconv_triton = _register_fast_path("dconv_triton", _triton_forward, _triton_backward)
+_dconv_triton_depth = _register_fast_path("dconv_triton_depth", _triton_depth_forward, _triton_depth_backward,
+                                          from_depth=True)

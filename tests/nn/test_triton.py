@@ -44,6 +44,12 @@ def _interpreter(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
 
 
+@pytest.fixture(params=["H precomputed", "H in kernel"])
+def weights_source(request, monkeypatch):
+    """Both ways the kernels get H: read from depth_similarity's tensor, or computed from depth themselves."""
+    monkeypatch.setattr(triton_conv, "DEPTH_WEIGHTS_IN_KERNEL", request.param == "H in kernel")
+
+
 def _grads(out, inputs, seed=1):
     grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     return torch.autograd.grad(out, inputs, grad.to(out.dtype))
@@ -61,13 +67,14 @@ def test_kernels_run_in_the_interpreter():
 
 
 @pytest.mark.parametrize("kernel,stride,padding,pads,dilation,groups,bias,in_ch,out_ch", CASES)
-def test_matches_definition(kernel, stride, padding, pads, dilation, groups, bias, in_ch, out_ch):
+def test_matches_definition(weights_source, kernel, stride, padding, pads, dilation, groups, bias, in_ch, out_ch):
     x = torch.randn(2, in_ch, 7, 8, dtype=torch.float64)
     depth = depth_with_holes(2, 7, 8, torch.float64)
     w = torch.randn(out_ch, in_ch // groups, *kernel, dtype=torch.float64)
     b = torch.randn(out_ch, dtype=torch.float64) if bias else None
-    got = depth_aware_conv2d(x, depth, w, b, stride, padding, dilation, groups, alpha=1.7, impl="triton")
-    want = definition(x, depth, w, b, stride, pads, dilation, groups, alpha=1.7)
+    # α = 1.75 is exact in float32, the type the kernels take it in when they compute H themselves.
+    got = depth_aware_conv2d(x, depth, w, b, stride, padding, dilation, groups, alpha=1.75, impl="triton")
+    want = definition(x, depth, w, b, stride, pads, dilation, groups, alpha=1.75)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
@@ -81,11 +88,13 @@ GRAD_CASES = [
     (4, 6, 3, 1, 2, 2, 2, False, (6, 6)),           # general groups
     (3, 4, 7, 2, 3, 1, 1, True, (5, 6)),            # a 7×7 stem kernel larger than the input
     (36, 34, 3, 1, 1, 1, 1, True, (4, 5)),          # more channels than one tile: several K and N blocks
+    (3, 2, 2, 1, "same", 1, 1, True, (5, 6)),       # even kernel: the centre tap off-centre, padding uneven
 ]
 
 
 @pytest.mark.parametrize("in_ch,out_ch,kernel,stride,padding,dilation,groups,bias,hw", GRAD_CASES)
-def test_forward_and_gradients_match_reference(in_ch, out_ch, kernel, stride, padding, dilation, groups, bias, hw):
+def test_forward_and_gradients_match_reference(weights_source, in_ch, out_ch, kernel, stride, padding, dilation,
+                                               groups, bias, hw):
     x = torch.randn(2, in_ch, *hw, dtype=torch.float64)
     w = torch.randn(out_ch, in_ch // groups, kernel, kernel, dtype=torch.float64)
     b = torch.randn(out_ch, dtype=torch.float64) if bias else None
@@ -208,6 +217,8 @@ def test_is_a_well_formed_custom_op():
     backward_args = (torch.randn(2, 6, *weights_h.shape[-2:]), x.detach(), weights_h, w.detach(), *args[4:], True,
                      True)
     torch.library.opcheck(torch.ops.depthdistill.dconv_triton_backward.default, backward_args)
+    depth = depth_with_holes(2, 5, 6)
+    torch.library.opcheck(torch.ops.depthdistill.dconv_triton_depth.default, (x, depth, *args[2:], 2.0))
 
 
 def test_cpu_without_interpreter_is_a_clear_error(monkeypatch):
@@ -242,4 +253,4 @@ def test_benchmark_runs_the_kernel():
                           check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [line.split("|")[5].strip() for line in done.stdout.splitlines() if line.startswith("| conv4_3")]
-    assert rows == ["nn.Conv2d", "triton", "unfold (reference)"]
+    assert rows == ["nn.Conv2d", "triton", "triton (H in kernel)", "unfold (reference)"]
