@@ -2,7 +2,7 @@
 
 ``Y(p0) = Σ_p W(p) · H(p0, p) · X(p0 + p)`` with ``H(p0, p) = exp(-α · |D(p0 + p) − D(p0)|)``.
 
-Three implementations compute the same thing (``impl="auto"``, the default, picks one by shape, see
+Four implementations compute the same thing (``impl="auto"``, the default, picks one by shape, see
 :func:`_choose_impl`):
 
 * ``"cols"`` (any stride): per block of output rows, the im2col tile of the input times the depth weights, and

@@ -72,7 +72,7 @@ def _check_usable(x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
     if x.device.type != "cuda" and not _interpreting():
         raise ConfigError(
             f"impl='triton' runs on CUDA tensors, got a {x.device.type} tensor; use impl='auto' on CPU, or set "
-            "TRITON_INTERPRET=1 before the first call to run the kernel through Triton's (slow) interpreter"
+            "TRITON_INTERPRET=1 in the environment to run the kernel through Triton's (slow) CPU interpreter"
         )
     if x.dtype not in _DTYPES:
         raise ConfigError(f"impl='triton' supports {', '.join(map(str, _DTYPES))}, got {x.dtype}")
@@ -294,10 +294,10 @@ def _pixel_block(size: int) -> int:
 def _launch_config(x: Tensor) -> dict:
     """Compile-time options shared by the kernels: accumulator type, how the dot multiplies, warps on a GPU."""
     interpret = _interpreting()
-    if x.dtype == torch.float64:
-        precision = "ieee"
-    else:  # float32 follows torch's matmul setting, like the cuBLAS-based paths: exact unless TF32 is allowed
-        precision = "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
+    # float32 follows torch's matmul setting, like the cuBLAS-based paths: exact unless TF32 is allowed. The
+    # setting means nothing for half-precision tiles; they keep Triton's default.
+    exact = x.dtype == torch.float64 or (x.dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32)
+    precision = "ieee" if exact else "tf32"
     accumulate = tl.float64 if x.dtype == torch.float64 else tl.float32
     config = {"ACC": accumulate, "UPCAST": interpret, "PRECISION": precision}
     if not interpret:

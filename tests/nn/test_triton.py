@@ -243,6 +243,33 @@ def test_auto_does_not_choose_triton():
     assert "triton" in functional.IMPLEMENTATIONS
 
 
+@pytest.mark.parametrize("dtype,from_depth", [(torch.float32, False), (torch.bfloat16, True)])
+def test_kernels_compile_for_a_gpu_without_one(monkeypatch, tmp_path, dtype, from_depth):
+    """What the interpreter cannot check: Triton's typed compilation, down to a cubin for sm_90 (H100/H200),
+    with the options the host code launches them with, and shared memory that fits an sm_86 GPU (99 KiB)."""
+    triton = pytest.importorskip("triton")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    if "nvidia" not in triton.backends.backends:
+        pytest.skip("this triton has no NVIDIA backend")
+    monkeypatch.delenv("TRITON_INTERPRET")
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))  # compile for real, not from a cache
+    config = triton_conv._launch_config(torch.empty(0, dtype=dtype))
+    options = {"num_warps": config.pop("num_warps")}
+    element = {torch.float32: "fp32", torch.bfloat16: "bf16"}[dtype]
+    blocks = ({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32, "HAS_BIAS": True},
+              {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32}, {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32})
+    for kernel, constexprs in zip(triton_conv._kernels(False), blocks, strict=True):
+        constexprs = {**constexprs, **config, "KH": 3, "KW": 3, "FROM_DEPTH": from_depth}
+        signature = {name: "constexpr" if name.isupper() else "fp32" if name == "alpha"
+                     else "*fp32" if name in ("d_ptr", "dw_ptr") else f"*{element}" if name.endswith("_ptr")
+                     else "i32" for name in kernel.arg_names}
+        compiled = triton.compile(ASTSource(kernel, signature, constexprs), target=GPUTarget("cuda", 90, 32),
+                                  options=options)
+        assert compiled.asm["cubin"] and compiled.metadata.shared <= 99 * 1024, kernel.__name__
+
+
 def test_benchmark_runs_the_kernel():
     """bench_dconv.py's triton row, end to end at a toy size through the interpreter (on a GPU it runs as is)."""
     root = Path(__file__).resolve().parents[2]
