@@ -221,6 +221,21 @@ def test_is_a_well_formed_custom_op():
     torch.library.opcheck(torch.ops.depthdistill.dconv_triton_depth.default, (x, depth, *args[2:], 2.0))
 
 
+def test_compiles_as_one_graph(weights_source):
+    """torch.compile traces through the dispatch (the lazy import included) and calls the op as one opaque node."""
+    x = torch.randn(1, 3, 6, 6, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, requires_grad=True)
+    depth = depth_with_holes(1, 6, 6)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x, w: depth_aware_conv2d(x, depth, w, padding=1, impl="triton"),
+                             backend="aot_eager", fullgraph=True)
+    got = compiled(x, w)
+    want = depth_aware_conv2d(x, depth, w, padding=1, impl="reference")
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for g, r in zip(_grads(got, (x, w)), _grads(want, (x, w)), strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)
+
+
 def test_cpu_without_interpreter_is_a_clear_error(monkeypatch):
     x, w, depth = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3), torch.rand(1, 1, 5, 5) + 1
     monkeypatch.delenv("TRITON_INTERPRET")
