@@ -1,10 +1,12 @@
 """impl='triton' run through Triton's interpreter on CPU tensors, against Eq. 5–6 written out, the unfold
-reference and nn.Conv2d.
+reference and nn.Conv2d; and compiled ahead of time for a GPU that is not there.
 
-Every test here sets ``TRITON_INTERPRET=1`` (an autouse fixture, undone after each test). The kernels are
-decorated on first use and cached per mode (``triton_conv._kernels``), so the variable only has to be set before
-the call, not before triton is imported; ``test_kernels_run_in_the_interpreter`` checks that the interpreter is
-what ran. Shapes are tiny: the interpreter executes every program instance in Python.
+Every test here sets ``TRITON_INTERPRET=1`` (an autouse fixture, undone after each test) unless it says
+otherwise. The kernels are decorated on first use and cached per mode (``triton_conv._kernels``), so the variable
+only has to be set before the call, not before triton is imported; ``test_kernels_run_in_the_interpreter``
+checks that the interpreter is what ran. Shapes are tiny: the interpreter executes every program instance in
+Python. The interpreter runs the kernels as Python, not through Triton's compiler:
+``test_kernels_compile_for_a_gpu_without_one`` covers that.
 
 Why these tests catch a wrong tap offset, a wrong centre tap or a missing hole rule:
 
@@ -19,6 +21,9 @@ Why these tests catch a wrong tap offset, a wrong centre tap or a missing hole r
   its own), on depth with zero, negative, NaN and inf holes, an even kernel (whose centre tap is off-centre) and
   taps in the padding; ``test_perturbed_depth_weights_are_caught`` feeds the kernel H with another centre tap,
   without the hole rule, or shifted by one tap, and shows each moves the output away from the definition.
+* With ``DEPTH_WEIGHTS_IN_KERNEL`` the three kernels apply the centre tap and the hole rule themselves: the
+  definition and gradient tests run that way too (``weights_source``), the gradient cases including an even
+  kernel, so each kernel's centre and hole rule meet an independent truth.
 """
 
 import os
