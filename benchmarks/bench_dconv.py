@@ -5,7 +5,10 @@ stem (``stem7x7s2``) and a strided depthwise convolution (``dw3x3s2``).
 
 For every layer shape and every implementation this measures forward + backward wall time (median of interleaved
 repeats) and the bytes autograd saves for backward, and prints both as ratios against ``nn.Conv2d`` (the floor)
-and against ``impl="reference"`` (the naive im2col/unfold definition) measured in the same run.
+and against ``impl="reference"`` (the naive im2col/unfold definition) measured in the same run. On CUDA it adds
+the peak memory one forward + backward allocates (``torch.cuda.max_memory_allocated`` above what was allocated
+before it) and runs ``impl="triton"``, the fused kernel, which is left out on CPU: once reading the precomputed
+depth weights, and once computing them in the kernel (``triton_conv.DEPTH_WEIGHTS_IN_KERNEL``).
 
 Saved memory is counted with :func:`torch.autograd.graph.saved_tensors_hooks`: every tensor autograd packs for
 backward during one forward is recorded by the identity of its storage, and the bytes of the unique storages are
@@ -17,6 +20,8 @@ Run it from the repository root::
     OMP_NUM_THREADS=2 python benchmarks/bench_dconv.py            # CPU, and CUDA too when there is one
     python benchmarks/bench_dconv.py --quick --repeats 3           # half the side length, for a smoke run
     python benchmarks/bench_dconv.py --layers conv4_3 fc6 --device cuda --dtype bfloat16
+    python benchmarks/bench_dconv.py --device cuda --batch 8 --input 240 320 --layers conv1_1 conv1_2 conv2_2 \
+        conv3_3 conv4_3 conv5_3 fc6 stem7x7s2 --dtype bfloat16          # the GPU table of docs/performance.md
     OMP_NUM_THREADS=2 python benchmarks/bench_dconv.py --width 0.25 --batch 2 --input 240 320   # a slim teacher
     OMP_NUM_THREADS=2 python benchmarks/bench_dconv.py --stride 2                 # every VGG shape at stride 2
     OMP_NUM_THREADS=2 python benchmarks/bench_dconv.py --batch 2 --layers conv1_1 stem7x7s2 dw3x3s2
@@ -26,6 +31,7 @@ Run it from the repository root::
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -42,6 +48,9 @@ from depthdistill.nn import functional
 from depthdistill.nn.functional import IMPLEMENTATIONS, depth_aware_conv2d
 
 NYU_HW = (480, 640)
+
+#: The row of impl="triton" with the depth weights computed inside the kernels rather than read.
+TRITON_DEPTH = "triton (H in kernel)"
 
 
 @dataclass(frozen=True)
@@ -97,7 +106,14 @@ def machine_description(device: torch.device) -> str:
         pass
     text = f"CPU {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     if device.type == "cuda":
-        text += f", GPU {torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}"
+        tf32 = "on" if torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32 else "off"
+        text += f", GPU {torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}, TF32 {tf32}"
+        try:
+            import triton
+
+            text += f", triton {triton.__version__}"
+        except ImportError:
+            pass
     return text
 
 
@@ -118,6 +134,16 @@ def saved_bytes(step: Callable[[], torch.Tensor], params: tuple[torch.Tensor, ..
     return sum(seen.values())
 
 
+def peak_bytes(step: Callable[[], None], device: torch.device) -> int:
+    """Peak CUDA memory ``step`` allocates above what was allocated before it."""
+    _sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    step()
+    _sync(device)
+    return torch.cuda.max_memory_allocated(device) - before
+
+
 def top_ops(step: Callable[[], None], count: int = 6) -> str:
     """The ``count`` operators with the most self time in one run of ``step`` (``torch.profiler``), in ms."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
@@ -132,8 +158,9 @@ def _sync(device: torch.device) -> None:
 
 
 def bench_layer(layer: Layer, hw: tuple[int, int], batch: int, impls: list[str], repeats: int,
-                device: torch.device, dtype: torch.dtype, profile: bool = False) -> dict[str, tuple[float, int, str]]:
-    """Median forward+backward seconds, saved bytes and (with ``profile``) the top operators per candidate.
+                device: torch.device, dtype: torch.dtype,
+                profile: bool = False) -> dict[str, tuple[float, int, int | None, str]]:
+    """Per candidate: median fwd+bwd seconds, saved bytes, peak bytes (CUDA) and top operators (``profile``).
 
     Candidates are interleaved in every repeat.
     """
@@ -153,6 +180,15 @@ def bench_layer(layer: Layer, hw: tuple[int, int], batch: int, impls: list[str],
     def forward(name: str) -> torch.Tensor:
         if name == "nn.Conv2d":
             return conv(x)
+        if name == TRITON_DEPTH:
+            from depthdistill.nn import triton_conv
+
+            triton_conv.DEPTH_WEIGHTS_IN_KERNEL = True
+            try:
+                return depth_aware_conv2d(x, depth, conv.weight, conv.bias, layer.stride, padding, layer.dilation,
+                                          groups, impl="triton")
+            finally:
+                triton_conv.DEPTH_WEIGHTS_IN_KERNEL = False
         return depth_aware_conv2d(x, depth, conv.weight, conv.bias, layer.stride, padding, layer.dilation, groups,
                                   impl=name)
 
@@ -171,8 +207,15 @@ def bench_layer(layer: Layer, hw: tuple[int, int], batch: int, impls: list[str],
             if rep:
                 times[name].append(time.perf_counter() - start)
     params = (conv.weight, conv.bias)
+
+    def step(name: str) -> None:
+        x.grad = None
+        conv.zero_grad(set_to_none=True)
+        forward(name).backward(grad)
+
     return {name: (statistics.median(times[name]), saved_bytes(lambda n=name: forward(n), params),
-                   top_ops(lambda n=name: forward(n).backward(grad)) if profile else "")
+                   peak_bytes(lambda n=name: step(n), device) if device.type == "cuda" else None,
+                   top_ops(lambda n=name: step(n)) if profile else "")
             for name in candidates}
 
 
@@ -195,6 +238,8 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, OMP_NUM_THREADS)")
+    parser.add_argument("--tf32", action="store_true",
+                        help="CUDA float32: let cuDNN and cuBLAS/Triton use TF32 (default: exact float32 for all)")
     parser.add_argument("--block-mib", type=float, default=None,
                         help="override impl='stacked''s block size (functional._BLOCK_BYTES), to sweep it")
     parser.add_argument("--profile", action="store_true",
@@ -204,7 +249,11 @@ def main() -> None:
         functional._BLOCK_BYTES = int(args.block_mib * 2**20)
     if args.threads:
         torch.set_num_threads(args.threads)
+    # One setting for every candidate: cuDNN allows TF32 by default, cuBLAS (and so the Triton kernel) does not.
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
 
+    # Triton's CPU interpreter runs the kernel at toy sizes only (the tests' smoke run); otherwise it is CUDA only.
+    triton_interpreter = os.environ.get("TRITON_INTERPRET") == "1"
     if "reference" not in args.impls:
         args.impls.append("reference")  # the unfold baseline every row is compared with
     devices = [torch.device("cpu")] if args.device in ("cpu", "all") else []
@@ -218,23 +267,29 @@ def main() -> None:
               f"input {args.input[0] // scale}x{args.input[1] // scale}, width {args.width}, "
               f"stacked blocks {functional._BLOCK_BYTES / 2**20:.3g} MiB, median of {args.repeats} interleaved "
               "fwd+bwd rounds")
+        cuda = device.type == "cuda"
         print("| layer | C_in→C_out | k/s/dil | H×W in | impl | fwd+bwd ms | × nn.Conv2d | unfold × | saved MiB "
-              "| saved × nn.Conv2d |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+              "| saved × nn.Conv2d |" + (" peak MiB | peak × nn.Conv2d |" if cuda else ""))
+        print("|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if cuda else ""))
         profiles = []
         for layer in layers:
             hw = (args.input[0] // (layer.downsample * scale), args.input[1] // (layer.downsample * scale))
-            impls = [impl for impl in args.impls if impl != "stacked" or layer.stride == 1]  # stacked: stride 1 only
+            impls = [impl for impl in args.impls
+                     if (impl != "stacked" or layer.stride == 1)  # stacked: stride 1 only
+                     and (impl != "triton" or cuda or triton_interpreter)]  # triton: a GPU kernel
+            if "triton" in impls:
+                impls.insert(impls.index("triton") + 1, TRITON_DEPTH)
             result = bench_layer(layer, hw, args.batch, impls, args.repeats, device, dtype, args.profile)
-            base_t, base_m, _ = result["nn.Conv2d"]
+            base_t, base_m, base_peak, _ = result["nn.Conv2d"]
             ref_t = result["reference"][0]
-            for name, (seconds, saved, ops) in result.items():
+            for name, (seconds, saved, peak, ops) in result.items():
                 label = "unfold (reference)" if name == "reference" else name
                 groups = " dw" if layer.depthwise else ""
                 print(f"| {layer.name} | {layer.in_ch}→{layer.out_ch}{groups} | "
                       f"{layer.kernel}/{layer.stride}/{layer.dilation} | {hw[0]}×{hw[1]} "
                       f"| {label} | {seconds * 1e3:.0f} | {seconds / base_t:.2f} | {ref_t / seconds:.2f} "
-                      f"| {saved / 2**20:.1f} | {saved / base_m:.2f} |", flush=True)
+                      f"| {saved / 2**20:.1f} | {saved / base_m:.2f} |"
+                      + (f" {peak / 2**20:.1f} | {peak / base_peak:.2f} |" if cuda else ""), flush=True)
                 if ops:
                     profiles.append(f"# profile {layer.name} {label}, self ms: {ops}")
         print("\n".join(profiles))

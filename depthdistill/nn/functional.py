@@ -2,7 +2,7 @@
 
 ``Y(p0) = Σ_p W(p) · H(p0, p) · X(p0 + p)`` with ``H(p0, p) = exp(-α · |D(p0 + p) − D(p0)|)``.
 
-Three implementations compute the same thing (``impl="auto"``, the default, picks one by shape, see
+Four implementations compute the same thing (``impl="auto"``, the default, picks one by shape, see
 :func:`_choose_impl`):
 
 * ``"cols"`` (any stride): per block of output rows, the im2col tile of the input times the depth weights, and
@@ -14,6 +14,10 @@ Three implementations compute the same thing (``impl="auto"``, the default, pick
   Both are ``torch.library`` custom ops (``depthdistill::dconv_cols``, ``depthdistill::dconv_stacked``) with
   their own backward: they save only the input, the depth weights and the kernel and recompute the rest, so the
   memory held for backward stays close to ``nn.Conv2d``'s, and ``torch.compile`` calls them as opaque kernels.
+* ``"triton"`` (CUDA, any stride): one fused implicit-GEMM Triton kernel per pass, the depth weights applied to
+  each input tile as it is loaded (:mod:`depthdistill.nn.triton_conv`, op ``depthdistill::dconv_triton``). Never
+  chosen by ``"auto"`` until a GPU benchmark shows it faster; on CPU tensors it runs only through Triton's
+  interpreter (``TRITON_INTERPRET=1``), for testing.
 * ``"reference"``: the definition through ``F.unfold`` (im2col), differentiated by autograd. Simple and
   obviously right, but it holds k² copies of the input; use it to debug and to check the fast path.
 """
@@ -36,7 +40,7 @@ __all__ = ["DEFAULT_ALPHA", "IMPLEMENTATIONS", "depth_aware_conv2d", "depth_simi
 DEFAULT_ALPHA = 8.3
 
 #: The selectable implementations of :func:`depth_aware_conv2d` (its ``impl`` argument).
-IMPLEMENTATIONS = ("auto", "cols", "stacked", "reference")
+IMPLEMENTATIONS = ("auto", "cols", "stacked", "triton", "reference")
 
 _IntPair = int | tuple[int, int]
 _Padding = int | tuple[int, int] | tuple[int, int, int, int] | str
@@ -405,26 +409,36 @@ def _cols_backward(
 # The fast paths are torch.library custom ops with their own autograd, not autograd.Functions, so torch.compile
 # calls them as opaque kernels. Traced through as autograd.Functions, inductor turned their strided GEMM outputs
 # and shifted multiply-adds into generated loops that made a compiled teacher step 4x slower (docs/performance.md).
-_CONV_SCHEMA = ("(Tensor x, Tensor weights_h, Tensor weight, Tensor? bias, int[] stride, int[] pads, int[] dilation, "
-                "int groups) -> Tensor")
-_BACKWARD_SCHEMA = ("(Tensor grad_out, Tensor x, Tensor weights_h, Tensor weight, int[] stride, int[] pads, "
-                    "int[] dilation, int groups, bool need_x, bool need_w) -> (Tensor, Tensor)")
+_CONV_SCHEMA = ("(Tensor x, Tensor {weights}, Tensor weight, Tensor? bias, int[] stride, int[] pads, "
+                "int[] dilation, int groups{extra}) -> Tensor")
+_BACKWARD_SCHEMA = ("(Tensor grad_out, Tensor x, Tensor {weights}, Tensor weight, int[] stride, int[] pads, "
+                    "int[] dilation, int groups{extra}, bool need_x, bool need_w) -> (Tensor, Tensor)")
 
 
 def _register_fast_path(
-    name: str, forward: Callable[..., Tensor], backward: Callable[..., tuple[Tensor, Tensor]]
+    name: str, forward: Callable[..., Tensor], backward: Callable[..., tuple[Tensor, Tensor]],
+    from_depth: bool = False,
 ) -> Callable[..., Tensor]:
-    """``depthdistill::{name}``: ``forward`` as a custom op whose autograd calls ``backward``, itself an op."""
-    forward_op = torch.library.custom_op(f"depthdistill::{name}", forward, mutates_args=(), schema=_CONV_SCHEMA)
+    """``depthdistill::{name}``: ``forward`` as a custom op whose autograd calls ``backward``, itself an op.
+
+    The op takes the depth weights ``weights_h``, or with ``from_depth`` the depth map and a trailing ``alpha``
+    instead (a kernel that computes the weights itself).
+    """
+    fields = {"weights": "depth", "extra": ", float alpha"} if from_depth else {"weights": "weights_h", "extra": ""}
+    forward_op = torch.library.custom_op(f"depthdistill::{name}", forward, mutates_args=(),
+                                         schema=_CONV_SCHEMA.format(**fields))
     backward_op = torch.library.custom_op(f"depthdistill::{name}_backward", backward, mutates_args=(),
-                                          schema=_BACKWARD_SCHEMA)
+                                          schema=_BACKWARD_SCHEMA.format(**fields))
 
     @forward_op.register_fake
-    def _(x, weights_h, weight, bias, stride, pads, dilation, groups):
-        return x.new_empty(x.shape[0], weight.shape[0], *weights_h.shape[-2:])
+    def _(x, weights_h, weight, bias, stride, pads, dilation, groups, *alpha):
+        out_h = _output_size(x.shape[-2], pads[2] + pads[3], weight.shape[-2], stride[0], dilation[0])
+        out_w = _output_size(x.shape[-1], pads[0] + pads[1], weight.shape[-1], stride[1], dilation[1])
+        return x.new_empty(x.shape[0], weight.shape[0], out_h, out_w)
 
     @backward_op.register_fake
-    def _(grad_out, x, weights_h, weight, stride, pads, dilation, groups, need_x, need_w):
+    def _(grad_out, x, weights_h, weight, stride, pads, dilation, groups, *rest):
+        need_x, need_w = rest[-2:]
         return (x.new_empty(x.shape) if need_x else x.new_empty(0),
                 weight.new_empty(weight.shape) if need_w else weight.new_empty(0))
 
@@ -440,7 +454,7 @@ def _register_fast_path(
         if need_x or need_w:
             grad_x, grad_w = backward_op(grad_out, x, weights_h, weight, *ctx.conf, need_x, need_w)
         grad_b = grad_out.sum(dim=(0, 2, 3)) if (need_b and ctx.has_bias) else None
-        return (grad_x if need_x else None), None, (grad_w if need_w else None), grad_b, None, None, None, None
+        return (grad_x if need_x else None), None, (grad_w if need_w else None), grad_b, *(None,) * len(ctx.conf)
 
     forward_op.register_autograd(differentiate, setup_context=setup_context)
     return forward_op
@@ -465,7 +479,7 @@ def _reference_conv(
     cols = F.unfold(xp, (kh, kw), dilation=dilation, stride=stride)
     cols = cols.view(batch, in_ch, kh * kw, -1) * weights_h.view(batch, 1, kh * kw, -1)
     cols = cols.view(batch, groups, (in_ch // groups) * kh * kw, -1)
-    out = torch.einsum("gok,bgkl->bgol", weight.view(groups, out_ch // groups, -1), cols)
+    out = torch.einsum("gok,bgkl->bgol", weight.reshape(groups, out_ch // groups, -1), cols)
     out = out.reshape(batch, out_ch, out_h, out_w)
     return out if bias is None else out + bias.view(1, -1, 1, 1)
 
@@ -501,7 +515,7 @@ def depth_aware_conv2d(
     alpha: float = DEFAULT_ALPHA,
     *,
     padding_mode: str = "zeros",
-    impl: Literal["auto", "cols", "stacked", "reference"] = "auto",
+    impl: Literal["auto", "cols", "stacked", "triton", "reference"] = "auto",
     cache: dict | None = None,
 ) -> Tensor:
     """Depth-aware 2-D convolution, Eq. 5–6 of the paper.
@@ -527,9 +541,11 @@ def depth_aware_conv2d(
         impl: ``'auto'`` (``'stacked'`` for stride 1, ``'cols'`` for strided convolutions and ungrouped ones on
             ≤ 4 input channels), ``'stacked'`` (stride 1 only: one GEMM per kernel row over blocks of the
             unpadded input, the shift and depth weights on the output side), ``'cols'`` (any stride: per block
-            of output rows, the depth-weighted im2col tile and one GEMM) or ``'reference'`` (the unfold
-            definition, for debugging). All but ``'reference'`` save only ``x``, the depth weights and the kernel
-            for backward. See docs/performance.md for what each costs.
+            of output rows, the depth-weighted im2col tile and one GEMM), ``'triton'`` (CUDA: one fused Triton
+            kernel applying the depth weights as it loads each input tile; never chosen by ``'auto'`` yet; on
+            CPU only under ``TRITON_INTERPRET=1``) or ``'reference'`` (the unfold definition, for debugging).
+            All but ``'reference'`` save only ``x``, the depth weights and the kernel for backward. See
+            docs/performance.md for what each costs.
         cache: Optional dict in which depth weights are memoised by geometry, so layers that share a resolution
             and kernel geometry compute them once (the depth context passes its own, alive for one forward).
 
@@ -538,6 +554,8 @@ def depth_aware_conv2d(
 
     Raises:
         DepthError: If depth has the wrong rank, channels, dtype, batch size or resolution.
+        ConfigError: If ``impl='triton'`` cannot run here (no triton, a CPU tensor without the interpreter, an
+            unsupported or mixed dtype).
         ValueError: If a convolution argument is invalid.
 
     Examples:
@@ -585,10 +603,17 @@ def depth_aware_conv2d(
     if out_h <= 0 or out_w <= 0:
         raise ValueError(f"input {tuple(x.shape[-2:])} is too small for kernel {kernel} with this padding/dilation")
 
+    if impl == "triton":
+        from depthdistill.nn import triton_conv  # imports triton: only when asked for
+
+        triton_conv._check_usable(x, weight, bias)
     if kernel == (1, 1) or alpha == 0:
         # H ≡ 1: a plain convolution, at a plain convolution's cost.
         return F.conv2d(F.pad(x, pads) if any(pads) else x, weight, bias, stride_, 0, dilation_, groups)
 
+    if impl == "triton" and triton_conv.DEPTH_WEIGHTS_IN_KERNEL:
+        return triton_conv._dconv_triton_depth(x, depth, weight, bias, list(stride_), list(pads), list(dilation_),
+                                               groups, float(alpha))
     # The memo is keyed by the depth tensor's address, which dynamo cannot trace (it would guard on it and
     # recompile): under torch.compile the weights are recomputed, which inductor fuses cheaply.
     use_cache = cache is not None and not torch.compiler.is_compiling()
@@ -606,5 +631,8 @@ def depth_aware_conv2d(
         return _reference_conv(F.pad(x, pads), weights_h, weight, bias, stride_, dilation_, groups)
     if impl == "stacked" and stride_ != (1, 1):
         raise ValueError(f"impl='stacked' needs stride 1, got stride {stride_}; use impl='cols' or 'auto'")
-    fast_path = _cols_conv if impl == "cols" else _stacked_conv
+    if impl == "triton":
+        fast_path = triton_conv._dconv_triton
+    else:
+        fast_path = _cols_conv if impl == "cols" else _stacked_conv
     return fast_path(x, weights_h, weight, bias, list(stride_), list(pads), list(dilation_), groups)

@@ -12,6 +12,9 @@ from depthdistill import DepthError, depth_aware_conv2d, depth_similarity
 from depthdistill.nn import functional
 from depthdistill.nn.functional import IMPLEMENTATIONS
 
+# impl='triton' needs a GPU, or Triton's interpreter on CPU: tests/nn/test_triton.py runs it that way.
+CPU_IMPLEMENTATIONS = tuple(impl for impl in IMPLEMENTATIONS if impl != "triton")
+
 
 def definition(x, depth, w, b, stride, pads, dilation, groups, alpha):
     """Eq. 5–6 by loops over output positions; pads = (top, bottom, left, right), depth padded as missing."""
@@ -72,7 +75,7 @@ def skip_unsupported(impl, stride):
         pytest.skip("impl='stacked' is for stride 1 (test_stacked_rejects_stride covers the error)")
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", CPU_IMPLEMENTATIONS)
 @pytest.mark.parametrize("kernel,stride,padding,pads,dilation,groups,bias,in_ch,out_ch", CASES)
 def test_matches_definition(impl, kernel, stride, padding, pads, dilation, groups, bias, in_ch, out_ch):
     skip_unsupported(impl, stride)
@@ -97,7 +100,7 @@ def test_constant_depth_is_plain_conv(kernel, stride, padding, pads, dilation, g
                                              dilation, groups), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", CPU_IMPLEMENTATIONS)
 @pytest.mark.parametrize("stride,padding,dilation,groups,bias", [
     (1, 1, 1, 1, True), (2, 2, 2, 2, False), ((1, 2), "valid", 1, 1, True), (1, "same", (2, 1), 4, True),
     (1, (2, 0), (2, 3), 2, False),
@@ -117,7 +120,7 @@ def test_gradcheck(impl, stride, padding, dilation, groups, bias):
     assert torch.autograd.gradcheck(fn, inputs)
 
 
-@pytest.mark.parametrize("impl", [impl for impl in IMPLEMENTATIONS if impl != "reference"])
+@pytest.mark.parametrize("impl", [impl for impl in CPU_IMPLEMENTATIONS if impl != "reference"])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_gradients_match_reference_and_skip_depth(impl, stride):
     skip_unsupported(impl, stride)
@@ -272,7 +275,8 @@ def test_cuda_matches_cpu(impl):
     x = torch.randn(2, 8, 11, 9, requires_grad=True)
     w = torch.randn(4, 8, 3, 3, requires_grad=True)
     depth = depth_with_holes(2, 11, 9)
-    cpu = depth_aware_conv2d(x, depth, w, padding=2, dilation=2, impl=impl)
+    cpu_impl = "reference" if impl == "triton" else impl  # the kernel runs on CPU only through the interpreter
+    cpu = depth_aware_conv2d(x, depth, w, padding=2, dilation=2, impl=cpu_impl)
     grads_cpu = torch.autograd.grad(cpu.square().sum(), (x, w))
     xc, wc = x.detach().cuda().requires_grad_(), w.detach().cuda().requires_grad_()
     gpu = depth_aware_conv2d(xc, depth.cuda(), wc, padding=2, dilation=2, impl=impl)
