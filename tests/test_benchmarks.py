@@ -1,5 +1,6 @@
 """The benchmark scripts run end to end at toy sizes and print their tables (their figures go to docs/)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -74,3 +75,28 @@ def test_bench_depth_gain_prints_both_rows_and_the_gap():
     assert set(rows) == {"BL", "TN", "TN − BL"}
     gap = float(rows["TN"][3]) - float(rows["BL"][3])
     assert float(rows["TN − BL"][3]) == pytest.approx(gap, abs=0.11)  # the printed gap is TN − BL, rounded
+
+
+def test_bench_fidelity_records_every_row_resumes_and_summarises(tmp_path):
+    out = tmp_path / "study.jsonl"
+    args = ["--out", str(out), "--seeds", "0", "1", "--train", "8", "--test", "4", "--size", "32", "40",
+            "--teacher-epochs", "1", "--student-epochs", "1", "--width", "0.0625", "--batch", "4",
+            "--variants", "all14/fresh", "dacnn6+drop/carry"]
+    _run("bench_fidelity.py", *args)
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    rows = sorted((r["seed"], r["row"], r["teacher"], r["student"]) for r in records)
+    expected = sorted((seed, *row) for seed in (0, 1) for row in (
+        ("BL", "-", "-"), ("TN", "all14", "-"), ("TN→RGB", "all14", "-"), ("SN", "all14", "fresh"),
+        ("BL+PS", "all14", "fresh"), ("BL+VTCE", "all14", "fresh"), ("TN", "dacnn6+drop", "-"),
+        ("TN→RGB", "dacnn6+drop", "-"), ("SN", "dacnn6+drop", "carry")))
+    assert rows == expected
+    assert {r["epochs"] for r in records if r["row"] in ("BL", "BL+VTCE")} == {2}
+    # a rerun finds every row in the file and trains nothing more
+    _run("bench_fidelity.py", *args)
+    assert len(out.read_text().splitlines()) == len(records)
+    lines = _run("bench_fidelity.py", "--summarize", str(out), "--plot", str(tmp_path / "plot.png"))
+    sn = next(row for row in _table(lines) if row[:3] == ["SN", "all14", "fresh"])
+    bl = {r["seed"]: r["miou"] for r in records if r["row"] == "BL"}
+    gaps = [r["miou"] - bl[r["seed"]] for r in records if (r["row"], r["teacher"]) == ("SN", "all14")]
+    assert sn[3] == "2" and sn[6].startswith(f"{100 * sum(gaps) / 2:.1f} ±")  # mean of per-seed differences
+    assert (tmp_path / "plot.png").stat().st_size > 1000
