@@ -18,12 +18,16 @@ from depthdistill.errors import (
 from depthdistill.losses import VTCELoss, vtce_loss, vtce_temperature
 from depthdistill.metrics import SegmentationMetrics
 from depthdistill.nn import (
+    DepthAwareAvgPool2d,
     DepthAwareConv2d,
+    DepthAwareModule,
     check_depth_units,
     current_depth,
+    depth_aware_avg_pool2d,
     depth_aware_conv2d,
     depth_context,
     depth_similarity,
+    register_depth_aware,
 )
 from depthdistill.removal import RemovalReport, RemovalRow, calibrate_removal, removal_report
 
@@ -33,7 +37,9 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DatasetError",
+    "DepthAwareAvgPool2d",
     "DepthAwareConv2d",
+    "DepthAwareModule",
     "DepthDistillError",
     "DepthError",
     "DepthUnitsWarning",
@@ -50,10 +56,12 @@ __all__ = [
     "convert_to_depth_aware",
     "convert_to_plain",
     "current_depth",
+    "depth_aware_avg_pool2d",
     "depth_aware_conv2d",
     "depth_context",
     "depth_similarity",
     "list_depth_aware",
+    "register_depth_aware",
     "removal_report",
     "vtce_loss",
     "vtce_temperature",

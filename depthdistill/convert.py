@@ -1,22 +1,26 @@
-"""Graph surgery: make every spatial convolution of any model depth-aware, and back.
+"""Graph surgery: make the layers of any model depth-aware, and back.
 
-Both directions swap a layer's class in place, the way ``SyncBatchNorm.convert_sync_batchnorm`` swaps modules
-but without building new ones: each layer stays the same object, so its Parameter objects, buffers, device,
-dtype, training mode and hooks are untouched, the state_dict keys never change, and the student trained after
-:func:`convert_to_plain` literally shares the teacher's parameters.
+Conversion walks the model and, for every module whose type (or a base of it) is in the depth-aware mapping
+(``nn.Conv2d`` → :class:`~depthdistill.DepthAwareConv2d`, ``nn.AvgPool2d`` → :class:`~depthdistill.DepthAwareAvgPool2d`,
+and whatever :func:`~depthdistill.register_depth_aware` added), swaps the module's class in place, the way
+``SyncBatchNorm.convert_sync_batchnorm`` swaps modules but without building new ones: each layer stays the same
+object, so its Parameter objects, buffers, device, dtype, training mode and hooks are untouched, the state_dict
+keys never change, and the student trained after :func:`convert_to_plain` literally shares the teacher's
+parameters.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn as nn
 
 from depthdistill.errors import ConfigError
-from depthdistill.nn.conv import DepthAwareConv2d, depth_aware_class
+from depthdistill.nn.base import DepthAwareModule, _registered_type, depth_aware_class
 from depthdistill.nn.functional import DEFAULT_ALPHA
 
 __all__ = ["convert_to_depth_aware", "convert_to_plain", "list_depth_aware", "LayerFilter"]
@@ -38,14 +42,22 @@ def _matcher(spec: LayerFilter | None, what: str) -> Callable[[str, nn.Module], 
     return lambda name, _module: any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
+def _names_exactly(spec: LayerFilter | None) -> set[str]:
+    """The layer names an include filter spells out in full (its globs taken literally)."""
+    if spec is None or callable(spec):
+        return set()
+    return {spec} if isinstance(spec, str) else set(spec)
+
+
 def convert_to_depth_aware(
     module: nn.Module,
     *,
     alpha: float = DEFAULT_ALPHA,
     include: LayerFilter | None = None,
     exclude: LayerFilter | None = None,
+    pooling: bool | None = None,
 ) -> nn.Module:
-    """Makes every spatial ``nn.Conv2d`` of ``module`` depth-aware, in place.
+    """Makes every spatial ``nn.Conv2d`` of ``module`` depth-aware, in place (and, when asked, its average pools).
 
     Each selected convolution (``nn.Conv2d`` or any subclass, kernel larger than 1×1) becomes a
     :class:`~depthdistill.DepthAwareConv2d` (for subclasses, a class derived from both, which keeps the
@@ -54,6 +66,10 @@ def convert_to_depth_aware(
     (``include``/``exclude`` apply to them too), so converting twice is harmless and converting again with another
     ``alpha`` changes α; a change is logged. What was converted is logged on the ``"depthdistill"`` logger;
     :func:`list_depth_aware` lists it.
+
+    ``nn.AvgPool2d`` layers become :class:`~depthdistill.DepthAwareAvgPool2d` only when asked (``pooling``, or an
+    ``include`` pattern that is the pool's full name): by default a model converts exactly as it would without
+    depth-aware pooling. Other layer types join through :func:`~depthdistill.register_depth_aware`.
 
     TorchScript models (``torch.jit.script`` / ``torch.jit.trace``) cannot be converted: their convolutions are
     compiled code, not ``nn.Conv2d`` objects. Convert the eager model, train, then script the plain student.
@@ -67,55 +83,76 @@ def convert_to_depth_aware(
         include: Only layers whose qualified name matches (glob or globs, as in ``named_modules()``), or for
             which ``include(name, module)`` is true. ``None``: every layer.
         exclude: Layers to leave plain, in the same forms; applied after ``include``.
+        pooling: Depth-aware average pooling (and any registered type marked ``opt_in``). ``None`` (default):
+            only for pools that a string of ``include`` names in full (``include=["features.31", ...]``);
+            ``True``: for every pool that ``include``/``exclude`` select; ``False``: never.
 
     Returns:
         ``module`` itself, converted.
 
     Raises:
-        ValueError: If the model has no spatial ``nn.Conv2d`` at all, or ``include`` selects none of them, so that
-            a teacher never silently equals the baseline.
-        ConfigError: If the model is (or holds) a TorchScript module.
+        ConfigError: If the model has no layer to convert at all (no spatial ``nn.Conv2d``), or ``include``
+            selects none of them, so that a teacher never silently equals the baseline; if a selected layer has
+            options its depth-aware type does not support (an ``AvgPool2d`` with ``ceil_mode=True``); if the
+            model is (or holds) a TorchScript module.
 
     Examples:
         >>> import torch, depthdistill
         >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
-        ...                             torch.nn.Conv2d(8, 2, 1))
-        >>> teacher = depthdistill.convert_to_depth_aware(model)
-        >>> depthdistill.list_depth_aware(teacher)
+        ...                             torch.nn.AvgPool2d(3, stride=1, padding=1), torch.nn.Conv2d(8, 2, 1))
+        >>> depthdistill.list_depth_aware(depthdistill.convert_to_depth_aware(model))
         ['0']
+        >>> depthdistill.list_depth_aware(depthdistill.convert_to_depth_aware(model, pooling=True))
+        ['0', '2']
     """
     _refuse_scripted(module)
+    if include is not None and not (callable(include) or isinstance(include, str)):
+        include = list(include)  # read twice: as globs and as full names
     keep_in, keep_out = _matcher(include, "include"), _matcher(exclude, "exclude")
-    converted, already, realpha, pointwise, excluded = [], [], [], [], []
+    named = _names_exactly(include)
+    converted: Counter[str] = Counter()
+    already, realpha, pointwise, excluded, not_asked = [], [], [], [], []
     for name, layer in module.named_modules():
-        if not isinstance(layer, nn.Conv2d):
-            continue
-        left_out = ((keep_in is not None and not keep_in(name, layer))
-                    or (keep_out is not None and keep_out(name, layer)))
-        if isinstance(layer, DepthAwareConv2d):
+        if isinstance(layer, DepthAwareModule):
             already.append(name)
+            left_out = ((keep_in is not None and not keep_in(name, layer))
+                        or (keep_out is not None and keep_out(name, layer)))
             if not left_out and layer.alpha != float(alpha):
                 realpha.append((name, layer.alpha))
                 layer.alpha = float(alpha)
-        elif tuple(layer.kernel_size) == (1, 1):
+            continue
+        registered = _registered_type(type(layer))
+        if registered is None:
+            continue
+        left_out = ((keep_in is not None and not keep_in(name, layer))
+                    or (keep_out is not None and keep_out(name, layer)))
+        if registered.same_as_plain(layer):
             pointwise.append(name)
+        elif registered.opt_in and not (pooling or (pooling is None and name in named)):
+            not_asked.append(name)
         elif left_out:
             excluded.append(name)
         else:
+            registered.check_convertible(layer, name or "<root>")
             layer.__class__ = depth_aware_class(type(layer))
             layer.alpha = float(alpha)
-            converted.append(name)
+            converted[registered.plain_class.__name__] += 1
     if not (converted or already):
-        reason = "include/exclude selected none of them" if excluded else "it has none"
-        raise ValueError(
-            f"convert_to_depth_aware found no spatial nn.Conv2d to convert in {type(module).__name__} ({reason}); "
-            "the teacher would be the plain model"
+        reason = ("include/exclude selected none of them" if excluded
+                  else "it has only pooling layers, left plain unless pooling=True" if not_asked else "it has none")
+        raise ConfigError(
+            f"convert_to_depth_aware found no spatial nn.Conv2d (nor another registered layer type) to convert in "
+            f"{type(module).__name__} ({reason}); the teacher would be the plain model"
         )
     _log.info(
-        "convert_to_depth_aware: %d Conv2d layer(s) made depth-aware (alpha=%g), %d already depth-aware, "
+        "convert_to_depth_aware: %s layer(s) made depth-aware (alpha=%g), %d already depth-aware, "
         "%d 1x1 left plain (identical under D-Conv), %d excluded",
-        len(converted), alpha, len(already), len(pointwise), len(excluded),
+        " + ".join(f"{n} {kind}" for kind, n in converted.items()) or "0 Conv2d", alpha, len(already),
+        len(pointwise), len(excluded),
     )
+    if not_asked:
+        _log.info("convert_to_depth_aware: %d pooling layer(s) left plain (pooling=True makes them depth-aware)",
+                  len(not_asked))
     if realpha:
         _log.info("convert_to_depth_aware: alpha of %d already depth-aware layer(s) changed to %g (was %s)",
                   len(realpha), alpha, ", ".join(f"{name or '<root>'}: {old:g}" for name, old in realpha[:5])
@@ -135,16 +172,17 @@ def _refuse_scripted(module: nn.Module) -> None:
 
 
 def convert_to_plain(module: nn.Module) -> nn.Module:
-    """Reverts every depth-aware convolution of ``module`` to its original class, in place.
+    """Reverts every depth-aware layer of ``module`` to its original class, in place.
 
     The layers keep their Parameter objects, so the plain model (the student) shares the teacher's weights, and
-    the state_dict is unchanged. A layer built directly as ``DepthAwareConv2d`` becomes an ``nn.Conv2d``.
+    the state_dict is unchanged. A layer built directly as ``DepthAwareConv2d`` becomes an ``nn.Conv2d`` (each
+    depth-aware type becomes its ``plain_class``).
 
     Args:
         module: A model converted by :func:`convert_to_depth_aware` (a plain model is returned as it is).
 
     Returns:
-        ``module`` itself, with plain convolutions only.
+        ``module`` itself, with plain layers only.
 
     Examples:
         >>> import torch, depthdistill
@@ -154,20 +192,20 @@ def convert_to_plain(module: nn.Module) -> nn.Module:
     """
     reverted = 0
     for layer in module.modules():
-        if isinstance(layer, DepthAwareConv2d):
+        if isinstance(layer, DepthAwareModule):
             layer.__class__ = type(layer).plain_class
             layer.__dict__.pop("alpha", None)
             reverted += 1
-    _log.info("convert_to_plain: %d depth-aware layer(s) reverted to plain convolutions", reverted)
+    _log.info("convert_to_plain: %d depth-aware layer(s) reverted to their plain classes", reverted)
     return module
 
 
 def list_depth_aware(module: nn.Module) -> list[str]:
-    """Qualified names of the depth-aware convolutions in ``module`` (``""`` for the root).
+    """Qualified names of the depth-aware layers in ``module`` (``""`` for the root), in module order.
 
     Examples:
         >>> import torch
         >>> list_depth_aware(torch.nn.Conv2d(3, 4, 3))
         []
     """
-    return [name for name, layer in module.named_modules() if isinstance(layer, DepthAwareConv2d)]
+    return [name for name, layer in module.named_modules() if isinstance(layer, DepthAwareModule)]

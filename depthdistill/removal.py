@@ -22,6 +22,7 @@ from torch import Tensor
 from depthdistill.convert import convert_to_plain
 from depthdistill.errors import ConfigError, DatasetError, DepthError
 from depthdistill.nn.context import DepthResize, _state_for, depth_context
+from depthdistill.nn.base import DepthAwareModule
 from depthdistill.nn.conv import DepthAwareConv2d
 from depthdistill.nn.functional import _pair, _resolve_padding, depth_similarity
 
@@ -104,6 +105,8 @@ class _Stop(Exception):
 
 
 def _depth_aware_layers(model: nn.Module, where: str) -> dict[str, DepthAwareConv2d]:
+    # The convolutions only: they hold the weights a calibration scales (a depth-aware pool has none, and its
+    # effect shows in the convolutions after it).
     layers = {name: m for name, m in model.named_modules() if isinstance(m, DepthAwareConv2d)}
     if not layers:
         raise ConfigError(f"{where}: {type(model).__name__} has no depth-aware layer; it must be the teacher: "
@@ -145,9 +148,9 @@ def _inference(model: nn.Module) -> Iterator[None]:
 
 
 @contextmanager
-def _plain(model: nn.Module, layers: Mapping[str, DepthAwareConv2d]) -> Iterator[None]:
-    """The model as the student (plain convolutions), then each layer back to its own depth-aware class and α."""
-    saved = [(m, type(m), m.alpha) for m in layers.values()]
+def _plain(model: nn.Module) -> Iterator[None]:
+    """The model as the student (plain layers), then each layer back to its own depth-aware class and α."""
+    saved = [(m, type(m), m.alpha) for m in model.modules() if isinstance(m, DepthAwareModule)]
     convert_to_plain(model)
     try:
         yield
@@ -279,7 +282,7 @@ def removal_report(
     batches = _as_batches(batch, "removal_report")
     with _inference(teacher):
         depth_aware = _measure(teacher, layers, batches, depth_resize=depth_resize)
-        with _plain(teacher, layers):
+        with _plain(teacher):
             plain = _measure(teacher, layers, batches, depth_resize=None)
     rows = []
     for name, s in depth_aware.items():
@@ -357,7 +360,7 @@ def calibrate_removal(
     scales: dict[str, float] = {}
     with _inference(teacher):
         reference = _measure(teacher, layers, batches, depth_resize=depth_resize)
-        with _plain(teacher, layers):
+        with _plain(teacher):
             unchanged = True
             for name, ref in reference.items():
                 unchanged = unchanged and ref.h_all_one

@@ -10,8 +10,10 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from depthdistill import (DepthAwareConv2d, DepthError, convert_to_depth_aware, convert_to_plain, depth_context,
-                          list_depth_aware)
+from depthdistill import (ConfigError, DepthAwareAvgPool2d, DepthAwareConv2d, DepthAwareModule, DepthError,
+                          convert_to_depth_aware, convert_to_plain, depth_aware_avg_pool2d, depth_aware_conv2d,
+                          depth_context, list_depth_aware, register_depth_aware)
+from depthdistill.nn import depth_aware_class
 
 
 def _tv(name, **kw):
@@ -183,3 +185,142 @@ def test_torchscript_models_are_refused_with_what_to_do(compile_):
         convert_to_depth_aware(scripted)
     with pytest.raises(ConfigError, match=r"submodule '1' is a TorchScript"):
         convert_to_depth_aware(nn.Sequential(nn.Conv2d(3, 3, 3), scripted))
+
+
+class Gate(nn.Module):
+    """A user's plain layer: a learned scale per channel."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.weight = nn.Parameter(torch.rand(channels) + 0.5)
+
+    def forward(self, x):
+        return x * self.weight.view(-1, 1, 1)
+
+
+class DepthAwareGate(DepthAwareModule, Gate):
+    """Its depth-aware counterpart: the scale damped by exp(-alpha * depth)."""
+
+    def forward(self, x):
+        depth, _ = self.depth_for(x)
+        return super().forward(x) * torch.exp(-self.alpha * depth)
+
+
+class GateSubclass(Gate):
+    pass
+
+
+register_depth_aware(Gate, DepthAwareGate)
+
+
+def test_user_layer_joins_through_the_mapping_and_reverts_exactly():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), Gate(4), GateSubclass(4), nn.Conv2d(4, 2, 1))
+    classes = {n: type(m) for n, m in model.named_modules()}
+    params = dict(model.named_parameters())
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    x, depth = torch.randn(2, 3, 5, 5), torch.rand(2, 1, 5, 5) + 0.5
+    with torch.no_grad():
+        plain_out = model(x)
+
+    convert_to_depth_aware(model, alpha=0.7)
+    assert list_depth_aware(model) == ["0", "1", "2"]
+    assert type(model[1]) is DepthAwareGate and model[1].alpha == 0.7
+    assert isinstance(model[2], DepthAwareGate) and isinstance(model[2], GateSubclass)
+    assert type(model[2]).plain_class is GateSubclass
+    assert all(p is params[n] for n, p in model.named_parameters())
+    with torch.no_grad(), depth_context(depth):
+        got = model(x)
+        conv_out = model[0](x)
+    scale = torch.exp(-0.7 * depth)
+    want = model[3](conv_out * model[1].weight.view(-1, 1, 1) * scale * model[2].weight.view(-1, 1, 1) * scale)
+    torch.testing.assert_close(got, want)
+    copied = copy.deepcopy(model)  # the class made for the subclass pickles by its plain class
+    assert type(copied[2]) is type(model[2])
+
+    convert_to_plain(model)
+    assert {n: type(m) for n, m in model.named_modules()} == classes
+    assert all(p is params[n] for n, p in model.named_parameters())
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items()) and model.state_dict().keys() == state.keys()
+    assert not hasattr(model[1], "alpha")
+    with torch.no_grad():
+        assert torch.equal(model(x), plain_out)
+
+
+def test_register_depth_aware_refuses_types_that_cannot_swap_in_place():
+    class Other(nn.Module):
+        pass
+
+    class NotASubclass(DepthAwareModule, nn.Module):
+        pass
+
+    with pytest.raises(ConfigError, match="must derive from both"):
+        register_depth_aware(Other, NotASubclass)
+    with pytest.raises(ConfigError, match="already registered to DepthAwareGate"):
+        register_depth_aware(Gate, type("AnotherGate", (DepthAwareModule, Gate), {}))
+    with pytest.raises(ConfigError, match="nn.Module subclass"):
+        register_depth_aware(int, DepthAwareGate)
+    register_depth_aware(Gate, DepthAwareGate)  # the same pair again is harmless
+    with pytest.raises(TypeError, match="register_depth_aware"):
+        depth_aware_class(Other)
+
+
+def _pool_net():
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(3, stride=1, padding=1),
+                         nn.Conv2d(4, 2, 3, padding=1), nn.AvgPool2d(2))
+
+
+def test_pooling_is_off_by_default_and_on_when_asked_or_named():
+    assert list_depth_aware(convert_to_depth_aware(_pool_net())) == ["0", "3"]
+    assert list_depth_aware(convert_to_depth_aware(_pool_net(), pooling=True)) == ["0", "2", "3", "4"]
+    assert list_depth_aware(convert_to_depth_aware(_pool_net(), pooling=True, exclude="4")) == ["0", "2", "3"]
+    assert list_depth_aware(convert_to_depth_aware(_pool_net(), include=["0", "2"])) == ["0", "2"]
+    assert list_depth_aware(convert_to_depth_aware(_pool_net(), include=iter(["0", "2"]))) == ["0", "2"]
+    assert list_depth_aware(convert_to_depth_aware(_pool_net(), include="*")) == ["0", "3"]  # a glob names none
+    assert list_depth_aware(convert_to_depth_aware(_pool_net(), include=["0", "2"], pooling=False)) == ["0"]
+    assert list_depth_aware(convert_to_depth_aware(_pool_net(), include="2")) == ["2"]
+    with pytest.raises(ConfigError, match="ceil_mode"):
+        convert_to_depth_aware(nn.Sequential(nn.Conv2d(1, 1, 3), nn.AvgPool2d(2, ceil_mode=True)), pooling=True)
+    with pytest.raises(ConfigError, match="only pooling layers, left plain unless pooling=True"):
+        convert_to_depth_aware(nn.Sequential(nn.AvgPool2d(3)))
+
+
+def test_model_with_a_pool_round_trips():
+    model = _pool_net().eval()
+    classes = {n: type(m) for n, m in model.named_modules()}
+    params = dict(model.named_parameters())
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    x, depth = torch.randn(2, 3, 8, 8), torch.rand(2, 1, 8, 8) * 3 + 0.5
+    with torch.no_grad():
+        plain_out = model(x)
+
+    teacher = convert_to_depth_aware(model, alpha=5.0, pooling=True)
+    assert [type(teacher[i]) for i in (0, 2, 3, 4)] == [DepthAwareConv2d, DepthAwareAvgPool2d] * 2
+    assert teacher.state_dict().keys() == state.keys()
+    with torch.no_grad():
+        with depth_context(torch.full((2, 1, 8, 8), 1.5)):
+            torch.testing.assert_close(teacher(x), plain_out)
+        with depth_context(depth):
+            got = teacher(x)
+    h = teacher[1](depth_aware_conv2d(x, depth, teacher[0].weight, teacher[0].bias, padding=1, alpha=5.0))
+    h = depth_aware_avg_pool2d(h, depth, 3, 1, 1, alpha=5.0)
+    h = depth_aware_conv2d(h, depth, teacher[3].weight, teacher[3].bias, padding=1, alpha=5.0)
+    torch.testing.assert_close(got, depth_aware_avg_pool2d(h, depth, 2, alpha=5.0))
+    frozen = copy.deepcopy(teacher)
+    assert list_depth_aware(frozen) == ["0", "2", "3", "4"] and frozen[2].alpha == 5.0
+
+    student = convert_to_plain(teacher)
+    assert {n: type(m) for n, m in student.named_modules()} == classes
+    assert all(p is params[n] for n, p in student.named_parameters())
+    assert all(torch.equal(v, state[k]) for k, v in student.state_dict().items())
+    with torch.no_grad():
+        assert torch.equal(student(x), plain_out)
+
+
+def test_deeplab_vgg16_include_with_pool5a_converts_depth_aware_cnns_seven_layers():
+    from depthdistill.models import DEPTH_AWARE_CNN_LAYERS, deeplab_vgg16
+
+    model = deeplab_vgg16(8, width=0.125)
+    convert_to_depth_aware(model, include=[*DEPTH_AWARE_CNN_LAYERS, "features.31"], pooling=True)
+    want = [*DEPTH_AWARE_CNN_LAYERS[:-1], "features.31", DEPTH_AWARE_CNN_LAYERS[-1]]
+    assert list_depth_aware(model) == want and len(want) == 7
+    assert type(model.get_submodule("features.31")) is DepthAwareAvgPool2d

@@ -122,6 +122,16 @@ def test_model_left_as_it_came():
         assert all(p is params[name] and p.grad is None for name, p in net.named_parameters())
 
 
+def test_depth_aware_pools_come_back_too():
+    net = depthdistill.convert_to_depth_aware(
+        nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False),
+                      nn.Conv2d(4, 2, 3, padding=1)), alpha=2.0, pooling=True)
+    for fn in (removal_report, calibrate_removal):
+        result = fn(net, batch(2))
+        assert depthdistill.list_depth_aware(net) == ["0", "1", "2"] and net[1].alpha == 2.0
+    assert list(result) == ["0", "2"]  # the pool has no weights to calibrate
+
+
 def test_calibrated_plain_network_is_as_loud_as_the_teacher():
     net, batches = teacher(), [batch(5), batch(6)]
     reference = pooled_by_hand(net, batches, True)

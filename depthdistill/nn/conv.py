@@ -1,7 +1,8 @@
 """``DepthAwareConv2d``: an ``nn.Conv2d`` whose forward weights each tap by depth similarity (Eq. 5–6).
 
 It has exactly the parameters and state_dict keys of ``nn.Conv2d`` (plus a plain ``alpha`` attribute), so the
-same weights load into either, and it reads depth from the current :func:`~depthdistill.depth_context`.
+same weights load into either, and it reads depth from the current :func:`~depthdistill.depth_context`. It is the
+first member of the depth-aware layer family (:mod:`depthdistill.nn.base`), registered for ``nn.Conv2d``.
 """
 
 from __future__ import annotations
@@ -15,15 +16,16 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from depthdistill.errors import DepthError
-from depthdistill.nn.context import _state_for
+from depthdistill.nn.base import _rebuild_depth_aware  # noqa: F401 - pickles written before nn.base name it here
+from depthdistill.nn.base import DepthAwareModule, register_depth_aware
 from depthdistill.nn.functional import DEFAULT_ALPHA, _pair, _resolve_padding, depth_aware_conv2d
 
-__all__ = ["DepthAwareConv2d", "depth_aware_class"]
+__all__ = ["DepthAwareConv2d"]
 
 _CONV2D_SIGNATURE = inspect.signature(lambda input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1: None)
 
 
-class DepthAwareConv2d(nn.Conv2d):
+class DepthAwareConv2d(DepthAwareModule, nn.Conv2d):
     """A 2-D convolution that weights every kernel tap by ``exp(-α·|D(p0+p) − D(p0)|)``.
 
     Constructed like ``nn.Conv2d`` (plus ``alpha``), or made from an existing convolution in place by
@@ -53,12 +55,17 @@ class DepthAwareConv2d(nn.Conv2d):
     #: The class this layer was converted from; ``convert_to_plain`` restores it.
     plain_class: type[nn.Conv2d] = nn.Conv2d
 
+    @classmethod
+    def same_as_plain(cls, module: nn.Module) -> bool:
+        """A 1×1 convolution has a single tap, ``H ≡ 1``: D-Conv *is* the plain convolution, left plain."""
+        return tuple(module.kernel_size) == (1, 1)
+
     def __init__(self, *args: Any, alpha: float = DEFAULT_ALPHA, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.alpha = float(alpha)
 
     def forward(self, input: Tensor) -> Tensor:  # noqa: A002 - nn.Conv2d's own argument name
-        depth, cache = _state_for(input, f"{type(self).__name__}")
+        depth, cache = self.depth_for(input)
         if type(self).plain_class.forward is nn.Conv2d.forward:
             return depth_aware_conv2d(
                 input, depth, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
@@ -67,55 +74,8 @@ class DepthAwareConv2d(nn.Conv2d):
         with _DepthAwareConvMode(self, input, depth, cache):
             return super().forward(input)
 
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, alpha={self.alpha:g}"
 
-    def __reduce_ex__(self, protocol: int) -> Any:
-        cls = type(self)
-        if cls is DepthAwareConv2d or _CLASSES.get(cls.plain_class) is not cls:
-            return super().__reduce_ex__(protocol)
-        # A class made by depth_aware_class cannot be found by name on load, so the pickle names the plain class
-        # it was made from and rebuilds it (torch.save(model), copy.deepcopy and multiprocessing all pickle).
-        return _rebuild_depth_aware, (cls.plain_class,), self.__getstate__()
-
-
-_CLASSES: dict[type, type] = {nn.Conv2d: DepthAwareConv2d}
-
-
-def _rebuild_depth_aware(plain_class: type[nn.Conv2d]) -> DepthAwareConv2d:
-    cls = depth_aware_class(plain_class)
-    return cls.__new__(cls)
-
-
-def depth_aware_class(plain_class: type[nn.Conv2d]) -> type[DepthAwareConv2d]:
-    """The depth-aware counterpart of a convolution class (``nn.Conv2d`` or any subclass of it).
-
-    For a subclass the result derives from both :class:`DepthAwareConv2d` and ``plain_class``, so
-    ``isinstance`` checks against either still hold, and it is made once and reused.
-
-    Args:
-        plain_class: ``nn.Conv2d`` or a subclass.
-
-    Returns:
-        The depth-aware class.
-
-    Examples:
-        >>> depth_aware_class(nn.Conv2d) is DepthAwareConv2d
-        True
-    """
-    if not (isinstance(plain_class, type) and issubclass(plain_class, nn.Conv2d)):
-        raise TypeError(f"expected nn.Conv2d or a subclass of it, got {plain_class!r}")
-    if issubclass(plain_class, DepthAwareConv2d):
-        return plain_class
-    cls = _CLASSES.get(plain_class)
-    if cls is None:
-        cls = type(
-            f"DepthAware{plain_class.__name__}",
-            (DepthAwareConv2d, plain_class),
-            {"plain_class": plain_class, "__module__": __name__, "__doc__": DepthAwareConv2d.__doc__},
-        )
-        _CLASSES[plain_class] = cls
-    return cls
+register_depth_aware(nn.Conv2d, DepthAwareConv2d)
 
 
 class _DepthAwareConvMode(TorchFunctionMode):

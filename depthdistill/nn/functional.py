@@ -107,18 +107,23 @@ def _as_depth_map(depth: Tensor) -> Tensor:
     return depth.detach()  # depth is data: no gradient reaches it, whichever implementation runs
 
 
-def _check_depth(x: Tensor, depth: Tensor) -> Tensor:
+def _check_depth(x: Tensor, depth: Tensor, op: str = "depth_aware_conv2d") -> Tensor:
     if x.dim() != 4:
-        raise ValueError(f"depth_aware_conv2d expects x of shape (B, C, H, W), got {tuple(x.shape)}")
+        raise ValueError(f"{op} expects x of shape (B, C, H, W), got {tuple(x.shape)}")
     depth = _as_depth_map(depth)
     if depth.shape[0] != x.shape[0]:
         raise DepthError(f"depth has batch size {depth.shape[0]} but the features have {x.shape[0]}")
     if depth.shape[-2:] != x.shape[-2:]:
         raise DepthError(
             f"depth is {tuple(depth.shape[-2:])} but the features are {tuple(x.shape[-2:])}; the functional op "
-            "needs depth at the input's resolution (DepthAwareConv2d resizes it for you)"
+            "needs depth at the input's resolution (the depth-aware layers resize it for you)"
         )
     return depth
+
+
+def _check_alpha(alpha: float) -> None:
+    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
 
 
 def depth_similarity(
@@ -484,6 +489,26 @@ def _reference_conv(
     return out if bias is None else out + bias.view(1, -1, 1, 1)
 
 
+def _cached_similarity(
+    depth: Tensor, kernel: tuple[int, int], stride: tuple[int, int], pads: tuple[int, int, int, int],
+    dilation: tuple[int, int], alpha: float, dtype: torch.dtype, cache: dict | None,
+) -> Tensor:
+    """:func:`depth_similarity`, memoised in ``cache`` by geometry: every depth-aware layer of one forward (a
+    convolution or a pool) with the same resolution and window computes its depth weights once."""
+    # The memo is keyed by the depth tensor's address, which dynamo cannot trace (it would guard on it and
+    # recompile): under torch.compile the weights are recomputed, which inductor fuses cheaply.
+    use_cache = cache is not None and not torch.compiler.is_compiling()
+    weights_h = None
+    if use_cache:
+        key = (depth.data_ptr(), depth.shape, depth.device, dtype, kernel, stride, pads, dilation, float(alpha))
+        weights_h = cache.get(key)
+    if weights_h is None:
+        weights_h = depth_similarity(depth, kernel, stride, pads, dilation, alpha, dtype=dtype)
+        if use_cache:
+            cache[key] = weights_h
+    return weights_h
+
+
 #: Input channels (ungrouped convolutions) up to which ``impl='auto'`` uses ``'cols'`` even at stride 1: with so
 #: few channels (an RGB stem) the GEMM is tiny and the stacked path's per-tap products cost more than the im2col
 #: tile (conv1_1, 3→64 at 240×320, batch 2: 0.95× nn.Conv2d for cols, 2.34× for stacked; docs/performance.md).
@@ -568,8 +593,7 @@ def depth_aware_conv2d(
         True
     """
     depth = _check_depth(x, depth)
-    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
-        raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+    _check_alpha(alpha)
     if padding_mode not in _PADDING_MODES:
         raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
     if impl not in IMPLEMENTATIONS:
@@ -614,17 +638,7 @@ def depth_aware_conv2d(
     if impl == "triton" and triton_conv.DEPTH_WEIGHTS_IN_KERNEL:
         return triton_conv._dconv_triton_depth(x, depth, weight, bias, list(stride_), list(pads), list(dilation_),
                                                groups, float(alpha))
-    # The memo is keyed by the depth tensor's address, which dynamo cannot trace (it would guard on it and
-    # recompile): under torch.compile the weights are recomputed, which inductor fuses cheaply.
-    use_cache = cache is not None and not torch.compiler.is_compiling()
-    weights_h = None
-    if use_cache:
-        key = (depth.data_ptr(), depth.shape, depth.device, x.dtype, kernel, stride_, pads, dilation_, float(alpha))
-        weights_h = cache.get(key)
-    if weights_h is None:
-        weights_h = depth_similarity(depth, kernel, stride_, pads, dilation_, alpha, dtype=x.dtype)
-        if use_cache:
-            cache[key] = weights_h
+    weights_h = _cached_similarity(depth, kernel, stride_, pads, dilation_, alpha, x.dtype, cache)
     if impl == "auto":
         impl = _choose_impl(x, stride_, groups)
     if impl == "reference":
