@@ -307,6 +307,8 @@ def test_model_with_a_pool_round_trips():
     torch.testing.assert_close(got, depth_aware_avg_pool2d(h, depth, 2, alpha=5.0))
     frozen = copy.deepcopy(teacher)
     assert list_depth_aware(frozen) == ["0", "2", "3", "4"] and frozen[2].alpha == 5.0
+    # the names list_depth_aware gives convert the same layers again (checkpoints and the live teacher rely on it)
+    assert list_depth_aware(convert_to_depth_aware(_pool_net(), include=list_depth_aware(teacher))) == ["0", "2", "3", "4"]
 
     student = convert_to_plain(teacher)
     assert {n: type(m) for n, m in student.named_modules()} == classes
