@@ -1,12 +1,12 @@
 """Graph surgery: make the layers of any model depth-aware, and back.
 
 Conversion walks the model and, for every module whose type (or a base of it) is in the depth-aware mapping
-(``nn.Conv2d`` → :class:`~depthdistill.DepthAwareConv2d`, ``nn.AvgPool2d`` → :class:`~depthdistill.DepthAwareAvgPool2d`,
-and whatever :func:`~depthdistill.register_depth_aware` added), swaps the module's class in place, the way
-``SyncBatchNorm.convert_sync_batchnorm`` swaps modules but without building new ones: each layer stays the same
-object, so its Parameter objects, buffers, device, dtype, training mode and hooks are untouched, the state_dict
-keys never change, and the student trained after :func:`convert_to_plain` literally shares the teacher's
-parameters.
+(``nn.Conv2d`` → :class:`~depthdistill.DepthAwareConv2d`, ``nn.AvgPool2d`` →
+:class:`~depthdistill.DepthAwareAvgPool2d`, and whatever :func:`~depthdistill.register_depth_aware` added),
+swaps the module's class in place, the way ``SyncBatchNorm.convert_sync_batchnorm`` swaps modules but without
+building new ones: each layer stays the same object, so its Parameter objects, buffers, device, dtype, training
+mode and hooks are untouched, the state_dict keys never change, and the student trained after
+:func:`convert_to_plain` literally shares the teacher's parameters.
 """
 
 from __future__ import annotations

@@ -240,7 +240,8 @@ def test_user_layer_joins_through_the_mapping_and_reverts_exactly():
     convert_to_plain(model)
     assert {n: type(m) for n, m in model.named_modules()} == classes
     assert all(p is params[n] for n, p in model.named_parameters())
-    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items()) and model.state_dict().keys() == state.keys()
+    assert model.state_dict().keys() == state.keys()
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     assert not hasattr(model[1], "alpha")
     with torch.no_grad():
         assert torch.equal(model(x), plain_out)
@@ -308,7 +309,8 @@ def test_model_with_a_pool_round_trips():
     frozen = copy.deepcopy(teacher)
     assert list_depth_aware(frozen) == ["0", "2", "3", "4"] and frozen[2].alpha == 5.0
     # the names list_depth_aware gives convert the same layers again (checkpoints and the live teacher rely on it)
-    assert list_depth_aware(convert_to_depth_aware(_pool_net(), include=list_depth_aware(teacher))) == ["0", "2", "3", "4"]
+    again = convert_to_depth_aware(_pool_net(), include=list_depth_aware(teacher))
+    assert list_depth_aware(again) == ["0", "2", "3", "4"]
 
     student = convert_to_plain(teacher)
     assert {n: type(m) for n, m in student.named_modules()} == classes

@@ -42,7 +42,8 @@ def _pool_geometry(
                           "pooling (its divisor is the sum of the depth weights); leave this pool plain")
     kernel = _pair(kernel_size, "kernel_size")
     # nn.AvgPool2d keeps stride=None as the kernel size, F.avg_pool2d takes None or [] for it
-    stride_ = kernel if stride is None or (not isinstance(stride, int) and len(stride) == 0) else _pair(stride, "stride")
+    no_stride = stride is None or (not isinstance(stride, int) and len(stride) == 0)
+    stride_ = kernel if no_stride else _pair(stride, "stride")
     pad = _pair(padding, "padding")
     if any(p > k // 2 for p, k in zip(pad, kernel)):
         raise ConfigError(f"{where}: padding {pad} is more than half the kernel {kernel} (as F.avg_pool2d refuses)")
