@@ -110,27 +110,27 @@ def convert_to_depth_aware(
         include = list(include)  # read twice: as globs and as full names
     keep_in, keep_out = _matcher(include, "include"), _matcher(exclude, "exclude")
     named = _names_exactly(include)
+
+    def left_out(name: str, layer: nn.Module) -> bool:
+        return (keep_in is not None and not keep_in(name, layer)) or (keep_out is not None and keep_out(name, layer))
+
     converted: Counter[str] = Counter()
     already, realpha, pointwise, excluded, not_asked = [], [], [], [], []
     for name, layer in module.named_modules():
         if isinstance(layer, DepthAwareModule):
             already.append(name)
-            left_out = ((keep_in is not None and not keep_in(name, layer))
-                        or (keep_out is not None and keep_out(name, layer)))
-            if not left_out and layer.alpha != float(alpha):
+            if not left_out(name, layer) and layer.alpha != float(alpha):
                 realpha.append((name, layer.alpha))
                 layer.alpha = float(alpha)
             continue
         registered = _registered_type(type(layer))
         if registered is None:
             continue
-        left_out = ((keep_in is not None and not keep_in(name, layer))
-                    or (keep_out is not None and keep_out(name, layer)))
         if registered.same_as_plain(layer):
             pointwise.append(name)
         elif registered.opt_in and not (pooling or (pooling is None and name in named)):
             not_asked.append(name)
-        elif left_out:
+        elif left_out(name, layer):
             excluded.append(name)
         else:
             registered.check_convertible(layer, name or "<root>")
