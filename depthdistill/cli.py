@@ -73,7 +73,7 @@ def command(name: str, help: str, arguments: Sequence[tuple[tuple[str, ...], dic
 
     def register(function: Callable[[argparse.Namespace], int | None]) -> Callable:
         if name in _COMMANDS:
-            raise ValueError(f"subcommand {name!r} is registered twice")
+            raise ConfigError(f"subcommand {name!r} is registered twice")
         _COMMANDS[name] = _Command(name, help, description or (function.__doc__ or help), arguments, function)
         return function
 

@@ -39,7 +39,7 @@ from depthdistill.engine.loop import Callback, FitResult, LossFn, TrainSettings,
 from depthdistill.engine.optim import OptimizerFactory, SchedulerFactory, sgd
 from depthdistill.engine.registry import model_spec
 from depthdistill.engine.run_log import RunLog
-from depthdistill.errors import ConfigError, TrainingError
+from depthdistill.errors import ConfigError, ConfigTypeError, TrainingError
 from depthdistill.losses import DEFAULT_BETA, VTCELoss
 from depthdistill.nn import depth_context
 from depthdistill.nn.functional import DEFAULT_ALPHA
@@ -244,7 +244,7 @@ class Distiller:
         **train_settings: Any,
     ) -> None:
         if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+            raise ConfigTypeError(f"model must be an nn.Module, got {type(model).__name__}")
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ConfigError(f"num_classes must be an integer >= 1, got {num_classes!r}")
         if teacher_source not in TEACHER_SOURCES:

@@ -10,6 +10,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from depthdistill.errors import ConfigError
+
 __all__ = ["vtce_temperature", "vtce_loss", "VTCELoss", "DEFAULT_BETA"]
 
 #: β of Eq. 10 (the paper's choice, Table 4).
@@ -38,7 +40,7 @@ def vtce_temperature(epoch: int, beta: float = DEFAULT_BETA) -> float:
         (0.4066, 0.1653)
     """
     if epoch < 0:
-        raise ValueError(f"epoch must be >= 0, got {epoch}")
+        raise ConfigError(f"epoch must be >= 0, got {epoch}")
     return math.exp(-beta * (epoch * epoch - epoch + 2) / 2)
 
 
@@ -65,11 +67,11 @@ def vtce_loss(
         torch.Size([])
     """
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(
+        raise ConfigError(
             f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} differ"
         )
     if not (temperature >= 0 and math.isfinite(temperature)):
-        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+        raise ConfigError(f"temperature must be a finite number >= 0, got {temperature!r}")
     # Eq. 11 in a form that stays finite for any T: with m = max_j z_j,
     #   T · log softmax(z/T)_i = (z_i − m) − T · logsumexp((z − m)/T),
     # so no z/T is ever formed. Eq. 10 drives T below float32's range within ~15 epochs (and to 0.0 itself by
@@ -90,7 +92,7 @@ def vtce_loss(
     if mask is None:
         return per_pixel.mean().to(student_logits.dtype)
     if mask.shape != per_pixel.shape:
-        raise ValueError(f"mask must have shape {tuple(per_pixel.shape)}, got {tuple(mask.shape)}")
+        raise ConfigError(f"mask must have shape {tuple(per_pixel.shape)}, got {tuple(mask.shape)}")
     mask = mask.to(torch.bool)
     return ((per_pixel * mask).sum() / mask.sum().clamp_min(1)).to(student_logits.dtype)
 
