@@ -5,16 +5,20 @@ plain-convolution RGB student distilled with the variable-temperature loss (VTCE
 """
 
 from depthdistill.convert import convert_to_depth_aware, convert_to_plain, list_depth_aware
+from depthdistill.deploy import ExportResult, export
 from depthdistill.distiller import Distiller, ResultRow, ResultsTable
 from depthdistill.errors import (
     CheckpointError,
     ConfigError,
+    ConfigTypeError,
     DatasetError,
     DepthDistillError,
     DepthError,
     DepthUnitsWarning,
+    MissingFileError,
     TrainingError,
 )
+from depthdistill.inference import Prediction, predict
 from depthdistill.losses import VTCELoss, vtce_loss, vtce_temperature
 from depthdistill.metrics import SegmentationMetrics
 from depthdistill.nn import (
@@ -32,12 +36,16 @@ __version__ = "0.1.0"
 __all__ = [
     "CheckpointError",
     "ConfigError",
+    "ConfigTypeError",
     "DatasetError",
     "DepthAwareConv2d",
     "DepthDistillError",
     "DepthError",
     "DepthUnitsWarning",
     "Distiller",
+    "ExportResult",
+    "MissingFileError",
+    "Prediction",
     "RemovalReport",
     "RemovalRow",
     "ResultRow",
@@ -53,7 +61,9 @@ __all__ = [
     "depth_aware_conv2d",
     "depth_context",
     "depth_similarity",
+    "export",
     "list_depth_aware",
+    "predict",
     "removal_report",
     "vtce_loss",
     "vtce_temperature",
