@@ -19,7 +19,7 @@ from depthdistill.errors import (
     TrainingError,
 )
 from depthdistill.inference import Prediction, predict
-from depthdistill.losses import VTCELoss, vtce_loss, vtce_temperature
+from depthdistill.losses import CEPlusVTCE, VTCELoss, vtce_loss, vtce_temperature
 from depthdistill.metrics import SegmentationMetrics
 from depthdistill.nn import (
     DepthAwareConv2d,
@@ -34,6 +34,7 @@ from depthdistill.removal import RemovalReport, RemovalRow, calibrate_removal, r
 __version__ = "0.1.0"
 
 __all__ = [
+    "CEPlusVTCE",
     "CheckpointError",
     "ConfigError",
     "ConfigTypeError",

@@ -32,7 +32,7 @@ class Prediction:
     """One segmented image.
 
     Attributes:
-        name: The image file's stem, or ``image<i>`` for the ``i``-th tensor image.
+        name: The image file's stem, or ``image<i>`` for a tensor (``i``: its position among the images).
         label: ``(H, W)`` int64 class index per pixel.
         mask: ``(H, W, 3)`` uint8 colour mask.
         overlay: ``(H, W, 3)`` uint8: the mask blended over the image.
