@@ -332,14 +332,14 @@ def _predict(args: argparse.Namespace) -> int:
     over the image). Images are scaled to [0, 1] and normalised like the training data
     when the checkpoint records its normalisation.
     """
-    from depthdistill.inference import predict
+    from depthdistill.inference import iter_predict
 
     if not 0.0 <= args.opacity <= 1.0:
         raise ConfigError(f"--opacity must be in 0..1, got {args.opacity}")
     out = Path(args.out)
-    predictions = predict(args.checkpoint, args.images, out, device=args.device, opacity=args.opacity,
-                          model_spec=_model_spec(args))
-    for image, prediction in zip(args.images, predictions, strict=True):
+    predictions = iter_predict(args.checkpoint, args.images, out, device=args.device, opacity=args.opacity,
+                               model_spec=_model_spec(args))
+    for image, prediction in zip(args.images, predictions, strict=True):  # printed as each one is written
         print(f"{Path(image)} -> {out / prediction.name}_{{label,mask,overlay}}.png")
     return 0
 

@@ -7,7 +7,7 @@ brings the rest: the class count, the training set's palette and its RGB normali
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ import torch.nn as nn
 from depthdistill.convert import list_depth_aware
 from depthdistill.errors import ConfigError, ConfigTypeError, DepthError, MissingFileError
 
-__all__ = ["Prediction", "predict", "ImageInput", "ModelInput"]
+__all__ = ["Prediction", "predict", "iter_predict", "ImageInput", "ModelInput"]
 
 #: An image: a file Pillow reads, or an RGB tensor in 0..1, ``(3, H, W)`` or a batch ``(B, 3, H, W)``.
 ImageInput = str | os.PathLike | torch.Tensor
@@ -111,7 +111,7 @@ def predict(
     *,
     device: str | torch.device | None = None,
     opacity: float = 0.5,
-    palette: Any = None,
+    palette: np.ndarray | Sequence[Sequence[int]] | None = None,
     normalization: tuple[Sequence[float], Sequence[float]] | None = None,
     model_spec: dict[str, Any] | None = None,
 ) -> list[Prediction]:
@@ -119,18 +119,19 @@ def predict(
 
     With ``out_dir``, writes for each image ``NAME_label.png`` (class index per pixel, 8-bit),
     ``NAME_mask.png`` (the colour mask) and ``NAME_overlay.png`` (the mask blended over the image).
-    ``depthdistill predict`` runs this.
+    :func:`iter_predict` does the same one image at a time, holding no more than one result in memory;
+    ``depthdistill predict`` runs it.
 
     Args:
         model: A plain model (a student or baseline) or its checkpoint. A depth-aware teacher is refused: it needs
-            depth.
+            depth. A module runs in eval mode and is put back in its mode afterwards.
         images: Image files (any format Pillow reads) or RGB tensors in 0..1, ``(3, H, W)`` or ``(B, 3, H, W)``;
             one or a sequence.
         out_dir: Folder to write the images to (created); ``None`` writes nothing.
         device: Where the model runs. ``None``: a module where its parameters are, a checkpoint ``"auto"``.
         opacity: Weight of the mask in the overlay, 0..1.
-        palette: ``(num_classes, 3)`` uint8 RGB colours. Default: the training set's palette when the checkpoint
-            recorded one, else :func:`depthdistill.viz.label_palette`.
+        palette: ``(num_classes, 3)`` RGB colours in 0..255. Default: the training set's palette when the
+            checkpoint recorded one, else :func:`depthdistill.viz.label_palette`.
         normalization: ``(mean, std)`` applied to the 0..1 RGB before the model. Default: what the checkpoint
             recorded of the training data; none for a module.
         model_spec: ``{"name": …, "args": {…}}`` as in a run file, for a checkpoint that does not name its model
@@ -156,11 +157,34 @@ def predict(
         >>> sorted(path.name for path in written.values())
         ['image1_label.png', 'image1_mask.png', 'image1_overlay.png']
     """
-    from PIL import Image
+    return list(iter_predict(model, images, out_dir, device=device, opacity=opacity, palette=palette,
+                             normalization=normalization, model_spec=model_spec))
 
+
+def iter_predict(
+    model: ModelInput,
+    images: ImageInput | Sequence[ImageInput],
+    out_dir: str | os.PathLike | None = None,
+    *,
+    device: str | torch.device | None = None,
+    opacity: float = 0.5,
+    palette: np.ndarray | Sequence[Sequence[int]] | None = None,
+    normalization: tuple[Sequence[float], Sequence[float]] | None = None,
+    model_spec: dict[str, Any] | None = None,
+) -> Iterator[Prediction]:
+    """:func:`predict` one image at a time: each :class:`Prediction` is made (and its files written) when the
+    iterator reaches it, for folders of photos too large to hold every result at once.
+
+    The arguments are those of :func:`predict`. They, the model and every image file are checked when this is
+    called, before the first image is segmented.
+
+    Examples:
+        >>> import torch
+        >>> predictions = iter_predict(torch.nn.Conv2d(3, 2, 1), torch.rand(3, 3, 4, 4))
+        >>> [p.name for p in predictions]
+        ['image0', 'image1', 'image2']
+    """
     from depthdistill.engine.device import resolve_device
-    from depthdistill.engine.evaluate import select_logits
-    from depthdistill.viz import colorize, label_palette, overlay
 
     if not 0.0 <= opacity <= 1.0:
         raise ConfigError(f"opacity must be in 0..1, got {opacity}")
@@ -176,36 +200,45 @@ def predict(
             raise ConfigError(f"two images are named {sorted({n for n in names if names.count(n) > 1})}: their files "
                               f"would overwrite each other in {out}; rename them or predict them into two folders")
         out.mkdir(parents=True, exist_ok=True)
+    # The training set's own colours when the checkpoint recorded them (the demo figures use the same ones)
+    colours = palette if palette is not None else meta.get("palette")
     norm = normalization if normalization is not None else meta.get("rgb_normalization")
-    mean, std = ((torch.tensor(v, dtype=torch.float32, device=device).view(3, 1, 1) for v in norm) if norm
-                 else (None, None))
+    mean_std = tuple(torch.tensor(v, dtype=torch.float32, device=device).view(3, 1, 1) for v in norm) if norm else None
+    return _segment(net, named, out, device, opacity, colours, mean_std)
+
+
+def _segment(net: nn.Module, named: list[tuple[str, Path | torch.Tensor]], out: Path | None, device: torch.device,
+             opacity: float, colours: Any, mean_std: tuple[torch.Tensor, torch.Tensor] | None) -> Iterator[Prediction]:
+    """The loop of :func:`iter_predict`, once every argument is checked."""
+    from PIL import Image
+
+    from depthdistill.engine.evaluate import select_logits
+    from depthdistill.viz import colorize, label_palette, overlay
+
     was_training = net.training
     net.to(device).eval()
-    predictions = []
     try:
         for name, source in named:
             image = _load_rgb(source)
             rgb = torch.from_numpy(image).to(device).permute(2, 0, 1).float().div(255.0)
-            if norm:
-                rgb = (rgb - mean) / std
+            if mean_std is not None:
+                rgb = (rgb - mean_std[0]) / mean_std[1]
             with torch.no_grad():
                 logits = select_logits(net(rgb[None]))
-            num_classes = meta.get("num_classes", logits.shape[1])
+            num_classes = logits.shape[1]
             if num_classes > 255:
                 raise ConfigError(f"{num_classes} classes do not fit an 8-bit label image beside void (255)")
-            # The training set's own colours when the checkpoint recorded them (the demo figures use the same ones)
-            colours = palette if palette is not None else (meta.get("palette") or label_palette(num_classes))
-            if len(colours) < num_classes:
-                raise ConfigError(f"the palette has {len(colours)} colours for {num_classes} classes")
+            table = colours if colours is not None else label_palette(num_classes)
+            if len(table) < num_classes:
+                raise ConfigError(f"the palette has {len(table)} colours for {num_classes} classes")
             label = logits.argmax(1)[0].cpu()
-            prediction = Prediction(name, label, colorize(label, colours),
-                                    overlay(image, label, colours, alpha=opacity, mean=None, std=None))
+            prediction = Prediction(name, label, colorize(label, table),
+                                    overlay(image, label, table, alpha=opacity, mean=None, std=None))
             if out is not None:
                 prediction.files = {kind: out / f"{name}_{kind}.png" for kind in ("label", "mask", "overlay")}
                 Image.fromarray(label.to(torch.uint8).numpy()).save(prediction.files["label"])
                 Image.fromarray(prediction.mask).save(prediction.files["mask"])
                 Image.fromarray(prediction.overlay).save(prediction.files["overlay"])
-            predictions.append(prediction)
+            yield prediction
     finally:
         net.train(was_training)
-    return predictions

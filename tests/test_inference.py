@@ -57,3 +57,15 @@ def test_export_of_a_module_reproduces_it_and_leaves_it_alone(tmp_path):
     x = torch.rand(2, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(torch.jit.load(str(result.path))(x), model.eval()(x), atol=1e-4, rtol=1e-4)
+
+
+def test_iter_predict_checks_everything_first_then_writes_one_image_at_a_time(tmp_path):
+    from depthdistill.inference import iter_predict
+
+    model = TinySegmenter()
+    with pytest.raises(depthdistill.MissingFileError, match="missing.png"):
+        iter_predict(model, [torch.rand(3, 4, 4), tmp_path / "missing.png"], tmp_path / "out")  # not iterated
+    predictions = iter_predict(model, torch.rand(2, 3, 4, 4), tmp_path / "out")
+    first = next(predictions)
+    assert first.files["mask"].is_file() and not (tmp_path / "out" / "image1_mask.png").exists()
+    assert [p.name for p in predictions] == ["image1"] and (tmp_path / "out" / "image1_mask.png").is_file()
