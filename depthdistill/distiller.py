@@ -301,7 +301,8 @@ class Distiller:
         self.share_parameters = bool(share_parameters)
         self.vtce = bool(vtce)
         self.teacher_source = teacher_source
-        self.student_loss: StudentLoss = student_loss or CEPlusVTCE(beta, self.ignore_index, vtce_schedule)
+        self.student_loss: StudentLoss = (student_loss if student_loss is not None
+                                          else CEPlusVTCE(beta, self.ignore_index, vtce_schedule))
         self.include, self.exclude, self.depth_resize = include, exclude, depth_resize
         self.output_key = output_key
         self.depth_dropout = float(depth_dropout)

@@ -94,14 +94,16 @@ def _images(images: ImageInput | Sequence[ImageInput]) -> list[tuple[str, Path |
     return named
 
 
-def _load_rgb(image: Path | torch.Tensor) -> np.ndarray:
-    """``(H, W, 3)`` uint8."""
+def _load_rgb(image: Path | torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+    """The model's input ``(3, H, W)`` float in 0..1, and the image to paint over, ``(H, W, 3)`` uint8."""
     from PIL import Image
 
     if isinstance(image, Path):
         with Image.open(image) as opened:
-            return np.asarray(opened.convert("RGB")).copy()
-    return image.detach().mul(255).round().to("cpu", torch.uint8).permute(1, 2, 0).numpy()
+            pixels = np.asarray(opened.convert("RGB")).copy()
+        return torch.from_numpy(pixels).permute(2, 0, 1).float().div(255.0), pixels
+    rgb = image.detach().float()
+    return rgb, rgb.mul(255).round().to("cpu", torch.uint8).permute(1, 2, 0).numpy()
 
 
 def predict(
@@ -219,8 +221,8 @@ def _segment(net: nn.Module, named: list[tuple[str, Path | torch.Tensor]], out: 
     net.to(device).eval()
     try:
         for name, source in named:
-            image = _load_rgb(source)
-            rgb = torch.from_numpy(image).to(device).permute(2, 0, 1).float().div(255.0)
+            rgb, image = _load_rgb(source)
+            rgb = rgb.to(device)
             if mean_std is not None:
                 rgb = (rgb - mean_std[0]) / mean_std[1]
             with torch.no_grad():
