@@ -5,17 +5,21 @@ plain-convolution RGB student distilled with the variable-temperature loss (VTCE
 """
 
 from depthdistill.convert import convert_to_depth_aware, convert_to_plain, list_depth_aware
+from depthdistill.deploy import ExportResult, export
 from depthdistill.distiller import Distiller, ResultRow, ResultsTable
 from depthdistill.errors import (
     CheckpointError,
     ConfigError,
+    ConfigTypeError,
     DatasetError,
     DepthDistillError,
     DepthError,
     DepthUnitsWarning,
+    MissingFileError,
     TrainingError,
 )
-from depthdistill.losses import VTCELoss, vtce_loss, vtce_temperature
+from depthdistill.inference import Prediction, predict
+from depthdistill.losses import CEPlusVTCE, VTCELoss, vtce_loss, vtce_temperature
 from depthdistill.metrics import SegmentationMetrics
 from depthdistill.nn import (
     DepthAwareAvgPool2d,
@@ -34,8 +38,10 @@ from depthdistill.removal import RemovalReport, RemovalRow, calibrate_removal, r
 __version__ = "0.1.0"
 
 __all__ = [
+    "CEPlusVTCE",
     "CheckpointError",
     "ConfigError",
+    "ConfigTypeError",
     "DatasetError",
     "DepthAwareAvgPool2d",
     "DepthAwareConv2d",
@@ -44,6 +50,9 @@ __all__ = [
     "DepthError",
     "DepthUnitsWarning",
     "Distiller",
+    "ExportResult",
+    "MissingFileError",
+    "Prediction",
     "RemovalReport",
     "RemovalRow",
     "ResultRow",
@@ -60,7 +69,9 @@ __all__ = [
     "depth_aware_conv2d",
     "depth_context",
     "depth_similarity",
+    "export",
     "list_depth_aware",
+    "predict",
     "register_depth_aware",
     "removal_report",
     "vtce_loss",

@@ -1,18 +1,15 @@
-"""The ``depthdistill`` command: ``train``, ``evaluate``, ``predict``, ``export`` (and the subcommands other modules
-register).
+"""The ``depthdistill`` command: ``train``, ``evaluate``, ``predict``, ``export``, ``demo`` and ``prepare``.
 
 A subcommand is one function registered with :func:`command`; its arguments are declared next to it with
-:func:`arg`. A module outside this file adds its subcommand by decorating a function the same way and being listed
-in ``_COMMAND_MODULES`` (imported when the parser is built).
+:func:`arg`. Every subcommand is registered here and only parses its flags, calls the library (``predict``,
+``export``, ``run_demo``, ``prepare_dataset`` …) and prints: no library module imports this one.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,13 +18,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from depthdistill.errors import ConfigError, DepthDistillError, DepthError
+from depthdistill.errors import ConfigError, DepthDistillError
 
 __all__ = ["main", "command", "arg", "build_parser"]
-
-#: Modules that register subcommands of their own (``demo``, ``prepare`` …); imported before parsing.
-_COMMAND_MODULES: tuple[str, ...] = ("depthdistill.demo", "depthdistill.data.prepare")
-
 
 @dataclass
 class _Command:
@@ -73,7 +66,7 @@ def command(name: str, help: str, arguments: Sequence[tuple[tuple[str, ...], dic
 
     def register(function: Callable[[argparse.Namespace], int | None]) -> Callable:
         if name in _COMMANDS:
-            raise ValueError(f"subcommand {name!r} is registered twice")
+            raise ConfigError(f"subcommand {name!r} is registered twice")
         _COMMANDS[name] = _Command(name, help, description or (function.__doc__ or help), arguments, function)
         return function
 
@@ -82,8 +75,6 @@ def command(name: str, help: str, arguments: Sequence[tuple[tuple[str, ...], dic
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``depthdistill`` argument parser with every registered subcommand."""
-    for module in _COMMAND_MODULES:
-        importlib.import_module(module)
     parser = argparse.ArgumentParser(
         prog="depthdistill",
         description="Depth removal distillation: train a segmenter as an RGB-D teacher with depth-aware "
@@ -148,20 +139,17 @@ _MODEL_ARGS = [
 ]
 
 
+def _model_spec(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The model named by --model / --model-arg, or ``None`` for the checkpoint's own."""
+    if args.model_arg and not args.model:
+        raise ConfigError("--model-arg needs --model NAME")
+    return {"name": args.model, "args": _key_values(args.model_arg, "--model-arg")} if args.model else None
+
+
 def _checkpoint_model(args: argparse.Namespace, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     from depthdistill.engine.registry import load_model
 
-    if args.model_arg and not args.model:
-        raise ConfigError("--model-arg needs --model NAME")
-    model = {"name": args.model, "args": _key_values(args.model_arg, "--model-arg")} if args.model else None
-    return load_model(args.checkpoint, map_location=device, model=model)
-
-
-def _require_student(meta: dict[str, Any], path: str, what: str) -> None:
-    if meta.get("depth_aware_layers"):
-        raise DepthError(f"{path} holds a depth-aware teacher (phase {meta.get('phase')!r}), which needs depth; "
-                         f"{what} works on RGB with a student: use the student's checkpoint "
-                         "(e.g. <out_dir>/sn/model.pt)")
+    return load_model(args.checkpoint, map_location=device, model=_model_spec(args))
 
 
 # ------------------------------------------------------------------------------------------------- train
@@ -344,70 +332,19 @@ def _predict(args: argparse.Namespace) -> int:
     over the image). Images are scaled to [0, 1] and normalised like the training data
     when the checkpoint records its normalisation.
     """
-    import numpy as np
-    from PIL import Image
-
-    from depthdistill.engine.device import resolve_device
-    from depthdistill.viz import label_palette
+    from depthdistill.inference import iter_predict
 
     if not 0.0 <= args.opacity <= 1.0:
         raise ConfigError(f"--opacity must be in 0..1, got {args.opacity}")
-    device = resolve_device(args.device)
-    model, meta = _checkpoint_model(args)
-    _require_student(meta, args.checkpoint, "predict")
-    model.to(device)
-    num_classes = meta["num_classes"]
-    if num_classes > 256:
-        raise ConfigError(f"{num_classes} classes do not fit an 8-bit label image")
-    # The training set's own colours when the checkpoint recorded them (the demo figures use the same ones)
-    palette = torch.tensor(meta.get("palette") or label_palette(num_classes), dtype=torch.uint8)
-    norm = meta.get("rgb_normalization")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in args.images:
-        path = Path(name)
-        if not path.is_file():
-            raise FileNotFoundError(f"image {path} does not exist")
-        image = np.asarray(Image.open(path).convert("RGB"))
-        rgb = torch.from_numpy(image.copy()).permute(2, 0, 1).float().div(255.0)
-        if norm:
-            mean, std = (torch.tensor(v, dtype=torch.float32).view(3, 1, 1) for v in norm)
-            rgb = (rgb - mean) / std
-        with torch.no_grad():
-            pred = model(rgb[None].to(device)).argmax(1)[0].cpu()
-        colour = palette[pred]
-        overlay = (args.opacity * colour.float() + (1 - args.opacity) * torch.from_numpy(image.copy()).float())
-        Image.fromarray(pred.to(torch.uint8).numpy(), mode="L").save(out / f"{path.stem}_label.png")
-        Image.fromarray(colour.numpy()).save(out / f"{path.stem}_mask.png")
-        Image.fromarray(overlay.round().clamp(0, 255).to(torch.uint8).numpy()).save(out / f"{path.stem}_overlay.png")
-        print(f"{path} -> {out / path.stem}_{{label,mask,overlay}}.png")
+    predictions = iter_predict(args.checkpoint, args.images, out, device=args.device, opacity=args.opacity,
+                               model_spec=_model_spec(args))
+    for image, prediction in zip(args.images, predictions, strict=True):  # printed as each one is written
+        print(f"{Path(image)} -> {out / prediction.name}_{{label,mask,overlay}}.png")
     return 0
 
 
 # ------------------------------------------------------------------------------------------------ export
-def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
-    # TorchScript is deprecated upstream but still what many C++/mobile deployments load; the user asked for it.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        torch.jit.trace(model, example, check_trace=False).save(str(path))
-        loaded = torch.jit.load(str(path))
-    return lambda x: loaded(x)
-
-
-def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int | None) -> Callable:
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise ConfigError("ONNX export needs the packages onnx, onnxscript and onnxruntime (to check the export): "
-                          "pip install onnx onnxscript onnxruntime") from exc
-    kwargs = {"opset_version": opset} if opset else {}
-    auto = torch.export.Dim.AUTO  # batch, height and width stay dynamic unless the model fixes them
-    torch.onnx.export(model, (example,), str(path), input_names=["rgb"], output_names=["logits"], dynamo=True,
-                      dynamic_shapes=({0: auto, 2: auto, 3: auto},), verbose=False, **kwargs)
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return lambda x: torch.from_numpy(session.run(None, {"rgb": x.numpy()})[0])
-
-
 @command("export", help="export a student to ONNX or TorchScript and check it matches PyTorch", arguments=[
     arg("--checkpoint", required=True, help="a student (or baseline) checkpoint, e.g. <out_dir>/sn/model.pt"),
     arg("--format", required=True, choices=["onnx", "torchscript"], help="onnx or torchscript"),
@@ -424,25 +361,56 @@ def _export(args: argparse.Namespace) -> int:
     A depth-aware teacher cannot be exported (it needs depth through a context): export a student.
     The ONNX export uses torch's dynamo exporter (packages onnx, onnxscript) and checks with onnxruntime.
     """
-    model, meta = _checkpoint_model(args)
-    _require_student(meta, args.checkpoint, "export")
-    checkpoint = Path(args.checkpoint)
-    suffix = ".onnx" if args.format == "onnx" else ".ts.pt"
-    out = Path(args.out) if args.out else checkpoint.with_name(f"student{suffix}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    example = torch.rand(1, 3, args.height, args.width)
-    with torch.no_grad():
-        run = (_export_onnx(model, example, out, args.opset) if args.format == "onnx"
-               else _export_torchscript(model, example, out))
-        diff = 0.0
-        for check in (example, torch.rand(2, 3, args.height, args.width)):  # also a batch of two
-            expected, got = model(check), run(check)
-            if got.shape != expected.shape:
-                raise DepthDistillError(f"the exported model returns {tuple(got.shape)} for input "
-                                        f"{tuple(check.shape)}, PyTorch {tuple(expected.shape)}: {out}")
-            diff = max(diff, float((got - expected).abs().max()))
-    if not diff <= args.atol:
-        raise DepthDistillError(f"the exported model's logits differ from PyTorch's by up to {diff:.3g} "
-                                f"(> --atol {args.atol}): {out}")
-    print(f"exported {out} ({args.format}); logits match PyTorch on batches of 1 and 2 (max difference {diff:.2e})")
+    from depthdistill.deploy import export
+
+    result = export(args.checkpoint, args.format, args.out, height=args.height, width=args.width, opset=args.opset,
+                    atol=args.atol, model_spec=_model_spec(args))
+    print(f"exported {result.path} ({result.format}); logits match PyTorch on batches of 1 and 2 (max difference "
+          f"{result.max_difference:.2e})")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------------- demo
+@command("demo", help="the method end to end on built-in synthetic data: BL, TN, TN→RGB, SN and the ablations",
+         arguments=[
+             arg("--out", default="runs/demo", help="output folder (default: runs/demo)"),
+             arg("--quick", action="store_true", help="a smoke run of seconds instead of about 8 minutes"),
+             arg("--seed", type=int, default=0, help="seed of the data and of every phase (default: 0)"),
+             arg("--device", default="auto", help="auto (CUDA if available), cpu or cuda (default: auto)"),
+         ])
+def _demo(args: argparse.Namespace) -> int:
+    """Trains a slim DeepLab-VGG16 on the built-in synthetic RGB-D scenes as the baseline (BL), the depth-aware
+    teacher (TN), the shared-weight VTCE student (SN) and the ablations BL+VTCE and BL+PS (plus BL@TN, the baseline
+    for the teacher's epochs, and TN→RGB, the teacher's weights run plain on RGB), tests every row (TN on
+    RGB-D, the others on RGB) and prints the table in the paper's form. Writes results.json, metrics.jsonl, figures
+    (training curves, VTCE temperature, per-class IoU, sample grid) and report.md / report.html to --out.
+    """
+    from depthdistill.demo import run_demo
+
+    table = run_demo(args.out, quick=args.quick, seed=args.seed, device=args.device)
+    print(table.to_markdown())
+    print(f"\ntotal {table.info['total_seconds']} s; results, figures and report in {args.out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- prepare
+@command("prepare", help="export NYUv2 or SUN RGB-D from the official files to the fast RGBDFolder layout",
+         arguments=[
+             arg("dataset", choices=["nyuv2", "sunrgbd"], metavar="DATASET", help="nyuv2 or sunrgbd"),
+             arg("--root", required=True, help="folder with the official files (see docs/data.md)"),
+             arg("--out", required=True, help="root of the folder dataset to write"),
+             arg("--num-classes", type=int, default=40, help="NYUv2 label set: 13, 40 or 894 (default 40)"),
+             arg("--raw-depth", action="store_true", help="export the raw sensor depth with its holes"),
+         ])
+def _prepare(args: argparse.Namespace) -> int:
+    """Reads every train and test image of the official release once and writes {out}/{train,test}/{rgb,depth,
+    label}/ (PNG RGB, 16-bit depth PNG in millimetres, label PNG with 255 = void), which RGBDFolder reads back
+    far faster than the .mat files.
+    """
+    from depthdistill.data.prepare import prepare_dataset
+
+    for split in ("train", "test"):  # one at a time, so each line is printed as soon as its split is written
+        written = prepare_dataset(args.dataset, args.root, args.out, splits=split, num_classes=args.num_classes,
+                                  raw_depth=args.raw_depth)
+        print(f"{args.dataset} {split}: {written[split]} samples written to {Path(args.out) / split}")
     return 0

@@ -8,14 +8,12 @@ table printed in the paper's form. Figures and a one-page report go to the outpu
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from depthdistill.cli import arg, command
 from depthdistill.distiller import EXPERIMENT_ROWS, Distiller, ResultsTable
 
 __all__ = ["DemoPreset", "PRESETS", "run_demo"]
@@ -148,25 +146,3 @@ def _write_figures(out: Path, distiller: Distiller, table: ResultsTable, test) -
                      tables={"What removing depth changes in the teacher (depthdistill.removal_report, "
                              f"{len(samples)} test images)": (head, body)})
     return images
-
-
-_DEMO_HELP = "the method end to end on built-in synthetic data: BL, TN, TN→RGB, SN and the ablations"
-
-
-@command("demo", help=_DEMO_HELP, arguments=[
-    arg("--out", default="runs/demo", help="output folder (default: runs/demo)"),
-    arg("--quick", action="store_true", help="a smoke run of seconds instead of about 8 minutes"),
-    arg("--seed", type=int, default=0, help="seed of the data and of every phase (default: 0)"),
-    arg("--device", default="auto", help="auto (CUDA if available), cpu or cuda (default: auto)"),
-])
-def _demo(args: argparse.Namespace) -> int:
-    """Trains a slim DeepLab-VGG16 on the built-in synthetic RGB-D scenes as the baseline (BL), the depth-aware
-    teacher (TN), the shared-weight VTCE student (SN) and the ablations BL+VTCE and BL+PS (plus BL@TN, the baseline
-    for the teacher's epochs, and TN→RGB, the teacher's weights run plain on RGB), tests every row (TN on
-    RGB-D, the others on RGB) and prints the table in the paper's form. Writes results.json, metrics.jsonl, figures
-    (training curves, VTCE temperature, per-class IoU, sample grid) and report.md / report.html to --out.
-    """
-    table = run_demo(args.out, quick=args.quick, seed=args.seed, device=args.device)
-    print(table.to_markdown())
-    print(f"\ntotal {table.info['total_seconds']} s; results, figures and report in {args.out}")
-    return 0

@@ -39,8 +39,8 @@ from depthdistill.engine.loop import Callback, FitResult, LossFn, TrainSettings,
 from depthdistill.engine.optim import OptimizerFactory, SchedulerFactory, sgd
 from depthdistill.engine.registry import model_spec
 from depthdistill.engine.run_log import RunLog
-from depthdistill.errors import ConfigError, TrainingError
-from depthdistill.losses import DEFAULT_BETA, VTCELoss
+from depthdistill.errors import ConfigError, ConfigTypeError, TrainingError
+from depthdistill.losses import DEFAULT_BETA, CEPlusVTCE, StudentLoss
 from depthdistill.nn import depth_context
 from depthdistill.nn.functional import DEFAULT_ALPHA
 
@@ -145,6 +145,23 @@ def _frozen_copy(model: nn.Module) -> nn.Module:
     return teacher
 
 
+def _student_parts(parts: Any) -> dict[str, torch.Tensor]:
+    """A student loss's result checked, its logged parts made detached scalar tensors on the loss's device."""
+    loss = parts.get("loss") if isinstance(parts, dict) else None
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        raise ConfigError("student_loss must return a dict with the scalar tensor to minimise under 'loss' (and "
+                          f"any other scalars to log), got {parts if not isinstance(parts, dict) else sorted(parts)!r}")
+    logged = {}
+    for name, value in parts.items():
+        if name != "loss":
+            value = torch.as_tensor(value).detach()
+            if value.numel() != 1:
+                raise ConfigError(f"student_loss returned {name!r} of shape {tuple(value.shape)}; every entry it "
+                                  "returns is logged and must be a scalar")
+            logged[name] = value.to(loss.device)
+    return {"loss": loss, **logged}
+
+
 class Distiller:
     """Depth removal distillation for any segmenter mapping an image batch ``(B,3,H,W)`` to logits ``(B,C,H,W)``.
 
@@ -157,18 +174,24 @@ class Distiller:
             A model returning a dict (torchvision's ``{"out": logits, "aux": …}``) works too, see ``output_key``.
         num_classes: Number of classes; labels are ``0..num_classes−1`` and ``ignore_index``.
         alpha: α of the depth-aware convolution (Eq. 6), per metre.
-        beta: β of the VTCE temperature (Eq. 10).
+        beta: β of the VTCE temperature (Eq. 10), for the default ``student_loss``.
         ignore_index: Void label, ignored by the losses and metrics.
         out_dir: Where each phase writes ``<out_dir>/<phase>/{last,best,model}.pt`` and the run writes
             ``metrics.jsonl`` and ``results.json``; ``None`` writes nothing.
         share_parameters: Default of :meth:`train_student`: the student is the teacher's own weights (PS).
             ``False`` starts it from the initial weights instead.
-        vtce: Default of :meth:`train_student`: add the VTCE term to the cross-entropy.
+        vtce: Default of :meth:`train_student`: learn from the teacher with ``student_loss`` (``False``: CE on the
+            labels only).
         teacher_source: Where VTCE's soft targets come from. ``"frozen"`` (default): a frozen copy of the trained
             teacher (eval mode, no gradients), made when the teacher phase ends. ``"live"``: the shared weights as
             they are being trained, run as a depth-aware teacher on RGB-D in eval mode (the other reading of the
             paper; only meaningful with shared parameters).
-        vtce_schedule: Optional ``epoch -> T`` replacing Eq. 10.
+        vtce_schedule: Optional ``epoch -> T`` replacing Eq. 10, for the default ``student_loss``.
+        student_loss: The loss of every phase that learns from the teacher (SN, BL+VTCE, ``train_student`` with
+            ``vtce``): any callable ``(student_logits, teacher_logits, labels, epoch) -> {"loss": …, **parts}``
+            (:data:`~depthdistill.losses.StudentLoss`); ``"loss"`` is minimised, the other entries (scalars) are
+            logged. Default: :class:`~depthdistill.losses.CEPlusVTCE` with ``beta``, ``ignore_index`` and
+            ``vtce_schedule``, the paper's ``CE + VTCE``. Phases without the teacher (BL, BL+PS) train with CE.
         include: Which convolutions become depth-aware (see :func:`~depthdistill.convert_to_depth_aware`).
         exclude: Which stay plain.
         depth_resize: How depth is brought to each layer's resolution (see :func:`~depthdistill.depth_context`).
@@ -225,6 +248,7 @@ class Distiller:
         vtce: bool = True,
         teacher_source: str = "frozen",
         vtce_schedule: Callable[[int], float] | None = None,
+        student_loss: StudentLoss | None = None,
         include: LayerFilter | None = None,
         exclude: LayerFilter | None = None,
         depth_resize: str = "nearest",
@@ -244,9 +268,15 @@ class Distiller:
         **train_settings: Any,
     ) -> None:
         if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+            raise ConfigTypeError(f"model must be an nn.Module, got {type(model).__name__}")
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ConfigError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+        if student_loss is not None and not callable(student_loss):
+            raise ConfigTypeError(f"student_loss must be a callable (student_logits, teacher_logits, labels, epoch) "
+                                  f"-> {{'loss': …}}, got {type(student_loss).__name__}")
+        if student_loss is not None and (beta != DEFAULT_BETA or vtce_schedule is not None):
+            raise ConfigError("beta and vtce_schedule configure the default student loss, which student_loss "
+                              "replaces: give them to your loss instead (e.g. CEPlusVTCE(beta=..., schedule=...))")
         if teacher_source not in TEACHER_SOURCES:
             raise ConfigError(f"teacher_source must be one of {TEACHER_SOURCES}, got {teacher_source!r}")
         check_model(model)
@@ -271,7 +301,8 @@ class Distiller:
         self.share_parameters = bool(share_parameters)
         self.vtce = bool(vtce)
         self.teacher_source = teacher_source
-        self.vtce_loss = VTCELoss(beta=beta, schedule=vtce_schedule)
+        self.student_loss: StudentLoss = (student_loss if student_loss is not None
+                                          else CEPlusVTCE(beta, self.ignore_index, vtce_schedule))
         self.include, self.exclude, self.depth_resize = include, exclude, depth_resize
         self.output_key = output_key
         self.depth_dropout = float(depth_dropout)
@@ -336,13 +367,15 @@ class Distiller:
     def train_student(self, train_data: Data, epochs: int, val_data: Data | None = None, *,
                       share_parameters: bool | None = None, vtce: bool | None = None,
                       name: str = "student") -> nn.Module:
-        """Student phase: a plain model trained on RGB with ``CE`` (``+ VTCE(T(e))`` when ``vtce``).
+        """Student phase: a plain model trained on RGB with ``student_loss`` against the teacher (``CE + VTCE(T(e))``
+        by default) when ``vtce``, else with ``CE``.
 
         With ``share_parameters`` (PS, the paper's method) the live teacher's layers are reverted to plain
         convolutions in place, so the student's Parameter objects *are* the trained teacher's (rescaled first when
         ``calibrate_removal`` is on; trained with ``student_lr_scale`` and ``student_optimizer``). Without it the
         student is a plain copy of the model loaded with the initial weights (the BL+VTCE ablation). ``e`` in
-        ``T(e)`` is the student phase's epoch index, from 0. VTCE is averaged over non-void pixels.
+        ``T(e)`` (the ``epoch`` given to ``student_loss``) is the student phase's epoch index, from 0. VTCE is
+        averaged over non-void pixels.
 
         Args:
             train_data: RGB-D samples (depth feeds the teacher's soft targets; RGB alone is enough without VTCE).
@@ -493,7 +526,7 @@ class Distiller:
             ))
             self.log.write({"phase": phase, "row": row, "test": {k: v for k, v in metrics.items() if k != "confusion_matrix"}})
         table = ResultsTable(table_rows, info={
-            "num_classes": self.num_classes, "alpha": self.alpha, "beta": self.vtce_loss.beta,
+            "num_classes": self.num_classes, "alpha": self.alpha, "beta": getattr(self.student_loss, "beta", None),
             "teacher_source": self.teacher_source, "teacher_epochs": teacher_epochs,
             "depth_aware_layers": self.depth_aware_layers, "depth_resize": self.depth_resize,
             "depth_dropout": self.depth_dropout, "calibrate_removal": self.calibrate_removal,
@@ -596,7 +629,7 @@ class Distiller:
 
     def _train_plain(self, student: nn.Module, train_data: Data, epochs: int, val_data: Data | None, *,
                      use_vtce: bool, shared: bool, name: str) -> nn.Module:
-        """Trains a plain model with CE (+ VTCE against the teacher) on RGB: BL, BL+VTCE, BL+PS, SN.
+        """Trains a plain model on RGB, with ``student_loss`` against the teacher or with CE: BL, BL+VTCE, BL+PS, SN.
 
         ``shared``: the model starts from the teacher's weights (SN, BL+PS), so the student recipe applies.
         """
@@ -607,13 +640,9 @@ class Distiller:
 
         def loss_fn(model: nn.Module, batch: dict, epoch: int) -> dict[str, torch.Tensor]:
             logits = self._forward(model, batch).float()
-            ce = F.cross_entropy(logits, batch["label"], ignore_index=self.ignore_index)
             if not use_vtce:
-                return {"loss": ce}
-            soft = teacher_logits(batch).float()
-            vtce = self.vtce_loss(logits, soft, epoch, mask=batch["label"] != self.ignore_index)
-            return {"loss": ce + vtce, "ce": ce, "vtce": vtce,
-                    "temperature": torch.tensor(self.vtce_loss.temperature(epoch))}
+                return {"loss": F.cross_entropy(logits, batch["label"], ignore_index=self.ignore_index)}
+            return _student_parts(self.student_loss(logits, teacher_logits(batch).float(), batch["label"], epoch))
 
         recipe: dict[str, Any] = {}
         if shared:

@@ -7,8 +7,8 @@ clauses keep working.
 
 from __future__ import annotations
 
-__all__ = ["DepthDistillError", "DepthError", "DatasetError", "ConfigError", "TrainingError", "CheckpointError",
-           "DepthUnitsWarning"]
+__all__ = ["DepthDistillError", "DepthError", "DatasetError", "ConfigError", "ConfigTypeError", "MissingFileError",
+           "TrainingError", "CheckpointError", "DepthUnitsWarning"]
 
 
 class DepthDistillError(Exception):
@@ -25,6 +25,15 @@ class DatasetError(DepthDistillError, ValueError):
 
 class ConfigError(DepthDistillError, ValueError):
     """A configuration value (YAML key, argument) is unknown or out of range."""
+
+
+class ConfigTypeError(ConfigError, TypeError):
+    """An argument has the wrong type (a module where a loss is expected, a string where a model is); a
+    :class:`ConfigError` that is also a ``TypeError``."""
+
+
+class MissingFileError(DepthDistillError, FileNotFoundError):
+    """A file the library was asked to read (a run file, a checkpoint, an image) does not exist."""
 
 
 class TrainingError(DepthDistillError, RuntimeError):

@@ -1,4 +1,5 @@
-"""Variable Temperature Cross Entropy (VTCE), Eq. 9–11 of the paper, and its temperature schedule (Eq. 10)."""
+"""Variable Temperature Cross Entropy (VTCE), Eq. 9–11 of the paper, its temperature schedule (Eq. 10), and the
+student's loss ``CE + VTCE`` (:class:`CEPlusVTCE`, the default :data:`StudentLoss` of the Distiller)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["vtce_temperature", "vtce_loss", "VTCELoss", "DEFAULT_BETA"]
+from depthdistill.errors import ConfigError
+
+__all__ = ["vtce_temperature", "vtce_loss", "VTCELoss", "CEPlusVTCE", "StudentLoss", "DEFAULT_BETA"]
 
 #: β of Eq. 10 (the paper's choice, Table 4).
 DEFAULT_BETA = 0.9
+
+#: The loss of a student learning from its teacher:
+#: ``student_loss(student_logits, teacher_logits, labels, epoch) -> {"loss": scalar to minimise, **parts to log}``.
+#: Logits are float32 ``(B, C, H, W)`` (the teacher's detached), labels int64 ``(B, H, W)`` with the void label,
+#: ``epoch`` the student phase's epoch index from 0.
+StudentLoss = Callable[[Tensor, Tensor, Tensor, int], dict[str, Tensor]]
 
 
 def vtce_temperature(epoch: int, beta: float = DEFAULT_BETA) -> float:
@@ -38,7 +47,7 @@ def vtce_temperature(epoch: int, beta: float = DEFAULT_BETA) -> float:
         (0.4066, 0.1653)
     """
     if epoch < 0:
-        raise ValueError(f"epoch must be >= 0, got {epoch}")
+        raise ConfigError(f"epoch must be >= 0, got {epoch}")
     return math.exp(-beta * (epoch * epoch - epoch + 2) / 2)
 
 
@@ -65,11 +74,11 @@ def vtce_loss(
         torch.Size([])
     """
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(
+        raise ConfigError(
             f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} differ"
         )
     if not (temperature >= 0 and math.isfinite(temperature)):
-        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+        raise ConfigError(f"temperature must be a finite number >= 0, got {temperature!r}")
     # Eq. 11 in a form that stays finite for any T: with m = max_j z_j,
     #   T · log softmax(z/T)_i = (z_i − m) − T · logsumexp((z − m)/T),
     # so no z/T is ever formed. Eq. 10 drives T below float32's range within ~15 epochs (and to 0.0 itself by
@@ -90,7 +99,7 @@ def vtce_loss(
     if mask is None:
         return per_pixel.mean().to(student_logits.dtype)
     if mask.shape != per_pixel.shape:
-        raise ValueError(f"mask must have shape {tuple(per_pixel.shape)}, got {tuple(mask.shape)}")
+        raise ConfigError(f"mask must have shape {tuple(per_pixel.shape)}, got {tuple(mask.shape)}")
     mask = mask.to(torch.bool)
     return ((per_pixel * mask).sum() / mask.sum().clamp_min(1)).to(student_logits.dtype)
 
@@ -127,3 +136,54 @@ class VTCELoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"beta={self.beta:g}" if self.schedule is None else f"schedule={self.schedule!r}"
+
+
+class CEPlusVTCE(nn.Module):
+    """The paper's student loss: ``CE(student, labels) + VTCE(student, teacher, T(epoch))`` (Eq. 12).
+
+    Both terms skip void pixels: CE through ``ignore_index``, VTCE by averaging over the non-void pixels only. The
+    returned dict holds the total and its parts, and the temperature used, for the training log. It is the
+    default ``student_loss`` of :class:`~depthdistill.Distiller`; any callable of the same signature
+    (:data:`StudentLoss`) can replace it.
+
+    Args:
+        beta: β of Eq. 10, used by the default schedule.
+        ignore_index: Void label.
+        schedule: Optional ``schedule(epoch) -> T`` replacing Eq. 10.
+
+    Examples:
+        >>> loss_fn = CEPlusVTCE(beta=0.9)
+        >>> student, teacher = torch.randn(2, 3, 4, 4, requires_grad=True), torch.randn(2, 3, 4, 4)
+        >>> labels = torch.randint(0, 3, (2, 4, 4))
+        >>> parts = loss_fn(student, teacher, labels, epoch=0)
+        >>> sorted(parts)
+        ['ce', 'loss', 'temperature', 'vtce']
+        >>> parts["loss"].backward()
+        >>> round(parts["temperature"].item(), 4) == round(vtce_temperature(0, 0.9), 4)
+        True
+    """
+
+    def __init__(self, beta: float = DEFAULT_BETA, ignore_index: int = 255,
+                 schedule: Callable[[int], float] | None = None) -> None:
+        super().__init__()
+        self.vtce = VTCELoss(beta=beta, schedule=schedule)
+        self.ignore_index = int(ignore_index)
+
+    @property
+    def beta(self) -> float:
+        """β of Eq. 10."""
+        return self.vtce.beta
+
+    def temperature(self, epoch: int) -> float:
+        """The temperature used at ``epoch``."""
+        return self.vtce.temperature(epoch)
+
+    def forward(self, student_logits: Tensor, teacher_logits: Tensor, labels: Tensor,
+                epoch: int) -> dict[str, Tensor]:
+        """``{"loss": ce + vtce, "ce": …, "vtce": …, "temperature": T}`` for one batch."""
+        ce = F.cross_entropy(student_logits, labels, ignore_index=self.ignore_index)
+        vtce = self.vtce(student_logits, teacher_logits, epoch, mask=labels != self.ignore_index)
+        return {"loss": ce + vtce, "ce": ce, "vtce": vtce, "temperature": torch.tensor(self.temperature(epoch))}
+
+    def extra_repr(self) -> str:
+        return f"ignore_index={self.ignore_index}"

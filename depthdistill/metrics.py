@@ -6,6 +6,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from depthdistill.errors import ConfigError, DatasetError
+
 __all__ = ["SegmentationMetrics"]
 
 
@@ -30,7 +32,7 @@ class SegmentationMetrics:
 
     def __init__(self, num_classes: int, ignore_index: int = 255, device: torch.device | str | None = None) -> None:
         if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+            raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = int(num_classes)
         self.ignore_index = int(ignore_index)
         self.confusion_matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
@@ -48,14 +50,15 @@ class SegmentationMetrics:
             target: Ground truth ``(B, H, W)``, ``ignore_index`` for void.
 
         Raises:
-            ValueError: On mismatched shapes, or target labels outside ``0..C−1`` other than ``ignore_index``.
+            ConfigError: On mismatched shapes or class counts.
+            DatasetError: On target labels outside ``0..C−1`` other than ``ignore_index``.
         """
         if pred.dim() == target.dim() + 1:
             if pred.shape[1] != self.num_classes:
-                raise ValueError(f"logits have {pred.shape[1]} classes, expected {self.num_classes}")
+                raise ConfigError(f"logits have {pred.shape[1]} classes, expected {self.num_classes}")
             pred = pred.argmax(dim=1)
         if pred.shape != target.shape:
-            raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+            raise ConfigError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
         if self.confusion_matrix.device != target.device:
             self.confusion_matrix = self.confusion_matrix.to(target.device)
         target, pred = target.reshape(-1).long(), pred.reshape(-1).to(target.device).long()
@@ -63,19 +66,19 @@ class SegmentationMetrics:
         target, pred = target[keep], pred[keep]
         if target.numel() and (target.min() < 0 or target.max() >= self.num_classes):
             bad = target[(target < 0) | (target >= self.num_classes)].unique()[:10].tolist()
-            raise ValueError(
+            raise DatasetError(
                 f"target has labels {bad} outside 0..{self.num_classes - 1} (ignore_index={self.ignore_index}); "
                 "check num_classes and the dataset's label mapping"
             )
         if pred.numel() and (pred.min() < 0 or pred.max() >= self.num_classes):
-            raise ValueError(f"prediction has labels outside 0..{self.num_classes - 1}")
+            raise ConfigError(f"prediction has labels outside 0..{self.num_classes - 1}")
         counts = torch.bincount(target * self.num_classes + pred, minlength=self.num_classes**2)
         self.confusion_matrix += counts.view(self.num_classes, self.num_classes)
 
     def merge(self, other: SegmentationMetrics) -> SegmentationMetrics:
         """Adds another accumulator's counts to this one (e.g. from a sharded evaluation); returns ``self``."""
         if other.num_classes != self.num_classes:
-            raise ValueError(f"cannot merge {other.num_classes}-class metrics into {self.num_classes}-class ones")
+            raise ConfigError(f"cannot merge {other.num_classes}-class metrics into {self.num_classes}-class ones")
         self.confusion_matrix += other.confusion_matrix.to(self.confusion_matrix.device)
         return self
 

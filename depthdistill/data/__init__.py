@@ -7,7 +7,7 @@ return that dict.
 
 from depthdistill.data.folder import RGBDFolder
 from depthdistill.data.nyuv2 import NYUv2
-from depthdistill.data.prepare import export_to_folder
+from depthdistill.data.prepare import export_to_folder, prepare_dataset
 from depthdistill.data.sunrgbd import SUNRGBD
 from depthdistill.data.synthetic import SyntheticRGBD
 from depthdistill.data.transforms import (
@@ -43,6 +43,7 @@ __all__ = [
     "collate_rgbd",
     "eval_transforms",
     "export_to_folder",
+    "prepare_dataset",
     "resize_sample",
     "train_transforms",
 ]

@@ -3,18 +3,20 @@ PNG files instead of the 2.8 GB HDF5 file."""
 
 from __future__ import annotations
 
-import argparse
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from depthdistill.cli import arg, command
-from depthdistill.errors import DatasetError
+from depthdistill.errors import ConfigError, DatasetError
 
-__all__ = ["export_to_folder"]
+__all__ = ["export_to_folder", "prepare_dataset", "PREPARABLE"]
+
+#: The datasets :func:`prepare_dataset` reads from their official release.
+PREPARABLE = ("nyuv2", "sunrgbd")
 
 _MAX_MM = 65535
 
@@ -88,26 +90,45 @@ def _atomic_write(path: Path, write: Any) -> None:
     os.replace(tmp, path)
 
 
-@command("prepare", help="export NYUv2 or SUN RGB-D from the official files to the fast RGBDFolder layout",
-         arguments=[
-             arg("dataset", choices=["nyuv2", "sunrgbd"], metavar="DATASET", help="nyuv2 or sunrgbd"),
-             arg("--root", required=True, help="folder with the official files (see docs/data.md)"),
-             arg("--out", required=True, help="root of the folder dataset to write"),
-             arg("--num-classes", type=int, default=40, help="NYUv2 label set: 13, 40 or 894 (default 40)"),
-             arg("--raw-depth", action="store_true", help="export the raw sensor depth with its holes"),
-         ])
-def _prepare(args: argparse.Namespace) -> int:
-    """Reads every train and test image of the official release once and writes {out}/{train,test}/{rgb,depth,
-    label}/ (PNG RGB, 16-bit depth PNG in millimetres, label PNG with 255 = void), which RGBDFolder reads back
-    far faster than the .mat files.
-    """
-    from depthdistill.data import NYUv2, SUNRGBD
+def prepare_dataset(dataset: str, root: str | os.PathLike, out_dir: str | os.PathLike, *,
+                    splits: str | Sequence[str] = ("train", "test"), num_classes: int = 40,
+                    raw_depth: bool = False) -> dict[str, int]:
+    """Reads the official release of NYUv2 or SUN RGB-D once and writes it in the fast folder layout.
 
-    for split in ("train", "test"):
-        if args.dataset == "nyuv2":
-            data = NYUv2(args.root, split=split, num_classes=args.num_classes, raw_depth=args.raw_depth)
+    Each split goes to ``{out_dir}/{split}/{rgb,depth,label}/`` (PNG RGB, 16-bit depth PNG in millimetres, label
+    PNG with 255 = void) by :func:`export_to_folder`; :class:`~depthdistill.data.RGBDFolder` reads it back far
+    faster than the ``.mat`` files. ``depthdistill prepare`` runs this.
+
+    Args:
+        dataset: ``"nyuv2"`` or ``"sunrgbd"`` (see :data:`PREPARABLE`).
+        root: Folder with the official files (see the data page of the docs).
+        out_dir: Root of the folder dataset to write.
+        splits: The split, or splits, to export.
+        num_classes: NYUv2's label set: 13, 40 or 894 (SUN RGB-D has 37 classes and ignores it).
+        raw_depth: Export the raw sensor depth with its holes instead of the filled depth.
+
+    Returns:
+        The number of samples written, per split.
+
+    Raises:
+        ConfigError: If ``dataset`` is not one of :data:`PREPARABLE`.
+        DatasetError: If the official files are missing or unreadable.
+
+    Examples:
+        >>> prepare_dataset("nyuv2", "/data/nyuv2", "/data/nyuv2_png")  # doctest: +SKIP
+        {'train': 795, 'test': 654}
+    """
+    from depthdistill.data.nyuv2 import NYUv2
+    from depthdistill.data.sunrgbd import SUNRGBD
+
+    if dataset not in PREPARABLE:
+        raise ConfigError(f"prepare_dataset reads {' or '.join(PREPARABLE)} from their official files, got "
+                          f"{dataset!r}; export any other dataset with export_to_folder")
+    written = {}
+    for split in [splits] if isinstance(splits, str) else splits:
+        if dataset == "nyuv2":
+            data = NYUv2(root, split=split, num_classes=num_classes, raw_depth=raw_depth)
         else:
-            data = SUNRGBD(args.root, split=split, raw_depth=args.raw_depth)
-        export_to_folder(data, args.out, split)
-        print(f"{args.dataset} {split}: {len(data)} samples written to {Path(args.out) / split}")
-    return 0
+            data = SUNRGBD(root, split=split, raw_depth=raw_depth)
+        written[split] = export_to_folder(data, out_dir, split)
+    return written

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from depthdistill.errors import CheckpointError, ConfigError
+from depthdistill.errors import CheckpointError, ConfigError, MissingFileError
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_model_state", "checksum", "capture_rng_state",
            "restore_rng_state", "CHECKPOINT_FORMAT"]
@@ -113,7 +113,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         The state that was saved (without the ``"checksum"`` key).
 
     Raises:
-        FileNotFoundError: If the file does not exist.
+        MissingFileError: If the file does not exist.
         CheckpointError: If it is not a readable checkpoint, or its content does not match its checksum.
 
     Examples:
@@ -124,7 +124,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise MissingFileError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or foreign files

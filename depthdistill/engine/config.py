@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from depthdistill.engine.loop import TrainSettings
-from depthdistill.errors import ConfigError
+from depthdistill.errors import ConfigError, MissingFileError
 
 __all__ = ["RunConfig", "DataConfig", "ModelConfig", "DistillConfig", "ExperimentConfig", "load_config",
            "apply_overrides"]
@@ -175,7 +175,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
     """Reads a run file (``None``: all defaults) and applies ``overrides``.
 
     Raises:
-        FileNotFoundError: If the file does not exist.
+        MissingFileError: If the file does not exist.
         ConfigError: If it is not valid YAML or has unknown keys or bad values.
 
     Examples:
@@ -186,7 +186,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"run file {path} does not exist")
+            raise MissingFileError(f"run file {path} does not exist")
         try:
             values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:

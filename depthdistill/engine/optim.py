@@ -13,6 +13,8 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
+from depthdistill.errors import ConfigError
+
 __all__ = ["OptimizerFactory", "SchedulerFactory", "sgd", "poly_schedule"]
 
 #: ``factory(parameters) -> Optimizer``.
@@ -30,7 +32,7 @@ def sgd(lr: float = 2.5e-4, momentum: float = 0.9, weight_decay: float = 5e-4) -
         (0.1, 0.9)
     """
     if lr <= 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
+        raise ConfigError(f"lr must be > 0, got {lr}")
     return lambda params: torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 

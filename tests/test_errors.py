@@ -1,0 +1,104 @@
+"""Every public function of the library answers a bad argument with a DepthDistillError (and the built-in type a
+caller may already catch); the command line prints it as one line."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_rgbd import NUM_CLASSES, TinySegmenter
+
+import depthdistill
+from depthdistill import (
+    CEPlusVTCE,
+    ConfigError,
+    ConfigTypeError,
+    DepthDistillError,
+    DepthError,
+    Distiller,
+    MissingFileError,
+    SegmentationMetrics,
+    VTCELoss,
+    convert_to_depth_aware,
+    vtce_loss,
+    vtce_temperature,
+)
+from depthdistill.cli import arg, command, main
+from depthdistill.data import prepare_dataset
+from depthdistill.demo import run_demo
+from depthdistill.engine import load_checkpoint, sgd
+from depthdistill.engine.config import load_config
+
+PLAIN = torch.nn.Conv2d(3, 2, 1)
+x, y = torch.randn(1, 2, 2, 2), torch.randn(1, 2, 2, 2)
+
+BAD_CALLS = {
+    "predict: a teacher": (DepthError, lambda: depthdistill.predict(convert_to_depth_aware(TinySegmenter()),
+                                                                    torch.rand(3, 4, 4))),
+    "predict: opacity": (ConfigError, lambda: depthdistill.predict(PLAIN, torch.rand(3, 4, 4), opacity=2)),
+    "predict: no such image": (MissingFileError, lambda tmp: depthdistill.predict(PLAIN, tmp / "nothing.png")),
+    "predict: normalised tensor": (ConfigError, lambda: depthdistill.predict(PLAIN, torch.rand(3, 4, 4) - 2)),
+    "predict: not an image": (ConfigTypeError, lambda: depthdistill.predict(PLAIN, [3])),
+    "predict: not a model": (ConfigTypeError, lambda: depthdistill.predict(3, torch.rand(3, 4, 4))),
+    "predict: short palette": (ConfigError, lambda: depthdistill.predict(PLAIN, torch.rand(3, 4, 4),
+                                                                         palette=[[0, 0, 0]])),
+    "predict: no checkpoint": (MissingFileError, lambda tmp: depthdistill.predict(tmp / "model.pt",
+                                                                                   torch.rand(3, 4, 4))),
+    "export: format": (ConfigError, lambda tmp: depthdistill.export(PLAIN, "tflite", tmp / "m")),
+    "export: size": (ConfigError, lambda tmp: depthdistill.export(PLAIN, "torchscript", tmp / "m", height=0)),
+    "export: no out": (ConfigError, lambda: depthdistill.export(PLAIN, "torchscript")),
+    "export: a teacher": (DepthError, lambda tmp: depthdistill.export(convert_to_depth_aware(TinySegmenter()),
+                                                                       "torchscript", tmp / "m")),
+    "prepare_dataset": (ConfigError, lambda tmp: prepare_dataset("cityscapes", tmp, tmp / "out")),
+    "run_demo": (ConfigError, lambda tmp: run_demo(tmp, quick=True, device="tpu")),
+    "Distiller: model": (ConfigTypeError, lambda: Distiller("deeplab", NUM_CLASSES)),
+    "Distiller: student_loss": (ConfigTypeError, lambda: Distiller(TinySegmenter(), NUM_CLASSES, student_loss=1)),
+    "vtce_temperature": (ConfigError, lambda: vtce_temperature(-1)),
+    "vtce_loss: shapes": (ConfigError, lambda: vtce_loss(x, torch.randn(1, 3, 2, 2), 1.0)),
+    "vtce_loss: temperature": (ConfigError, lambda: vtce_loss(x, y, float("nan"))),
+    "vtce_loss: mask": (ConfigError, lambda: vtce_loss(x, y, 1.0, torch.ones(2, 2, dtype=torch.bool))),
+    "VTCELoss": (ConfigError, lambda: VTCELoss()(x, y, epoch=-2)),
+    "CEPlusVTCE": (ConfigError, lambda: CEPlusVTCE()(x, torch.randn(1, 3, 2, 2), torch.zeros(1, 2, 2).long(), 0)),
+    "SegmentationMetrics: classes": (ConfigError, lambda: SegmentationMetrics(0)),
+    "SegmentationMetrics.update: shapes": (ConfigError, lambda: SegmentationMetrics(2).update(
+        torch.zeros(1, 2, 2), torch.zeros(1, 3, 3))),
+    "SegmentationMetrics.update: labels": (DepthDistillError, lambda: SegmentationMetrics(2).update(
+        torch.zeros(1, 2, 2), torch.full((1, 2, 2), 5))),
+    "SegmentationMetrics.merge": (ConfigError, lambda: SegmentationMetrics(2).merge(SegmentationMetrics(3))),
+    "sgd": (ConfigError, lambda: sgd(lr=0)),
+    "load_config": (MissingFileError, lambda tmp: load_config(tmp / "run.yaml")),
+    "load_checkpoint": (MissingFileError, lambda tmp: load_checkpoint(tmp / "last.pt")),
+    "cli.command: twice": (ConfigError, lambda: command("train", help="again")(lambda args: 0)),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_CALLS))
+def test_a_bad_argument_raises_a_depthdistill_error(name, tmp_path):
+    family, call = BAD_CALLS[name]
+    with pytest.raises(DepthDistillError) as raised:
+        call(tmp_path) if call.__code__.co_argcount else call()
+    assert isinstance(raised.value, family), type(raised.value)
+    assert str(raised.value)  # a message saying what was wrong
+
+
+def test_the_families_keep_the_built_in_bases_callers_catch():
+    assert issubclass(ConfigError, ValueError) and issubclass(ConfigTypeError, TypeError)
+    assert issubclass(ConfigTypeError, ConfigError) and issubclass(MissingFileError, FileNotFoundError)
+    with pytest.raises(ValueError):
+        vtce_temperature(-1)
+    with pytest.raises(TypeError):
+        Distiller("deeplab", NUM_CLASSES)
+
+
+def test_the_cli_prints_a_library_error_as_one_line(tmp_path, capsys):
+    @command("fail", help="raise a library error", arguments=[arg("--lr", type=float, default=0.0)])
+    def _fail(args):
+        sgd(lr=args.lr)
+
+    try:
+        assert main(["fail"]) == 2
+    finally:
+        from depthdistill.cli import _COMMANDS
+
+        del _COMMANDS["fail"]
+    err = capsys.readouterr().err
+    assert err == "depthdistill: error: lr must be > 0, got 0.0\n"
