@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn as nn
 
-from depthdistill.errors import ConfigError
+from depthdistill.errors import ConfigError, ConfigTypeError
 from depthdistill.nn.base import DepthAwareModule, _registered_type, depth_aware_class
 from depthdistill.nn.functional import DEFAULT_ALPHA
 
@@ -38,7 +38,7 @@ def _matcher(spec: LayerFilter | None, what: str) -> Callable[[str, nn.Module], 
         return spec
     patterns = [spec] if isinstance(spec, str) else list(spec)
     if not all(isinstance(p, str) for p in patterns):
-        raise TypeError(f"{what} must be a glob, a list of globs or a predicate(name, module), got {spec!r}")
+        raise ConfigTypeError(f"{what} must be a glob, a list of globs or a predicate(name, module), got {spec!r}")
     return lambda name, _module: any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 

@@ -102,3 +102,24 @@ def test_the_cli_prints_a_library_error_as_one_line(tmp_path, capsys):
         del _COMMANDS["fail"]
     err = capsys.readouterr().err
     assert err == "depthdistill: error: lr must be > 0, got 0.0\n"
+
+
+def test_depth_aware_ops_and_conversion_raise_library_errors():
+    from depthdistill import convert_to_depth_aware, depth_aware_conv2d, depth_context
+    from depthdistill.errors import ConfigError, ConfigTypeError, DepthDistillError
+
+    x, d, w = torch.randn(1, 2, 5, 5), torch.rand(1, 1, 5, 5) + 1, torch.randn(3, 2, 3, 3)
+    bad_calls = [
+        lambda: depth_aware_conv2d(x, d, w, padding="wide"),
+        lambda: depth_aware_conv2d(x, d, w, impl="fast"),
+        lambda: depth_aware_conv2d(x, d, w, alpha=-1.0),
+        lambda: depth_aware_conv2d(x, d, w, stride=2, padding="same"),
+        lambda: depth_aware_conv2d(x[0], d, w),
+        lambda: depth_context(d, resize="cubic").__enter__(),
+    ]
+    for call in bad_calls:
+        with pytest.raises(ConfigError) as info:
+            call()
+        assert isinstance(info.value, (DepthDistillError, ValueError))
+    with pytest.raises(ConfigTypeError):
+        convert_to_depth_aware(torch.nn.Conv2d(3, 3, 3), include=[1, 2])

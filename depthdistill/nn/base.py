@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch.nn as nn
 from torch import Tensor
 
-from depthdistill.errors import ConfigError
+from depthdistill.errors import ConfigError, ConfigTypeError
 from depthdistill.nn.context import _state_for
 
 __all__ = ["DepthAwareModule", "depth_aware_class", "register_depth_aware"]
@@ -187,7 +187,7 @@ def depth_aware_class(plain_class: type[nn.Module]) -> type[DepthAwareModule]:
         The depth-aware class.
 
     Raises:
-        TypeError: If no base of ``plain_class`` is registered.
+        ConfigTypeError: If no base of ``plain_class`` is registered.
 
     Examples:
         >>> import torch.nn as nn
@@ -195,7 +195,7 @@ def depth_aware_class(plain_class: type[nn.Module]) -> type[DepthAwareModule]:
         'DepthAwareConv2d'
     """
     if not isinstance(plain_class, type):
-        raise TypeError(f"expected a layer class, got {plain_class!r}")
+        raise ConfigTypeError(f"expected a layer class, got {plain_class!r}")
     if issubclass(plain_class, DepthAwareModule):
         return plain_class
     cls = _MAPPING.get(plain_class) or _DERIVED.get(plain_class)
@@ -203,7 +203,7 @@ def depth_aware_class(plain_class: type[nn.Module]) -> type[DepthAwareModule]:
         return cls
     base = _registered_base(plain_class)
     if base is None:
-        raise TypeError(
+        raise ConfigTypeError(
             f"{plain_class.__name__} has no depth-aware counterpart (registered: "
             f"{', '.join(t.__name__ for t in _MAPPING)}); add one with depthdistill.register_depth_aware"
         )

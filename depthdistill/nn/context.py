@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from depthdistill.errors import DepthError, DepthUnitsWarning
+from depthdistill.errors import ConfigError, DepthError, DepthUnitsWarning
 from depthdistill.nn.functional import _as_depth_map
 from depthdistill.nn.units import depth_units_problem
 
@@ -93,7 +93,7 @@ def depth_context(depth: Tensor, *, resize: DepthResize = "nearest") -> Iterator
     Raises:
         DepthError: If depth is not a float tensor of shape (B, 1, H, W) or (B, H, W), or (when a layer uses it)
             its height and width are not one scale of the layer's input (transposed depth, another image's).
-        ValueError: If ``resize`` is not one of the modes above.
+        ConfigError: If ``resize`` is not one of the modes above (a ValueError too).
 
     Examples:
         >>> import depthdistill
@@ -105,7 +105,7 @@ def depth_context(depth: Tensor, *, resize: DepthResize = "nearest") -> Iterator
         torch.Size([1, 4, 8, 8])
     """
     if resize not in _RESIZE_MODES:
-        raise ValueError(f"resize must be one of {_RESIZE_MODES}, got {resize!r}")
+        raise ConfigError(f"resize must be one of {_RESIZE_MODES}, got {resize!r}")
     state = _DepthState(_as_depth_map(depth), resize)
     _warn_units_once(state.depth)
     token = _STATE.set(state)

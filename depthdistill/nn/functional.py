@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from depthdistill.errors import DepthError
+from depthdistill.errors import ConfigError, DepthError
 
 __all__ = ["DEFAULT_ALPHA", "IMPLEMENTATIONS", "depth_aware_conv2d", "depth_similarity"]
 
@@ -55,7 +55,7 @@ def _pair(value: _IntPair, name: str) -> tuple[int, int]:
         if len(pair) == 1:
             pair = (pair[0], pair[0])
     if len(pair) != 2:
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+        raise ConfigError(f"{name} must be an int or a pair of ints, got {value!r}")
     return pair  # type: ignore[return-value]
 
 
@@ -68,12 +68,12 @@ def _resolve_padding(
             return (0, 0, 0, 0)
         if padding == "same":
             if stride != (1, 1):
-                raise ValueError("padding='same' is not supported for strided convolutions (as in F.conv2d)")
+                raise ConfigError("padding='same' is not supported for strided convolutions (as in F.conv2d)")
             total_h = dilation[0] * (kernel[0] - 1)
             total_w = dilation[1] * (kernel[1] - 1)
             # F.conv2d puts the odd pixel of 'same' padding at the end (right/bottom); so do we.
             return (total_w // 2, total_w - total_w // 2, total_h // 2, total_h - total_h // 2)
-        raise ValueError(f"padding must be an int, a tuple, 'same' or 'valid', got {padding!r}")
+        raise ConfigError(f"padding must be an int, a tuple, 'same' or 'valid', got {padding!r}")
     if isinstance(padding, int):
         return (padding, padding, padding, padding)
     pads = tuple(int(p) for p in padding)
@@ -81,7 +81,7 @@ def _resolve_padding(
         return (pads[1], pads[1], pads[0], pads[0])
     if len(pads) == 4:
         return pads  # type: ignore[return-value]
-    raise ValueError(f"padding must have 2 (h, w) or 4 (left, right, top, bottom) entries, got {padding!r}")
+    raise ConfigError(f"padding must have 2 (h, w) or 4 (left, right, top, bottom) entries, got {padding!r}")
 
 
 def _output_size(size: int, pad: int, kernel: int, stride: int, dilation: int) -> int:
@@ -109,7 +109,7 @@ def _as_depth_map(depth: Tensor) -> Tensor:
 
 def _check_depth(x: Tensor, depth: Tensor, op: str = "depth_aware_conv2d") -> Tensor:
     if x.dim() != 4:
-        raise ValueError(f"{op} expects x of shape (B, C, H, W), got {tuple(x.shape)}")
+        raise ConfigError(f"{op} expects x of shape (B, C, H, W), got {tuple(x.shape)}")
     depth = _as_depth_map(depth)
     if depth.shape[0] != x.shape[0]:
         raise DepthError(f"depth has batch size {depth.shape[0]} but the features have {x.shape[0]}")
@@ -123,7 +123,7 @@ def _check_depth(x: Tensor, depth: Tensor, op: str = "depth_aware_conv2d") -> Te
 
 def _check_alpha(alpha: float) -> None:
     if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
-        raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+        raise ConfigError(f"alpha must be a finite number >= 0, got {alpha!r}")
 
 
 def depth_similarity(
@@ -581,7 +581,7 @@ def depth_aware_conv2d(
         DepthError: If depth has the wrong rank, channels, dtype, batch size or resolution.
         ConfigError: If ``impl='triton'`` cannot run here (no triton, a CPU tensor without the interpreter, an
             unsupported or mixed dtype).
-        ValueError: If a convolution argument is invalid.
+        ConfigError: If a convolution argument is invalid (a ValueError too).
 
     Examples:
         >>> x, w = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3)
@@ -595,11 +595,11 @@ def depth_aware_conv2d(
     depth = _check_depth(x, depth)
     _check_alpha(alpha)
     if padding_mode not in _PADDING_MODES:
-        raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+        raise ConfigError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
     if impl not in IMPLEMENTATIONS:
-        raise ValueError(f"impl must be one of {IMPLEMENTATIONS}, got {impl!r}")
+        raise ConfigError(f"impl must be one of {IMPLEMENTATIONS}, got {impl!r}")
     if x.shape[1] != weight.shape[1] * groups:
-        raise ValueError(
+        raise ConfigError(
             f"x has {x.shape[1]} channels but weight {tuple(weight.shape)} with groups={groups} expects "
             f"{weight.shape[1] * groups}"
         )
@@ -625,7 +625,7 @@ def depth_aware_conv2d(
     out_h = _output_size(x.shape[-2], pads[2] + pads[3], kernel[0], stride_[0], dilation_[0])
     out_w = _output_size(x.shape[-1], pads[0] + pads[1], kernel[1], stride_[1], dilation_[1])
     if out_h <= 0 or out_w <= 0:
-        raise ValueError(f"input {tuple(x.shape[-2:])} is too small for kernel {kernel} with this padding/dilation")
+        raise ConfigError(f"input {tuple(x.shape[-2:])} is too small for kernel {kernel} with this padding/dilation")
 
     if impl == "triton":
         from depthdistill.nn import triton_conv  # imports triton: only when asked for
@@ -644,7 +644,7 @@ def depth_aware_conv2d(
     if impl == "reference":
         return _reference_conv(F.pad(x, pads), weights_h, weight, bias, stride_, dilation_, groups)
     if impl == "stacked" and stride_ != (1, 1):
-        raise ValueError(f"impl='stacked' needs stride 1, got stride {stride_}; use impl='cols' or 'auto'")
+        raise ConfigError(f"impl='stacked' needs stride 1, got stride {stride_}; use impl='cols' or 'auto'")
     if impl == "triton":
         fast_path = triton_conv._dconv_triton
     else:

@@ -96,7 +96,7 @@ def depth_aware_avg_pool2d(
         ConfigError: For ``ceil_mode=True``, a ``divisor_override``, padding over half the kernel, or an input
             smaller than the window.
         DepthError: If depth has the wrong rank, channels, dtype, batch size or resolution.
-        ValueError: If ``alpha`` is negative or not finite.
+        ConfigError: If ``alpha`` is negative or not finite.
 
     Examples:
         >>> import torch
