@@ -166,12 +166,16 @@ def summarize(paths: list[Path], plot: Path | None) -> str:
     """Markdown tables (mean ± std over seeds) of every (setting, size) and, with ``plot``, the BL-vs-SN figure."""
     records = [json.loads(line) for path in paths for line in path.read_text().splitlines() if line.strip()]
     out = []
-    groups = sorted({(r["setting"], r["optim"], r["n_train"]) for r in records})
-    for setting, optim, n in groups:
-        rs = [r for r in records if (r["setting"], r["optim"], r["n_train"]) == (setting, optim, n)]
+    def group(r: dict) -> tuple:
+        return r["setting"], r["optim"], r["teacher_epochs"], r["student_epochs"], r["n_train"]
+
+    for key in sorted({group(r) for r in records}):
+        setting, optim, teacher_epochs, student_epochs, n = key
+        rs = [r for r in records if group(r) == key]
         seeds = sorted({r["seed"] for r in rs})
         first = rs[0]
-        out.append(f"\n### {setting} scenes, {optim}, {n} training images ({len(seeds)} seeds: {seeds})\n")
+        out.append(f"\n### {setting} scenes, {optim}, TN {teacher_epochs} + SN {student_epochs} epochs, {n} training "
+                   f"images ({len(seeds)} seeds: {seeds})\n")
         out.append(f"{first['size'][0]}×{first['size'][1]}, width {first['width']}, lr {first.get('lr', '?')}, batch "
                    f"{first.get('batch', '?')}, TN "
                    f"{first['teacher_epochs']} / SN {first['student_epochs']} epochs; RGB rows without SN get "
@@ -193,7 +197,9 @@ def summarize(paths: list[Path], plot: Path | None) -> str:
             out.append(f"| {row} | {teacher} | {student} | {len(sel)} | {_stats([r['miou'] for r in sel])} | "
                        f"{_stats([r['mpa'] for r in sel])} | {gap} |")
     if plot is not None:
-        _plot(records, plot)
+        # The plot compares sizes, so it takes the protocol most rows were trained with
+        protocol = statistics.mode((r["optim"], r["teacher_epochs"], r["student_epochs"]) for r in records)
+        _plot([r for r in records if (r["optim"], r["teacher_epochs"], r["student_epochs"]) == protocol], plot)
     return "\n".join(out)
 
 
@@ -221,6 +227,7 @@ def _plot(records: list[dict], path: Path) -> None:
             ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=label, lw=2.5 if row == "BL" else 1.2,
                         color="black" if row == "BL" else None)
         ax.set_xscale("log")
+        ax.minorticks_off()
         ax.set_xticks(sizes, [str(n) for n in sizes])
         ax.set_xlabel("training images")
         ax.set_ylabel("test mIoU % (RGB)")
