@@ -207,7 +207,8 @@ def _train(args: argparse.Namespace) -> int:
     d = cfg.distill
     distiller = Distiller(
         model, num_classes, alpha=d.alpha, beta=d.beta, ignore_index=d.ignore_index, out_dir=cfg.out_dir,
-        teacher_source=d.teacher_source, include=d.include, exclude=d.exclude, depth_resize=d.depth_resize,
+        teacher_source=d.teacher_source, recipe=d.recipe, include=d.include, exclude=d.exclude,
+        depth_resize=d.depth_resize,
         depth_dropout=d.depth_dropout, calibrate_removal=d.calibrate_removal,
         calibration_batches=d.calibration_batches, student_lr_scale=d.student_lr_scale,
         student_optimizer=d.student_optimizer, resume=cfg.resume, settings=cfg.train, meta=meta,

@@ -84,10 +84,12 @@ def run_demo(out_dir: str | Path = "runs/demo", *, quick: bool = False, seed: in
     # Flips and ImageNet normalisation only: the scenes already vary in layout, scale and colour.
     augment = train_transforms(preset.size, scale_range=None, color_jitter=0.0)
     # Cached: every row trains on the same scenes for many epochs; rendering them was ~40 % of an epoch.
+    # Realistic shading: the method removes depth at test time, which only makes sense where RGB can carry what
+    # depth taught (shading, shadows, visible sides), as in photographs (docs/data.md).
     train = SyntheticRGBD(num_samples=preset.train_samples, size=preset.size, split="train", seed=seed,
-                          transform=augment, cache=True)
+                          transform=augment, cache=True, realistic=True)
     test = SyntheticRGBD(num_samples=preset.test_samples, size=preset.size, split="test", seed=seed,
-                         transform=eval_transforms(), cache=True)
+                         transform=eval_transforms(), cache=True, realistic=True)
     torch.manual_seed(seed)
     model = deeplab_vgg16(train.num_classes, width=preset.width)
     distiller = Distiller(
@@ -129,12 +131,14 @@ def _write_figures(out: Path, distiller: Distiller, table: ResultsTable, test) -
             predictions[name] = list(model(batch["rgb"].to(device)).argmax(1).cpu())
     images["Test samples: RGB | depth | ground truth | BL | TN | SN"] = viz.plot_sample_grid(
         samples, predictions, out / "samples.png", palette=test.palette, class_names=test.class_names)
-    removal = removal_report(distiller.teacher, batch)
+    removal = removal_report(distiller.teacher, batch, depth_resize=distiller.depth_resize)
     info = table.info
     notes = (f"Synthetic RGB-D scenes, {info['preset']['train_samples']} train / {info['preset']['test_samples']} test "
              f"at {info['preset']['size'][0]}x{info['preset']['size'][1]}, DeepLab-VGG16 at width "
              f"{info['preset']['width']}, TN {info['teacher_epochs']} epochs, SN {info['student_epochs']}, BL "
-             f"{info['baseline_epochs']}; {info['total_seconds']} s of training and testing on {distiller.device}. "
+             f"{info['baseline_epochs']}; the Distiller's {distiller.recipe!r} recipe ({len(distiller.depth_aware_layers)} "
+             f"depth-aware layers, depth resized by {distiller.depth_resize!r}, depth dropout "
+             f"{distiller.depth_dropout:g}); {info['total_seconds']} s of training and testing on {distiller.device}. "
              "TN is tested on RGB-D, every other row on RGB only.")
     if info.get("quick"):
         notes = ("**A smoke run** (`--quick`): it checks that everything runs; too short for the numbers to say "

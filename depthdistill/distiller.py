@@ -44,12 +44,24 @@ from depthdistill.losses import DEFAULT_BETA, CEPlusVTCE, StudentLoss
 from depthdistill.nn import depth_context
 from depthdistill.nn.functional import DEFAULT_ALPHA
 
-__all__ = ["Distiller", "ResultRow", "ResultsTable", "EXPERIMENT_ROWS", "STUDENT_OPTIMIZERS", "TEACHER_SOURCES"]
+__all__ = ["Distiller", "ResultRow", "ResultsTable", "EXPERIMENT_ROWS", "RECIPES", "STUDENT_OPTIMIZERS",
+           "TEACHER_SOURCES"]
 
 #: Rows :meth:`Distiller.run_experiment` knows, in the order it reports them (see its table).
 EXPERIMENT_ROWS = ("BL", "BL@TN", "TN", "TN→RGB", "SN", "BL+VTCE", "BL+PS")
 #: How the student phase's optimiser starts: a new one, or the teacher's per-parameter state carried on.
 STUDENT_OPTIMIZERS = ("fresh", "carry")
+#: Named settings of the teacher and of the switch to the student; every one can still be set on its own.
+#: ``"default"`` is the recipe whose student measured best in docs/fidelity.md: the model's own depth-aware
+#: layers when it names them (``model.depth_aware_layers``, e.g. Depth-aware CNN's six for ``deeplab_vgg16``),
+#: depth brought to each layer by average pooling, and depth dropout 0.5. ``"paper"`` is the paper to the letter
+#: as we read it: every spatial convolution, nearest depth, no dropout.
+RECIPES: dict[str, dict[str, Any]] = {
+    "default": {"layers": "model", "depth_resize": "avgpool", "depth_dropout": 0.5, "calibrate_removal": False,
+                "student_lr_scale": 1.0, "student_optimizer": "fresh"},
+    "paper": {"layers": "all", "depth_resize": "nearest", "depth_dropout": 0.0, "calibrate_removal": False,
+              "student_lr_scale": 1.0, "student_optimizer": "fresh"},
+}
 #: Where the student's soft targets come from: a frozen copy of the trained teacher, or the live shared weights.
 TEACHER_SOURCES = ("frozen", "live")
 
@@ -192,23 +204,32 @@ class Distiller:
             (:data:`~depthdistill.losses.StudentLoss`); ``"loss"`` is minimised, the other entries (scalars) are
             logged. Default: :class:`~depthdistill.losses.CEPlusVTCE` with ``beta``, ``ignore_index`` and
             ``vtce_schedule``, the paper's ``CE + VTCE``. Phases without the teacher (BL, BL+PS) train with CE.
-        include: Which convolutions become depth-aware (see :func:`~depthdistill.convert_to_depth_aware`).
+        recipe: ``"default"`` or ``"paper"`` (:data:`RECIPES`): the values of ``include``, ``depth_resize``,
+            ``depth_dropout``, ``calibrate_removal``, ``student_lr_scale`` and ``student_optimizer`` left at
+            ``None``. ``"paper"`` reproduces the paper as we read it; ``"default"`` is the recipe that measured best
+            (docs/fidelity.md).
+        include: Which layers become depth-aware (see :func:`~depthdistill.convert_to_depth_aware`). ``None``: the
+            recipe's choice: ``"paper"`` converts every spatial convolution; ``"default"`` takes the model's
+            ``depth_aware_layers`` attribute when it has one, else every spatial convolution (``include="*"``
+            asks for every one explicitly).
         exclude: Which stay plain.
-        depth_resize: How depth is brought to each layer's resolution (see :func:`~depthdistill.depth_context`).
+        depth_resize: How depth is brought to each layer's resolution (see :func:`~depthdistill.depth_context`);
+            ``None``: the recipe's (``"avgpool"`` by default, ``"nearest"`` for the paper).
         output_key: Where the logits are in the model's output, for every forward the Distiller makes (training,
             the teacher's soft targets, evaluation): ``None`` takes the output itself, or its ``"out"`` entry when
             it is a dict; a string picks another key; a function maps the output to the logits.
         depth_dropout: Probability, per training sample, that the teacher sees no depth in that step (its depth
             map replaced by a constant, so every ``H = 1`` and each D-Conv computes exactly the plain convolution).
-            The shared weights then learn to work with and without depth. ``0`` (default) is the paper.
+            The shared weights then learn to work with and without depth. ``None``: the recipe's (0.5 by
+            default; 0, the paper).
         calibrate_removal: At the switch to the student, rescale each reverted layer's weight and bias in place so
             its plain output on RGB has the RMS its depth-aware output had on RGB-D (layer by layer in forward
             order, over ``calibration_batches`` training batches; BatchNorm statistics re-estimated on RGB); see
-            :func:`~depthdistill.calibrate_removal`. ``False`` (default) is the paper.
+            :func:`~depthdistill.calibrate_removal`. ``None``: the recipe's (off in both).
         calibration_batches: Training batches used by ``calibrate_removal``.
-        student_lr_scale: The student phase's learning rate is the optimiser's times this (``1``: the teacher's,
-            as in the paper).
-        student_optimizer: ``"fresh"`` (default): the student phase starts a new optimiser; ``"carry"``: it
+        student_lr_scale: The student phase's learning rate is the optimiser's times this (``None``: the recipe's,
+            1 in both: the teacher's, as in the paper).
+        student_optimizer: ``"fresh"`` (both recipes): the student phase starts a new optimiser; ``"carry"``: it
             carries the teacher's per-parameter optimiser state (momenta, Adam moments) on, over the same
             Parameter objects. Applies to SN and BL+PS, which start from the teacher's weights.
         optimizer: Optimiser factory ``params -> Optimizer`` for every phase (default SGD from the settings).
@@ -249,15 +270,16 @@ class Distiller:
         teacher_source: str = "frozen",
         vtce_schedule: Callable[[int], float] | None = None,
         student_loss: StudentLoss | None = None,
+        recipe: str = "default",
         include: LayerFilter | None = None,
         exclude: LayerFilter | None = None,
-        depth_resize: str = "nearest",
+        depth_resize: str | None = None,
         output_key: OutputKey = None,
-        depth_dropout: float = 0.0,
-        calibrate_removal: bool = False,
+        depth_dropout: float | None = None,
+        calibrate_removal: bool | None = None,
         calibration_batches: int = 8,
-        student_lr_scale: float = 1.0,
-        student_optimizer: str = "fresh",
+        student_lr_scale: float | None = None,
+        student_optimizer: str | None = None,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         callbacks: Sequence[Callback] = (),
@@ -280,6 +302,16 @@ class Distiller:
         if teacher_source not in TEACHER_SOURCES:
             raise ConfigError(f"teacher_source must be one of {TEACHER_SOURCES}, got {teacher_source!r}")
         check_model(model)
+        if recipe not in RECIPES:
+            raise ConfigError(f"recipe must be one of {list(RECIPES)}, got {recipe!r}")
+        chosen = RECIPES[recipe]
+        depth_resize = chosen["depth_resize"] if depth_resize is None else depth_resize
+        depth_dropout = chosen["depth_dropout"] if depth_dropout is None else depth_dropout
+        calibrate_removal = chosen["calibrate_removal"] if calibrate_removal is None else calibrate_removal
+        student_lr_scale = chosen["student_lr_scale"] if student_lr_scale is None else student_lr_scale
+        student_optimizer = chosen["student_optimizer"] if student_optimizer is None else student_optimizer
+        if include is None and chosen["layers"] == "model":
+            include = getattr(model, "depth_aware_layers", None)
         if not 0.0 <= depth_dropout <= 1.0:
             raise ConfigError(f"depth_dropout is a probability in [0, 1], got {depth_dropout!r}")
         if not student_lr_scale > 0:
@@ -303,6 +335,7 @@ class Distiller:
         self.teacher_source = teacher_source
         self.student_loss: StudentLoss = (student_loss if student_loss is not None
                                           else CEPlusVTCE(beta, self.ignore_index, vtce_schedule))
+        self.recipe = recipe
         self.include, self.exclude, self.depth_resize = include, exclude, depth_resize
         self.output_key = output_key
         self.depth_dropout = float(depth_dropout)
@@ -530,7 +563,8 @@ class Distiller:
             "teacher_source": self.teacher_source, "teacher_epochs": teacher_epochs,
             "depth_aware_layers": self.depth_aware_layers, "depth_resize": self.depth_resize,
             "depth_dropout": self.depth_dropout, "calibrate_removal": self.calibrate_removal,
-            "student_lr_scale": self.student_lr_scale, "student_optimizer": self.student_optimizer,
+            "recipe": self.recipe, "student_lr_scale": self.student_lr_scale,
+            "student_optimizer": self.student_optimizer,
             "student_epochs": student_epochs, "baseline_epochs": baseline_epochs,
             "settings": self.settings.to_dict(),
             "note": "seconds: training time of this call (a resumed row counts only what it trained now)",

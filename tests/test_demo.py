@@ -21,9 +21,11 @@ def test_quick_demo_writes_everything_it_promises(tmp_path, capsys):
         assert (tmp_path / image).stat().st_size > 1000
         assert f"]({image})" in report
     assert (tmp_path / "report.html").is_file() and (tmp_path / "metrics.jsonl").is_file()
-    # the teacher's removal report: one row per depth-aware layer of the slim DeepLab-VGG16 (14 by default)
+    # the teacher's removal report: one row per depth-aware layer (the default recipe: Depth-aware CNN's six)
     assert "What removing depth changes in the teacher" in report
-    assert report.count("| features.") + report.count("| classifier.") == 14
+    layers = results["info"]["depth_aware_layers"]
+    assert layers == ["features.0", "features.5", "features.10", "features.17", "features.24", "classifier.0"]
+    assert all(f"| {name} |" in report for name in layers)
     assert (tmp_path / "sn" / "model.pt").is_file()
     assert "A smoke run" in report and results["info"]["quick"] is True
     assert load_model(tmp_path / "sn" / "model.pt")[0].__class__.__name__ == "DeepLabVGG16"  # it names its model

@@ -15,7 +15,7 @@ from depthdistill.distiller import Distiller, ResultsTable
 from depthdistill.engine import load_checkpoint
 from depthdistill.errors import ConfigError, DatasetError, DepthError, TrainingError
 
-FAST = dict(progress=False, log_echo=False, device="cpu")
+FAST = dict(progress=False, log_echo=False, device="cpu", recipe="paper")  # the paper: every conv, no dropout
 
 
 def _distiller(model=None, **kwargs):
@@ -415,3 +415,28 @@ def test_calibrated_removal_rescales_the_shared_parameters_in_place(tmp_path):
         assert p is params[name]
         layer = name.rsplit(".", 1)[0]
         torch.testing.assert_close(p.detach(), before[name] * scales.get(layer, 1.0))
+
+
+def test_recipes_set_the_teacher_and_the_switch_and_explicit_arguments_win():
+    from depthdistill.distiller import RECIPES
+    from depthdistill.models import DEPTH_AWARE_CNN_LAYERS, deeplab_vgg16
+
+    data = TinyRGBD(2, size=16)
+    default = Distiller(deeplab_vgg16(NUM_CLASSES, width=0.0625), NUM_CLASSES, progress=False, log_echo=False)
+    assert (default.depth_resize, default.depth_dropout, default.student_optimizer) == ("avgpool", 0.5, "fresh")
+    default.train_teacher(data, 1)
+    assert list_depth_aware(default.teacher) == list(DEPTH_AWARE_CNN_LAYERS)  # the model names its own layers
+
+    paper = Distiller(deeplab_vgg16(NUM_CLASSES, width=0.0625), NUM_CLASSES, recipe="paper", progress=False,
+                      log_echo=False)
+    assert (paper.depth_resize, paper.depth_dropout) == ("nearest", 0.0)
+    paper.train_teacher(data, 1)
+    assert len(list_depth_aware(paper.teacher)) == 14  # every spatial convolution
+
+    # a model that names no layers: every spatial convolution under either recipe
+    plain = _distiller(TinySegmenter(), recipe="default")
+    assert plain.include is None and plain.depth_dropout == RECIPES["default"]["depth_dropout"]
+    mixed = _distiller(recipe="default", depth_dropout=0.0, depth_resize="nearest", include="conv1")
+    assert (mixed.depth_dropout, mixed.depth_resize, mixed.include) == (0.0, "nearest", "conv1")
+    with pytest.raises(ConfigError, match="recipe"):
+        _distiller(recipe="tuned")

@@ -62,12 +62,13 @@ class DistillConfig:
     teacher_source: str = "frozen"
     include: list[str] | str | None = None
     exclude: list[str] | str | None = None
-    depth_resize: str = "nearest"
-    depth_dropout: float = 0.0
-    calibrate_removal: bool = False
+    recipe: str = "default"
+    depth_resize: str | None = None
+    depth_dropout: float | None = None
+    calibrate_removal: bool | None = None
     calibration_batches: int = 8
-    student_lr_scale: float = 1.0
-    student_optimizer: str = "fresh"
+    student_lr_scale: float | None = None
+    student_optimizer: str | None = None
 
 
 @dataclass

@@ -67,12 +67,18 @@ class DeepLabVGG16(nn.Module):
         pool5a: Add DeepLab-LargeFOV's 3×3 / stride 1 average pool after pool5 (``False``: the network of earlier
             depthdistill versions, which lacked it).
 
+    The class attribute ``depth_aware_layers`` (:data:`DEPTH_AWARE_CNN_LAYERS`) names the layers Depth-aware CNN
+    makes depth-aware; the :class:`~depthdistill.Distiller`'s default recipe converts those.
+
     Examples:
         >>> import torch
         >>> model = DeepLabVGG16(num_classes=5, width=0.125)
         >>> model(torch.zeros(1, 3, 40, 56)).shape
         torch.Size([1, 5, 40, 56])
     """
+
+    #: The layers a depth-aware teacher converts by default (Depth-aware CNN's selection).
+    depth_aware_layers: tuple[str, ...] = DEPTH_AWARE_CNN_LAYERS
 
     def __init__(self, num_classes: int, width: float = 1.0, pool5a: bool = True) -> None:
         super().__init__()
