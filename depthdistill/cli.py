@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from depthdistill._facts import VOID
 from depthdistill.errors import ConfigError, DepthDistillError
 
 __all__ = ["main", "command", "arg", "build_parser"]
@@ -303,7 +304,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         raise ConfigError("say which data to evaluate on: --data NAME [--data-arg KEY=VALUE …] or --config RUN.yaml")
     data = _dataset(data_cfg, {"split": args.split})
-    metrics = evaluate(model, data, meta["num_classes"], ignore_index=meta.get("ignore_index", 255),
+    metrics = evaluate(model, data, meta["num_classes"], ignore_index=meta.get("ignore_index", VOID),
                        depth_resize=meta.get("depth_resize", "nearest"), device=args.device,
                        batch_size=args.batch_size)
     rgb_d = "RGB-D" if meta.get("depth_aware_layers") else "RGB"

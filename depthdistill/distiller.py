@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from depthdistill._facts import VOID
 from depthdistill.convert import LayerFilter, convert_to_depth_aware, convert_to_plain, list_depth_aware
 from depthdistill.engine.checks import check_batch, check_dataset, check_model
 from depthdistill.engine.device import resolve_device
@@ -263,7 +264,7 @@ class Distiller:
         *,
         alpha: float = DEFAULT_ALPHA,
         beta: float = DEFAULT_BETA,
-        ignore_index: int = 255,
+        ignore_index: int = VOID,
         out_dir: str | os.PathLike | None = None,
         share_parameters: bool = True,
         vtce: bool = True,

@@ -20,7 +20,6 @@ The metrics log read by :func:`plot_training_curves` is JSON lines, one object p
 
 from __future__ import annotations
 
-import colorsys
 import html
 import json
 import math
@@ -34,6 +33,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from depthdistill._facts import VOID, label_palette
 from depthdistill.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from depthdistill.errors import ConfigError, DepthError
 from depthdistill.losses import DEFAULT_BETA, vtce_temperature
@@ -55,8 +55,8 @@ __all__ = [
     "write_report",
 ]
 
-#: The label value of pixels that belong to no class.
-VOID_LABEL = 255
+#: The label value of pixels that belong to no class (:data:`depthdistill._facts.VOID`).
+VOID_LABEL = VOID
 #: Colour of void pixels in :func:`colorize`.
 VOID_COLOR = (0, 0, 0)
 #: Colour of missing depth in :func:`depth_to_image`: white is far from both ends of viridis (dark purple near,
@@ -76,36 +76,6 @@ def _numpy(value: Array) -> np.ndarray:
     if hasattr(value, "detach"):  # torch.Tensor, without importing torch here
         value = value.detach().cpu().numpy()
     return np.asarray(value)
-
-
-def label_palette(num_classes: int) -> np.ndarray:
-    """Distinct colours for ``num_classes`` classes, none of them black (black is void).
-
-    The first 20 come from matplotlib's ``tab20`` (its ten strong colours first, then their light partners);
-    further classes step the hue by the golden ratio with alternating saturation and brightness.
-
-    Args:
-        num_classes: Number of classes (≥ 1).
-
-    Returns:
-        ``(num_classes, 3)`` uint8 RGB.
-
-    Examples:
-        >>> palette = label_palette(13)
-        >>> palette.shape, palette.dtype.name
-        ((13, 3), 'uint8')
-        >>> bool((palette.sum(axis=1) > 0).all())
-        True
-    """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ConfigError(f"num_classes must be a positive int, got {num_classes!r}")
-    tab20 = np.asarray(colormaps["tab20"].colors)
-    colors = list(np.concatenate([tab20[0::2], tab20[1::2]]))[:num_classes]
-    for index in range(len(colors), num_classes):
-        hue = (index * 0.618033988749895) % 1.0
-        saturation, value = (0.85, 0.95) if index % 2 else (0.55, 0.75)
-        colors.append(colorsys.hsv_to_rgb(hue, saturation, value))
-    return np.round(np.asarray(colors) * 255).astype(np.uint8)
 
 
 def _check_palette(palette: Array) -> np.ndarray:

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from depthdistill.data._io import VOID, make_sample
+from depthdistill._facts import VOID
+from depthdistill.data._io import make_sample
 from depthdistill.errors import ConfigError
 
 __all__ = ["SyntheticRGBD", "SyntheticScene", "SceneItem", "CLASS_NAMES", "PALETTE"]

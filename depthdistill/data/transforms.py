@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
+from depthdistill._facts import VOID
 from depthdistill.errors import ConfigError
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Compose", "Resize", "RandomScale", "RandomCrop", "RandomHorizontalFlip",
@@ -27,7 +28,6 @@ __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Compose", "Resize", "RandomScale", 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_VOID = 255
 Sample = dict[str, Any]
 _DEPTH_MODES = ("nearest", "bilinear")
 
@@ -177,7 +177,7 @@ def _pad_to(sample: Sample, height: int, width: int) -> Sample:
     if not pad_h and not pad_w:
         return sample
     out = dict(sample)
-    for key, value in (("rgb", 0.0), ("depth", 0.0), ("label", _VOID)):
+    for key, value in (("rgb", 0.0), ("depth", 0.0), ("label", VOID)):
         if key in sample:
             out[key] = F.pad(sample[key], (0, pad_w, 0, pad_h), value=value)
     return out

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
+from depthdistill._facts import VOID
 from depthdistill.errors import ConfigError, DatasetError, DepthError
 from depthdistill.nn.units import check_depth_units
 
@@ -55,7 +56,7 @@ def _ids(batch: dict[str, Any], rows: torch.Tensor | None = None) -> str:
 
 
 def check_batch(
-    batch: dict[str, Any], *, num_classes: int, ignore_index: int = 255, needs_depth: bool = False, where: str = ""
+    batch: dict[str, Any], *, num_classes: int, ignore_index: int = VOID, needs_depth: bool = False, where: str = ""
 ) -> None:
     """Raises if ``batch`` breaks the sample convention.
 
@@ -128,7 +129,7 @@ def check_dataset(
     data: Dataset | DataLoader,
     *,
     num_classes: int,
-    ignore_index: int = 255,
+    ignore_index: int = VOID,
     needs_depth: bool = False,
     samples: int | None = 64,
     where: str = "",

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from depthdistill._facts import VOID
 from depthdistill.engine.loop import TrainSettings
 from depthdistill.errors import ConfigError, MissingFileError
 
@@ -58,7 +59,7 @@ class DistillConfig:
 
     alpha: float = 8.3
     beta: float = 0.9
-    ignore_index: int = 255
+    ignore_index: int = VOID
     teacher_source: str = "frozen"
     include: list[str] | str | None = None
     exclude: list[str] | str | None = None
