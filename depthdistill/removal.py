@@ -24,7 +24,7 @@ from depthdistill.errors import ConfigError, DatasetError, DepthError
 from depthdistill.nn.context import DepthResize, _state_for, depth_context
 from depthdistill.nn.base import DepthAwareModule
 from depthdistill.nn.conv import DepthAwareConv2d
-from depthdistill.nn.functional import _pair, _resolve_padding, depth_similarity
+from depthdistill.nn.functional import _pair, _resolve_padding, depth_similarity, valid_depth
 
 __all__ = ["RemovalReport", "RemovalRow", "calibrate_removal", "removal_report"]
 
@@ -167,7 +167,7 @@ def _accumulate_h(stats: _Stats, layer: DepthAwareConv2d, x: Tensor, name: str) 
     h = depth_similarity(depth, kernel, stride, layer.padding, dilation, layer.alpha, dtype=torch.float64)
     stats.h_all_one = stats.h_all_one and bool((h == 1).all())
     # H is set to 1 in the padding and at missing depth, by convention rather than measurement: leave those out.
-    valid = (torch.isfinite(depth) & (depth > 0)).to(torch.float64)
+    valid = valid_depth(depth).to(torch.float64)
     valid = F.pad(valid, _resolve_padding(layer.padding, kernel, stride, dilation))
     taps = F.unfold(valid, kernel, dilation=dilation, stride=stride) > 0
     centre = ((kernel[0] - 1) // 2) * kernel[1] + (kernel[1] - 1) // 2

@@ -22,6 +22,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from depthdistill._facts import VOID
 from depthdistill.errors import ConfigError
+from depthdistill.nn.context import _resize
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Compose", "Resize", "RandomScale", "RandomCrop", "RandomHorizontalFlip",
            "ColorJitter", "Normalize", "resize_sample", "collate_rgbd", "train_transforms", "eval_transforms"]
@@ -69,10 +70,7 @@ def resize_sample(sample: Sample, size: tuple[int, int], depth_mode: str = "near
         if depth_mode == "nearest":
             out["depth"] = F.interpolate(depth, size=size, mode="nearest-exact")[0]
         else:
-            valid = (depth > 0).to(depth.dtype)
-            total = F.interpolate(depth * valid, size=size, mode="bilinear", align_corners=False)
-            weight = F.interpolate(valid, size=size, mode="bilinear", align_corners=False)
-            out["depth"] = torch.where(weight > 1e-6, total / weight.clamp_min(1e-6), torch.zeros_like(total))[0]
+            out["depth"] = _resize(depth, size, "bilinear")[0]
     return out
 
 

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from depthdistill.errors import ConfigError, DepthError
 
-__all__ = ["DEFAULT_ALPHA", "IMPLEMENTATIONS", "depth_aware_conv2d", "depth_similarity"]
+__all__ = ["DEFAULT_ALPHA", "IMPLEMENTATIONS", "depth_aware_conv2d", "depth_similarity", "valid_depth"]
 
 #: α of Eq. 6 for depth in metres (Depth-aware CNN's 1/120 per millimetre-unit equals 8.33 per metre).
 DEFAULT_ALPHA = 8.3
@@ -86,6 +86,25 @@ def _resolve_padding(
 
 def _output_size(size: int, pad: int, kernel: int, stride: int, dilation: int) -> int:
     return (size + pad - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def valid_depth(depth: Tensor) -> Tensor:
+    """Where depth was measured: finite and > 0. Everything else (0, negative, NaN, ±inf) is a hole.
+
+    The one rule of the package: D-Conv's weights, the depth resizing, the units check, the data transforms and
+    the batch checks all read holes through it.
+
+    Args:
+        depth: Depth of any shape.
+
+    Returns:
+        A bool tensor of the same shape.
+
+    Examples:
+        >>> valid_depth(torch.tensor([1.5, 0.0, -1.0, float("nan"), float("inf")])).tolist()
+        [True, False, False, False, False]
+    """
+    return torch.isfinite(depth) & (depth > 0)
 
 
 def _as_depth_map(depth: Tensor) -> Tensor:
@@ -163,7 +182,7 @@ def depth_similarity(
     stride_, dilation_ = _pair(stride, "stride"), _pair(dilation, "dilation")
     left, right, top, bottom = _resolve_padding(padding, kernel, stride_, dilation_)
     work = depth.to(torch.float64 if depth.dtype == torch.float64 else torch.float32)
-    valid = torch.isfinite(work) & (work > 0)
+    valid = valid_depth(work)
     work = F.pad(torch.where(valid, work, torch.zeros_like(work)), (left, right, top, bottom))
     valid = F.pad(valid.to(work.dtype), (left, right, top, bottom))
     taps = F.unfold(work, kernel, dilation=dilation_, stride=stride_)
