@@ -60,6 +60,9 @@ def test_model_and_dataset_names():
         build_model("vgg", 3)
     with pytest.raises(ConfigError, match="smp:<Arch>/<encoder>"):
         build_model("smp:Unet", 3)
+    # smp names go through models.smp_model and its checks: a misspelt encoder gets a suggestion.
+    with pytest.raises(ConfigError, match="unknown smp encoder 'resnet81'. Did you mean 'resnet18'"):
+        build_model("smp:Unet/resnet81", 3)
     with pytest.raises(ConfigError, match="does not accept"):
         build_model("tiny_rgbd:tiny_segmenter", 3, depth=2)
     with pytest.raises(ConfigError, match="unknown dataset 'nyu'"):
