@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from depthdistill._facts import VOID
+from depthdistill._facts import VOID, jsonable
 from depthdistill.errors import ConfigError, DepthDistillError
 
 __all__ = ["main", "command", "arg", "build_parser"]
@@ -313,8 +313,7 @@ def _evaluate(args: argparse.Namespace) -> int:
           f"pixel accuracy {100 * metrics['pixel_accuracy']:.2f}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        clean = json.loads(json.dumps(metrics).replace("NaN", "null"))
-        Path(args.json).write_text(json.dumps(clean, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(jsonable(metrics), indent=2) + "\n")
     return 0
 
 

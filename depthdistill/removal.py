@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from depthdistill._facts import jsonable
 from depthdistill.convert import convert_to_plain
 from depthdistill.errors import ConfigError, DatasetError, DepthError
 from depthdistill.nn.context import DepthResize, _state_for, depth_context
@@ -74,9 +75,8 @@ class RemovalReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"layers": [row as dict, ...]}`` with NaN as ``None`` (JSON-safe)."""
-        return {"layers": [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in asdict(r).items()}
-                           for r in self.layers]}
+        """``{"layers": [row as dict, ...]}``, JSON-safe (NaN as ``None``, see :func:`depthdistill._facts.jsonable`)."""
+        return jsonable({"layers": [asdict(r) for r in self.layers]})
 
     def __str__(self) -> str:
         return self.to_markdown()
