@@ -119,15 +119,9 @@ def _dataset(data_cfg: Any, split_kwargs: dict[str, Any] | None) -> Any:
 
 
 def _key_values(items: Sequence[str] | None, what: str) -> dict[str, Any]:
-    import yaml
+    from depthdistill.engine.config import parse_key_value
 
-    values = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"{what} {item!r} must look like KEY=VALUE")
-        values[key] = yaml.safe_load(raw)
-    return values
+    return dict(parse_key_value(item, what) for item in items or [])
 
 
 #: The arguments naming a checkpoint's model, shared by evaluate, predict and export.

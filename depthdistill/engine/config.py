@@ -18,7 +18,7 @@ from depthdistill.engine.loop import TrainSettings
 from depthdistill.errors import ConfigError, MissingFileError
 
 __all__ = ["RunConfig", "DataConfig", "ModelConfig", "DistillConfig", "ExperimentConfig", "load_config",
-           "apply_overrides"]
+           "apply_overrides", "parse_key_value"]
 
 
 @dataclass
@@ -152,6 +152,33 @@ def _build(cls: type, values: Any, where: str) -> Any:
         raise ConfigError(f"invalid value in {where.rstrip('.') or 'the run file'}: {exc}") from exc
 
 
+def parse_key_value(item: str, what: str = "override", form: str = "KEY=VALUE") -> tuple[str, Any]:
+    """Splits ``KEY=VALUE`` at the first ``=`` and reads the value as YAML (``3`` an int, ``[a, b]`` a list).
+
+    The one parser of the command line's ``--set``, ``--model-arg`` and ``--data-arg``.
+
+    Args:
+        item: The text given.
+        what: The option, for the error message.
+        form: What the text should look like, for the error message.
+
+    Raises:
+        ConfigError: If there is no ``=``, the key is empty or the value is not YAML.
+
+    Examples:
+        >>> parse_key_value("decoder_channels=[16, 8]")
+        ('decoder_channels', [16, 8])
+    """
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"{what} {item!r} must look like {form}")
+    try:
+        return key, yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {item!r}: the value is not valid YAML ({exc})") from exc
+
+
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Applies ``key.sub=value`` overrides (values parsed as YAML) to a nested mapping, in place.
 
@@ -160,16 +187,14 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
         {'train': {'lr': 0.01}, 'experiment': {'rows': ['BL', 'TN']}}
     """
     for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} must look like section.key=value")
+        key, value = parse_key_value(item, "override", "section.key=value")
         node = values
-        *parents, leaf = key.strip().split(".")
+        *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
-        node[leaf] = yaml.safe_load(raw)
+        node[leaf] = value
     return values
 
 

@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from depthdistill.engine import TrainSettings
-from depthdistill.engine.config import RunConfig, load_config
+from depthdistill.engine.config import RunConfig, load_config, parse_key_value
 from depthdistill.engine.registry import build_dataset, build_model, resolve
 from depthdistill.errors import ConfigError
 
@@ -47,6 +47,19 @@ def test_bad_run_files(tmp_path):
         load_config(tmp_path / "bad.yaml")
     with pytest.raises(ConfigError, match="section.key=value"):
         load_config(None, ["train.lr"])
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(None, ["train.lr=[0.1"])
+
+
+def test_command_line_key_values_share_one_parser():
+    from depthdistill.cli import _key_values
+
+    assert parse_key_value("a=b=c") == ("a", "b=c")  # split at the first '='
+    assert _key_values(["n=3", "size=[8, 6]", "root="], "--data-arg") == {"n": 3, "size": [8, 6], "root": None}
+    with pytest.raises(ConfigError, match="--model-arg 'width' must look like KEY=VALUE"):
+        _key_values(["width"], "--model-arg")
+    with pytest.raises(ConfigError, match="--data-arg 'size=\\[8': the value is not valid YAML"):
+        _key_values(["size=[8"], "--data-arg")
 
 
 def test_model_and_dataset_names():
