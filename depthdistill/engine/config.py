@@ -16,6 +16,8 @@ import yaml
 from depthdistill._facts import VOID
 from depthdistill.engine.loop import TrainSettings
 from depthdistill.errors import ConfigError, MissingFileError
+from depthdistill.losses import DEFAULT_BETA
+from depthdistill.nn.functional import DEFAULT_ALPHA
 
 __all__ = ["RunConfig", "DataConfig", "ModelConfig", "DistillConfig", "ExperimentConfig", "load_config",
            "apply_overrides", "parse_key_value"]
@@ -57,8 +59,8 @@ class ModelConfig:
 class DistillConfig:
     """``distill:`` — the method's parameters (see :class:`~depthdistill.distiller.Distiller`)."""
 
-    alpha: float = 8.3
-    beta: float = 0.9
+    alpha: float = DEFAULT_ALPHA
+    beta: float = DEFAULT_BETA
     ignore_index: int = VOID
     teacher_source: str = "frozen"
     include: list[str] | str | None = None

@@ -34,7 +34,16 @@ from depthdistill.engine.checkpoint import (
 from depthdistill.engine.device import autocast, make_grad_scaler, move_batch, resolve_device
 from depthdistill.engine.distributed import all_reduce_sum, barrier, get_world_size, is_main_process, wrap_ddp
 from depthdistill.engine.loader import start_epoch, train_loader
-from depthdistill.engine.optim import OptimizerFactory, SchedulerFactory, poly_schedule, sgd
+from depthdistill.engine.optim import (
+    DEFAULT_LR,
+    DEFAULT_MOMENTUM,
+    DEFAULT_POLY_POWER,
+    DEFAULT_WEIGHT_DECAY,
+    OptimizerFactory,
+    SchedulerFactory,
+    poly_schedule,
+    sgd,
+)
 from depthdistill.engine.run_log import RunLog, progress
 from depthdistill.errors import CheckpointError, ConfigError, TrainingError
 
@@ -84,10 +93,10 @@ class TrainSettings:
     """
 
     batch_size: int = 1
-    lr: float = 2.5e-4
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    poly_power: float = 0.9
+    lr: float = DEFAULT_LR
+    momentum: float = DEFAULT_MOMENTUM
+    weight_decay: float = DEFAULT_WEIGHT_DECAY
+    poly_power: float = DEFAULT_POLY_POWER
     grad_accum_steps: int = 1
     num_workers: int = 0
     device: str = "auto"

@@ -16,6 +16,7 @@ import torch.nn as nn
 from depthdistill.convert import convert_to_depth_aware
 from depthdistill.engine.checkpoint import load_checkpoint, load_model_state
 from depthdistill.errors import ConfigError
+from depthdistill.nn.functional import DEFAULT_ALPHA
 
 __all__ = ["DATASETS", "TRANSFORMS", "resolve", "build_dataset", "build_transform", "build_model", "load_model",
            "model_spec"]
@@ -206,7 +207,7 @@ def load_model(checkpoint: str | os.PathLike, map_location: str = "cpu",
     try:
         built = build_model(spec["name"], meta["num_classes"], **(spec.get("args") or {}))
         if meta.get("depth_aware_layers"):
-            convert_to_depth_aware(built, alpha=meta.get("alpha", 8.3), include=meta["depth_aware_layers"])
+            convert_to_depth_aware(built, alpha=meta.get("alpha", DEFAULT_ALPHA), include=meta["depth_aware_layers"])
         load_model_state(built, state["model"], checkpoint)
     except ConfigError as exc:
         raise ConfigError(f"{exc}. The model {spec['name']!r} with arguments {spec.get('args') or {}} does not "

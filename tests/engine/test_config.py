@@ -102,3 +102,21 @@ def test_transform_presets_from_a_run_file():
         build_transform("augment")
     with pytest.raises(ConfigError, match="does not accept"):
         build_transform({"preset": "eval", "crop": 3})
+
+
+def test_run_file_defaults_are_the_librarys_defaults():
+    # The run file's defaults and the Python API's are one set of constants, so neither can drift from the other.
+    import inspect
+
+    from depthdistill.distiller import Distiller
+    from depthdistill.engine.config import DistillConfig
+    from depthdistill.engine.loop import TrainSettings
+    from depthdistill.engine.optim import poly_schedule, sgd
+
+    distiller, cfg = inspect.signature(Distiller).parameters, DistillConfig()
+    assert (cfg.alpha, cfg.beta, cfg.ignore_index) == (8.3, 0.9, 255)
+    assert all(getattr(cfg, name) == distiller[name].default for name in ("alpha", "beta", "ignore_index"))
+    settings, optimiser = TrainSettings(), inspect.signature(sgd).parameters
+    assert (settings.lr, settings.momentum, settings.weight_decay) == (2.5e-4, 0.9, 5e-4)
+    assert all(getattr(settings, name) == optimiser[name].default for name in ("lr", "momentum", "weight_decay"))
+    assert settings.poly_power == inspect.signature(poly_schedule).parameters["power"].default
