@@ -34,7 +34,8 @@ import torch
 from torch import Tensor
 
 from depthdistill.errors import ConfigError
-from depthdistill.nn.functional import _output_size, _register_fast_path, valid_depth
+from depthdistill.nn._kernels import _output_size, _register_fast_path
+from depthdistill.nn.functional import valid_depth
 
 try:  # optional: only impl="triton" needs it, and it raises a ConfigError saying so when it is missing
     import triton
