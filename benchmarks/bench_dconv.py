@@ -44,7 +44,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from depthdistill.nn import functional
+from depthdistill.nn import _kernels
 from depthdistill.nn.functional import IMPLEMENTATIONS, depth_aware_conv2d
 
 NYU_HW = (480, 640)
@@ -241,12 +241,12 @@ def main() -> None:
     parser.add_argument("--tf32", action="store_true",
                         help="CUDA float32: let cuDNN and cuBLAS/Triton use TF32 (default: exact float32 for all)")
     parser.add_argument("--block-mib", type=float, default=None,
-                        help="override impl='stacked''s block size (functional._BLOCK_BYTES), to sweep it")
+                        help="override impl='stacked''s block size (_kernels._BLOCK_BYTES), to sweep it")
     parser.add_argument("--profile", action="store_true",
                         help="after each layer, the operators with the most self time per candidate (ms, one run)")
     args = parser.parse_args()
     if args.block_mib:
-        functional._BLOCK_BYTES = int(args.block_mib * 2**20)
+        _kernels._BLOCK_BYTES = int(args.block_mib * 2**20)
     if args.threads:
         torch.set_num_threads(args.threads)
     # One setting for every candidate: cuDNN allows TF32 by default, cuBLAS (and so the Triton kernel) does not.
@@ -265,7 +265,7 @@ def main() -> None:
     for device in devices:
         print(f"# {machine_description(device)}; device {device.type}, {args.dtype}, batch {args.batch}, "
               f"input {args.input[0] // scale}x{args.input[1] // scale}, width {args.width}, "
-              f"stacked blocks {functional._BLOCK_BYTES / 2**20:.3g} MiB, median of {args.repeats} interleaved "
+              f"stacked blocks {_kernels._BLOCK_BYTES / 2**20:.3g} MiB, median of {args.repeats} interleaved "
               "fwd+bwd rounds")
         cuda = device.type == "cuda"
         print("| layer | C_in→C_out | k/s/dil | H×W in | impl | fwd+bwd ms | × nn.Conv2d | unfold × | saved MiB "

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from depthdistill._facts import VOID, jsonable
 from depthdistill.errors import ConfigError, DepthDistillError
 
 __all__ = ["main", "command", "arg", "build_parser"]
@@ -118,15 +119,9 @@ def _dataset(data_cfg: Any, split_kwargs: dict[str, Any] | None) -> Any:
 
 
 def _key_values(items: Sequence[str] | None, what: str) -> dict[str, Any]:
-    import yaml
+    from depthdistill.engine.config import parse_key_value
 
-    values = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"{what} {item!r} must look like KEY=VALUE")
-        values[key] = yaml.safe_load(raw)
-    return values
+    return dict(parse_key_value(item, what) for item in items or [])
 
 
 #: The arguments naming a checkpoint's model, shared by evaluate, predict and export.
@@ -303,7 +298,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         raise ConfigError("say which data to evaluate on: --data NAME [--data-arg KEY=VALUE …] or --config RUN.yaml")
     data = _dataset(data_cfg, {"split": args.split})
-    metrics = evaluate(model, data, meta["num_classes"], ignore_index=meta.get("ignore_index", 255),
+    metrics = evaluate(model, data, meta["num_classes"], ignore_index=meta.get("ignore_index", VOID),
                        depth_resize=meta.get("depth_resize", "nearest"), device=args.device,
                        batch_size=args.batch_size)
     rgb_d = "RGB-D" if meta.get("depth_aware_layers") else "RGB"
@@ -312,8 +307,7 @@ def _evaluate(args: argparse.Namespace) -> int:
           f"pixel accuracy {100 * metrics['pixel_accuracy']:.2f}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        clean = json.loads(json.dumps(metrics).replace("NaN", "null"))
-        Path(args.json).write_text(json.dumps(clean, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(jsonable(metrics), indent=2) + "\n")
     return 0
 
 

@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from depthdistill._facts import VOID, jsonable
 from depthdistill.convert import LayerFilter, convert_to_depth_aware, convert_to_plain, list_depth_aware
 from depthdistill.engine.checks import check_batch, check_dataset, check_model
 from depthdistill.engine.device import resolve_device
@@ -129,15 +130,8 @@ class ResultsTable:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"rows": [...], "info": {...}}`` with NaN as ``None``."""
-        def clean(value: Any) -> Any:
-            if isinstance(value, float) and value != value:
-                return None
-            if isinstance(value, list):
-                return [clean(v) for v in value]
-            return value
-
-        return {"rows": [{k: clean(v) for k, v in asdict(r).items()} for r in self.rows], "info": self.info}
+        """``{"rows": [...], "info": {...}}``, JSON-safe (NaN as ``None``, see :func:`depthdistill._facts.jsonable`)."""
+        return jsonable({"rows": [asdict(r) for r in self.rows], "info": self.info})
 
     def save_json(self, path: str | os.PathLike) -> Path:
         """Writes :meth:`to_dict` as indented JSON; returns the path."""
@@ -263,7 +257,7 @@ class Distiller:
         *,
         alpha: float = DEFAULT_ALPHA,
         beta: float = DEFAULT_BETA,
-        ignore_index: int = 255,
+        ignore_index: int = VOID,
         out_dir: str | os.PathLike | None = None,
         share_parameters: bool = True,
         vtce: bool = True,

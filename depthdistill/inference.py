@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from depthdistill._facts import VOID
 from depthdistill.convert import list_depth_aware
 from depthdistill.errors import ConfigError, ConfigTypeError, DepthError, MissingFileError
 
@@ -228,8 +229,8 @@ def _segment(net: nn.Module, named: list[tuple[str, Path | torch.Tensor]], out: 
             with torch.no_grad():
                 logits = select_logits(net(rgb[None]))
             num_classes = logits.shape[1]
-            if num_classes > 255:
-                raise ConfigError(f"{num_classes} classes do not fit an 8-bit label image beside void (255)")
+            if num_classes > VOID:
+                raise ConfigError(f"{num_classes} classes do not fit an 8-bit label image beside void ({VOID})")
             table = colours if colours is not None else label_palette(num_classes)
             if len(table) < num_classes:
                 raise ConfigError(f"the palette has {len(table)} colours for {num_classes} classes")

@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from depthdistill._facts import VOID
 from depthdistill.errors import ConfigError
 
 __all__ = ["vtce_temperature", "vtce_loss", "VTCELoss", "CEPlusVTCE", "StudentLoss", "DEFAULT_BETA"]
@@ -163,7 +164,7 @@ class CEPlusVTCE(nn.Module):
         True
     """
 
-    def __init__(self, beta: float = DEFAULT_BETA, ignore_index: int = 255,
+    def __init__(self, beta: float = DEFAULT_BETA, ignore_index: int = VOID,
                  schedule: Callable[[int], float] | None = None) -> None:
         super().__init__()
         self.vtce = VTCELoss(beta=beta, schedule=schedule)

@@ -6,6 +6,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from depthdistill._facts import VOID
 from depthdistill.errors import ConfigError, DatasetError
 
 __all__ = ["SegmentationMetrics"]
@@ -30,7 +31,7 @@ class SegmentationMetrics:
         0.6667
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, device: torch.device | str | None = None) -> None:
+    def __init__(self, num_classes: int, ignore_index: int = VOID, device: torch.device | str | None = None) -> None:
         if num_classes < 1:
             raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = int(num_classes)

@@ -19,12 +19,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from depthdistill._facts import jsonable
 from depthdistill.convert import convert_to_plain
 from depthdistill.errors import ConfigError, DatasetError, DepthError
 from depthdistill.nn.context import DepthResize, _state_for, depth_context
 from depthdistill.nn.base import DepthAwareModule
 from depthdistill.nn.conv import DepthAwareConv2d
-from depthdistill.nn.functional import _pair, _resolve_padding, depth_similarity
+from depthdistill.nn.functional import _pair, _resolve_padding, depth_similarity, valid_depth
 
 __all__ = ["RemovalReport", "RemovalRow", "calibrate_removal", "removal_report"]
 
@@ -74,9 +75,8 @@ class RemovalReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"layers": [row as dict, ...]}`` with NaN as ``None`` (JSON-safe)."""
-        return {"layers": [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in asdict(r).items()}
-                           for r in self.layers]}
+        """``{"layers": [row as dict, ...]}``, JSON-safe (NaN as ``None``, see :func:`depthdistill._facts.jsonable`)."""
+        return jsonable({"layers": [asdict(r) for r in self.layers]})
 
     def __str__(self) -> str:
         return self.to_markdown()
@@ -167,7 +167,7 @@ def _accumulate_h(stats: _Stats, layer: DepthAwareConv2d, x: Tensor, name: str) 
     h = depth_similarity(depth, kernel, stride, layer.padding, dilation, layer.alpha, dtype=torch.float64)
     stats.h_all_one = stats.h_all_one and bool((h == 1).all())
     # H is set to 1 in the padding and at missing depth, by convention rather than measurement: leave those out.
-    valid = (torch.isfinite(depth) & (depth > 0)).to(torch.float64)
+    valid = valid_depth(depth).to(torch.float64)
     valid = F.pad(valid, _resolve_padding(layer.padding, kernel, stride, dilation))
     taps = F.unfold(valid, kernel, dilation=dilation, stride=stride) > 0
     centre = ((kernel[0] - 1) // 2) * kernel[1] + (kernel[1] - 1) // 2

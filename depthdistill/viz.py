@@ -1,4 +1,5 @@
-"""Pictures of a run: label colours, overlays, depth images, training plots and a one-page report.
+"""Pictures of a run: label colours, overlays, depth images, training plots and a one-page report (written by
+:mod:`depthdistill._report`, re-exported here).
 
 Everything draws on matplotlib ``Figure`` objects rendered by the Agg backend: nothing opens a window, nothing
 touches pyplot's global state, and it works on a headless server. Plot functions write a PNG and return its path.
@@ -20,8 +21,6 @@ The metrics log read by :func:`plot_training_curves` is JSON lines, one object p
 
 from __future__ import annotations
 
-import colorsys
-import html
 import json
 import math
 import os
@@ -34,6 +33,8 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from depthdistill._facts import VOID, label_palette
+from depthdistill._report import write_report
 from depthdistill.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from depthdistill.errors import ConfigError, DepthError
 from depthdistill.losses import DEFAULT_BETA, vtce_temperature
@@ -55,8 +56,8 @@ __all__ = [
     "write_report",
 ]
 
-#: The label value of pixels that belong to no class.
-VOID_LABEL = 255
+#: The label value of pixels that belong to no class (:data:`depthdistill._facts.VOID`).
+VOID_LABEL = VOID
 #: Colour of void pixels in :func:`colorize`.
 VOID_COLOR = (0, 0, 0)
 #: Colour of missing depth in :func:`depth_to_image`: white is far from both ends of viridis (dark purple near,
@@ -65,9 +66,6 @@ HOLE_COLOR = (255, 255, 255)
 DEFAULT_METRICS = ("mean_iou", "mean_pixel_accuracy", "pixel_accuracy")
 _METRIC_TITLES = {"mean_iou": "mIoU", "mean_pixel_accuracy": "mPA", "pixel_accuracy": "pixel accuracy"}
 _DPI = 120
-_STYLE = ("<style>body{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}"
-          "table{border-collapse:collapse}th,td{border:1px solid #bbb;padding:.3em .8em;text-align:right}"
-          "th:first-child,td:first-child,td:nth-child(2){text-align:left}img{max-width:100%}</style>")
 
 Array = Any  # a torch.Tensor or a NumPy array
 
@@ -76,36 +74,6 @@ def _numpy(value: Array) -> np.ndarray:
     if hasattr(value, "detach"):  # torch.Tensor, without importing torch here
         value = value.detach().cpu().numpy()
     return np.asarray(value)
-
-
-def label_palette(num_classes: int) -> np.ndarray:
-    """Distinct colours for ``num_classes`` classes, none of them black (black is void).
-
-    The first 20 come from matplotlib's ``tab20`` (its ten strong colours first, then their light partners);
-    further classes step the hue by the golden ratio with alternating saturation and brightness.
-
-    Args:
-        num_classes: Number of classes (≥ 1).
-
-    Returns:
-        ``(num_classes, 3)`` uint8 RGB.
-
-    Examples:
-        >>> palette = label_palette(13)
-        >>> palette.shape, palette.dtype.name
-        ((13, 3), 'uint8')
-        >>> bool((palette.sum(axis=1) > 0).all())
-        True
-    """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ConfigError(f"num_classes must be a positive int, got {num_classes!r}")
-    tab20 = np.asarray(colormaps["tab20"].colors)
-    colors = list(np.concatenate([tab20[0::2], tab20[1::2]]))[:num_classes]
-    for index in range(len(colors), num_classes):
-        hue = (index * 0.618033988749895) % 1.0
-        saturation, value = (0.85, 0.95) if index % 2 else (0.55, 0.75)
-        colors.append(colorsys.hsv_to_rgb(hue, saturation, value))
-    return np.round(np.asarray(colors) * 255).astype(np.uint8)
 
 
 def _check_palette(palette: Array) -> np.ndarray:
@@ -580,106 +548,3 @@ def plot_sample_grid(
     fig.legend(handles=[Patch(facecolor=colour, edgecolor="grey", label=name) for name, colour in key],
                title="classes", fontsize="small", loc="outside right upper")
     return _save(fig, out_path)
-
-
-def _row_values(row: Any) -> tuple[str, str, float, float, float]:
-    """``(name, input, mPA, mIoU, pixel accuracy)`` of a ResultRow-like object or a mapping."""
-    def get(key: str, default: Any = None) -> Any:
-        return row.get(key, default) if isinstance(row, Mapping) else getattr(row, key, default)
-
-    try:
-        return (str(get("name")), str(get("input", "")), float(get("mean_pixel_accuracy")),
-                float(get("mean_iou")), float(get("pixel_accuracy")))
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"a results row needs name, mean_pixel_accuracy, mean_iou and pixel_accuracy "
-                          f"(fractions), got {row!r}") from error
-
-
-def _percent(value: float) -> str:
-    return "–" if math.isnan(value) else f"{100 * value:.1f}"
-
-
-def write_report(
-    out_dir: str | os.PathLike,
-    table: Iterable[Any],
-    images: Mapping[str, str | os.PathLike],
-    title: str = "depthdistill results",
-    notes: str | None = None,
-    tables: Mapping[str, tuple[Sequence[str], Sequence[Sequence[str]]]] | None = None,
-) -> dict[str, Path]:
-    """Writes a one-page report, ``report.md`` and ``report.html``: a results table and the images.
-
-    The table has the paper's form: row, input, mPA, mIoU and pixel accuracy, in % with one decimal. Images are
-    linked by paths relative to ``out_dir``, so keep them with the report (e.g. in ``out_dir`` itself).
-
-    Args:
-        out_dir: Directory of the report (created if needed).
-        table: Rows: :class:`~depthdistill.ResultRow` objects (a :class:`~depthdistill.ResultsTable`) or
-            mappings with ``name``, ``mean_pixel_accuracy``, ``mean_iou``, ``pixel_accuracy`` (fractions) and
-            optionally ``input`` (such as the rows of ``results.json``).
-        images: ``{caption: image path}``, in display order.
-        title: The page title.
-        notes: A paragraph shown under the title (what was run, on what machine, how long it took).
-        tables: More tables after the results, ``{caption: (header, rows of cell strings)}``, in display order
-            (the demo adds the teacher's removal report).
-
-    Returns:
-        ``{"markdown": path, "html": path}``.
-
-    Raises:
-        ConfigError: If a row lacks a metric or an image file is missing.
-
-    Examples:
-        >>> import tempfile, pathlib
-        >>> out = pathlib.Path(tempfile.mkdtemp())
-        >>> rows = [{"name": "SN", "input": "RGB", "mean_pixel_accuracy": 0.51, "mean_iou": 0.381,
-        ...          "pixel_accuracy": 0.7}]
-        >>> paths = write_report(out, rows, {})
-        >>> "| SN | RGB | 51.0 | 38.1 | 70.0 |" in paths["markdown"].read_text()
-        True
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows = [_row_values(row) for row in table]
-    links = {}
-    for caption, image in images.items():
-        if not Path(image).is_file():
-            raise ConfigError(f"image {image} for {caption!r} does not exist; write the plots before the report")
-        links[caption] = Path(os.path.relpath(Path(image).resolve(), out_dir.resolve())).as_posix()
-
-    header = ("row", "input", "mPA %", "mIoU %", "pixel acc. %")
-    cells = [(name, source, _percent(mpa), _percent(miou), _percent(pa)) for name, source, mpa, miou, pa in rows]
-    markdown = [f"# {title}", ""]
-    if notes:
-        markdown += [notes, ""]
-    markdown += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    markdown += ["| " + " | ".join(row) + " |" for row in cells]
-    extra = dict(tables or {})
-    for caption, (head, body) in extra.items():
-        markdown += ["", f"## {caption}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        markdown += ["| " + " | ".join(row) + " |" for row in body]
-    for caption, link in links.items():
-        markdown += ["", f"## {caption}", "", f"![{caption}]({link})"]
-    md_path = out_dir / "report.md"
-    md_path.write_text("\n".join(markdown) + "\n", encoding="utf-8")
-
-    esc = html.escape
-    page = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{esc(title)}</title>",
-            _STYLE,
-            "</head><body>", f"<h1>{esc(title)}</h1>"]
-    if notes:
-        page.append(f"<p>{esc(notes)}</p>")
-    page.append("<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead><tbody>")
-    page += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in cells]
-    page.append("</tbody></table>")
-    for caption, (head, body) in extra.items():
-        page += [f"<h2>{esc(caption)}</h2>",
-                 "<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr></thead><tbody>"]
-        page += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in body]
-        page.append("</tbody></table>")
-    for caption, link in links.items():
-        page += [f"<h2>{esc(caption)}</h2>", f'<img src="{esc(link)}" alt="{esc(caption)}">']
-    page.append("</body></html>")
-    html_path = out_dir / "report.html"
-    html_path.write_text("\n".join(page) + "\n", encoding="utf-8")
-    return {"markdown": md_path, "html": html_path}

@@ -207,3 +207,18 @@ def test_resume_with_another_custom_optimizer_is_refused(tmp_path):
     with pytest.raises(TrainingError, match=r"optimizer Adam \(now SGD\)"):
         _baseline(tmp_path, optimizer=lambda params: torch.optim.SGD(params, lr=1e-3), resume=True)
     _baseline(tmp_path, optimizer=adam(1e-3), resume=True)
+
+
+def test_results_and_removal_json_are_strict_json(tmp_path):
+    # NaN (a class absent from the test set) and inf must not reach the files as NaN / Infinity, which strict
+    # JSON readers reject: the one helper (depthdistill._facts.jsonable) writes null and "inf".
+    from depthdistill.distiller import ResultRow, ResultsTable
+    from depthdistill.removal import RemovalReport, RemovalRow
+
+    table = ResultsTable([ResultRow("BL", "RGB", 0.5, float("nan"), 0.75, 2, 1.0, [0.25, float("nan")])])
+    text = table.save_json(tmp_path / "results.json").read_text()
+    row = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in results.json"))["rows"][0]
+    assert (row["mean_iou"], row["per_class_iou"], row["pixel_accuracy"]) == (None, [0.25, None], 0.75)
+    report = RemovalReport([RemovalRow("conv1", float("nan"), 0.0, 1.0, float("inf"))]).to_dict()
+    assert json.loads(json.dumps(report, allow_nan=False))["layers"][0] == {
+        "name": "conv1", "mean_h": None, "rms_depth_aware": 0.0, "rms_plain": 1.0, "ratio": "inf"}

@@ -60,14 +60,27 @@ def test_colorize_rejects_bad_input(label, palette, match):
         viz.colorize(label, palette)
 
 
-@pytest.mark.parametrize("n", [1, 13, 20, 40, 120])
+# The PASCAL VOC colour map's first entries after black, as its devkit lists them.
+_VOC_COLOURS = [[128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 128], [128, 0, 128], [0, 128, 128],
+                [128, 128, 128], [64, 0, 0], [192, 0, 0], [64, 128, 0]]
+
+
+@pytest.mark.parametrize("n", [1, 13, 20, 40, 120, 894])
 def test_label_palette_is_distinct_and_never_black(n):
     palette = viz.label_palette(n)
     assert palette.shape == (n, 3) and palette.dtype == np.uint8
     assert len({tuple(c) for c in palette.tolist()}) == n
     assert (palette.astype(int).sum(axis=1) > 0).all()
     np.testing.assert_array_equal(palette, viz.label_palette(n))
-    np.testing.assert_array_equal(palette[:10], np.round(np.asarray(colormaps["tab10"].colors) * 255)[:n])
+    assert palette[:10].tolist() == _VOC_COLOURS[:n]
+
+
+def test_dataset_palettes_come_from_the_one_generator():
+    from depthdistill.data.nyuv2 import NYU13_PALETTE, NYU40_PALETTE
+    from depthdistill.data.sunrgbd import SUNRGBD37_PALETTE
+
+    for palette in (NYU13_PALETTE, NYU40_PALETTE, SUNRGBD37_PALETTE):
+        np.testing.assert_array_equal(palette, viz.label_palette(len(palette)))
 
 
 def test_rgb_to_image_undoes_imagenet_normalisation():

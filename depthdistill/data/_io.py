@@ -1,6 +1,4 @@
-"""Private helpers shared by the datasets: file reading with errors that name the file, the one sample builder,
-and the label colour map generator.
-"""
+"""Private helpers shared by the datasets: file reading with errors that name the file and the one sample builder."""
 
 from __future__ import annotations
 
@@ -12,9 +10,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from depthdistill._facts import VOID
 from depthdistill.errors import DatasetError
-
-VOID = 255
 
 
 def make_sample(rgb: np.ndarray, depth: np.ndarray, label: np.ndarray, sample_id: str) -> dict[str, Any]:
@@ -183,19 +180,3 @@ def _open_image(path: Path) -> Image.Image:
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise DatasetError(f"cannot read image {path} ({exc}); the file is corrupt or not an image") from exc
     return image
-
-
-def label_palette(num_classes: int) -> np.ndarray:
-    """A distinct colour per class (the bit-interleaving scheme of the PASCAL VOC colour map), ``(C, 3)`` uint8.
-
-    Class ``c`` gets the colour of VOC index ``c + 1``, so no class is black (black stays free for void).
-    """
-    palette = np.zeros((num_classes, 3), dtype=np.uint8)
-    for c in range(num_classes):
-        index, colour = c + 1, [0, 0, 0]
-        for shift in range(7, -1, -1):
-            for channel in range(3):
-                colour[channel] |= ((index >> channel) & 1) << shift
-            index >>= 3
-        palette[c] = colour
-    return palette

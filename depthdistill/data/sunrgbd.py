@@ -23,10 +23,10 @@ from typing import Any, Callable
 import numpy as np
 from torch.utils.data import Dataset
 
+from depthdistill._facts import label_palette
 from depthdistill.data._io import (
     LazyH5,
     check_aligned,
-    label_palette,
     load_mat,
     make_sample,
     map_labels,

@@ -20,14 +20,15 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
+from depthdistill._facts import VOID
 from depthdistill.errors import ConfigError
+from depthdistill.nn.context import _resize
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Compose", "Resize", "RandomScale", "RandomCrop", "RandomHorizontalFlip",
            "ColorJitter", "Normalize", "resize_sample", "collate_rgbd", "train_transforms", "eval_transforms"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_VOID = 255
 Sample = dict[str, Any]
 _DEPTH_MODES = ("nearest", "bilinear")
 
@@ -69,10 +70,7 @@ def resize_sample(sample: Sample, size: tuple[int, int], depth_mode: str = "near
         if depth_mode == "nearest":
             out["depth"] = F.interpolate(depth, size=size, mode="nearest-exact")[0]
         else:
-            valid = (depth > 0).to(depth.dtype)
-            total = F.interpolate(depth * valid, size=size, mode="bilinear", align_corners=False)
-            weight = F.interpolate(valid, size=size, mode="bilinear", align_corners=False)
-            out["depth"] = torch.where(weight > 1e-6, total / weight.clamp_min(1e-6), torch.zeros_like(total))[0]
+            out["depth"] = _resize(depth, size, "bilinear")[0]
     return out
 
 
@@ -177,7 +175,7 @@ def _pad_to(sample: Sample, height: int, width: int) -> Sample:
     if not pad_h and not pad_w:
         return sample
     out = dict(sample)
-    for key, value in (("rgb", 0.0), ("depth", 0.0), ("label", _VOID)):
+    for key, value in (("rgb", 0.0), ("depth", 0.0), ("label", VOID)):
         if key in sample:
             out[key] = F.pad(sample[key], (0, pad_w, 0, pad_h), value=value)
     return out

@@ -16,7 +16,9 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
+from depthdistill._facts import VOID
 from depthdistill.errors import ConfigError, DatasetError, DepthError
+from depthdistill.nn.functional import valid_depth
 from depthdistill.nn.units import check_depth_units
 
 __all__ = ["check_batch", "check_dataset", "check_model"]
@@ -55,7 +57,7 @@ def _ids(batch: dict[str, Any], rows: torch.Tensor | None = None) -> str:
 
 
 def check_batch(
-    batch: dict[str, Any], *, num_classes: int, ignore_index: int = 255, needs_depth: bool = False, where: str = ""
+    batch: dict[str, Any], *, num_classes: int, ignore_index: int = VOID, needs_depth: bool = False, where: str = ""
 ) -> None:
     """Raises if ``batch`` breaks the sample convention.
 
@@ -112,7 +114,7 @@ def check_batch(
         raise DepthError(f"'depth'{where} must be (B,1,H,W) matching rgb {tuple(rgb.shape)}, got {tuple(depth.shape)}")
     if not depth.is_floating_point():
         raise DepthError(f"'depth'{where} must be float metres, got {depth.dtype}")
-    empty = ~(torch.isfinite(depth) & (depth > 0)).flatten(1).any(dim=1)
+    empty = ~valid_depth(depth).flatten(1).any(dim=1)
     if bool(empty.all()):
         raise DepthError(f"'depth'{where} has no valid pixel (all <= 0 or non-finite){_ids(batch)}; the teacher "
                          "would learn nothing from depth: check the depth files and their units (metres)")
@@ -128,7 +130,7 @@ def check_dataset(
     data: Dataset | DataLoader,
     *,
     num_classes: int,
-    ignore_index: int = 255,
+    ignore_index: int = VOID,
     needs_depth: bool = False,
     samples: int | None = 64,
     where: str = "",

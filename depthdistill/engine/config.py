@@ -13,11 +13,14 @@ from typing import Any
 
 import yaml
 
+from depthdistill._facts import VOID
 from depthdistill.engine.loop import TrainSettings
 from depthdistill.errors import ConfigError, MissingFileError
+from depthdistill.losses import DEFAULT_BETA
+from depthdistill.nn.functional import DEFAULT_ALPHA
 
 __all__ = ["RunConfig", "DataConfig", "ModelConfig", "DistillConfig", "ExperimentConfig", "load_config",
-           "apply_overrides"]
+           "apply_overrides", "parse_key_value"]
 
 
 @dataclass
@@ -56,9 +59,9 @@ class ModelConfig:
 class DistillConfig:
     """``distill:`` — the method's parameters (see :class:`~depthdistill.distiller.Distiller`)."""
 
-    alpha: float = 8.3
-    beta: float = 0.9
-    ignore_index: int = 255
+    alpha: float = DEFAULT_ALPHA
+    beta: float = DEFAULT_BETA
+    ignore_index: int = VOID
     teacher_source: str = "frozen"
     include: list[str] | str | None = None
     exclude: list[str] | str | None = None
@@ -151,6 +154,33 @@ def _build(cls: type, values: Any, where: str) -> Any:
         raise ConfigError(f"invalid value in {where.rstrip('.') or 'the run file'}: {exc}") from exc
 
 
+def parse_key_value(item: str, what: str = "override", form: str = "KEY=VALUE") -> tuple[str, Any]:
+    """Splits ``KEY=VALUE`` at the first ``=`` and reads the value as YAML (``3`` an int, ``[a, b]`` a list).
+
+    The one parser of the command line's ``--set``, ``--model-arg`` and ``--data-arg``.
+
+    Args:
+        item: The text given.
+        what: The option, for the error message.
+        form: What the text should look like, for the error message.
+
+    Raises:
+        ConfigError: If there is no ``=``, the key is empty or the value is not YAML.
+
+    Examples:
+        >>> parse_key_value("decoder_channels=[16, 8]")
+        ('decoder_channels', [16, 8])
+    """
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"{what} {item!r} must look like {form}")
+    try:
+        return key, yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {item!r}: the value is not valid YAML ({exc})") from exc
+
+
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Applies ``key.sub=value`` overrides (values parsed as YAML) to a nested mapping, in place.
 
@@ -159,16 +189,14 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
         {'train': {'lr': 0.01}, 'experiment': {'rows': ['BL', 'TN']}}
     """
     for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} must look like section.key=value")
+        key, value = parse_key_value(item, "override", "section.key=value")
         node = values
-        *parents, leaf = key.strip().split(".")
+        *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
-        node[leaf] = yaml.safe_load(raw)
+        node[leaf] = value
     return values
 
 

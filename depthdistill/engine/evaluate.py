@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
+from depthdistill._facts import VOID
 from depthdistill.convert import list_depth_aware
 from depthdistill.engine.checks import check_batch
 from depthdistill.engine.device import autocast, move_batch, resolve_device
@@ -66,7 +67,7 @@ def evaluate(
     data: Dataset | DataLoader,
     num_classes: int,
     *,
-    ignore_index: int = 255,
+    ignore_index: int = VOID,
     use_depth: bool | None = None,
     depth_resize: str = "nearest",
     output_key: OutputKey = None,

@@ -34,7 +34,16 @@ from depthdistill.engine.checkpoint import (
 from depthdistill.engine.device import autocast, make_grad_scaler, move_batch, resolve_device
 from depthdistill.engine.distributed import all_reduce_sum, barrier, get_world_size, is_main_process, wrap_ddp
 from depthdistill.engine.loader import start_epoch, train_loader
-from depthdistill.engine.optim import OptimizerFactory, SchedulerFactory, poly_schedule, sgd
+from depthdistill.engine.optim import (
+    DEFAULT_LR,
+    DEFAULT_MOMENTUM,
+    DEFAULT_POLY_POWER,
+    DEFAULT_WEIGHT_DECAY,
+    OptimizerFactory,
+    SchedulerFactory,
+    poly_schedule,
+    sgd,
+)
 from depthdistill.engine.run_log import RunLog, progress
 from depthdistill.errors import CheckpointError, ConfigError, TrainingError
 
@@ -84,10 +93,10 @@ class TrainSettings:
     """
 
     batch_size: int = 1
-    lr: float = 2.5e-4
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    poly_power: float = 0.9
+    lr: float = DEFAULT_LR
+    momentum: float = DEFAULT_MOMENTUM
+    weight_decay: float = DEFAULT_WEIGHT_DECAY
+    poly_power: float = DEFAULT_POLY_POWER
     grad_accum_steps: int = 1
     num_workers: int = 0
     device: str = "auto"
@@ -373,121 +382,185 @@ def fit(
         model.to(memory_format=torch.channels_last)
     loader = train_loader(train_data, settings.batch_size, settings.num_workers, settings.seed or 0,
                           pin_memory=device.type == "cuda")
-    accum = settings.grad_accum_steps
-    steps_per_epoch = math.ceil(len(loader) / accum)
+    run = _build_run(model, loader, epochs, phase, settings, device, meta or {}, optimizer, scheduler,
+                     optimizer_state)
+
+    state, source = _resume_state(run_dir, device) if resume and run_dir is not None else (None, None)
+    if state is not None:
+        _restore(run, state, source, custom_optimizer=optimizer is not None,
+                 needs_optimizer_state=keep_optimizer_state, last_path=run_dir / "last.pt")
+    elif settings.seed is not None:
+        seed_everything(settings.seed)
+    if resume:
+        log.rewind(phase, run.first_epoch, run.global_step)
+
+    last_good = f"The last good checkpoint is {last_path}." if last_path is not None else "No checkpoint is kept."
+    train_model = wrap_ddp(model, device)
+    began = time.perf_counter()
+    for epoch in range(run.first_epoch, epochs):
+        epoch_began = time.perf_counter()
+        record = _train_epoch(run, train_model, epoch, loss_fn, check, log, callbacks, last_good)
+        if evaluate is not None:
+            record.update(_validate(run, epoch, evaluate, best_key, run_dir))
+        record["seconds"] = round(time.perf_counter() - epoch_began, 3)
+        run.history.append(record)
+        log.write(record)
+        log.epoch_line(phase, epoch, epochs, {k: v for k, v in record.items()
+                                              if k not in ("phase", "epoch") and isinstance(v, float)})
+        if last_path is not None and is_main_process():
+            save_checkpoint(_checkpoint(run, epoch + 1, resumable=True), last_path)
+        barrier()
+        last_good = f"The last good checkpoint is {last_path} (after epoch {epoch})." if last_path else last_good
+        _notify(callbacks, LoopState(phase, "epoch_end", epoch, epochs, len(loader) - 1, run.global_step,
+                                     record.get("loss", math.nan), model, run.opt, record))
+    final_path = run_dir / "model.pt" if run_dir is not None else None
+    # A phase resumed after it had finished keeps its model.pt as it was written.
+    if final_path is not None and is_main_process() and (run.first_epoch < epochs or not final_path.is_file()):
+        save_checkpoint(_checkpoint(run, epochs, resumable=False), final_path)
+    barrier()
+    return FitResult(run.history, run.best_metric, run.best_epoch, time.perf_counter() - began, run.resumed_from,
+                     run.opt.state_dict() if keep_optimizer_state else None)
+
+
+@dataclass
+class _Run:
+    """One call of :func:`fit`: what it trains with (built once) and where it stands (what a checkpoint records)."""
+
+    model: nn.Module
+    loader: DataLoader
+    epochs: int
+    phase: str
+    settings: TrainSettings
+    device: torch.device
+    meta: dict[str, Any]
+    opt: torch.optim.Optimizer
+    sched: Any
+    scaler: Any
+    first_epoch: int = 0
+    global_step: int = 0
+    best_metric: float | None = None
+    best_epoch: int | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from: int | None = None
+
+
+def _build_run(
+    model: nn.Module, loader: DataLoader, epochs: int, phase: str, settings: TrainSettings, device: torch.device,
+    meta: dict[str, Any], optimizer: OptimizerFactory | None, scheduler: SchedulerFactory | None,
+    optimizer_state: dict[str, Any] | None,
+) -> _Run:
+    """The optimiser (with an earlier phase's state carried in), the schedule over every step, the grad scaler."""
+    steps_per_epoch = math.ceil(len(loader) / settings.grad_accum_steps)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = (optimizer or sgd(settings.lr, settings.momentum, settings.weight_decay))(params)
     if optimizer_state is not None:
         _carry_optimizer_state(opt, optimizer_state, phase)
     sched = (scheduler or poly_schedule(settings.poly_power))(opt, epochs * steps_per_epoch)
     scaler = make_grad_scaler(device, settings.amp)
+    return _Run(model, loader, epochs, phase, settings, device, meta, opt, sched, scaler)
 
-    first_epoch, best_metric, best_epoch, history, resumed_from, global_step = 0, None, None, [], None, 0
-    state, source = _resume_state(run_dir, device) if resume and run_dir is not None else (None, None)
-    if state is not None:
-        load_model_state(model, state["model"], source)
-        differences = _plan_differences(state, phase, epochs, settings, meta or {})
-        if optimizer is not None and "optimizer" in state:  # the settings say nothing about a custom optimiser
-            differences += _optimizer_differences(state["optimizer"], opt, state.get("optimizer_class"))
-        if differences:
-            raise TrainingError(
-                f"cannot resume {phase!r} from {source}: it was made with {'; '.join(differences)}. Resume with "
-                "the settings it was made with, or train in another out_dir"
-            )
-        if "optimizer" in state:  # last.pt; model.pt of a finished phase holds the weights only
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            restore_rng_state(state["rng"])
-        elif keep_optimizer_state:
-            raise CheckpointError(f"{run_dir / 'last.pt'} is unreadable, and only it holds the optimiser state that "
-                                  f"the next phase carries over: train {phase!r} again (remove {run_dir})")
-        first_epoch = resumed_from = state["epoch"]
-        best_metric, best_epoch, history = state["best_metric"], state["best_epoch"], list(state["history"])
-        global_step = state["global_step"]
-    elif settings.seed is not None:
-        seed_everything(settings.seed)
-    if resume:
-        log.rewind(phase, first_epoch, global_step)
 
-    last_good = f"The last good checkpoint is {last_path}." if last_path is not None else "No checkpoint is kept."
-    train_model = wrap_ddp(model, device)
-    began = time.perf_counter()
-    for epoch in range(first_epoch, epochs):
-        epoch_began = time.perf_counter()
-        model.train()
-        start_epoch(loader, epoch, settings.seed or 0)
-        _notify(callbacks, LoopState(phase, "epoch_start", epoch, epochs, 0, global_step, math.nan, model, opt))
-        opt.zero_grad(set_to_none=True)
-        sums: dict[str, float] = {}
-        batches = progress(loader, enabled=settings.progress, desc=f"{phase} {epoch + 1}/{epochs}", leave=False)
-        for index, batch in enumerate(batches):
-            batch = move_batch(batch, device, settings.channels_last)
-            if check is not None:
-                check(batch)
-            steps_now = (index + 1) % accum == 0 or index + 1 == len(loader)
-            no_sync = isinstance(train_model, DistributedDataParallel) and not steps_now
-            with train_model.no_sync() if no_sync else contextlib.nullcontext():
-                with autocast(device, settings.amp):
-                    parts = loss_fn(train_model, batch, epoch)
-                values = _reduce_parts(parts, phase, epoch, index, last_good)
-                scaler.scale(parts["loss"] / accum).backward()
-            if steps_now:
-                scaler.step(opt)
-                scaler.update()
-                opt.zero_grad(set_to_none=True)
-                sched.step()
-                global_step += 1
-                if settings.log_every and global_step % settings.log_every == 0:
-                    log.write({"phase": phase, "epoch": epoch, "step": global_step, **values,
-                               "lr": opt.param_groups[0]["lr"]})
-            for name, value in values.items():
-                sums[name] = sums.get(name, 0.0) + value
-            _notify(callbacks, LoopState(phase, "step_end", epoch, epochs, index, global_step, values["loss"], model,
-                                         opt))
+def _restore(
+    run: _Run, state: dict[str, Any], source: Path, *, custom_optimizer: bool, needs_optimizer_state: bool,
+    last_path: Path,
+) -> None:
+    """Resumes ``run`` from a checkpoint: weights, optimiser, schedule, scaler, RNGs and where the phase stood.
 
-        record: dict[str, Any] = {"phase": phase, "epoch": epoch}
-        record.update({name: total / len(loader) for name, total in sums.items()})
-        record["lr"] = opt.param_groups[0]["lr"]
-        if evaluate is not None:
-            metrics = evaluate(model)
-            record.update({f"val_{k}": v for k, v in metrics.items() if isinstance(v, float)})
-            value = metrics.get(best_key)
-            if value is not None and math.isfinite(value) and (best_metric is None or value > best_metric):
-                best_metric, best_epoch = float(value), epoch
-                if run_dir is not None and is_main_process():
-                    save_checkpoint({"format": CHECKPOINT_FORMAT, "phase": phase, "epoch": epoch + 1,
-                                     "model": model.state_dict(), "metric": {best_key: best_metric},
-                                     "meta": meta or {}}, run_dir / "best.pt")
-        record["seconds"] = round(time.perf_counter() - epoch_began, 3)
-        history.append(record)
-        log.write(record)
-        log.epoch_line(phase, epoch, epochs, {k: v for k, v in record.items()
-                                              if k not in ("phase", "epoch") and isinstance(v, float)})
+    Raises a TrainingError naming every difference between the checkpoint's plan and this call's.
+    """
+    load_model_state(run.model, state["model"], source)
+    differences = _plan_differences(state, run.phase, run.epochs, run.settings, run.meta)
+    if custom_optimizer and "optimizer" in state:  # the settings say nothing about a custom optimiser
+        differences += _optimizer_differences(state["optimizer"], run.opt, state.get("optimizer_class"))
+    if differences:
+        raise TrainingError(
+            f"cannot resume {run.phase!r} from {source}: it was made with {'; '.join(differences)}. Resume with "
+            "the settings it was made with, or train in another out_dir"
+        )
+    if "optimizer" in state:  # last.pt; model.pt of a finished phase holds the weights only
+        run.opt.load_state_dict(state["optimizer"])
+        run.sched.load_state_dict(state["scheduler"])
+        run.scaler.load_state_dict(state["scaler"])
+        restore_rng_state(state["rng"])
+    elif needs_optimizer_state:
+        raise CheckpointError(f"{last_path} is unreadable, and only it holds the optimiser state that the next "
+                              f"phase carries over: train {run.phase!r} again (remove {last_path.parent})")
+    run.first_epoch = run.resumed_from = state["epoch"]
+    run.best_metric, run.best_epoch, run.history = state["best_metric"], state["best_epoch"], list(state["history"])
+    run.global_step = state["global_step"]
+
+
+def _train_epoch(
+    run: _Run, train_model: nn.Module, epoch: int, loss_fn: LossFn, check: Callable[[dict], None] | None,
+    log: RunLog, callbacks: Sequence[Callback], last_good: str,
+) -> dict[str, Any]:
+    """One pass over the data, stepping every ``grad_accum_steps`` batches; the epoch's record (mean loss parts,
+    learning rate) so far."""
+    settings, loader, opt, accum = run.settings, run.loader, run.opt, run.settings.grad_accum_steps
+    run.model.train()
+    start_epoch(loader, epoch, settings.seed or 0)
+    _notify(callbacks, LoopState(run.phase, "epoch_start", epoch, run.epochs, 0, run.global_step, math.nan,
+                                 run.model, opt))
+    opt.zero_grad(set_to_none=True)
+    sums: dict[str, float] = {}
+    batches = progress(loader, enabled=settings.progress, desc=f"{run.phase} {epoch + 1}/{run.epochs}", leave=False)
+    for index, batch in enumerate(batches):
+        batch = move_batch(batch, run.device, settings.channels_last)
+        if check is not None:
+            check(batch)
+        steps_now = (index + 1) % accum == 0 or index + 1 == len(loader)
+        no_sync = isinstance(train_model, DistributedDataParallel) and not steps_now
+        with train_model.no_sync() if no_sync else contextlib.nullcontext():
+            with autocast(run.device, settings.amp):
+                parts = loss_fn(train_model, batch, epoch)
+            values = _reduce_parts(parts, run.phase, epoch, index, last_good)
+            run.scaler.scale(parts["loss"] / accum).backward()
+        if steps_now:
+            run.scaler.step(opt)
+            run.scaler.update()
+            opt.zero_grad(set_to_none=True)
+            run.sched.step()
+            run.global_step += 1
+            if settings.log_every and run.global_step % settings.log_every == 0:
+                log.write({"phase": run.phase, "epoch": epoch, "step": run.global_step, **values,
+                           "lr": opt.param_groups[0]["lr"]})
+        for name, value in values.items():
+            sums[name] = sums.get(name, 0.0) + value
+        _notify(callbacks, LoopState(run.phase, "step_end", epoch, run.epochs, index, run.global_step,
+                                     values["loss"], run.model, opt))
+
+    record: dict[str, Any] = {"phase": run.phase, "epoch": epoch}
+    record.update({name: total / len(loader) for name, total in sums.items()})
+    record["lr"] = opt.param_groups[0]["lr"]
+    return record
+
+
+def _validate(
+    run: _Run, epoch: int, evaluate: Callable[[nn.Module], dict[str, Any]], best_key: str, run_dir: Path | None
+) -> dict[str, float]:
+    """Evaluates the model; a new best ``best_key`` is remembered and its weights written to ``best.pt``."""
+    metrics = evaluate(run.model)
+    value = metrics.get(best_key)
+    if value is not None and math.isfinite(value) and (run.best_metric is None or value > run.best_metric):
+        run.best_metric, run.best_epoch = float(value), epoch
         if run_dir is not None and is_main_process():
-            save_checkpoint({
-                "format": CHECKPOINT_FORMAT, "phase": phase, "epoch": epoch + 1, "epochs": epochs,
-                "global_step": global_step, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "optimizer_class": type(opt).__name__,
-                "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "rng": capture_rng_state(),
-                "best_metric": best_metric, "best_epoch": best_epoch, "history": history,
-                "settings": settings.to_dict(), "meta": meta or {},
-            }, last_path)
-        barrier()
-        last_good = f"The last good checkpoint is {last_path} (after epoch {epoch})." if last_path else last_good
-        _notify(callbacks, LoopState(phase, "epoch_end", epoch, epochs, len(loader) - 1, global_step,
-                                     record.get("loss", math.nan), model, opt, record))
-    final_path = run_dir / "model.pt" if run_dir is not None else None
-    # A phase resumed after it had finished keeps its model.pt as it was written.
-    if final_path is not None and is_main_process() and (first_epoch < epochs or not final_path.is_file()):
-        save_checkpoint({
-            "format": CHECKPOINT_FORMAT, "phase": phase, "epoch": epochs, "epochs": epochs, "global_step": global_step,
-            "model": model.state_dict(), "best_metric": best_metric, "best_epoch": best_epoch, "history": history,
-            "settings": settings.to_dict(), "meta": meta or {},
-        }, final_path)
-    barrier()
-    return FitResult(history, best_metric, best_epoch, time.perf_counter() - began, resumed_from,
-                     opt.state_dict() if keep_optimizer_state else None)
+            save_checkpoint({"format": CHECKPOINT_FORMAT, "phase": run.phase, "epoch": epoch + 1,
+                             "model": run.model.state_dict(), "metric": {best_key: run.best_metric},
+                             "meta": run.meta}, run_dir / "best.pt")
+    return {f"val_{k}": v for k, v in metrics.items() if isinstance(v, float)}
+
+
+def _checkpoint(run: _Run, epoch: int, *, resumable: bool) -> dict[str, Any]:
+    """The checkpoint record after ``epoch`` epochs: ``last.pt`` (``resumable``: with the optimiser, schedule,
+    scaler and RNG states) or ``model.pt`` (the weights and the phase's record only)."""
+    record = {"format": CHECKPOINT_FORMAT, "phase": run.phase, "epoch": epoch, "epochs": run.epochs,
+              "global_step": run.global_step, "model": run.model.state_dict()}
+    if resumable:
+        record.update(optimizer=run.opt.state_dict(), optimizer_class=type(run.opt).__name__,
+                      scheduler=run.sched.state_dict(), scaler=run.scaler.state_dict(), rng=capture_rng_state())
+    record.update(best_metric=run.best_metric, best_epoch=run.best_epoch, history=run.history,
+                  settings=run.settings.to_dict(), meta=run.meta)
+    return record
 
 
 def _carry_optimizer_state(opt: torch.optim.Optimizer, state: dict[str, Any], phase: str) -> None:

@@ -15,7 +15,8 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from depthdistill.errors import ConfigError
 
-__all__ = ["OptimizerFactory", "SchedulerFactory", "sgd", "poly_schedule"]
+__all__ = ["DEFAULT_LR", "DEFAULT_MOMENTUM", "DEFAULT_POLY_POWER", "DEFAULT_WEIGHT_DECAY", "OptimizerFactory", "SchedulerFactory",
+           "sgd", "poly_schedule"]
 
 #: ``factory(parameters) -> Optimizer``.
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], Optimizer]
@@ -23,7 +24,17 @@ OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[[Optimizer, int], LRScheduler]
 
 
-def sgd(lr: float = 2.5e-4, momentum: float = 0.9, weight_decay: float = 5e-4) -> OptimizerFactory:
+#: The paper's learning rate.
+DEFAULT_LR = 2.5e-4
+#: DeepLab's SGD momentum, weight decay and poly power (the paper is silent on them).
+DEFAULT_MOMENTUM = 0.9
+DEFAULT_WEIGHT_DECAY = 5e-4
+DEFAULT_POLY_POWER = 0.9
+
+
+def sgd(
+    lr: float = DEFAULT_LR, momentum: float = DEFAULT_MOMENTUM, weight_decay: float = DEFAULT_WEIGHT_DECAY
+) -> OptimizerFactory:
     """An SGD factory with the given hyper-parameters.
 
     Examples:
@@ -36,7 +47,7 @@ def sgd(lr: float = 2.5e-4, momentum: float = 0.9, weight_decay: float = 5e-4) -
     return lambda params: torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
-def poly_schedule(power: float = 0.9) -> SchedulerFactory:
+def poly_schedule(power: float = DEFAULT_POLY_POWER) -> SchedulerFactory:
     """A factory of the poly schedule ``lr_t = lr · (1 − t / total_steps) ** power``.
 
     ``t`` counts optimiser steps from 0, so the first step uses the full learning rate and the last one a small

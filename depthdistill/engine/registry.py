@@ -16,6 +16,7 @@ import torch.nn as nn
 from depthdistill.convert import convert_to_depth_aware
 from depthdistill.engine.checkpoint import load_checkpoint, load_model_state
 from depthdistill.errors import ConfigError
+from depthdistill.nn.functional import DEFAULT_ALPHA
 
 __all__ = ["DATASETS", "TRANSFORMS", "resolve", "build_dataset", "build_transform", "build_model", "load_model",
            "model_spec"]
@@ -105,21 +106,18 @@ def _smp_model(spec: str, num_classes: int, kwargs: dict[str, Any]) -> nn.Module
     arch, sep, encoder = spec.partition("/")
     if not sep or not arch or not encoder:
         raise ConfigError(f"smp model {spec!r} must be 'smp:<Arch>/<encoder>', e.g. 'smp:Unet/resnet18'")
-    import segmentation_models_pytorch as smp
+    # Imported here: smp and timm load only for a run file that names one of their models.
+    from depthdistill.models.segmenters import smp_model
 
-    # No download at run time: ImageNet encoder weights only when the run file asks for them explicitly.
-    kwargs = {"encoder_weights": None, **kwargs}
-    try:
-        return smp.create_model(arch, encoder_name=encoder, classes=num_classes, **kwargs)
-    except (KeyError, ValueError) as exc:
-        raise ConfigError(f"segmentation_models_pytorch cannot build {spec!r}: {exc}") from exc
+    return smp_model(arch, encoder, num_classes, **kwargs)
 
 
 def build_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     """Builds the segmenter named in a run file.
 
     * ``deeplab_vgg16`` — ``depthdistill.models.deeplab_vgg16(num_classes, **kwargs)``
-    * ``smp:<Arch>/<encoder>`` — ``segmentation_models_pytorch.create_model`` (``encoder_weights=None`` unless set)
+    * ``smp:<Arch>/<encoder>`` — ``depthdistill.models.smp_model(Arch, encoder, num_classes, **kwargs)``
+      (``encoder_weights=None`` unless set: nothing is downloaded unless asked)
     * ``timm:<backbone>`` — ``depthdistill.models.TimmSegmenter(backbone, num_classes, **kwargs)``
     * ``package.module:factory`` — ``factory(num_classes=num_classes, **kwargs)``
 
@@ -209,7 +207,7 @@ def load_model(checkpoint: str | os.PathLike, map_location: str = "cpu",
     try:
         built = build_model(spec["name"], meta["num_classes"], **(spec.get("args") or {}))
         if meta.get("depth_aware_layers"):
-            convert_to_depth_aware(built, alpha=meta.get("alpha", 8.3), include=meta["depth_aware_layers"])
+            convert_to_depth_aware(built, alpha=meta.get("alpha", DEFAULT_ALPHA), include=meta["depth_aware_layers"])
         load_model_state(built, state["model"], checkpoint)
     except ConfigError as exc:
         raise ConfigError(f"{exc}. The model {spec['name']!r} with arguments {spec.get('args') or {}} does not "

@@ -7,7 +7,6 @@ redirected output) unless asked for explicitly.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -17,6 +16,7 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
+from depthdistill._facts import jsonable
 from depthdistill.engine.distributed import is_main_process
 
 __all__ = ["RunLog", "progress"]
@@ -39,18 +39,6 @@ def progress(iterable: Iterable[T], *, enabled: bool | None = None, **tqdm_kwarg
     if enabled is None:
         enabled = sys.stderr.isatty()
     return iter(tqdm(iterable, disable=not (enabled and is_main_process()), dynamic_ncols=True, **tqdm_kwargs))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else str(value)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 class RunLog:
@@ -80,7 +68,7 @@ class RunLog:
         if self.path is None or not is_main_process():
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(_jsonable({**record, "time": round(time.time(), 3)}), sort_keys=False)
+        line = json.dumps(jsonable({**record, "time": round(time.time(), 3)}), sort_keys=False)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
 

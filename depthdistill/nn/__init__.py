@@ -3,7 +3,7 @@
 from depthdistill.nn.base import DepthAwareModule, depth_aware_class, register_depth_aware
 from depthdistill.nn.context import DepthResize, current_depth, depth_context
 from depthdistill.nn.conv import DepthAwareConv2d
-from depthdistill.nn.functional import DEFAULT_ALPHA, depth_aware_conv2d, depth_similarity
+from depthdistill.nn.functional import DEFAULT_ALPHA, depth_aware_conv2d, depth_similarity, valid_depth
 from depthdistill.nn.pooling import DepthAwareAvgPool2d, depth_aware_avg_pool2d
 from depthdistill.nn.units import check_depth_units
 
@@ -21,4 +21,5 @@ __all__ = [
     "depth_context",
     "depth_similarity",
     "register_depth_aware",
+    "valid_depth",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from depthdistill.errors import ConfigError, DepthError, DepthUnitsWarning
-from depthdistill.nn.functional import _as_depth_map
+from depthdistill.nn.functional import _as_depth_map, valid_depth
 from depthdistill.nn.units import depth_units_problem
 
 __all__ = ["depth_context", "current_depth", "DepthResize"]
@@ -126,16 +126,26 @@ def current_depth() -> Tensor | None:
     return None if state is None else state.depth
 
 
-def _halve_valid(depth: Tensor) -> Tensor:
-    """One 3×3 / stride 2 / pad 1 average pool over valid depths; windows without any stay missing (0)."""
-    valid = (torch.isfinite(depth) & (depth > 0)).to(depth.dtype)
+def _average_valid(depth: Tensor, resample: Callable[[Tensor], Tensor]) -> Tensor:
+    """``resample`` (a linear average: pooling, bilinear or area interpolation) of the valid depths alone.
+
+    Holes are left out of every average by resampling the hole-free depth and the validity mask alike and
+    dividing; a pixel with no valid depth under it stays missing (0).
+    """
+    valid = valid_depth(depth).to(depth.dtype)
     clean = torch.where(valid > 0, depth, torch.zeros_like(depth))
-    total = F.avg_pool2d(clean, 3, stride=2, padding=1, count_include_pad=False)
-    weight = F.avg_pool2d(valid, 3, stride=2, padding=1, count_include_pad=False)
+    total, weight = resample(clean), resample(valid)
     return torch.where(weight > 1e-6, total / weight.clamp_min(1e-6), torch.zeros_like(total))
 
 
+def _halve_valid(depth: Tensor) -> Tensor:
+    """One 3×3 / stride 2 / pad 1 average pool over valid depths; windows without any stay missing (0)."""
+    return _average_valid(depth, lambda t: F.avg_pool2d(t, 3, stride=2, padding=1, count_include_pad=False))
+
+
 def _resize(depth: Tensor, size: tuple[int, int], mode: str) -> Tensor:
+    """``(B, 1, H, W)`` depth brought to ``size`` by a :func:`depth_context` resize mode, holes left out of any
+    average (``"bilinear"``, ``"area"``, ``"avgpool"``)."""
     if mode == "nearest":
         return F.interpolate(depth, size=size, mode="nearest")
     if mode == "avgpool":
@@ -145,12 +155,8 @@ def _resize(depth: Tensor, size: tuple[int, int], mode: str) -> Tensor:
         if tuple(depth.shape[-2:]) == size:
             return depth
         mode = "area"
-    valid = (torch.isfinite(depth) & (depth > 0)).to(depth.dtype)
-    clean = torch.where(valid > 0, depth, torch.zeros_like(depth))
     kwargs = {"align_corners": False} if mode == "bilinear" else {}
-    total = F.interpolate(clean, size=size, mode=mode, **kwargs)
-    weight = F.interpolate(valid, size=size, mode=mode, **kwargs)
-    return torch.where(weight > 1e-6, total / weight.clamp_min(1e-6), torch.zeros_like(total))
+    return _average_valid(depth, lambda t: F.interpolate(t, size=size, mode=mode, **kwargs))
 
 
 def _check_same_scale(depth_hw: tuple[int, int], features_hw: tuple[int, int], layer_name: str) -> None:

@@ -16,15 +16,8 @@ from torch import Tensor
 
 from depthdistill.errors import ConfigError
 from depthdistill.nn.base import DepthAwareModule, register_depth_aware
-from depthdistill.nn.functional import (
-    DEFAULT_ALPHA,
-    _cached_similarity,
-    _check_alpha,
-    _check_depth,
-    _IntPair,
-    _output_size,
-    _pair,
-)
+from depthdistill.nn._kernels import _output_size
+from depthdistill.nn.functional import DEFAULT_ALPHA, _cached_similarity, _check_alpha, _check_depth, _IntPair, _pair
 
 __all__ = ["DepthAwareAvgPool2d", "depth_aware_avg_pool2d"]
 

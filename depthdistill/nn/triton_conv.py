@@ -34,7 +34,8 @@ import torch
 from torch import Tensor
 
 from depthdistill.errors import ConfigError
-from depthdistill.nn.functional import _output_size, _register_fast_path
+from depthdistill.nn._kernels import _output_size, _register_fast_path
+from depthdistill.nn.functional import valid_depth
 
 try:  # optional: only impl="triton" needs it, and it raises a ConfigError saying so when it is missing
     import triton
@@ -330,7 +331,7 @@ def _depth_weights_source(weights_h: Tensor | None, depth: Tensor | None) -> tup
     if depth is None:
         weights_h = weights_h.contiguous()
         return weights_h, weights_h, False
-    depth = torch.where(torch.isfinite(depth) & (depth > 0), depth, 0.0).contiguous()
+    depth = torch.where(valid_depth(depth), depth, 0.0).contiguous()
     return depth, depth, True
 
 

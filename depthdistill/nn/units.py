@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from depthdistill.errors import ConfigError, DepthError
+from depthdistill.nn.functional import valid_depth
 
 __all__ = ["DEPTH_RANGE", "check_depth_units", "depth_units_problem"]
 
@@ -34,7 +35,7 @@ def _median_valid(depth: Tensor | np.ndarray) -> float | None:
     if depth.device.type == "meta" or not depth.is_floating_point():
         return None
     flat = depth.flatten()
-    valid = flat[torch.isfinite(flat) & (flat > 0)]
+    valid = flat[valid_depth(flat)]
     if valid.numel() == 0:
         return None
     if valid.numel() > _SAMPLE:

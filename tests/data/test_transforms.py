@@ -56,6 +56,14 @@ def test_bilinear_depth_ignores_holes():
         Resize(4, depth_mode="cubic")
 
 
+@pytest.mark.parametrize("hole", [float("nan"), float("inf"), -1.0])
+def test_bilinear_depth_treats_non_finite_and_negative_depth_as_holes(hole):
+    # The package's one rule (depthdistill.nn.valid_depth): NaN and inf are holes too, not values to blend in.
+    s = {"rgb": torch.zeros(3, 1, 2), "depth": torch.tensor([[[2.0, hole]]])}
+    out = resize_sample(s, (1, 4), depth_mode="bilinear")
+    assert out["depth"].flatten().tolist() == [2.0, 2.0, 2.0, 0.0]
+
+
 def test_random_scale_range_and_alignment():
     torch.manual_seed(0)
     s = _sample(10, 10)

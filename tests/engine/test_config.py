@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from depthdistill.engine import TrainSettings
-from depthdistill.engine.config import RunConfig, load_config
+from depthdistill.engine.config import RunConfig, load_config, parse_key_value
 from depthdistill.engine.registry import build_dataset, build_model, resolve
 from depthdistill.errors import ConfigError
 
@@ -47,6 +47,19 @@ def test_bad_run_files(tmp_path):
         load_config(tmp_path / "bad.yaml")
     with pytest.raises(ConfigError, match="section.key=value"):
         load_config(None, ["train.lr"])
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(None, ["train.lr=[0.1"])
+
+
+def test_command_line_key_values_share_one_parser():
+    from depthdistill.cli import _key_values
+
+    assert parse_key_value("a=b=c") == ("a", "b=c")  # split at the first '='
+    assert _key_values(["n=3", "size=[8, 6]", "root="], "--data-arg") == {"n": 3, "size": [8, 6], "root": None}
+    with pytest.raises(ConfigError, match="--model-arg 'width' must look like KEY=VALUE"):
+        _key_values(["width"], "--model-arg")
+    with pytest.raises(ConfigError, match="--data-arg 'size=\\[8': the value is not valid YAML"):
+        _key_values(["size=[8"], "--data-arg")
 
 
 def test_model_and_dataset_names():
@@ -60,6 +73,9 @@ def test_model_and_dataset_names():
         build_model("vgg", 3)
     with pytest.raises(ConfigError, match="smp:<Arch>/<encoder>"):
         build_model("smp:Unet", 3)
+    # smp names go through models.smp_model and its checks: a misspelt encoder gets a suggestion.
+    with pytest.raises(ConfigError, match="unknown smp encoder 'resnet81'. Did you mean 'resnet18'"):
+        build_model("smp:Unet/resnet81", 3)
     with pytest.raises(ConfigError, match="does not accept"):
         build_model("tiny_rgbd:tiny_segmenter", 3, depth=2)
     with pytest.raises(ConfigError, match="unknown dataset 'nyu'"):
@@ -86,3 +102,21 @@ def test_transform_presets_from_a_run_file():
         build_transform("augment")
     with pytest.raises(ConfigError, match="does not accept"):
         build_transform({"preset": "eval", "crop": 3})
+
+
+def test_run_file_defaults_are_the_librarys_defaults():
+    # The run file's defaults and the Python API's are one set of constants, so neither can drift from the other.
+    import inspect
+
+    from depthdistill.distiller import Distiller
+    from depthdistill.engine.config import DistillConfig
+    from depthdistill.engine.loop import TrainSettings
+    from depthdistill.engine.optim import poly_schedule, sgd
+
+    distiller, cfg = inspect.signature(Distiller).parameters, DistillConfig()
+    assert (cfg.alpha, cfg.beta, cfg.ignore_index) == (8.3, 0.9, 255)
+    assert all(getattr(cfg, name) == distiller[name].default for name in ("alpha", "beta", "ignore_index"))
+    settings, optimiser = TrainSettings(), inspect.signature(sgd).parameters
+    assert (settings.lr, settings.momentum, settings.weight_decay) == (2.5e-4, 0.9, 5e-4)
+    assert all(getattr(settings, name) == optimiser[name].default for name in ("lr", "momentum", "weight_decay"))
+    assert settings.poly_power == inspect.signature(poly_schedule).parameters["power"].default

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from depthdistill import DepthError, depth_aware_conv2d, depth_similarity
-from depthdistill.nn import functional
+from depthdistill.nn import _kernels
 from depthdistill.nn.functional import IMPLEMENTATIONS
 
 # impl='triton' needs a GPU, or Triton's interpreter on CPU: tests/nn/test_triton.py runs it that way.
@@ -222,7 +222,7 @@ def test_stacked_rejects_stride():
 def test_row_blocks_match_definition(monkeypatch, impl, budget, stride, dilation, groups):
     """A budget of one byte forces one output row per block (and dilation 6 on 9 rows puts taps in the padding)."""
     skip_unsupported(impl, stride)
-    monkeypatch.setattr(functional, budget, 1)
+    monkeypatch.setattr(_kernels, budget, 1)
     x = torch.randn(2, 4, 9, 8, dtype=torch.float64, requires_grad=True)
     w = torch.randn(6, 4 // groups, 3, 3, dtype=torch.float64, requires_grad=True)
     b = torch.randn(6, dtype=torch.float64, requires_grad=True)

@@ -38,7 +38,8 @@ from test_functional import CASES, definition, depth_with_holes  # the brute-for
 
 from depthdistill.errors import ConfigError, DepthDistillError
 from depthdistill.nn import functional
-from depthdistill.nn.functional import _choose_impl, _reference_conv, depth_aware_conv2d, depth_similarity
+from depthdistill.nn._kernels import _reference_conv
+from depthdistill.nn.functional import _choose_impl, depth_aware_conv2d, depth_similarity
 
 pytest.importorskip("triton")
 from depthdistill.nn import triton_conv  # noqa: E402 (needs triton)
