@@ -18,10 +18,8 @@ Phases and what they train (the paper's names):
 from __future__ import annotations
 
 import copy
-import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from depthdistill._facts import VOID, jsonable
+from depthdistill._facts import VOID
 from depthdistill.convert import LayerFilter, convert_to_depth_aware, convert_to_plain, list_depth_aware
 from depthdistill.engine.checks import check_batch, check_dataset, check_model
 from depthdistill.engine.device import resolve_device
@@ -44,6 +42,7 @@ from depthdistill.errors import ConfigError, ConfigTypeError, TrainingError
 from depthdistill.losses import DEFAULT_BETA, CEPlusVTCE, StudentLoss
 from depthdistill.nn import depth_context
 from depthdistill.nn.functional import DEFAULT_ALPHA
+from depthdistill.results import ResultRow, ResultsTable
 
 __all__ = ["Distiller", "ResultRow", "ResultsTable", "EXPERIMENT_ROWS", "RECIPES", "STUDENT_OPTIMIZERS",
            "TEACHER_SOURCES"]
@@ -67,81 +66,6 @@ RECIPES: dict[str, dict[str, Any]] = {
 TEACHER_SOURCES = ("frozen", "live")
 
 Data = Dataset | DataLoader
-
-
-@dataclass
-class ResultRow:
-    """One trained model's test metrics.
-
-    Attributes:
-        name: One of :data:`EXPERIMENT_ROWS`.
-        input: What the model sees at test time, ``"RGB"`` or ``"RGB-D"``.
-        mean_pixel_accuracy: mPA on the test set (fraction, not %).
-        mean_iou: mIoU.
-        pixel_accuracy: Overall pixel accuracy.
-        epochs: Epochs this row's own phase trained (SN and BL+PS start from TN's weights; TN→RGB trains none).
-        seconds: Wall time of its training.
-        per_class_iou: IoU per class (NaN for classes absent from the test set).
-    """
-
-    name: str
-    input: str
-    mean_pixel_accuracy: float
-    mean_iou: float
-    pixel_accuracy: float
-    epochs: int
-    seconds: float
-    per_class_iou: list[float] = field(default_factory=list)
-
-
-class ResultsTable:
-    """The rows of an experiment, printable in the paper's form (mPA / mIoU in %) and saved as JSON.
-
-    Examples:
-        >>> t = ResultsTable([ResultRow("BL", "RGB", 0.5, 0.25, 0.75, 1, 0.1)])
-        >>> t["BL"].mean_iou
-        0.25
-        >>> print(t.to_markdown().splitlines()[2])
-        | BL | RGB | 50.0 | 25.0 | 75.0 | 1 | 0.1 |
-    """
-
-    def __init__(self, rows: Sequence[ResultRow], info: dict[str, Any] | None = None) -> None:
-        self.rows = list(rows)
-        self.info = dict(info or {})
-
-    def __getitem__(self, name: str) -> ResultRow:
-        for row in self.rows:
-            if row.name == name:
-                return row
-        raise KeyError(f"no row {name!r}; rows: {[r.name for r in self.rows]}")
-
-    def __iter__(self):
-        return iter(self.rows)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def to_markdown(self) -> str:
-        """A Markdown table: row, input, mPA %, mIoU %, pixel accuracy %, epochs, training seconds."""
-        lines = ["| row | input | mPA % | mIoU % | pixel acc. % | epochs | train s |", "|---|---|---|---|---|---|---|"]
-        for r in self.rows:
-            lines.append(f"| {r.name} | {r.input} | {100 * r.mean_pixel_accuracy:.1f} | {100 * r.mean_iou:.1f} | "
-                         f"{100 * r.pixel_accuracy:.1f} | {r.epochs} | {r.seconds:.1f} |")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        """``{"rows": [...], "info": {...}}``, JSON-safe (NaN as ``None``, see :func:`depthdistill._facts.jsonable`)."""
-        return jsonable({"rows": [asdict(r) for r in self.rows], "info": self.info})
-
-    def save_json(self, path: str | os.PathLike) -> Path:
-        """Writes :meth:`to_dict` as indented JSON; returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-        return path
-
-    def __str__(self) -> str:
-        return self.to_markdown()
 
 
 def _frozen_copy(model: nn.Module) -> nn.Module:
