@@ -60,6 +60,8 @@ STUDENTS: dict[str, dict[str, Any]] = {
 }
 #: The paper's recipe: every spatial convolution, nearest depth, no dropout, a fresh student optimiser.
 PAPER = ("all14", "fresh")
+#: The Distiller's default recipe on DeepLab-VGG16: Depth-aware CNN's six layers, avgpool depth, depth dropout 0.5.
+DEFAULT = ("dacnn6+drop", "fresh")
 #: The (teacher, student) pairs the study trains by default: the paper, then one remedy or two at a time.
 VARIANTS = ("all14/fresh", "all14/calib", "dacnn6/fresh", "dacnn6/carry", "dacnn6+drop/fresh", "dacnn6+drop/carry")
 
@@ -214,8 +216,8 @@ def _plot(records: list[dict], path: Path) -> None:
     for ax, setting in zip(axes[0], settings, strict=True):
         rs = [r for r in records if r["setting"] == setting]
         sizes = sorted({r["n_train"] for r in rs})
-        lines = [("BL", "-", "-")] + sorted({("SN", r["teacher"], r["student"]) for r in rs if r["row"] == "SN"},
-                                            key=lambda k: (list(TEACHERS).index(k[1]), list(STUDENTS).index(k[2])))
+        # The baseline and the students of the two recipes the Distiller names; the tables have every recipe
+        lines = [("BL", "-", "-"), ("SN", *PAPER), ("SN", *DEFAULT)]
         for row, teacher, student in lines:
             xs, ys, es = [], [], []
             for n in sizes:
@@ -223,7 +225,8 @@ def _plot(records: list[dict], path: Path) -> None:
                      (row, teacher, student, n)]
                 if v:
                     xs.append(n), ys.append(statistics.fmean(v)), es.append(statistics.stdev(v) if len(v) > 1 else 0)
-            label = "BL" if row == "BL" else f"SN {teacher}/{student}"
+            label = "BL" if row == "BL" else (f"SN, recipe='paper' ({teacher}/{student})" if (teacher, student) == PAPER
+                                              else f"SN, recipe='default' ({teacher}/{student})")
             ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=label, lw=2.5 if row == "BL" else 1.2,
                         color="black" if row == "BL" else None)
         ax.set_xscale("log")
