@@ -369,7 +369,7 @@ def _export(args: argparse.Namespace) -> int:
 @command("demo", help="the method end to end on built-in synthetic data: BL, TN, TN→RGB, SN and the ablations",
          arguments=[
              arg("--out", default="runs/demo", help="output folder (default: runs/demo)"),
-             arg("--quick", action="store_true", help="a smoke run of seconds instead of about 8 minutes"),
+             arg("--quick", action="store_true", help="a smoke run of seconds instead of about 10 minutes"),
              arg("--seed", type=int, default=0, help="seed of the data and of every phase (default: 0)"),
              arg("--device", default="auto", help="auto (CUDA if available), cpu or cuda (default: auto)"),
          ])

@@ -45,7 +45,7 @@ class DemoPreset:
     lr: float
 
 
-#: ``"full"``: about 8 minutes on a 2-core CPU, long enough for depth to show (docs/demo.md); ``"quick"``: a
+#: ``"full"``: about 10 minutes on a 2-core CPU, long enough for depth to show (docs/demo.md); ``"quick"``: a
 #: smoke run of seconds.
 PRESETS = {
     "full": DemoPreset(train_samples=384, test_samples=96, size=(96, 128), width=0.125, teacher_epochs=25,
