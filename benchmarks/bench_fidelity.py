@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_dconv import machine_description
 
-from depthdistill import Distiller
+from depthdistill import Distiller, convert_to_plain
 from depthdistill.data import SyntheticRGBD, eval_transforms, train_transforms
 from depthdistill.models import DEPTH_AWARE_CNN_LAYERS, deeplab_vgg16
 
@@ -55,7 +55,6 @@ TEACHERS: dict[str, dict[str, Any]] = {
 STUDENTS: dict[str, dict[str, Any]] = {
     "fresh": {"student_optimizer": "fresh", "student_lr_scale": 1.0, "calibrate_removal": False},
     "carry": {"student_optimizer": "carry", "student_lr_scale": 1.0, "calibrate_removal": False},
-    "carry×0.3": {"student_optimizer": "carry", "student_lr_scale": 0.3, "calibrate_removal": False},
     "calib": {"student_optimizer": "fresh", "student_lr_scale": 1.0, "calibrate_removal": True},
 }
 #: The paper's recipe: every spatial convolution, nearest depth, no dropout, a fresh student optimiser.
@@ -66,14 +65,14 @@ DEFAULT = ("dacnn6+drop", "fresh")
 VARIANTS = ("all14/fresh", "all14/calib", "dacnn6/fresh", "dacnn6/carry", "dacnn6+drop/fresh", "dacnn6+drop/carry")
 
 
-def _done(path: Path) -> set[tuple]:
+def _done(path: Path, args: argparse.Namespace) -> set[tuple]:
+    """``(setting, n_train, seed, teacher, student, row)`` of the rows ``path`` holds for this run's protocol."""
     if not path.is_file():
         return set()
-    keys = set()
-    for line in path.read_text().splitlines():
-        r = json.loads(line)
-        keys.add((f"{r['setting']}/{r['optim']}", r["n_train"], r["seed"], r["teacher"], r["student"], r["row"]))
-    return keys
+    protocol = (args.optim, args.teacher_epochs, args.student_epochs)
+    records = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return {(r["setting"], r["n_train"], r["seed"], r["teacher"], r["student"], r["row"]) for r in records
+            if (r["optim"], r["teacher_epochs"], r["student_epochs"]) == protocol}
 
 
 def _record(path: Path, **fields: Any) -> None:
@@ -85,7 +84,7 @@ def _record(path: Path, **fields: Any) -> None:
 
 def run_one(setting: str, n_train: int, seed: int, args: argparse.Namespace, out: Path) -> None:
     """Trains and tests every row of one (setting, size, seed) that ``out`` does not hold yet."""
-    done = {(s.rsplit("/", 1)[0], *rest) for s, *rest in _done(out) if s.endswith(f"/{args.optim}")}
+    done = _done(out, args)
     size = tuple(args.size)
     realistic = setting == "realistic"
     augment = train_transforms(size, scale_range=None, color_jitter=0.0)
@@ -132,7 +131,6 @@ def run_one(setting: str, n_train: int, seed: int, args: argparse.Namespace, out
         seconds = time.perf_counter() - began
         if (setting, n_train, seed, teacher_name, "-", "TN") not in done:
             record("TN", teacher_name, "-", d.evaluate(d.teacher, test, use_depth=True), seconds, args.teacher_epochs)
-            from depthdistill import convert_to_plain
             record("TN→RGB", teacher_name, "-", d.evaluate(convert_to_plain(copy.deepcopy(d.teacher)), test), 0.0, 0)
         for student_name in students:
             s = copy.deepcopy(d)
