@@ -172,7 +172,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from depthdistill.distiller import Distiller
     from depthdistill.engine.config import load_config
-    from depthdistill.engine.distributed import init_distributed, is_main_process
+    from depthdistill.engine.distributed import init_distributed, is_main_process, shutdown_distributed
     from depthdistill.engine.loop import seed_everything
     from depthdistill.engine.registry import build_model
 
@@ -216,6 +216,7 @@ def _train(args: argparse.Namespace) -> int:
     if is_main_process():
         print(table.to_markdown())
         print(f"results: {Path(cfg.out_dir) / 'results.json'}")
+    shutdown_distributed()  # on success only: after a failure, the other ranks may never reach the barrier
     return 0
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from depthdistill import SegmentationMetrics
+from depthdistill.engine import shutdown_distributed
 
 
 def test_against_hand_built_confusion_matrix():
@@ -61,12 +62,10 @@ def test_errors():
 def _ddp_worker(rank, world_size, port, preds, targets, out):
     import torch.distributed as dist
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
-    try:
-        m = SegmentationMetrics(3)
-        m.update(preds[rank], targets[rank])
-        out[rank] = m.all_reduce().compute()["confusion_matrix"]
-    finally:
-        dist.destroy_process_group()
+    m = SegmentationMetrics(3)
+    m.update(preds[rank], targets[rank])
+    out[rank] = m.all_reduce().compute()["confusion_matrix"]
+    shutdown_distributed()
 
 
 def test_all_reduce_over_two_processes_equals_whole_set():

@@ -19,6 +19,7 @@ from depthdistill.engine.distributed import (
     init_distributed,
     is_distributed,
     is_main_process,
+    shutdown_distributed,
     unwrap,
     wrap_ddp,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "save_checkpoint",
     "seed_everything",
     "select_logits",
+    "shutdown_distributed",
     "sgd",
     "start_epoch",
     "train_loader",

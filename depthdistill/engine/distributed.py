@@ -22,6 +22,7 @@ __all__ = [
     "get_world_size",
     "is_main_process",
     "barrier",
+    "shutdown_distributed",
     "wrap_ddp",
     "unwrap",
     "all_reduce_sum",
@@ -117,6 +118,21 @@ def barrier() -> None:
     """
     if is_distributed():
         dist.barrier()
+
+
+def shutdown_distributed() -> None:
+    """Tears the default process group down once every process has got here (no-op when not distributed).
+
+    Call it at the end of a distributed script, on every rank. The barrier comes first because a rank that
+    destroys its group (rank 0 also hosts the rendezvous store) while another still talks to it can abort the
+    other process instead of letting it finish.
+
+    Examples:
+        >>> shutdown_distributed()
+    """
+    if is_distributed():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:

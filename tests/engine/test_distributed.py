@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 from tiny_rgbd import NUM_CLASSES, TinyRGBD, TinySegmenter
 
 from depthdistill.distiller import Distiller
-from depthdistill.engine import get_world_size, init_distributed, is_distributed
+from depthdistill.engine import get_world_size, init_distributed, is_distributed, shutdown_distributed
 
 # The paper's recipe: no depth dropout, whose per-rank draws would differ from one process drawing for the batch
 SETTINGS = dict(batch_size=1, lr=0.1, device="cpu", progress=False, log_echo=False, recipe="paper")
@@ -23,15 +23,14 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     info = init_distributed()
     assert (info.rank, info.world_size, get_world_size()) == (rank, world_size, world_size)
-    try:
-        torch.manual_seed(0)
-        d = Distiller(TinySegmenter(norm=False, dropout=0.0), NUM_CLASSES, out_dir=out_dir, **SETTINGS)
-        d.train_teacher(TinyRGBD(4), epochs=1)
-        student = d.train_student(TinyRGBD(4), epochs=1)
-        metrics = d.evaluate(student, TinyRGBD(3, seed=1))
-        torch.save({"state": student.state_dict(), "metrics": metrics}, os.path.join(out_dir, f"rank{rank}.result"))
-    finally:
-        torch.distributed.destroy_process_group()
+    torch.manual_seed(0)
+    d = Distiller(TinySegmenter(norm=False, dropout=0.0), NUM_CLASSES, out_dir=out_dir, **SETTINGS)
+    d.train_teacher(TinyRGBD(4), epochs=1)
+    student = d.train_student(TinyRGBD(4), epochs=1)
+    metrics = d.evaluate(student, TinyRGBD(3, seed=1))
+    torch.save({"state": student.state_dict(), "metrics": metrics}, os.path.join(out_dir, f"rank{rank}.result"))
+    shutdown_distributed()
+    assert not is_distributed()
 
 
 def test_two_processes_agree_match_one_process_with_the_whole_batch_and_only_rank_0_writes(tmp_path):
