@@ -32,7 +32,7 @@ from depthdistill._facts import VOID
 from depthdistill.convert import LayerFilter, convert_to_depth_aware, convert_to_plain, list_depth_aware
 from depthdistill.engine.checks import check_batch, check_dataset, check_model
 from depthdistill.engine.device import resolve_device
-from depthdistill.engine.distributed import barrier, is_main_process
+from depthdistill.engine.distributed import barrier, get_rank, get_world_size, is_main_process
 from depthdistill.engine.evaluate import OutputKey, evaluate, select_logits
 from depthdistill.engine.loop import Callback, FitResult, LossFn, TrainSettings, fit
 from depthdistill.engine.optim import OptimizerFactory, SchedulerFactory, sgd
@@ -138,8 +138,8 @@ class Distiller:
             it is a dict; a string picks another key; a function maps the output to the logits.
         depth_dropout: Probability, per training sample, that the teacher sees no depth in that step (its depth
             map replaced by a constant, so every ``H = 1`` and each D-Conv computes exactly the plain convolution).
-            The shared weights then learn to work with and without depth. ``None``: the recipe's (0.5 by
-            default; 0, the paper).
+            The shared weights then learn to work with and without depth. Under DDP each process draws for its
+            own samples, independently of the others. ``None``: the recipe's (0.5 by default; 0, the paper).
         calibrate_removal: At the switch to the student, rescale each reverted layer's weight and bias in place so
             its plain output on RGB has the RMS its depth-aware output had on RGB-D (layer by layer in forward
             order, over ``calibration_batches`` training batches; BatchNorm statistics re-estimated on RGB); see
@@ -552,7 +552,11 @@ class Distiller:
         """The teacher's depth for one training batch: with ``depth_dropout``, some samples' maps made constant."""
         if self.depth_dropout == 0.0:
             return depth
-        dropped = torch.rand(depth.shape[0], device=depth.device) < self.depth_dropout
+        # Every rank draws the whole global batch from the same (equally seeded) generator and keeps its own share:
+        # ranks then drop independently, and N processes of b samples draw what one process of N·b would.
+        size, rank = depth.shape[0], get_rank()
+        draws = torch.rand(size * get_world_size(), device=depth.device)[rank * size:(rank + 1) * size]
+        dropped = draws < self.depth_dropout
         # A constant map gives H = exp(0) = 1 at every tap: those samples see the plain convolution.
         return torch.where(dropped.view(-1, *([1] * (depth.dim() - 1))), torch.ones_like(depth), depth)
 

@@ -343,6 +343,23 @@ def test_depth_dropout_replaces_a_share_of_the_depth_maps_by_a_constant():
         _distiller(depth_dropout=1.5)
 
 
+def test_depth_dropout_ranks_take_their_own_share_of_one_global_draw(monkeypatch):
+    import depthdistill.distiller as distiller_module
+
+    d = _distiller(depth_dropout=0.5)
+    depth = torch.rand(64, 1, 2, 2) + 1
+    torch.manual_seed(3)
+    whole = (d._teacher_depth(depth) == 1.0).flatten(1).all(1)  # one process, the global batch of 64
+    shares = []
+    for rank in range(4):  # four processes of 16 samples each, the same generator state on each
+        monkeypatch.setattr(distiller_module, "get_world_size", lambda: 4)
+        monkeypatch.setattr(distiller_module, "get_rank", lambda rank=rank: rank)
+        torch.manual_seed(3)
+        shares.append((d._teacher_depth(depth[16 * rank:16 * (rank + 1)]) == 1.0).flatten(1).all(1))
+    assert torch.equal(torch.cat(shares), whole)
+    assert not all(torch.equal(shares[0], share) for share in shares[1:])  # ranks do not drop in lockstep
+
+
 def test_student_lr_scale_and_carried_optimizer_state():
     data = TinyRGBD(8)
     seen = {}
