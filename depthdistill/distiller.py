@@ -35,7 +35,7 @@ from depthdistill.engine.device import resolve_device
 from depthdistill.engine.distributed import barrier, get_rank, get_world_size, is_main_process
 from depthdistill.engine.evaluate import OutputKey, evaluate, select_logits
 from depthdistill.engine.loop import Callback, FitResult, LossFn, TrainSettings, fit
-from depthdistill.engine.optim import OptimizerFactory, SchedulerFactory, sgd
+from depthdistill.engine.optim import OptimizerFactory, SchedulerFactory
 from depthdistill.engine.registry import model_spec
 from depthdistill.engine.run_log import RunLog
 from depthdistill.errors import ConfigError, ConfigTypeError, TrainingError
@@ -590,9 +590,12 @@ class Distiller:
         ``shared``: the model starts from the teacher's weights (SN, BL+PS), so the student recipe applies.
         """
         self._check_data(train_data, needs_depth=use_vtce, where=f"{name} training data")
+        recipe: dict[str, Any] = {}
         if use_vtce:
             # Without shared weights there is no live teacher to speak of: the frozen one is the only reading.
-            teacher_logits = self._teacher_logits(student, self.teacher_source if shared else "frozen")
+            source = self.teacher_source if shared else "frozen"
+            teacher_logits = self._teacher_logits(student, source)
+            recipe["distillation"] = {"loss": _loss_identity(self.student_loss), "teacher_source": source}
 
         def loss_fn(model: nn.Module, batch: dict, epoch: int) -> dict[str, torch.Tensor]:
             logits = self._forward(model, batch).float()
@@ -600,13 +603,12 @@ class Distiller:
                 return {"loss": F.cross_entropy(logits, batch["label"], ignore_index=self.ignore_index)}
             return _student_parts(self.student_loss(logits, teacher_logits(batch).float(), batch["label"], epoch))
 
-        recipe: dict[str, Any] = {}
         if shared:
             carried = self._teacher_optimizer_state if self.student_optimizer == "carry" else None
             if self.student_optimizer == "carry" and carried is None:
                 raise TrainingError("student_optimizer='carry' needs the teacher phase's optimiser state: train the "
                                     "teacher with this Distiller first")
-            recipe = {"optimizer": self._scaled_optimizer(self.student_lr_scale), "optimizer_state": carried}
+            recipe.update(lr_scale=self.student_lr_scale, optimizer_state=carried)
             with torch.no_grad():
                 first = self._sample_batches(train_data, 1)[0]
                 start_ce = F.cross_entropy(self._forward(student.to(self.device).eval(), first).float(),
@@ -621,30 +623,18 @@ class Distiller:
         self._fit(name, student, loss_fn, train_data, epochs, val_data, needs_depth=use_vtce, **recipe)
         return student
 
-    def _scaled_optimizer(self, scale: float) -> OptimizerFactory | None:
-        """The phases' optimiser factory with every group's learning rate times ``scale``."""
-        if scale == 1.0:
-            return self.optimizer
-        s = self.settings
-        base = self.optimizer or sgd(s.lr, s.momentum, s.weight_decay)
-
-        def factory(params):
-            optimizer = base(params)
-            for group in optimizer.param_groups:
-                group["lr"] *= scale
-            return optimizer
-
-        return factory
-
     def _fit(self, name: str, model: nn.Module, loss_fn: LossFn, train_data: Data, epochs: int,
-             val_data: Data | None, *, needs_depth: bool, optimizer: OptimizerFactory | None = None,
-             optimizer_state: dict[str, Any] | None = None, keep_optimizer_state: bool = False) -> None:
+             val_data: Data | None, *, needs_depth: bool, lr_scale: float = 1.0,
+             optimizer_state: dict[str, Any] | None = None, keep_optimizer_state: bool = False,
+             distillation: dict[str, Any] | None = None) -> None:
         run_dir = self.out_dir / name if self.out_dir is not None else None
         depth_aware = list_depth_aware(model)
         meta = {**self.meta, "phase": name, "num_classes": self.num_classes, "ignore_index": self.ignore_index,
                 "alpha": self.alpha, "depth_resize": self.depth_resize, "depth_aware_layers": depth_aware,
                 "recipe": {"depth_dropout": self.depth_dropout, "calibrate_removal": self.calibrate_removal,
                            "student_lr_scale": self.student_lr_scale, "student_optimizer": self.student_optimizer}}
+        if distillation is not None:
+            meta["distillation"] = distillation
         palette = getattr(getattr(train_data, "dataset", train_data), "palette", None)
         if palette is not None and len(palette) == self.num_classes:
             meta["palette"] = [[int(c) for c in colour] for colour in palette]  # predict paints with it
@@ -656,7 +646,23 @@ class Distiller:
         evaluate = (lambda m: self.evaluate(m, val_data, use_depth=bool(depth_aware))) if val_data is not None else None
         self.fits[name] = fit(
             model, loss_fn, train_data, epochs, phase=name, settings=self.settings, run_dir=run_dir,
-            evaluate=evaluate, check=check, optimizer=optimizer or self.optimizer, scheduler=self.scheduler,
+            evaluate=evaluate, check=check, optimizer=self.optimizer, scheduler=self.scheduler,
             callbacks=self.callbacks, resume=self.resume, meta=meta, log=self.log, optimizer_state=optimizer_state,
-            keep_optimizer_state=keep_optimizer_state,
+            keep_optimizer_state=keep_optimizer_state, lr_scale=lr_scale,
         )
+
+
+def _loss_identity(loss: StudentLoss) -> dict[str, Any]:
+    """What tells one student loss from another in the resume check: its qualified name, plus β and the schedule
+    for the built-in CE + VTCE."""
+    identity: dict[str, Any] = {"name": _qualified_name(loss)}
+    if isinstance(loss, CEPlusVTCE):
+        schedule = loss.vtce.schedule
+        identity.update(beta=loss.beta, schedule=None if schedule is None else _qualified_name(schedule))
+    return identity
+
+
+def _qualified_name(obj: Callable) -> str:
+    """``module.QualName`` of a function, or of the class of a callable object."""
+    named = obj if hasattr(obj, "__qualname__") else type(obj)
+    return f"{named.__module__}.{named.__qualname__}"

@@ -209,6 +209,29 @@ def test_resume_with_another_custom_optimizer_is_refused(tmp_path):
     _baseline(tmp_path, optimizer=adam(1e-3), resume=True)
 
 
+def _distilled(out_dir, **kwargs):
+    torch.manual_seed(0)
+    d = Distiller(TinySegmenter(), NUM_CLASSES, out_dir=out_dir, **{**FAST, **kwargs})
+    d.train_teacher(TinyRGBD(4), epochs=1)
+    return d.train_student(TinyRGBD(4), epochs=1)
+
+
+def _sharpened(student, teacher, labels, epoch):
+    return {"loss": torch.nn.functional.cross_entropy(student, labels, ignore_index=255)
+            + torch.nn.functional.mse_loss(student, teacher)}
+
+
+def test_resume_of_a_student_with_another_loss_or_teacher_source_is_refused(tmp_path):
+    _distilled(tmp_path, beta=0.9)
+    with pytest.raises(TrainingError, match=r"'beta': 0.9.*'beta': 0.5"):
+        _distilled(tmp_path, beta=0.5, resume=True)
+    with pytest.raises(TrainingError, match=r"CEPlusVTCE.*_sharpened"):
+        _distilled(tmp_path, student_loss=_sharpened, resume=True)
+    with pytest.raises(TrainingError, match=r"'teacher_source': 'frozen'.*'teacher_source': 'live'"):
+        _distilled(tmp_path, teacher_source="live", resume=True)
+    _distilled(tmp_path, beta=0.9, resume=True)
+
+
 def test_results_and_removal_json_are_strict_json(tmp_path):
     # NaN (a class absent from the test set) and inf must not reach the files as NaN / Infinity, which strict
     # JSON readers reject: the one helper (depthdistill._facts.jsonable) writes null and "inf".

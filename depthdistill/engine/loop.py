@@ -57,8 +57,8 @@ logger = logging.getLogger(__name__)
 RESUME_SETTINGS = ("batch_size", "lr", "momentum", "weight_decay", "poly_power", "grad_accum_steps", "seed", "amp")
 #: Keys of the checkpoint metadata that change what a phase computes (written by the Distiller and the CLI;
 #: ``config`` is compared by its ``distill`` section).
-RESUME_META = ("num_classes", "ignore_index", "alpha", "depth_resize", "depth_aware_layers", "recipe", "model",
-               "config")
+RESUME_META = ("num_classes", "ignore_index", "alpha", "depth_resize", "depth_aware_layers", "recipe", "distillation",
+               "model", "config")
 
 #: ``loss_fn(model, batch, epoch) -> {"loss": scalar tensor to minimise, other named scalar parts to log}``.
 LossFn = Callable[[nn.Module, dict, int], dict[str, torch.Tensor]]
@@ -312,6 +312,7 @@ def fit(
     log: RunLog | None = None,
     optimizer_state: dict[str, Any] | None = None,
     keep_optimizer_state: bool = False,
+    lr_scale: float = 1.0,
 ) -> FitResult:
     """Trains ``model`` in place for ``epochs`` epochs of ``loss_fn``.
 
@@ -350,6 +351,9 @@ def fit(
             before the first step. Its hyper-parameters (lr, betas …) stay the new optimiser's own. Ignored when
             resuming from a checkpoint, which holds the state already.
         keep_optimizer_state: Return the optimiser's final state in :attr:`FitResult.optimizer_state`.
+        lr_scale: Multiplies the learning rate of every parameter group of the optimiser (the default one or
+            ``optimizer``'s) before the schedule is built, e.g. a student phase's lr relative to its teacher's.
+            Resuming with another scale is refused.
 
     Returns:
         A :class:`FitResult`.
@@ -382,8 +386,10 @@ def fit(
         model.to(memory_format=torch.channels_last)
     loader = train_loader(train_data, settings.batch_size, settings.num_workers, settings.seed or 0,
                           pin_memory=device.type == "cuda")
+    if not lr_scale > 0:
+        raise ConfigError(f"{phase}: lr_scale must be > 0, got {lr_scale!r}")
     run = _build_run(model, loader, epochs, phase, settings, device, meta or {}, optimizer, scheduler,
-                     optimizer_state)
+                     optimizer_state, lr_scale)
 
     state, source = _resume_state(run_dir, device) if resume and run_dir is not None else (None, None)
     if state is not None:
@@ -436,6 +442,7 @@ class _Run:
     opt: torch.optim.Optimizer
     sched: Any
     scaler: Any
+    lr_scale: float = 1.0
     first_epoch: int = 0
     global_step: int = 0
     best_metric: float | None = None
@@ -447,17 +454,20 @@ class _Run:
 def _build_run(
     model: nn.Module, loader: DataLoader, epochs: int, phase: str, settings: TrainSettings, device: torch.device,
     meta: dict[str, Any], optimizer: OptimizerFactory | None, scheduler: SchedulerFactory | None,
-    optimizer_state: dict[str, Any] | None,
+    optimizer_state: dict[str, Any] | None, lr_scale: float,
 ) -> _Run:
-    """The optimiser (with an earlier phase's state carried in), the schedule over every step, the grad scaler."""
+    """The optimiser (scaled, with an earlier phase's state carried in), the schedule over every step, the grad
+    scaler."""
     steps_per_epoch = math.ceil(len(loader) / settings.grad_accum_steps)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = (optimizer or sgd(settings.lr, settings.momentum, settings.weight_decay))(params)
+    for group in opt.param_groups:
+        group["lr"] *= lr_scale
     if optimizer_state is not None:
         _carry_optimizer_state(opt, optimizer_state, phase)
     sched = (scheduler or poly_schedule(settings.poly_power))(opt, epochs * steps_per_epoch)
     scaler = make_grad_scaler(device, settings.amp)
-    return _Run(model, loader, epochs, phase, settings, device, meta, opt, sched, scaler)
+    return _Run(model, loader, epochs, phase, settings, device, meta, opt, sched, scaler, lr_scale)
 
 
 def _restore(
@@ -470,6 +480,8 @@ def _restore(
     """
     load_model_state(run.model, state["model"], source)
     differences = _plan_differences(state, run.phase, run.epochs, run.settings, run.meta)
+    if state.get("lr_scale", run.lr_scale) != run.lr_scale:
+        differences.append(f"lr_scale={state['lr_scale']!r} (now {run.lr_scale!r})")
     if custom_optimizer and "optimizer" in state:  # the settings say nothing about a custom optimiser
         differences += _optimizer_differences(state["optimizer"], run.opt, state.get("optimizer_class"))
     if differences:
@@ -559,7 +571,7 @@ def _checkpoint(run: _Run, epoch: int, *, resumable: bool) -> dict[str, Any]:
         record.update(optimizer=run.opt.state_dict(), optimizer_class=type(run.opt).__name__,
                       scheduler=run.sched.state_dict(), scaler=run.scaler.state_dict(), rng=capture_rng_state())
     record.update(best_metric=run.best_metric, best_epoch=run.best_epoch, history=run.history,
-                  settings=run.settings.to_dict(), meta=run.meta)
+                  settings=run.settings.to_dict(), lr_scale=run.lr_scale, meta=run.meta)
     return record
 
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from tiny_rgbd import TinyRGBD, TinySegmenter
 
 from depthdistill.engine import LoopState, RunLog, TrainSettings, fit, progress
-from depthdistill.errors import ConfigError
+from depthdistill.errors import ConfigError, TrainingError
 
 
 def _ce(model, batch, epoch):
@@ -54,6 +54,25 @@ def test_poly_schedule_per_optimizer_step_and_callback_events():
     assert events == [("epoch_start", 0, 0, 0), ("step_end", 0, 0, 1), ("step_end", 0, 1, 2), ("epoch_end", 0, 1, 2),
                       ("epoch_start", 1, 0, 2), ("step_end", 1, 0, 3), ("step_end", 1, 1, 4), ("epoch_end", 1, 1, 4)]
     assert [r["epoch"] for r in result.history] == [0, 1] and result.resumed_from is None
+
+
+def test_lr_scale_trains_as_the_scaled_learning_rate_and_is_part_of_the_resume_check(tmp_path):
+    scaled, _ = _train(_quiet(batch_size=2, lr=0.4), epochs=2, lr_scale=0.25)
+    direct, _ = _train(_quiet(batch_size=2, lr=0.1), epochs=2)
+    for (name, a), b in zip(scaled.named_parameters(), direct.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=name)
+    # a custom optimiser's groups are scaled too
+    adam, _ = _train(_quiet(batch_size=2), lr_scale=0.5,
+                     optimizer=lambda params: torch.optim.Adam(params, lr=2e-3))
+    plain_adam, _ = _train(_quiet(batch_size=2), optimizer=lambda params: torch.optim.Adam(params, lr=1e-3))
+    for a, b in zip(adam.parameters(), plain_adam.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+    _train(_quiet(batch_size=2), run_dir=tmp_path, lr_scale=0.5)
+    with pytest.raises(TrainingError, match=r"lr_scale=0.5 \(now 1.0\)"):
+        _train(_quiet(batch_size=2), run_dir=tmp_path, resume=True)
+    with pytest.raises(ConfigError, match="lr_scale"):
+        _train(_quiet(), lr_scale=0.0)
 
 
 def test_json_lines_log_and_epoch_line(tmp_path, capsys):
