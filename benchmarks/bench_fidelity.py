@@ -46,16 +46,19 @@ from depthdistill.models import DEPTH_AWARE_CNN_LAYERS, deeplab_vgg16
 
 #: Teacher recipes: which convolutions are depth-aware, how depth is resized, depth dropout.
 TEACHERS: dict[str, dict[str, Any]] = {
-    "all14": {"include": None, "depth_resize": "nearest", "depth_dropout": 0.0},
+    # "*", not None: under the Distiller's default recipe None means the model's own six layers
+    "all14": {"include": "*", "depth_resize": "nearest", "depth_dropout": 0.0},
     "dacnn6": {"include": DEPTH_AWARE_CNN_LAYERS, "depth_resize": "avgpool", "depth_dropout": 0.0},
     "dacnn6+drop": {"include": DEPTH_AWARE_CNN_LAYERS, "depth_resize": "avgpool", "depth_dropout": 0.5},
-    "all14+drop": {"include": None, "depth_resize": "nearest", "depth_dropout": 0.5},
+    "all14+drop": {"include": "*", "depth_resize": "nearest", "depth_dropout": 0.5},
 }
 #: Student recipes: the switch and the student phase's optimisation.
 STUDENTS: dict[str, dict[str, Any]] = {
     "fresh": {"student_optimizer": "fresh", "student_lr_scale": 1.0, "calibrate_removal": False},
     "carry": {"student_optimizer": "carry", "student_lr_scale": 1.0, "calibrate_removal": False},
     "calib": {"student_optimizer": "fresh", "student_lr_scale": 1.0, "calibrate_removal": True},
+    "lr0.3": {"student_optimizer": "fresh", "student_lr_scale": 0.3, "calibrate_removal": False},
+    "lr0.1": {"student_optimizer": "fresh", "student_lr_scale": 0.1, "calibrate_removal": False},
 }
 #: The paper's recipe: every spatial convolution, nearest depth, no dropout, a fresh student optimiser.
 PAPER = ("all14", "fresh")
@@ -130,7 +133,8 @@ def run_one(setting: str, n_train: int, seed: int, args: argparse.Namespace, out
         d.train_teacher(train, args.teacher_epochs)
         seconds = time.perf_counter() - began
         if (setting, n_train, seed, teacher_name, "-", "TN") not in done:
-            record("TN", teacher_name, "-", d.evaluate(d.teacher, test, use_depth=True), seconds, args.teacher_epochs)
+            record("TN", teacher_name, "-", d.evaluate(d.teacher, test, use_depth=True), seconds, args.teacher_epochs,
+                   depth_aware_layers=len(d.depth_aware_layers))
             record("TN→RGB", teacher_name, "-", d.evaluate(convert_to_plain(copy.deepcopy(d.teacher)), test), 0.0, 0)
         for student_name in students:
             s = copy.deepcopy(d)

@@ -91,6 +91,8 @@ def test_bench_fidelity_records_every_row_resumes_and_summarises(tmp_path):
         ("TN→RGB", "dacnn6+drop", "-"), ("SN", "dacnn6+drop", "carry")))
     assert rows == expected
     assert {r["epochs"] for r in records if r["row"] in ("BL", "BL+VTCE")} == {2}
+    # each teacher recipe converts the layers it is named after, whatever the Distiller's default recipe picks
+    assert {r["teacher"]: r["depth_aware_layers"] for r in records if r["row"] == "TN"} == {"all14": 14, "dacnn6+drop": 6}
     # a rerun finds every row in the file and trains nothing more
     _run("bench_fidelity.py", *args)
     assert len(out.read_text().splitlines()) == len(records)
