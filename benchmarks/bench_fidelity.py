@@ -168,7 +168,17 @@ def _stats(values: list[float]) -> str:
 
 def summarize(paths: list[Path], plot: Path | None) -> str:
     """Markdown tables (mean ± std over seeds) of every (setting, size) and, with ``plot``, the BL-vs-SN figure."""
-    records = [json.loads(line) for path in paths for line in path.read_text().splitlines() if line.strip()]
+    # A row measured again in another file (a later study that retrains its baseline and teachers) counts once:
+    # the first record of each (protocol, cell, seed, recipe, row) is kept.
+    unique: dict[tuple, dict] = {}
+    for path in paths:
+        for line in path.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                key = (r["setting"], r["optim"], r["teacher_epochs"], r["student_epochs"], r["n_train"], r["seed"],
+                       r["teacher"], r["student"], r["row"])
+                unique.setdefault(key, r)
+    records = list(unique.values())
     out = []
     def group(r: dict) -> tuple:
         return r["setting"], r["optim"], r["teacher_epochs"], r["student_epochs"], r["n_train"]
