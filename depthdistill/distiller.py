@@ -302,6 +302,13 @@ class Distiller:
         convert_to_depth_aware(self.model, alpha=self.alpha, include=self.include, exclude=self.exclude)
         self.depth_aware_layers = list_depth_aware(self.model)
         self._check_data(train_data, needs_depth=True, where=f"{name} training data")
+        # Which layers the recipe's include rule picked is easy to get wrong and invisible in the results: say it.
+        start = {"recipe": self.recipe, "depth_aware_layers": self.depth_aware_layers,
+                 "depth_resize": self.depth_resize, "depth_dropout": self.depth_dropout}
+        self.log.write({"phase": name, "event": "teacher_start", **start})
+        self.log.say(name, f"{len(self.depth_aware_layers)} depth-aware layers ({', '.join(self.depth_aware_layers)}), "
+                           f"depth resized by {self.depth_resize}, depth dropout {self.depth_dropout:g} "
+                           f"(recipe {self.recipe!r})")
 
         def loss_fn(model: nn.Module, batch: dict, epoch: int) -> dict[str, torch.Tensor]:
             with depth_context(self._teacher_depth(batch["depth"]), resize=self.depth_resize):

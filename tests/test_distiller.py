@@ -399,6 +399,9 @@ def test_student_start_is_logged(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     start = next(r for r in records if r.get("event") == "student_start")
     assert start["optimizer"] == "fresh" and start["lr_scale"] == 1.0 and start["calibrated"] is False
+    teacher_start = next(r for r in records if r.get("event") == "teacher_start")
+    assert teacher_start["depth_aware_layers"] == list_depth_aware(d.teacher) != []
+    assert (teacher_start["depth_resize"], teacher_start["depth_dropout"]) == (d.depth_resize, d.depth_dropout)
     del student
     # the logged CE is the teacher's weights run plain on the first batch, before any student step
     first = [data[i] for i in range(4)]

@@ -60,7 +60,7 @@ def test_two_processes_agree_match_one_process_with_the_whole_batch_and_only_ran
     records = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     epochs = [(r["phase"], r["epoch"]) for r in records if "event" not in r]
     assert epochs == [("teacher", 0), ("student", 0)]
-    assert [r["event"] for r in records if "event" in r] == ["student_start"]
+    assert [r["event"] for r in records if "event" in r] == ["teacher_start", "student_start"]
     assert sorted(p.name for p in (tmp_path / "ddp" / "student").iterdir()) == ["last.pt", "model.pt"]
 
 
