@@ -59,6 +59,7 @@ STUDENTS: dict[str, dict[str, Any]] = {
     "calib": {"student_optimizer": "fresh", "student_lr_scale": 1.0, "calibrate_removal": True},
     "lr0.3": {"student_optimizer": "fresh", "student_lr_scale": 0.3, "calibrate_removal": False},
     "lr0.1": {"student_optimizer": "fresh", "student_lr_scale": 0.1, "calibrate_removal": False},
+    "lr3": {"student_optimizer": "fresh", "student_lr_scale": 3.0, "calibrate_removal": False},
 }
 #: The paper's recipe: every spatial convolution, nearest depth, no dropout, a fresh student optimiser.
 PAPER = ("all14", "fresh")
