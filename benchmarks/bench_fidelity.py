@@ -4,10 +4,11 @@ For every (scene setting, training-set size, seed) a slim DeepLab-VGG16 is built
 from exactly those initial weights and on the same data:
 
 * ``BL`` on RGB for ``teacher_epochs + student_epochs`` (every RGB row gets the same total epochs);
-* for each *teacher recipe* (which layers are depth-aware, how depth reaches them, depth dropout) a teacher ``TN``
-  on RGB-D, tested on RGB-D and, reverted to plain convolutions before any student training, on RGB (``TN→RGB``);
+* for each *teacher recipe* (which layers are depth-aware, how depth reaches them, depth dropout; ``nodepth`` is
+  the control without depth) a teacher ``TN`` on RGB-D, tested on RGB-D and, reverted to plain convolutions before
+  any student training, on RGB (``TN→RGB``);
 * from each teacher, one student ``SN`` (PS + VTCE) per *student recipe* (fresh or carried optimiser, learning-rate
-  scale, calibrated removal), ``student_epochs`` on RGB;
+  scale, calibrated removal, or CE alone), ``student_epochs`` on RGB;
 * for the paper's recipe also the ablations ``BL+PS`` and ``BL+VTCE``.
 
 Every trained row is one JSON line in ``--out`` (written as soon as it is measured, so a cut-off run still
@@ -51,6 +52,9 @@ TEACHERS: dict[str, dict[str, Any]] = {
     "dacnn6": {"include": DEPTH_AWARE_CNN_LAYERS, "depth_resize": "avgpool", "depth_dropout": 0.0},
     "dacnn6+drop": {"include": DEPTH_AWARE_CNN_LAYERS, "depth_resize": "avgpool", "depth_dropout": 0.5},
     "all14+drop": {"include": "*", "depth_resize": "nearest", "depth_dropout": 0.5},
+    # A control without depth: dropout 1 makes every H = 1, so this "teacher" is the plain network trained on RGB,
+    # and its student measures what the two-phase pipeline (schedule restart, self-distillation) costs by itself.
+    "nodepth": {"include": DEPTH_AWARE_CNN_LAYERS, "depth_resize": "avgpool", "depth_dropout": 1.0},
 }
 #: Student recipes: the switch and the student phase's optimisation.
 STUDENTS: dict[str, dict[str, Any]] = {
@@ -60,6 +64,8 @@ STUDENTS: dict[str, dict[str, Any]] = {
     "lr0.3": {"student_optimizer": "fresh", "student_lr_scale": 0.3, "calibrate_removal": False},
     "lr0.1": {"student_optimizer": "fresh", "student_lr_scale": 0.1, "calibrate_removal": False},
     "lr3": {"student_optimizer": "fresh", "student_lr_scale": 3.0, "calibrate_removal": False},
+    # CE alone, no VTCE (as the BL+PS ablation, but from any teacher recipe)
+    "ce": {"student_optimizer": "fresh", "student_lr_scale": 1.0, "calibrate_removal": False, "vtce": False},
 }
 #: The paper's recipe: every spatial convolution, nearest depth, no dropout, a fresh student optimiser.
 PAPER = ("all14", "fresh")
@@ -142,7 +148,8 @@ def run_one(setting: str, n_train: int, seed: int, args: argparse.Namespace, out
             for key, value in STUDENTS[student_name].items():
                 setattr(s, key, value)
             began = time.perf_counter()
-            sn = s.train_student(train, args.student_epochs, share_parameters=True, vtce=True)
+            sn = s.train_student(train, args.student_epochs, share_parameters=True,
+                                 vtce=STUDENTS[student_name].get("vtce", True))
             start = s.fits["student"].history[0]
             record("SN", teacher_name, student_name, s.evaluate(sn, test), time.perf_counter() - began,
                    args.student_epochs, first_epoch_ce=start.get("ce"))

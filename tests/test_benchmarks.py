@@ -81,18 +81,23 @@ def test_bench_fidelity_records_every_row_resumes_and_summarises(tmp_path):
     out = tmp_path / "study.jsonl"
     args = ["--out", str(out), "--seeds", "0", "1", "--train", "8", "--test", "4", "--size", "32", "40",
             "--teacher-epochs", "1", "--student-epochs", "1", "--width", "0.0625", "--batch", "4",
-            "--variants", "all14/fresh", "dacnn6+drop/carry"]
+            "--variants", "all14/fresh", "dacnn6+drop/carry", "nodepth/ce"]
     _run("bench_fidelity.py", *args)
     records = [json.loads(line) for line in out.read_text().splitlines()]
     rows = sorted((r["seed"], r["row"], r["teacher"], r["student"]) for r in records)
     expected = sorted((seed, *row) for seed in (0, 1) for row in (
         ("BL", "-", "-"), ("TN", "all14", "-"), ("TN→RGB", "all14", "-"), ("SN", "all14", "fresh"),
         ("BL+PS", "all14", "fresh"), ("BL+VTCE", "all14", "fresh"), ("TN", "dacnn6+drop", "-"),
-        ("TN→RGB", "dacnn6+drop", "-"), ("SN", "dacnn6+drop", "carry")))
+        ("TN→RGB", "dacnn6+drop", "-"), ("SN", "dacnn6+drop", "carry"),
+        ("TN", "nodepth", "-"), ("TN→RGB", "nodepth", "-"), ("SN", "nodepth", "ce")))
     assert rows == expected
     assert {r["epochs"] for r in records if r["row"] in ("BL", "BL+VTCE")} == {2}
     # each teacher recipe converts the layers it is named after, whatever the Distiller's default recipe picks
-    assert {r["teacher"]: r["depth_aware_layers"] for r in records if r["row"] == "TN"} == {"all14": 14, "dacnn6+drop": 6}
+    assert {r["teacher"]: r["depth_aware_layers"] for r in records if r["row"] == "TN"} == {
+        "all14": 14, "dacnn6+drop": 6, "nodepth": 6}
+    # the CE-only student trains without VTCE: its log has no CE part apart from the loss
+    assert {r["first_epoch_ce"] is None for r in records if r["student"] == "ce"} == {True}
+    assert {r["first_epoch_ce"] is None for r in records if r["student"] == "fresh" and r["row"] == "SN"} == {False}
     # a rerun finds every row in the file and trains nothing more
     _run("bench_fidelity.py", *args)
     assert len(out.read_text().splitlines()) == len(records)
