@@ -370,14 +370,15 @@ def _export(args: argparse.Namespace) -> int:
 @command("demo", help="the method end to end on built-in synthetic data: BL, TN, TN→RGB, SN and the ablations",
          arguments=[
              arg("--out", default="runs/demo", help="output folder (default: runs/demo)"),
-             arg("--quick", action="store_true", help="a smoke run of seconds instead of about 10 minutes"),
+             arg("--quick", action="store_true", help="a smoke run of seconds instead of about 11 minutes"),
              arg("--seed", type=int, default=0, help="seed of the data and of every phase (default: 0)"),
              arg("--device", default="auto", help="auto (CUDA if available), cpu or cuda (default: auto)"),
          ])
 def _demo(args: argparse.Namespace) -> int:
     """Trains a slim DeepLab-VGG16 on the built-in synthetic RGB-D scenes as the baseline (BL), the depth-aware
     teacher (TN), the shared-weight VTCE student (SN) and the ablations BL+VTCE and BL+PS (plus BL@TN, the baseline
-    for the teacher's epochs, and TN→RGB, the teacher's weights run plain on RGB), tests every row (TN on
+    for the teacher's epochs, TN→RGB, the teacher's weights run plain on RGB, and BL@TN+PS, SN's schedule without
+    depth), tests every row (TN on
     RGB-D, the others on RGB) and prints the table in the paper's form. Writes results.json, metrics.jsonl, figures
     (training curves, VTCE temperature, per-class IoU, sample grid) and report.md / report.html to --out.
     """

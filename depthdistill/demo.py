@@ -1,9 +1,9 @@
 """``depthdistill demo``: the method end to end on the built-in synthetic RGB-D data, in minutes on a CPU.
 
 A slim DeepLab-VGG16 is trained as the baseline (BL, and BL@TN for the teacher's epochs only), the depth-aware teacher
-(TN), the shared-weight VTCE student (SN) and the two ablations of the paper's Table 3 (BL+VTCE, BL+PS); every row is
-tested, with TN→RGB (the teacher's weights run as plain convolutions on RGB before any student training), and the
-table printed in the paper's form. Figures and a one-page report go to the output folder.
+(TN), the shared-weight VTCE student (SN), the two ablations of the paper's Table 3 (BL+VTCE, BL+PS) and SN's control
+without depth (BL@TN+PS); every row is tested, with TN→RGB (the teacher's weights run as plain convolutions on RGB
+before any student training), and the table printed in the paper's form. Figures and a one-page report go to the output folder.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class DemoPreset:
     lr: float
 
 
-#: ``"full"``: about 10 minutes on a 2-core CPU, long enough for depth to show (docs/demo.md); ``"quick"``: a
+#: ``"full"``: about 11 minutes on a 2-core CPU, long enough for depth to show (docs/demo.md); ``"quick"``: a
 #: smoke run of seconds.
 PRESETS = {
     "full": DemoPreset(train_samples=384, test_samples=96, size=(96, 128), width=0.125, teacher_epochs=25,
@@ -74,7 +74,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, quick: bool = False, seed: in
     Examples:
         >>> table = run_demo(tmp_path, quick=True, progress=False)  # doctest: +SKIP
         >>> [row.name for row in table]  # doctest: +SKIP
-        ['BL', 'BL@TN', 'TN', 'TN→RGB', 'SN', 'BL+VTCE', 'BL+PS']
+        ['BL', 'BL@TN', 'TN', 'TN→RGB', 'SN', 'BL+VTCE', 'BL+PS', 'BL@TN+PS']
     """
     from depthdistill.data import SyntheticRGBD, eval_transforms, train_transforms
     from depthdistill.models import deeplab_vgg16

@@ -12,7 +12,8 @@ Phases and what they train (the paper's names):
 * **BL+VTCE** / **BL+PS** — the ablations of the paper's Table 3: one of the two ingredients only.
 * **TN→RGB** — the trained teacher's weights reverted to plain convolutions and tested on RGB before any student
   training: what removing depth costs at the switch. **BL@TN** — BL trained for the teacher's epochs only, so TN's
-  gain from depth is seen at equal epochs.
+  gain from depth is seen at equal epochs. **BL@TN+PS** — the student's schedule without depth: BL@TN's weights
+  trained on for the student's epochs with CE, so SN's difference from it is what the depth-trained teacher adds.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ __all__ = ["Distiller", "ResultRow", "ResultsTable", "EXPERIMENT_ROWS", "RECIPES
            "TEACHER_SOURCES"]
 
 #: Rows :meth:`Distiller.run_experiment` knows, in the order it reports them (see its table).
-EXPERIMENT_ROWS = ("BL", "BL@TN", "TN", "TN→RGB", "SN", "BL+VTCE", "BL+PS")
+EXPERIMENT_ROWS = ("BL", "BL@TN", "TN", "TN→RGB", "SN", "BL+VTCE", "BL+PS", "BL@TN+PS")
 #: How the student phase's optimiser starts: a new one, or the teacher's per-parameter state carried on.
 STUDENT_OPTIMIZERS = ("fresh", "carry")
 #: Named settings of the teacher and of the switch to the student; every one can still be set on its own.
@@ -419,10 +420,14 @@ class Distiller:
         SN        TN's weights (the same ones)   CE + VTCE (TN), RGB        ``student_epochs``
         BL+VTCE   initial weights                CE + VTCE (TN), RGB        ``baseline_epochs``
         BL+PS     TN's weights (a copy)          CE, RGB                    ``student_epochs``
+        BL@TN+PS  BL@TN's weights (a copy)       CE, RGB                    ``student_epochs``
         ========  =============================  =========================  =================
 
         ``baseline_epochs`` defaults to ``teacher_epochs + student_epochs``, the training SN gets in total, so a
-        gain of SN over BL is not merely more training. TN is tested on RGB-D, every other row on RGB. The table
+        gain of SN over BL is not merely more training. BL@TN+PS is the control for SN: the same two schedules
+        (``teacher_epochs``, then ``student_epochs`` with a fresh optimiser at ``student_lr_scale``) with no depth
+        anywhere, so SN − BL@TN+PS is what the depth-trained teacher adds, and BL@TN+PS − BL what splitting the
+        training in two costs by itself. TN is tested on RGB-D, every other row on RGB. The table
         is written to ``out_dir/results.json`` (rank 0). With ``resume`` finished rows are loaded, not retrained.
 
         Args:
@@ -450,10 +455,14 @@ class Distiller:
         if "BL" in wanted:
             trained["BL"] = (self._train_plain(self._initial_copy(), train_data, baseline_epochs, val_data,
                                                use_vtce=False, shared=False, name="bl"), baseline_epochs, "bl")
-        if "BL@TN" in wanted:
+        if {"BL@TN", "BL@TN+PS"} & set(wanted):
             trained["BL@TN"] = (self._train_plain(self._initial_copy(), train_data, teacher_epochs, val_data,
                                                   use_vtce=False, shared=False, name="bl_tn"), teacher_epochs, "bl_tn")
-        if set(wanted) - {"BL", "BL@TN"}:
+        if "BL@TN+PS" in wanted:
+            trained["BL@TN+PS"] = (self._train_plain(copy.deepcopy(trained["BL@TN"][0]), train_data, student_epochs,
+                                                     val_data, use_vtce=False, shared=False, name="bl_tn_ps",
+                                                     lr_scale=self.student_lr_scale), student_epochs, "bl_tn_ps")
+        if set(wanted) - {"BL", "BL@TN", "BL@TN+PS"}:
             teacher = self.train_teacher(train_data, teacher_epochs, val_data, name="tn")
             trained["TN"] = (self.teacher, teacher_epochs, "tn")
         if "TN→RGB" in wanted:
@@ -470,7 +479,7 @@ class Distiller:
             trained["SN"] = (self.train_student(train_data, student_epochs, val_data, share_parameters=True,
                                                 vtce=True, name="sn"), student_epochs, "sn")
 
-        self.models = {row: model for row, (model, _, _) in trained.items()}
+        self.models = {row: model for row, (model, _, _) in trained.items() if row in wanted}
         table_rows = []
         for row in (r for r in EXPERIMENT_ROWS if r in wanted):
             model, epochs, phase = trained[row]
@@ -591,13 +600,15 @@ class Distiller:
         return [move_batch(batch, self.device, False) for batch in batches]
 
     def _train_plain(self, student: nn.Module, train_data: Data, epochs: int, val_data: Data | None, *,
-                     use_vtce: bool, shared: bool, name: str) -> nn.Module:
-        """Trains a plain model on RGB, with ``student_loss`` against the teacher or with CE: BL, BL+VTCE, BL+PS, SN.
+                     use_vtce: bool, shared: bool, name: str, lr_scale: float = 1.0) -> nn.Module:
+        """Trains a plain model on RGB, with ``student_loss`` against the teacher or with CE: BL, BL+VTCE, BL+PS, SN,
+        BL@TN+PS.
 
-        ``shared``: the model starts from the teacher's weights (SN, BL+PS), so the student recipe applies.
+        ``shared``: the model starts from the teacher's weights (SN, BL+PS), so the student recipe applies (its
+        ``student_lr_scale`` replaces ``lr_scale``).
         """
         self._check_data(train_data, needs_depth=use_vtce, where=f"{name} training data")
-        recipe: dict[str, Any] = {}
+        recipe: dict[str, Any] = {"lr_scale": lr_scale}
         if use_vtce:
             # Without shared weights there is no live teacher to speak of: the frozen one is the only reading.
             source = self.teacher_source if shared else "frozen"

@@ -11,7 +11,7 @@ def test_quick_demo_writes_everything_it_promises(tmp_path, capsys):
     printed = capsys.readouterr().out
     results = json.loads((tmp_path / "results.json").read_text())
     names = [row["name"] for row in results["rows"]]
-    assert names == ["BL", "BL@TN", "TN", "TN→RGB", "SN", "BL+VTCE", "BL+PS"]
+    assert names == ["BL", "BL@TN", "TN", "TN→RGB", "SN", "BL+VTCE", "BL+PS", "BL@TN+PS"]
     report = (tmp_path / "report.md").read_text()
     for row in results["rows"]:
         # the printed table and the report carry exactly the measured numbers

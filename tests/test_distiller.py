@@ -306,6 +306,24 @@ def _seeded_model(**kwargs):
     return TinySegmenter(**kwargs)
 
 
+def test_bl_tn_ps_row_is_the_students_two_schedules_without_depth():
+    from depthdistill.engine import RunLog, fit
+
+    train, test = TinyRGBD(8), TinyRGBD(4, seed=1)
+    d = _distiller(_seeded_model(norm=False, dropout=0.0), batch_size=4, lr=0.05, student_lr_scale=0.5)
+    table = d.run_experiment(train, test, teacher_epochs=2, student_epochs=1, rows=["BL@TN+PS"])
+    assert [(r.name, r.epochs) for r in table] == [("BL@TN+PS", 1)]
+    assert list(d.models) == ["BL@TN+PS"] and sorted(d.fits) == ["bl_tn", "bl_tn_ps"]  # no teacher trained for it
+    # by hand: BL for the teacher's epochs, then a new CE phase with a fresh optimiser at the student's lr scale
+    alone = _distiller(_seeded_model(norm=False, dropout=0.0), batch_size=4, lr=0.05)
+    model = alone.train_baseline(train, 2)
+    ce = lambda m, b, e: {"loss": F.cross_entropy(m(b["rgb"]), b["label"], ignore_index=255)}  # noqa: E731
+    fit(model, ce, train, 1, phase="by_hand", settings=alone.settings, lr_scale=0.5, log=RunLog(None, echo=False))
+    for p, q in zip(d.models["BL@TN+PS"].parameters(), model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    assert table["BL@TN+PS"].mean_iou == pytest.approx(alone.evaluate(model, test)["mean_iou"], abs=1e-6)
+
+
 def test_bl_at_teacher_epochs_row_trains_the_baseline_for_the_teacher_epochs():
     train, test = TinyRGBD(8), TinyRGBD(4, seed=1)
     table = _distiller(_seeded_model(), batch_size=4).run_experiment(train, test, teacher_epochs=2, student_epochs=1,

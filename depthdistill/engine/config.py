@@ -79,7 +79,7 @@ class ExperimentConfig:
     """``experiment:`` — what to train and for how long.
 
     Attributes:
-        rows: Any of ``BL``, ``BL@TN``, ``TN``, ``TN→RGB``, ``SN``, ``BL+VTCE``, ``BL+PS``.
+        rows: Any of ``BL``, ``BL@TN``, ``TN``, ``TN→RGB``, ``SN``, ``BL+VTCE``, ``BL+PS``, ``BL@TN+PS``.
         teacher_epochs: Epochs of TN.
         student_epochs: Epochs of SN and BL+PS.
         baseline_epochs: Epochs of BL and BL+VTCE (``null``: teacher + student epochs).
