@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from depthdistill._facts import VOID
 from depthdistill.convert import LayerFilter, convert_to_depth_aware, convert_to_plain, list_depth_aware
 from depthdistill.engine.checks import check_batch, check_dataset, check_model
-from depthdistill.engine.device import resolve_device
+from depthdistill.engine.device import move_batch, resolve_device
 from depthdistill.engine.distributed import barrier, get_rank, get_world_size, is_main_process
 from depthdistill.engine.evaluate import OutputKey, evaluate, select_logits
 from depthdistill.engine.loop import Callback, FitResult, LossFn, TrainSettings, fit
@@ -589,7 +589,6 @@ class Distiller:
     def _sample_batches(self, data: Data, count: int) -> list[dict]:
         """The first ``count`` batches of ``data`` in order (no shuffling), on the Distiller's device."""
         from depthdistill.data import collate_rgbd
-        from depthdistill.engine.device import move_batch
 
         if isinstance(data, DataLoader):
             batches = [batch for batch, _ in zip(data, range(count))]

@@ -71,3 +71,13 @@ class TinySegmenter(nn.Module):
 def tiny_segmenter(num_classes: int = NUM_CLASSES, **kwargs) -> TinySegmenter:
     """Factory used by the CLI tests through ``model: {name: "tiny_rgbd:tiny_segmenter"}``."""
     return TinySegmenter(num_classes, **kwargs)
+
+
+def sample_logits(student: nn.Module, teacher: nn.Module, sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The student's logits on one sample's RGB and the depth-aware teacher's on its RGB-D, without gradients."""
+    from depthdistill import depth_context
+
+    with torch.no_grad():
+        student_logits = student(sample["rgb"][None])
+        with depth_context(sample["depth"][None]):
+            return student_logits, teacher(sample["rgb"][None])
