@@ -6,7 +6,7 @@ plain-convolution RGB student distilled with the variable-temperature loss (VTCE
 
 from depthdistill.convert import convert_to_depth_aware, convert_to_plain, list_depth_aware
 from depthdistill.deploy import ExportResult, export
-from depthdistill.distiller import Distiller, ResultRow, ResultsTable
+from depthdistill.distill import DistillSettings, Distiller, ResultRow, ResultsTable
 from depthdistill.errors import (
     CheckpointError,
     ConfigError,
@@ -49,6 +49,7 @@ __all__ = [
     "DepthDistillError",
     "DepthError",
     "DepthUnitsWarning",
+    "DistillSettings",
     "Distiller",
     "ExportResult",
     "MissingFileError",

@@ -119,7 +119,7 @@ def _dataset(data_cfg: Any, split_kwargs: dict[str, Any] | None) -> Any:
 
 
 def _key_values(items: Sequence[str] | None, what: str) -> dict[str, Any]:
-    from depthdistill.engine.config import parse_key_value
+    from depthdistill.distill.config import parse_key_value
 
     return dict(parse_key_value(item, what) for item in items or [])
 
@@ -161,17 +161,17 @@ def _checkpoint_model(args: argparse.Namespace, device: str = "cpu") -> tuple[nn
 def _train(args: argparse.Namespace) -> int:
     """Trains the rows of a run file (default: TN then SN) and prints their test mPA / mIoU.
 
-    Writes to out_dir: one folder per row (bl, tn, sn, bl_vtce, bl_ps) with last.pt (full training state,
-    every epoch), best.pt (best validation epoch) and model.pt (the final weights, usable by evaluate /
-    predict / export), plus metrics.jsonl, results.json and config.yaml (the complete run file used, written
+    Writes to out_dir: one folder per trained row (bl, bl_tn, tn, sn, bl_vtce, bl_ps, bl_tn_ps) with last.pt
+    (full training state, every epoch), best.pt (best validation epoch) and model.pt (the final weights, usable
+    by evaluate / predict / export), plus metrics.jsonl, results.json and config.yaml (the complete run file used, written
     when training starts). An out_dir that already holds a run is refused unless --resume continues it.
     The model is built after seeding with train.seed, so two runs of one run file train the same weights.
     Under `torchrun --nproc_per_node=N` it trains with DDP; rank 0 alone writes.
     """
     import yaml
 
-    from depthdistill.distiller import Distiller
-    from depthdistill.engine.config import load_config
+    from depthdistill.distill import Distiller
+    from depthdistill.distill.config import load_config
     from depthdistill.engine.distributed import init_distributed, is_main_process, shutdown_distributed
     from depthdistill.engine.loop import seed_everything
     from depthdistill.engine.registry import build_model
@@ -197,18 +197,9 @@ def _train(args: argparse.Namespace) -> int:
     if cfg.train.seed is not None:  # the initial weights are part of what the seed fixes
         seed_everything(cfg.train.seed)
     model = build_model(cfg.model.name, num_classes, **cfg.model.args)
-    meta = {"model": asdict(cfg.model), "config": cfg.to_dict(),
-            "rgb_normalization": _plain(getattr(train_set, "rgb_normalization", None))}
-    d = cfg.distill
-    distiller = Distiller(
-        model, num_classes, alpha=d.alpha, beta=d.beta, ignore_index=d.ignore_index, out_dir=cfg.out_dir,
-        teacher_source=d.teacher_source, recipe=d.recipe, include=d.include, exclude=d.exclude,
-        depth_resize=d.depth_resize,
-        depth_dropout=d.depth_dropout, calibrate_removal=d.calibrate_removal,
-        calibration_batches=d.calibration_batches, student_lr_scale=d.student_lr_scale,
-        student_optimizer=d.student_optimizer, resume=cfg.resume, settings=cfg.train, meta=meta,
-        callbacks=[_ConfigWriter(cfg)],
-    )
+    distiller = Distiller(model, num_classes, cfg.distill, train_settings=cfg.train, ignore_index=cfg.ignore_index,
+                          out_dir=cfg.out_dir, resume=cfg.resume, callbacks=[_ConfigWriter(cfg)],
+                          meta={"model": asdict(cfg.model), "config": cfg.to_dict()})
     e = cfg.experiment
     table = distiller.run_experiment(train_set, test_set, teacher_epochs=e.teacher_epochs,
                                      student_epochs=e.student_epochs, baseline_epochs=e.baseline_epochs,
@@ -254,15 +245,6 @@ class _ConfigWriter:
             (out / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
 
 
-def _plain(value: Any) -> Any:
-    """Tensors and tuples to lists, so checkpoint metadata loads with ``weights_only=True``."""
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 # ---------------------------------------------------------------------------------------------- evaluate
 @command("evaluate", help="test a checkpoint: mPA, mIoU, pixel accuracy", arguments=[
     arg("--checkpoint", required=True, help="model.pt / best.pt / last.pt written by `depthdistill train`"),
@@ -286,7 +268,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     """
     import json
 
-    from depthdistill.engine.config import DataConfig, RunConfig, load_config
+    from depthdistill.distill.config import DataConfig, RunConfig, load_config
     from depthdistill.engine.evaluate import evaluate
 
     model, meta = _checkpoint_model(args)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from depthdistill.distiller import EXPERIMENT_ROWS, Distiller, ResultsTable
+from depthdistill.distill import EXPERIMENT_ROWS, Distiller, ResultsTable
 
 __all__ = ["DemoPreset", "PRESETS", "run_demo"]
 
@@ -57,7 +57,7 @@ PRESETS = {
 
 def run_demo(out_dir: str | Path = "runs/demo", *, quick: bool = False, seed: int = 0, device: str = "auto",
              progress: bool | None = None) -> ResultsTable:
-    """Trains and tests every row of :data:`~depthdistill.distiller.EXPERIMENT_ROWS` on synthetic data; writes
+    """Trains and tests every row of :data:`~depthdistill.distill.EXPERIMENT_ROWS` on synthetic data; writes
     results, figures and a report.
 
     Args:
@@ -131,14 +131,14 @@ def _write_figures(out: Path, distiller: Distiller, table: ResultsTable, test) -
             predictions[name] = list(model(batch["rgb"].to(device)).argmax(1).cpu())
     images["Test samples: RGB | depth | ground truth | BL | TN | SN"] = viz.plot_sample_grid(
         samples, predictions, out / "samples.png", palette=test.palette, class_names=test.class_names)
-    removal = removal_report(distiller.teacher, batch, depth_resize=distiller.depth_resize)
+    removal = removal_report(distiller.teacher, batch)
     info = table.info
     notes = (f"Synthetic RGB-D scenes, {info['preset']['train_samples']} train / {info['preset']['test_samples']} test "
              f"at {info['preset']['size'][0]}x{info['preset']['size'][1]}, DeepLab-VGG16 at width "
              f"{info['preset']['width']}, TN {info['teacher_epochs']} epochs, SN {info['student_epochs']}, BL "
-             f"{info['baseline_epochs']}; the Distiller's {distiller.recipe!r} recipe ({len(distiller.depth_aware_layers)} "
-             f"depth-aware layers, depth resized by {distiller.depth_resize!r}, depth dropout "
-             f"{distiller.depth_dropout:g}); {info['total_seconds']} s of training and testing on {distiller.device}. "
+             f"{info['baseline_epochs']}; the Distiller's {distiller.settings.preset!r} preset ({len(distiller.depth_aware_layers)} "
+             f"depth-aware layers, depth resized by {distiller.settings.depth_resize!r}, depth dropout "
+             f"{distiller.settings.depth_dropout:g}); {info['total_seconds']} s of training and testing on {distiller.device}. "
              "TN is tested on RGB-D, every other row on RGB only.")
     if info.get("quick"):
         notes = ("**A smoke run** (`--quick`): it checks that everything runs; too short for the numbers to say "

@@ -10,16 +10,17 @@ import torch
 import torch.nn.functional as F
 from tiny_rgbd import NUM_CLASSES, TinyRGBD, TinySegmenter, sample_logits
 
-from depthdistill import DepthAwareConv2d, depth_context, list_depth_aware, vtce_temperature
-from depthdistill.distiller import Distiller, ResultsTable
+from depthdistill import DepthAwareConv2d, current_depth, depth_context, list_depth_aware, vtce_temperature
+from depthdistill.distill import drop_depth
+from depthdistill.distill import Distiller, ResultsTable
 from depthdistill.engine import load_checkpoint
 from depthdistill.errors import ConfigError, DatasetError, DepthError, TrainingError
 
-FAST = dict(progress=False, log_echo=False, device="cpu", recipe="paper")  # the paper: every conv, no dropout
+FAST = dict(progress=False, log_echo=False, device="cpu")
 
 
-def _distiller(model=None, **kwargs):
-    return Distiller(model or TinySegmenter(), NUM_CLASSES, **{**FAST, **kwargs})
+def _distiller(model=None, settings="paper", **kwargs):  # the paper: every conv, no dropout
+    return Distiller(model or TinySegmenter(), NUM_CLASSES, settings, **{**FAST, **kwargs})
 
 
 def _spatial_convs(model):
@@ -38,7 +39,7 @@ def test_teacher_is_depth_aware_student_plain_and_shares_the_parameter_objects()
     seen = {}
 
     def at_student_start(state):
-        if state.phase == "student" and state.event == "epoch_start" and state.epoch == 0:
+        if state.phase == "sn" and state.event == "epoch_start" and state.epoch == 0:
             seen["params"] = list(state.model.parameters())
             seen["optimized"] = [p for g in state.optimizer.param_groups for p in g["params"]]
             seen["values"] = [p.detach().clone() for p in state.model.parameters()]
@@ -73,7 +74,7 @@ def test_teacher_loss_is_cross_entropy_of_the_depth_aware_forward():
         with torch.no_grad(), depth_context(s["depth"][None]):
             logits = model(s["rgb"][None])
         expected.append(F.cross_entropy(logits, s["label"][None], ignore_index=255).item())
-    assert d.fits["teacher"].history[0]["loss"] == pytest.approx(sum(expected) / len(expected), rel=1e-5)
+    assert d.fits["tn"].history[0]["loss"] == pytest.approx(sum(expected) / len(expected), rel=1e-5)
     # and the depth matters: the same forward without depth is refused
     with pytest.raises(DepthError, match="no depth is set"):
         model(data[0]["rgb"][None])
@@ -94,7 +95,7 @@ def test_student_loss_is_ce_plus_vtce_at_the_scheduled_temperature():
     d.train_teacher(data, epochs=1)
     d.optimizer = lambda p: torch.optim.SGD(p, lr=0.0)  # the student keeps the teacher's values
     d.train_student(data, epochs=3)
-    history = d.fits["student"].history
+    history = d.fits["sn"].history
     for epoch, record in enumerate(history):
         T = math.exp(-0.7 * (epoch * epoch - epoch + 2) / 2)  # Eq. 10, e counted from 0
         assert record["temperature"] == pytest.approx(T, rel=1e-6)
@@ -134,9 +135,9 @@ def test_ablation_switches():
     assert len(calls) == len(data) and "vtce" in d.fits["bl_vtce"].history[0]
     assert bl_vtce is not teacher and list_depth_aware(bl_vtce) == []
     assert list_depth_aware(teacher) == ["conv1", "conv2"]
-    for phase in ("baseline", "teacher", "no_vtce", "bl_vtce"):
+    for phase in ("bl", "tn", "no_vtce", "bl_vtce"):
         assert all(torch.equal(starts[phase][0][k], initial[k]) for k in initial), phase
-    assert starts["baseline"][1] is baseline and baseline is not teacher and list_depth_aware(baseline) == []
+    assert starts["bl"][1] is baseline and baseline is not teacher and list_depth_aware(baseline) == []
 
 
 def test_live_teacher_source_uses_the_shared_weights_not_the_frozen_copy():
@@ -163,14 +164,14 @@ def _resume_run(tmp_path, stop_at=None):
             raise KeyboardInterrupt("simulated kill")
 
     torch.manual_seed(1)
-    d = Distiller(TinySegmenter(), NUM_CLASSES, out_dir=tmp_path, callbacks=[killer], resume=True, batch_size=2,
+    d = Distiller(TinySegmenter(), NUM_CLASSES, "paper", out_dir=tmp_path, callbacks=[killer], resume=True, batch_size=2,
                   lr=0.05, **FAST)
     data = TinyRGBD(6)
     d.train_teacher(data, epochs=2)
     return d.train_student(data, epochs=2)
 
 
-@pytest.mark.parametrize("stop_at", [("teacher", 1, 1), ("student", 1, 0)])
+@pytest.mark.parametrize("stop_at", [("tn", 1, 1), ("sn", 1, 0)])
 def test_killed_and_resumed_run_ends_with_identical_weights(tmp_path, stop_at):
     reference = _resume_run(tmp_path / "uninterrupted").state_dict()
     with pytest.raises(KeyboardInterrupt):
@@ -186,23 +187,23 @@ def test_killed_and_resumed_run_ends_with_identical_weights(tmp_path, stop_at):
 def test_checkpoint_holds_the_full_state(tmp_path):
     d = _distiller(out_dir=tmp_path)
     d.train_teacher(TinyRGBD(4), epochs=1, val_data=TinyRGBD(2, seed=1))
-    state = load_checkpoint(tmp_path / "teacher" / "last.pt")
+    state = load_checkpoint(tmp_path / "tn" / "last.pt")
     for key in ("model", "optimizer", "scheduler", "phase", "epoch", "rng", "best_metric", "history"):
         assert key in state
     assert set(state["rng"]) == {"torch", "cuda", "numpy", "python"}
     assert state["meta"]["depth_aware_layers"] == ["conv1", "conv2"]
     assert state["best_metric"] == pytest.approx(state["history"][0]["val_mean_iou"])
-    model_file = load_checkpoint(tmp_path / "teacher" / "model.pt")
+    model_file = load_checkpoint(tmp_path / "tn" / "model.pt")
     assert all(torch.equal(model_file["model"][k], v) for k, v in d.model.state_dict().items())
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert lines[-1]["phase"] == "teacher" and lines[-1]["epoch"] == 0 and "val_mean_iou" in lines[-1]
+    assert lines[-1]["phase"] == "tn" and lines[-1]["epoch"] == 0 and "val_mean_iou" in lines[-1]
 
 
 def test_labels_out_of_range_fail_before_training(tmp_path):
     d = _distiller(out_dir=tmp_path)
     with pytest.raises(DatasetError, match=r"labels \[7\] are >= num_classes=3.*tiny0"):
         d.train_teacher(TinyRGBD(4, bad_label=7), epochs=1)
-    assert not (tmp_path / "teacher" / "last.pt").exists()
+    assert not (tmp_path / "tn" / "last.pt").exists()
 
 
 def test_teacher_data_without_depth_is_refused():
@@ -219,7 +220,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     d = _distiller(out_dir=tmp_path, callbacks=[poison_after_first_epoch])
     with pytest.raises(TrainingError, match=r"loss became nan at epoch 1 batch 0.*last good checkpoint.*epoch 0"):
         d.train_teacher(data, epochs=3)
-    state = load_checkpoint(tmp_path / "teacher" / "last.pt")
+    state = load_checkpoint(tmp_path / "tn" / "last.pt")
     assert state["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
@@ -229,10 +230,10 @@ def test_misuse_errors(tmp_path):
     with pytest.raises(TrainingError, match="call train_teacher first"):
         d.train_student(TinyRGBD(2), epochs=1)
     with pytest.raises(ConfigError, match=r"logits are \(1, 3, 16, 16\).*num_classes=5"):
-        Distiller(TinySegmenter(), 5, **FAST).train_baseline(TinyRGBD(1), epochs=1)
+        Distiller(TinySegmenter(), 5, "paper", **FAST).train_baseline(TinyRGBD(1), epochs=1)
     with pytest.raises(ConfigError, match="teacher_source"):
         _distiller(teacher_source="shared")
-    with pytest.raises(ConfigError, match="unknown training setting"):
+    with pytest.raises(ConfigError, match=r"unknown Distiller argument\(s\) \['learning_rate'\]"):
         _distiller(learning_rate=0.1)
     first = _distiller(out_dir=tmp_path)
     first.train_baseline(TinyRGBD(2), epochs=1)
@@ -345,32 +346,52 @@ def test_depth_dropout_one_trains_the_teacher_exactly_as_the_plain_network():
 
 
 def test_depth_dropout_replaces_a_share_of_the_depth_maps_by_a_constant():
-    d = _distiller(depth_dropout=0.5)
     depth = torch.rand(4000, 1, 2, 2) + 1
     torch.manual_seed(0)
-    out = d._teacher_depth(depth)
+    out = drop_depth(depth, 0.5)
     constant = (out == 1.0).flatten(1).all(1)
     untouched = (out == depth).flatten(1).all(1)
     assert bool((constant ^ untouched).all())
     assert 0.45 < constant.float().mean().item() < 0.55
-    assert _distiller()._teacher_depth(depth) is depth
+    assert drop_depth(depth, 0.0) is depth
     with pytest.raises(ConfigError, match="depth_dropout"):
         _distiller(depth_dropout=1.5)
+    with pytest.raises(ConfigError, match="probability"):
+        drop_depth(depth, -0.1)
+
+
+def test_the_teacher_phase_trains_on_dropped_depth():
+    # what the depth-aware layers see in a teacher step: each sample's own depth map, or a constant one
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x):
+            seen.append(current_depth().clone())
+            return x
+
+    model = TinySegmenter()
+    model.conv1 = torch.nn.Sequential(Spy(), model.conv1)
+    d = _distiller(model, depth_dropout=0.5, batch_size=16, optimizer=lambda p: torch.optim.SGD(p, lr=0.0))
+    data = TinyRGBD(16)
+    d.train_teacher(data, 1)
+    originals = [data[i]["depth"] for i in range(16)]
+    dropped = (seen[0] == 1.0).flatten(1).all(1)
+    assert 0 < int(dropped.sum()) < 16  # some samples lost their depth, the others kept it
+    assert all(any(torch.equal(kept, o) for o in originals) for kept in seen[0][~dropped])
 
 
 def test_depth_dropout_ranks_take_their_own_share_of_one_global_draw(monkeypatch):
-    import depthdistill.distiller as distiller_module
+    import depthdistill.distill.teacher as teacher_module
 
-    d = _distiller(depth_dropout=0.5)
     depth = torch.rand(64, 1, 2, 2) + 1
     torch.manual_seed(3)
-    whole = (d._teacher_depth(depth) == 1.0).flatten(1).all(1)  # one process, the global batch of 64
+    whole = (drop_depth(depth, 0.5) == 1.0).flatten(1).all(1)  # one process, the global batch of 64
     shares = []
     for rank in range(4):  # four processes of 16 samples each, the same generator state on each
-        monkeypatch.setattr(distiller_module, "get_world_size", lambda: 4)
-        monkeypatch.setattr(distiller_module, "get_rank", lambda rank=rank: rank)
+        monkeypatch.setattr(teacher_module, "get_world_size", lambda: 4)
+        monkeypatch.setattr(teacher_module, "get_rank", lambda rank=rank: rank)
         torch.manual_seed(3)
-        shares.append((d._teacher_depth(depth[16 * rank:16 * (rank + 1)]) == 1.0).flatten(1).all(1))
+        shares.append((drop_depth(depth[16 * rank:16 * (rank + 1)], 0.5) == 1.0).flatten(1).all(1))
     assert torch.equal(torch.cat(shares), whole)
     assert not all(torch.equal(shares[0], share) for share in shares[1:])  # ranks do not drop in lockstep
 
@@ -380,9 +401,9 @@ def test_student_lr_scale_and_carried_optimizer_state():
     seen = {}
 
     def spy(state):
-        if state.event == "epoch_end" and state.phase == "teacher":
+        if state.event == "epoch_end" and state.phase == "tn":
             seen["teacher"] = {id(p): s["momentum_buffer"].clone() for p, s in state.optimizer.state.items()}
-        if state.event == "epoch_start" and state.phase == "student" and state.epoch == 0:
+        if state.event == "epoch_start" and state.phase == "sn" and state.epoch == 0:
             seen["lr"] = state.optimizer.param_groups[0]["lr"]
             seen["student"] = {id(p): s["momentum_buffer"].clone() for p, s in state.optimizer.state.items()}
 
@@ -395,7 +416,7 @@ def test_student_lr_scale_and_carried_optimizer_state():
         assert torch.equal(seen["student"][key], buffer)
 
     fresh = {}
-    d2 = _distiller(batch_size=4, lr=0.01, callbacks=[lambda s: s.phase == "student" and s.event == "epoch_start"
+    d2 = _distiller(batch_size=4, lr=0.01, callbacks=[lambda s: s.phase == "sn" and s.event == "epoch_start"
                                                       and fresh.setdefault("state", dict(s.optimizer.state))])
     d2.train_teacher(data, 1)
     d2.train_student(data, 1)
@@ -416,7 +437,8 @@ def test_student_start_is_logged(tmp_path):
     assert start["optimizer"] == "fresh" and start["lr_scale"] == 1.0 and start["calibrated"] is False
     teacher_start = next(r for r in records if r.get("event") == "teacher_start")
     assert teacher_start["depth_aware_layers"] == list_depth_aware(d.teacher) != []
-    assert (teacher_start["depth_resize"], teacher_start["depth_dropout"]) == (d.depth_resize, d.depth_dropout)
+    assert (teacher_start["depth_resize"], teacher_start["depth_dropout"]) == (d.settings.depth_resize,
+                                                                               d.settings.depth_dropout)
     del student
     # the logged CE is the teacher's weights run plain on the first batch, before any student step
     first = [data[i] for i in range(4)]
@@ -452,26 +474,30 @@ def test_calibrated_removal_rescales_the_shared_parameters_in_place(tmp_path):
         torch.testing.assert_close(p.detach(), before[name] * scales.get(layer, 1.0))
 
 
-def test_recipes_set_the_teacher_and_the_switch_and_explicit_arguments_win():
-    from depthdistill.distiller import RECIPES
+def test_presets_set_the_teacher_and_the_switch_and_explicit_arguments_win():
+    from depthdistill.distill import PRESETS
     from depthdistill.models import DEPTH_AWARE_CNN_LAYERS, deeplab_vgg16
 
     data = TinyRGBD(2, size=16)
     default = Distiller(deeplab_vgg16(NUM_CLASSES, width=0.0625), NUM_CLASSES, progress=False, log_echo=False)
-    assert (default.depth_resize, default.depth_dropout, default.student_optimizer) == ("avgpool", 0.5, "fresh")
+    s = default.settings
+    assert (s.preset, s.depth_resize, s.depth_dropout, s.student_optimizer) == ("default", "avgpool", 0.5, "fresh")
     default.train_teacher(data, 1)
     assert list_depth_aware(default.teacher) == list(DEPTH_AWARE_CNN_LAYERS)  # the model names its own layers
+    assert {default.teacher.get_submodule(n).depth_resize for n in DEPTH_AWARE_CNN_LAYERS} == {"avgpool"}
 
-    paper = Distiller(deeplab_vgg16(NUM_CLASSES, width=0.0625), NUM_CLASSES, recipe="paper", progress=False,
+    paper = Distiller(deeplab_vgg16(NUM_CLASSES, width=0.0625), NUM_CLASSES, "paper", progress=False,
                       log_echo=False)
-    assert (paper.depth_resize, paper.depth_dropout) == ("nearest", 0.0)
+    assert (paper.settings.depth_resize, paper.settings.depth_dropout) == ("nearest", 0.0)
     paper.train_teacher(data, 1)
     assert len(list_depth_aware(paper.teacher)) == 14  # every spatial convolution
 
-    # a model that names no layers: every spatial convolution under either recipe
-    plain = _distiller(TinySegmenter(), recipe="default")
-    assert plain.include is None and plain.depth_dropout == RECIPES["default"]["depth_dropout"]
-    mixed = _distiller(recipe="default", depth_dropout=0.0, depth_resize="nearest", include="conv1")
-    assert (mixed.depth_dropout, mixed.depth_resize, mixed.include) == (0.0, "nearest", "conv1")
-    with pytest.raises(ConfigError, match="recipe"):
-        _distiller(recipe="tuned")
+    # a model that names no layers: every spatial convolution under either preset
+    plain = _distiller(TinySegmenter(), "default")
+    assert plain.settings.layer_filter(plain.model) is None
+    assert plain.settings.depth_dropout == PRESETS["default"]["depth_dropout"]
+    mixed = _distiller(settings="default", depth_dropout=0.0, depth_resize="nearest", include="conv1")
+    assert (mixed.settings.depth_dropout, mixed.settings.depth_resize, mixed.settings.include) == (0.0, "nearest",
+                                                                                                   "conv1")
+    with pytest.raises(ConfigError, match="preset"):
+        _distiller(settings="tuned")

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 from tiny_rgbd import NUM_CLASSES, TinyRGBD, TinySegmenter
 
-from depthdistill.distiller import Distiller
+from depthdistill.distill import Distiller
 from depthdistill.errors import ConfigError, DepthError
 
 FAST = dict(progress=False, log_echo=False, device="cpu")
@@ -32,7 +32,7 @@ def test_depth_in_millimetres_is_refused_before_training(tmp_path):
     mm = _Transformed(TinyRGBD(4), depth=lambda z: z * 1000)  # 1000..3000 instead of 1..3 m
     with pytest.raises(DepthError, match=r"teacher training data: median valid depth is \d+ .*millimetres.*/ 1000"):
         d.train_teacher(mm, epochs=1)
-    assert not (tmp_path / "teacher" / "last.pt").exists()
+    assert not (tmp_path / "tn" / "last.pt").exists()
 
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int32])
@@ -46,7 +46,7 @@ def test_narrow_integer_labels_train_and_evaluate_like_int64(dtype):
         d = Distiller(TinySegmenter(dropout=0.0), NUM_CLASSES, seed=0, **FAST)
         d.train_teacher(dataset, epochs=1)
         student = d.train_student(dataset, epochs=1)
-        runs.append((d.fits["student"].history[-1]["loss"], d.evaluate(student, dataset)["mean_iou"]))
+        runs.append((d.fits["sn"].history[-1]["loss"], d.evaluate(student, dataset)["mean_iou"]))
     assert runs[1] == pytest.approx(runs[0])
 
 
@@ -74,7 +74,7 @@ def test_dict_output_models_train_like_the_plain_model(key, output_key, source):
         d = Distiller(model, NUM_CLASSES, seed=0, teacher_source=source, **FAST, **kwargs)
         d.train_teacher(data, epochs=1, val_data=data)  # validation evaluates the dict output too
         student = d.train_student(data, epochs=1)
-        results.append([d.fits["teacher"].history[-1]["loss"], d.fits["student"].history[-1]["vtce"],
+        results.append([d.fits["tn"].history[-1]["loss"], d.fits["sn"].history[-1]["vtce"],
                         d.evaluate(student, data)["mean_iou"], d.evaluate(d.teacher, data)["mean_iou"]])
     assert results[1] == pytest.approx(results[0])
 

@@ -13,7 +13,7 @@ from PIL import Image
 from tiny_rgbd import NUM_CLASSES, TinyRGBD, TinySegmenter
 
 from depthdistill.cli import main
-from depthdistill.distiller import Distiller
+from depthdistill.distill import Distiller
 from depthdistill.engine import load_checkpoint, save_checkpoint
 from depthdistill.engine.registry import build_model, load_model, model_spec
 from depthdistill.errors import CheckpointError, ConfigError, TrainingError
@@ -69,14 +69,14 @@ def _baseline(out_dir, epochs=1, model=None, **kwargs):
 
 def test_resume_with_other_training_settings_is_refused_and_leaves_model_pt(tmp_path):
     _baseline(tmp_path, lr=0.1)
-    final = (tmp_path / "baseline" / "model.pt").read_bytes()
+    final = (tmp_path / "bl" / "model.pt").read_bytes()
     with pytest.raises(TrainingError, match=r"lr=0.1 \(now 0.2\)"):
         _baseline(tmp_path, lr=0.2, resume=True)
     with pytest.raises(TrainingError, match=r"batch_size=2 \(now 4\).*momentum=0.9 \(now 0.5\)"):
         _baseline(tmp_path, lr=0.1, batch_size=4, momentum=0.5, resume=True)
     with pytest.raises(TrainingError, match=r"alpha=8.3 \(now 5.0\)"):
         _baseline(tmp_path, lr=0.1, alpha=5.0, resume=True)
-    assert (tmp_path / "baseline" / "model.pt").read_bytes() == final
+    assert (tmp_path / "bl" / "model.pt").read_bytes() == final
     _baseline(tmp_path, lr=0.1, resume=True, num_workers=0, eval_batch_size=4)  # what does not change the result
 
 
@@ -110,7 +110,7 @@ def test_a_corrupt_checkpoint_is_refused_and_an_old_one_without_checksum_loads(t
 
 def test_evaluate_refuses_a_corrupt_model_pt(tmp_path, capsys):
     trained = _baseline(tmp_path)
-    checkpoint = tmp_path / "baseline" / "model.pt"
+    checkpoint = tmp_path / "bl" / "model.pt"
     _flip_tensor_bytes(checkpoint, trained.state_dict()["conv1.weight"], count=200)
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", "tiny_rgbd:TinyRGBD", "--data-arg", "n=2"]) == 2
     assert "model.pt is corrupt" in capsys.readouterr().err
@@ -118,7 +118,7 @@ def test_evaluate_refuses_a_corrupt_model_pt(tmp_path, capsys):
 
 def test_a_finished_phase_with_a_corrupt_last_pt_loads_model_pt(tmp_path):
     trained = _baseline(tmp_path).state_dict()
-    last = tmp_path / "baseline" / "last.pt"
+    last = tmp_path / "bl" / "last.pt"
     _flip_tensor_bytes(last, trained["head.weight"])
     resumed = _baseline(tmp_path, resume=True).state_dict()
     for key in trained:
@@ -126,7 +126,7 @@ def test_a_finished_phase_with_a_corrupt_last_pt_loads_model_pt(tmp_path):
     # an unfinished phase cannot fall back: the corrupt file is named
     with pytest.raises(KeyboardInterrupt):
         _baseline(tmp_path / "two", epochs=2, callbacks=[_kill_at(1, 0)])
-    (tmp_path / "two" / "baseline" / "last.pt").write_bytes(b"garbage")
+    (tmp_path / "two" / "bl" / "last.pt").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="last.pt"):
         _baseline(tmp_path / "two", epochs=2, resume=True)
 
@@ -138,7 +138,7 @@ def test_a_carried_optimizer_state_is_not_lost_to_a_corrupt_last_pt(tmp_path):
         return d.train_teacher(TinyRGBD(4), epochs=1)
 
     teacher()
-    (tmp_path / "teacher" / "last.pt").write_bytes(b"garbage")
+    (tmp_path / "tn" / "last.pt").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="optimiser state that the next phase carries"):
         teacher(resume=True)
 
@@ -168,7 +168,7 @@ def test_metrics_log_holds_each_step_once_after_a_kill_and_resume(tmp_path):
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated upstream
 def test_a_checkpoint_written_from_python_works_with_predict_and_export(tmp_path, capsys):
     _baseline(tmp_path / "default")
-    checkpoint = tmp_path / "default" / "baseline" / "model.pt"
+    checkpoint = tmp_path / "default" / "bl" / "model.pt"
     assert load_checkpoint(checkpoint)["meta"]["model"] == {"name": "tiny_rgbd:TinySegmenter", "args": {}}
     image = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)
     Image.fromarray(image).save(tmp_path / "room.png")
@@ -180,7 +180,7 @@ def test_a_checkpoint_written_from_python_works_with_predict_and_export(tmp_path
     assert "logits match PyTorch" in capsys.readouterr().out
     # a class built with other arguments than its defaults: the error says how to name it, and naming it works
     _baseline(tmp_path / "narrow", model=TinySegmenter(width=4))
-    narrow = tmp_path / "narrow" / "baseline" / "model.pt"
+    narrow = tmp_path / "narrow" / "bl" / "model.pt"
     assert main(["predict", "--checkpoint", str(narrow), str(tmp_path / "room.png"), "--out", str(tmp_path)]) == 2
     assert "--model NAME --model-arg KEY=VALUE" in capsys.readouterr().err
     model, _ = load_model(narrow, model={"name": "tiny_rgbd:TinySegmenter", "args": {"width": 4}})
@@ -235,7 +235,7 @@ def test_resume_of_a_student_with_another_loss_or_teacher_source_is_refused(tmp_
 def test_results_and_removal_json_are_strict_json(tmp_path):
     # NaN (a class absent from the test set) and inf must not reach the files as NaN / Infinity, which strict
     # JSON readers reject: the one helper (depthdistill._facts.jsonable) writes null and "inf".
-    from depthdistill.distiller import ResultRow, ResultsTable
+    from depthdistill.distill import ResultRow, ResultsTable
     from depthdistill.removal import RemovalReport, RemovalRow
 
     table = ResultsTable([ResultRow("BL", "RGB", 0.5, float("nan"), 0.75, 2, 1.0, [0.25, float("nan")])])

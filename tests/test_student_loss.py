@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from tiny_rgbd import NUM_CLASSES, TinyRGBD, TinySegmenter, sample_logits
 
 from depthdistill import ConfigError, ConfigTypeError, DepthDistillError
-from depthdistill.distiller import Distiller
+from depthdistill.distill import Distiller
 from depthdistill.losses import CEPlusVTCE, vtce_loss, vtce_temperature
 
 FAST = dict(progress=False, log_echo=False, device="cpu")
@@ -44,7 +44,7 @@ def test_the_students_loss_is_the_users_function_with_its_parts_logged():
         s = data[i]
         student_logits, teacher_logits = sample_logits(model, d.teacher, s)
         expected.append(_kl_by_hand(student_logits, teacher_logits, s["label"][None]).item())
-    history = d.fits["student"].history
+    history = d.fits["sn"].history
     for epoch, record in enumerate(history):
         assert record["loss"] == pytest.approx(sum(expected) / len(expected), rel=1e-5)
         assert record["epoch_seen"] == epoch

@@ -26,7 +26,6 @@ from depthdistill.engine.distributed import (
 from depthdistill.engine.evaluate import OutputKey, evaluate, select_logits
 from depthdistill.engine.loader import eval_loader, start_epoch, train_loader
 from depthdistill.engine.loop import (
-    RESUME_META,
     RESUME_SETTINGS,
     Callback,
     FitResult,
@@ -40,7 +39,6 @@ from depthdistill.engine.optim import OptimizerFactory, SchedulerFactory, poly_s
 from depthdistill.engine.run_log import RunLog, progress
 
 __all__ = [
-    "RESUME_META",
     "RESUME_SETTINGS",
     "Callback",
     "DistInfo",

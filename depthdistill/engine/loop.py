@@ -48,17 +48,13 @@ from depthdistill.engine.run_log import RunLog, progress
 from depthdistill.errors import CheckpointError, ConfigError, TrainingError
 
 __all__ = ["TrainSettings", "LoopState", "FitResult", "LossFn", "Callback", "fit", "seed_everything",
-           "RESUME_SETTINGS", "RESUME_META"]
+           "RESUME_SETTINGS"]
 
 logger = logging.getLogger(__name__)
 
 #: Training settings that change what a phase computes: resuming it with other values is refused (device,
 #: workers, logging and evaluation batch size may change).
 RESUME_SETTINGS = ("batch_size", "lr", "momentum", "weight_decay", "poly_power", "grad_accum_steps", "seed", "amp")
-#: Keys of the checkpoint metadata that change what a phase computes (written by the Distiller and the CLI;
-#: ``config`` is compared by its ``distill`` section).
-RESUME_META = ("num_classes", "ignore_index", "alpha", "depth_resize", "depth_aware_layers", "recipe", "distillation",
-               "model", "config")
 
 #: ``loss_fn(model, batch, epoch) -> {"loss": scalar tensor to minimise, other named scalar parts to log}``.
 LossFn = Callable[[nn.Module, dict, int], dict[str, torch.Tensor]]
@@ -205,8 +201,8 @@ def seed_everything(seed: int) -> None:
 
 
 def _plan_differences(state: dict[str, Any], phase: str, epochs: int, settings: TrainSettings,
-                      meta: dict[str, Any]) -> list[str]:
-    """How the checkpoint's phase, epochs, settings and metadata differ from the ones asked for now."""
+                      identity: dict[str, Any]) -> list[str]:
+    """How the checkpoint's phase, epochs, settings and identity differ from the ones asked for now."""
     differences = []
     if state.get("phase") != phase:
         differences.append(f"phase {state.get('phase')!r} (now {phase!r})")
@@ -215,13 +211,10 @@ def _plan_differences(state: dict[str, Any], phase: str, epochs: int, settings: 
     saved, now = state.get("settings") or {}, settings.to_dict()
     differences += [f"{key}={saved[key]!r} (now {now[key]!r})" for key in RESUME_SETTINGS
                     if key in saved and saved[key] != now[key]]
-    saved_meta = state.get("meta") or {}
-    for key in RESUME_META:
-        if key not in saved_meta or key not in meta:
-            continue
-        before, after = saved_meta[key], meta[key]
-        if key == "config":
-            key, before, after = "distill", (before or {}).get("distill"), (after or {}).get("distill")
+    # Checkpoints written before identities were recorded have none: nothing of theirs can be compared.
+    saved_identity = state.get("identity", identity)
+    for key in sorted(set(saved_identity) | set(identity)):
+        before, after = saved_identity.get(key, "(not recorded)"), identity.get(key, "(not recorded)")
         if before != after:
             differences.append(f"{key}={before!r} (now {after!r})")
     return differences
@@ -309,6 +302,7 @@ def fit(
     callbacks: Sequence[Callback] = (),
     resume: bool = False,
     meta: dict[str, Any] | None = None,
+    identity: dict[str, Any] | None = None,
     log: RunLog | None = None,
     optimizer_state: dict[str, Any] | None = None,
     keep_optimizer_state: bool = False,
@@ -344,7 +338,10 @@ def fit(
         resume: Continue from ``run_dir/last.pt`` if it exists (a finished phase whose ``last.pt`` is unreadable
             loads ``model.pt``). Records of this phase that the log holds past the checkpoint (written before a
             kill) are dropped from it first, so each step and epoch is logged once.
-        meta: Extra information stored in the checkpoints (e.g. which layers are depth-aware).
+        meta: Extra information stored in the checkpoints (e.g. which layers are depth-aware); not compared.
+        identity: What the caller declares changes what this phase computes (its method's settings, the model,
+            the classes …), as a flat mapping of plain values. It is stored in ``last.pt``, and resuming from a
+            checkpoint whose identity differs in any key is refused, naming the keys. The loop reads no key of it.
         log: Where records go (default: ``run_dir/../metrics.jsonl`` is the caller's choice; ``None``: no file).
         optimizer_state: Per-parameter state (momenta, Adam moments) of an earlier phase's optimiser over the same
             parameters, in the same order (a :attr:`FitResult.optimizer_state`), loaded into the new optimiser
@@ -360,8 +357,8 @@ def fit(
 
     Raises:
         TrainingError: If the loss is NaN or infinite (the last checkpoint is kept), or resuming from a
-            checkpoint of another phase, epoch count, setting of :data:`RESUME_SETTINGS` or metadata of
-            :data:`RESUME_META` (the differences are named).
+            checkpoint of another phase, epoch count, setting of :data:`RESUME_SETTINGS` or ``identity`` (the
+            differences are named).
         CheckpointError: If the checkpoint to resume from is corrupt.
         ConfigError: If the checkpoint holds another model's weights.
 
@@ -388,8 +385,8 @@ def fit(
                           pin_memory=device.type == "cuda")
     if not lr_scale > 0:
         raise ConfigError(f"{phase}: lr_scale must be > 0, got {lr_scale!r}")
-    run = _build_run(model, loader, epochs, phase, settings, device, meta or {}, optimizer, scheduler,
-                     optimizer_state, lr_scale)
+    run = _build_run(model, loader, epochs, phase, settings, device, meta or {}, identity or {}, optimizer,
+                     scheduler, optimizer_state, lr_scale)
 
     state, source = _resume_state(run_dir, device) if resume and run_dir is not None else (None, None)
     if state is not None:
@@ -439,6 +436,7 @@ class _Run:
     settings: TrainSettings
     device: torch.device
     meta: dict[str, Any]
+    identity: dict[str, Any]
     opt: torch.optim.Optimizer
     sched: Any
     scaler: Any
@@ -453,8 +451,8 @@ class _Run:
 
 def _build_run(
     model: nn.Module, loader: DataLoader, epochs: int, phase: str, settings: TrainSettings, device: torch.device,
-    meta: dict[str, Any], optimizer: OptimizerFactory | None, scheduler: SchedulerFactory | None,
-    optimizer_state: dict[str, Any] | None, lr_scale: float,
+    meta: dict[str, Any], identity: dict[str, Any], optimizer: OptimizerFactory | None,
+    scheduler: SchedulerFactory | None, optimizer_state: dict[str, Any] | None, lr_scale: float,
 ) -> _Run:
     """The optimiser (scaled, with an earlier phase's state carried in), the schedule over every step, the grad
     scaler."""
@@ -467,7 +465,7 @@ def _build_run(
         _carry_optimizer_state(opt, optimizer_state, phase)
     sched = (scheduler or poly_schedule(settings.poly_power))(opt, epochs * steps_per_epoch)
     scaler = make_grad_scaler(device, settings.amp)
-    return _Run(model, loader, epochs, phase, settings, device, meta, opt, sched, scaler, lr_scale)
+    return _Run(model, loader, epochs, phase, settings, device, meta, identity, opt, sched, scaler, lr_scale)
 
 
 def _restore(
@@ -479,7 +477,7 @@ def _restore(
     Raises a TrainingError naming every difference between the checkpoint's plan and this call's.
     """
     load_model_state(run.model, state["model"], source)
-    differences = _plan_differences(state, run.phase, run.epochs, run.settings, run.meta)
+    differences = _plan_differences(state, run.phase, run.epochs, run.settings, run.identity)
     if state.get("lr_scale", run.lr_scale) != run.lr_scale:
         differences.append(f"lr_scale={state['lr_scale']!r} (now {run.lr_scale!r})")
     if custom_optimizer and "optimizer" in state:  # the settings say nothing about a custom optimiser
@@ -571,7 +569,7 @@ def _checkpoint(run: _Run, epoch: int, *, resumable: bool) -> dict[str, Any]:
         record.update(optimizer=run.opt.state_dict(), optimizer_class=type(run.opt).__name__,
                       scheduler=run.sched.state_dict(), scaler=run.scaler.state_dict(), rng=capture_rng_state())
     record.update(best_metric=run.best_metric, best_epoch=run.best_epoch, history=run.history,
-                  settings=run.settings.to_dict(), lr_scale=run.lr_scale, meta=run.meta)
+                  settings=run.settings.to_dict(), lr_scale=run.lr_scale, meta=run.meta, identity=run.identity)
     return record
 
 

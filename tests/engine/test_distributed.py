@@ -10,7 +10,7 @@ import torch
 import torch.multiprocessing as mp
 from tiny_rgbd import NUM_CLASSES, TinyRGBD, TinySegmenter
 
-from depthdistill.distiller import Distiller
+from depthdistill.distill import Distiller
 from depthdistill.engine import get_world_size, init_distributed, is_distributed, shutdown_distributed
 
 # The default recipe, depth dropout included: each rank's draw is its share of the one the whole batch would get
@@ -60,9 +60,9 @@ def test_two_processes_agree_match_one_process_with_the_whole_batch_and_only_ran
     # rank 0 alone wrote the log: one record per epoch and phase, not one per process
     records = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     epochs = [(r["phase"], r["epoch"]) for r in records if "event" not in r]
-    assert epochs == [("teacher", 0), ("student", 0)]
+    assert epochs == [("tn", 0), ("sn", 0)]
     assert [r["event"] for r in records if "event" in r] == ["teacher_start", "student_start"]
-    assert sorted(p.name for p in (tmp_path / "ddp" / "student").iterdir()) == ["last.pt", "model.pt"]
+    assert sorted(p.name for p in (tmp_path / "ddp" / "sn").iterdir()) == ["last.pt", "model.pt"]
 
 
 def test_cli_train_under_torchrun_with_two_processes(tmp_path):

@@ -1,7 +1,9 @@
-"""The run file: one YAML document describes one experiment (data, model, distillation, training, rows).
+"""The run file: one YAML document describes one experiment (data, model, the method's settings, training, rows).
 
-Every key has a default (see ``docs/config.md``); unknown keys are errors that name the key and list the known
-ones, so a typo never silently falls back to a default. ``--set section.key=value`` overrides come on top.
+Every key has a default (see ``docs/config.md``); unknown keys and values of the wrong kind are errors that name
+the key, so a typo never silently falls back to a default. ``--set section.key=value`` overrides come on top. The
+``distill:`` section is a :class:`~depthdistill.distill.settings.DistillSettings` (``preset`` plus any field) and
+``train:`` a :class:`~depthdistill.engine.TrainSettings`, read by their own ``from_dict``.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ from typing import Any
 import yaml
 
 from depthdistill._facts import VOID
+from depthdistill.distill.experiment import EXPERIMENT_ROWS
+from depthdistill.distill.settings import DistillSettings
 from depthdistill.engine.loop import TrainSettings
-from depthdistill.errors import ConfigError, MissingFileError
-from depthdistill.losses import DEFAULT_BETA
-from depthdistill.nn.functional import DEFAULT_ALPHA
+from depthdistill.errors import ConfigError, ConfigTypeError, MissingFileError
 
-__all__ = ["RunConfig", "DataConfig", "ModelConfig", "DistillConfig", "ExperimentConfig", "load_config",
-           "apply_overrides", "parse_key_value"]
+__all__ = ["RunConfig", "DataConfig", "ModelConfig", "ExperimentConfig", "load_config", "apply_overrides",
+           "parse_key_value"]
 
 
 @dataclass
@@ -41,6 +43,12 @@ class DataConfig:
     val: dict[str, Any] | None = None
     test: dict[str, Any] = field(default_factory=lambda: {"split": "test"})
 
+    def __post_init__(self) -> None:
+        _require(isinstance(self.name, str) and bool(self.name), "data.name", "a dataset name", self.name)
+        for key in ("args", "train", "test"):
+            _require(isinstance(getattr(self, key), dict), f"data.{key}", "a mapping", getattr(self, key))
+        _require(self.val is None or isinstance(self.val, dict), "data.val", "a mapping or null", self.val)
+
 
 @dataclass
 class ModelConfig:
@@ -54,24 +62,9 @@ class ModelConfig:
     name: str = "deeplab_vgg16"
     args: dict[str, Any] = field(default_factory=dict)
 
-
-@dataclass
-class DistillConfig:
-    """``distill:`` — the method's parameters (see :class:`~depthdistill.distiller.Distiller`)."""
-
-    alpha: float = DEFAULT_ALPHA
-    beta: float = DEFAULT_BETA
-    ignore_index: int = VOID
-    teacher_source: str = "frozen"
-    include: list[str] | str | None = None
-    exclude: list[str] | str | None = None
-    recipe: str = "default"
-    depth_resize: str | None = None
-    depth_dropout: float | None = None
-    calibrate_removal: bool | None = None
-    calibration_batches: int = 8
-    student_lr_scale: float | None = None
-    student_optimizer: str | None = None
+    def __post_init__(self) -> None:
+        _require(isinstance(self.name, str) and bool(self.name), "model.name", "a model name", self.name)
+        _require(isinstance(self.args, dict), "model.args", "a mapping", self.args)
 
 
 @dataclass
@@ -90,6 +83,16 @@ class ExperimentConfig:
     student_epochs: int = 20
     baseline_epochs: int | None = None
 
+    def __post_init__(self) -> None:
+        rows_ok = isinstance(self.rows, list) and bool(self.rows) and all(r in EXPERIMENT_ROWS for r in self.rows)
+        _require(rows_ok, "experiment.rows", f"a list of rows from {list(EXPERIMENT_ROWS)}", self.rows)
+        for key in ("teacher_epochs", "student_epochs", "baseline_epochs"):
+            value = getattr(self, key)
+            if value is None and key == "baseline_epochs":
+                continue
+            _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, f"experiment.{key}",
+                     "an integer >= 1" + (" or null" if key == "baseline_epochs" else ""), value)
+
 
 @dataclass
 class RunConfig:
@@ -98,10 +101,11 @@ class RunConfig:
     Attributes:
         out_dir: Where checkpoints, ``metrics.jsonl`` and ``results.json`` go.
         num_classes: Classes; ``null`` takes the training set's ``num_classes`` attribute.
+        ignore_index: The void label, ignored by the losses and metrics.
         resume: Continue an interrupted run in ``out_dir``.
         data: :class:`DataConfig`.
         model: :class:`ModelConfig`.
-        distill: :class:`DistillConfig`.
+        distill: :class:`~depthdistill.distill.settings.DistillSettings`.
         experiment: :class:`ExperimentConfig`.
         train: :class:`~depthdistill.engine.TrainSettings`.
 
@@ -113,10 +117,11 @@ class RunConfig:
 
     out_dir: str = "runs/run"
     num_classes: int | None = None
+    ignore_index: int = VOID
     resume: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
+    distill: DistillSettings = field(default_factory=DistillSettings)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     train: TrainSettings = field(default_factory=TrainSettings)
 
@@ -131,7 +136,27 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain data (what ``--print-config`` shows and checkpoints store)."""
-        return asdict(self)
+        return {f.name: _plain_section(getattr(self, f.name)) for f in fields(self)}
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.out_dir, str) and bool(self.out_dir), "out_dir", "a folder", self.out_dir)
+        _require(self.num_classes is None or (isinstance(self.num_classes, int) and not isinstance(self.num_classes, bool)
+                                              and self.num_classes >= 1), "num_classes", "an integer >= 1 or null",
+                 self.num_classes)
+        _require(isinstance(self.ignore_index, int) and not isinstance(self.ignore_index, bool), "ignore_index",
+                 "an integer", self.ignore_index)
+        _require(isinstance(self.resume, bool), "resume", "true or false", self.resume)
+
+
+def _plain_section(value: Any) -> Any:
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    return asdict(value) if is_dataclass(value) else value
+
+
+def _require(ok: bool, key: str, expected: str, value: Any) -> None:
+    if not ok:
+        raise ConfigTypeError(f"{key} must be {expected}, got {value!r}")
 
 
 def _build(cls: type, values: Any, where: str) -> Any:
@@ -146,7 +171,14 @@ def _build(cls: type, values: Any, where: str) -> Any:
     for name, value in values.items():
         default = getattr(cls(), name)
         if is_dataclass(default) and value is not None:
-            value = _build(type(default), value, f"{where}{name}.")
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}{name} must be a mapping, got {type(value).__name__}: {value!r}")
+            # The settings objects read their own sections (presets, checks); the rest are plain dataclasses.
+            reader = getattr(type(default), "from_dict", None)
+            try:
+                value = reader(value) if reader is not None else _build(type(default), value, f"{where}{name}.")
+            except TypeError as exc:
+                raise ConfigError(f"invalid value in {where}{name}: {exc}") from exc
         kwargs[name] = value
     try:
         return cls(**kwargs)

@@ -1,0 +1,188 @@
+"""The paper's experiment: the baseline, the teacher, the student and the ablations and controls around it, each
+row trained by composing the phase pieces, then tested on one test set.
+
+========  =============================  =========================  ===================
+row       starts from                    loss, input                epochs
+========  =============================  =========================  ===================
+BL        initial weights                CE, RGB                    ``baseline_epochs``
+BL@TN     initial weights                CE, RGB                    ``teacher_epochs``
+TN        initial weights, depth-aware   CE, RGB-D                  ``teacher_epochs``
+TN→RGB    TN's weights, plain convs      (not trained), RGB         0
+SN        the settings' method           (the method's), RGB        ``student_epochs``
+BL+VTCE   initial weights                student loss (TN), RGB     ``baseline_epochs``
+BL+PS     TN's weights (a copy)          CE, RGB                    ``student_epochs``
+BL@TN+PS  BL@TN's weights (a copy)       CE, RGB                    ``student_epochs``
+========  =============================  =========================  ===================
+
+With the default method (``"removal"``) SN is TN's weights (the same ones) trained with CE + VTCE against TN.
+``baseline_epochs`` defaults to ``teacher_epochs + student_epochs``, the training SN gets in total, so a gain of SN
+over BL is not merely more training. BL@TN+PS is the control for SN: the same two schedules with no depth anywhere,
+so SN − BL@TN+PS is what the depth-trained teacher adds, and BL@TN+PS − BL what splitting training in two costs.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch.nn as nn
+
+from depthdistill.convert import convert_to_plain
+from depthdistill.distill import student, switch
+from depthdistill.distill.results import ResultRow, ResultsTable
+from depthdistill.engine.distributed import barrier, is_main_process
+from depthdistill.errors import ConfigError
+
+if TYPE_CHECKING:
+    from depthdistill.distill.distiller import Data, Distiller
+
+__all__ = ["EXPERIMENT_ROWS", "DEFAULT_ROWS", "ABLATION_ROWS", "run_experiment", "row_folder"]
+
+#: Rows :func:`run_experiment` knows, in the order it reports them.
+EXPERIMENT_ROWS = ("BL", "BL@TN", "TN", "TN→RGB", "SN", "BL+VTCE", "BL+PS", "BL@TN+PS")
+#: The rows trained when none are asked for, and those ``ablations=True`` adds (the paper's Table 3).
+DEFAULT_ROWS = ("BL", "TN", "TN→RGB", "SN")
+ABLATION_ROWS = ("BL+VTCE", "BL+PS")
+
+
+def row_folder(row: str) -> str:
+    """The folder under ``out_dir`` of a row's phase (also the phase's name in logs): the row's name in lower
+    case with ``@`` and ``+`` as ``_`` (``BL@TN+PS`` → ``bl_tn_ps``); TN→RGB has none (it trains nothing).
+
+    Examples:
+        >>> [row_folder(r) for r in ("BL", "TN", "SN", "BL@TN+PS", "BL+VTCE")]
+        ['bl', 'tn', 'sn', 'bl_tn_ps', 'bl_vtce']
+    """
+    return re.sub(r"[@+]", "_", row).lower()
+
+
+@dataclass
+class _Trained:
+    model: nn.Module
+    epochs: int
+    phase: str
+
+
+@dataclass
+class _Plan:
+    """What one :func:`run_experiment` call trains: the data and the epochs of each schedule."""
+
+    distiller: Distiller
+    train_data: Data
+    val_data: Data | None
+    teacher_epochs: int
+    student_epochs: int
+    baseline_epochs: int
+
+
+def _plain_row(plan: _Plan, start: nn.Module, row: str, epochs: int, *, use_teacher: bool = False,
+               from_teacher: bool = False, lr_scale: float = 1.0) -> _Trained:
+    name = row_folder(row)
+    model = student.train_plain(plan.distiller, start, plan.train_data, epochs, plan.val_data,
+                                use_teacher=use_teacher, from_teacher=from_teacher, name=name, lr_scale=lr_scale)
+    return _Trained(model, epochs, name)
+
+
+def _teacher(plan: _Plan, trained: dict[str, _Trained]) -> _Trained:
+    d = plan.distiller
+    d.train_teacher(plan.train_data, plan.teacher_epochs, plan.val_data, name=row_folder("TN"))
+    return _Trained(d.teacher, plan.teacher_epochs, row_folder("TN"))
+
+
+def _student(plan: _Plan, trained: dict[str, _Trained]) -> _Trained:
+    d = plan.distiller
+    model = d.train(plan.train_data, teacher_epochs=plan.teacher_epochs, student_epochs=plan.student_epochs,
+                    val_data=plan.val_data)
+    return _Trained(model, plan.student_epochs, row_folder("SN"))
+
+
+#: How each row is trained, in training order (a row may use the rows before it), and the rows it needs.
+_ROWS: dict[str, tuple[tuple[str, ...], Callable[[_Plan, dict[str, _Trained]], _Trained]]] = {
+    "BL": ((), lambda p, t: _plain_row(p, p.distiller.initial_copy(), "BL", p.baseline_epochs)),
+    "BL@TN": ((), lambda p, t: _plain_row(p, p.distiller.initial_copy(), "BL@TN", p.teacher_epochs)),
+    "BL@TN+PS": (("BL@TN",), lambda p, t: _plain_row(p, copy.deepcopy(t["BL@TN"].model), "BL@TN+PS",
+                                                     p.student_epochs,
+                                                     lr_scale=p.distiller.settings.student_lr_scale)),
+    "TN": ((), _teacher),
+    "TN→RGB": (("TN",), lambda p, t: _Trained(convert_to_plain(copy.deepcopy(p.distiller.teacher)), 0,
+                                              row_folder("TN"))),
+    "BL+VTCE": (("TN",), lambda p, t: _plain_row(p, p.distiller.initial_copy(), "BL+VTCE", p.baseline_epochs,
+                                                 use_teacher=True)),
+    # A copy of the live teacher (trainable, unlike the frozen one), before SN makes it the student.
+    "BL+PS": (("TN",), lambda p, t: _plain_row(p, switch.remove_depth(p.distiller, copy.deepcopy(p.distiller.model),
+                                                                      p.train_data),
+                                               "BL+PS", p.student_epochs, from_teacher=True)),
+    # The method trains (or reuses) whatever teacher it needs itself.
+    "SN": ((), _student),
+}
+
+
+def run_experiment(distiller: Distiller, train_data: Data, test_data: Data, *, teacher_epochs: int,
+                   student_epochs: int, baseline_epochs: int | None = None, val_data: Data | None = None,
+                   ablations: bool = False, rows: Sequence[str] | None = None) -> ResultsTable:
+    """Trains BL, TN and SN (and, with ``ablations``, BL+VTCE and BL+PS, or the ``rows`` asked for) and tests each.
+
+    See the module's table for every row. TN is tested on RGB-D, every other row on RGB. The table is written to
+    ``out_dir/results.json`` (rank 0). With ``resume`` finished rows are loaded, not retrained.
+
+    Args:
+        distiller: The Distiller whose model and settings train every row.
+        train_data: RGB-D training samples.
+        test_data: RGB-D test samples.
+        teacher_epochs: Epochs of TN and BL@TN.
+        student_epochs: Epochs of SN, BL+PS and BL@TN+PS.
+        baseline_epochs: Epochs of BL and BL+VTCE (default ``teacher_epochs + student_epochs``).
+        val_data: Optional validation set for every phase.
+        ablations: Add BL+VTCE and BL+PS to the default rows (:data:`DEFAULT_ROWS`).
+        rows: Explicit rows instead (any of :data:`EXPERIMENT_ROWS`).
+
+    Returns:
+        The :class:`~depthdistill.distill.results.ResultsTable`, rows in the order of :data:`EXPERIMENT_ROWS`.
+
+    Raises:
+        ConfigError: For an unknown row.
+    """
+    wanted = list(rows) if rows is not None else [*DEFAULT_ROWS, *(ABLATION_ROWS if ablations else ())]
+    unknown = sorted(set(wanted) - set(EXPERIMENT_ROWS))
+    if unknown or not wanted:
+        raise ConfigError(f"unknown experiment row(s) {unknown or wanted}; choose from {list(EXPERIMENT_ROWS)}")
+    plan = _Plan(distiller, train_data, val_data, teacher_epochs, student_epochs,
+                 teacher_epochs + student_epochs if baseline_epochs is None else baseline_epochs)
+    needed = set(wanted)
+    for row in reversed(_ROWS):  # a row's needs come before it, so one pass backwards collects them all
+        if row in needed:
+            needed.update(_ROWS[row][0])
+    trained: dict[str, _Trained] = {}
+    for row, (_, train_row) in _ROWS.items():
+        if row in needed:
+            trained[row] = train_row(plan, trained)
+
+    distiller.models = {row: done.model for row, done in trained.items() if row in wanted}
+    table_rows = []
+    for row in (r for r in EXPERIMENT_ROWS if r in wanted):
+        done = trained[row]
+        depth = row == "TN"
+        metrics = distiller.evaluate(done.model, test_data, use_depth=depth)
+        table_rows.append(ResultRow(
+            name=row, input="RGB-D" if depth else "RGB",
+            mean_pixel_accuracy=metrics["mean_pixel_accuracy"], mean_iou=metrics["mean_iou"],
+            pixel_accuracy=metrics["pixel_accuracy"], epochs=done.epochs,
+            seconds=round(distiller.fits[done.phase].seconds, 3) if done.epochs else 0.0,
+            per_class_iou=metrics["per_class_iou"],
+        ))
+        distiller.log.write({"phase": done.phase, "row": row,
+                             "test": {k: v for k, v in metrics.items() if k != "confusion_matrix"}})
+    table = ResultsTable(table_rows, info={
+        "num_classes": distiller.num_classes, "distill": distiller.settings.to_dict(),
+        "beta": getattr(distiller.student_loss, "beta", None), "depth_aware_layers": distiller.depth_aware_layers,
+        "teacher_epochs": teacher_epochs, "student_epochs": student_epochs, "baseline_epochs": plan.baseline_epochs,
+        "settings": distiller.train_settings.to_dict(),
+        "note": "seconds: training time of this call (a resumed row counts only what it trained now)",
+    })
+    if distiller.out_dir is not None and is_main_process():
+        table.save_json(distiller.out_dir / "results.json")
+    barrier()
+    return table

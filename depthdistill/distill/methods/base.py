@@ -1,0 +1,48 @@
+"""The interface every method implements: how the deployable RGB model is trained from the Distiller's initial
+weights and its RGB-D data, out of the phase pieces (:mod:`~depthdistill.distill.teacher`,
+:mod:`~depthdistill.distill.switch`, :mod:`~depthdistill.distill.student`) and the Distiller's services."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, ClassVar
+
+import torch.nn as nn
+
+if TYPE_CHECKING:
+    from depthdistill.distill.distiller import Data, Distiller
+
+__all__ = ["Method"]
+
+
+class Method(ABC):
+    """One way to turn RGB-D training data into a plain RGB model: the ``SN`` row of an experiment.
+
+    A method knows nothing of checkpoints, devices or DDP: it trains through the Distiller's pieces and services
+    (``distiller.train_teacher``, ``distiller.train_student``, ``distiller.fit_phase``, ``distiller.forward`` …),
+    which keep those in one place. Register a new one in :data:`~depthdistill.distill.methods.METHODS` (or with
+    :func:`~depthdistill.distill.methods.register_method`) and select it with ``DistillSettings(method=name)``.
+
+    Attributes:
+        name: The name settings select it by.
+        summary: One line for tables and logs.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+
+    @abstractmethod
+    def train(self, distiller: Distiller, train_data: Data, *, teacher_epochs: int, student_epochs: int,
+              val_data: Data | None = None) -> nn.Module:
+        """Trains the deployable model.
+
+        Args:
+            distiller: The Distiller: the live model, the settings, the phase services.
+            train_data: RGB-D training samples.
+            teacher_epochs: Epochs of the method's depth-aware phase (or its first part).
+            student_epochs: Epochs of its RGB phase (or its second part).
+            val_data: Optional validation set for every phase.
+
+        Returns:
+            A plain model (no depth-aware layer): RGB in, logits out.
+        """

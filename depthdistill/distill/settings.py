@@ -1,0 +1,279 @@
+"""The one settings object of the method: every choice that changes what the Distiller computes, its checks, its
+named presets and its identity (what a checkpoint records so that a run is never resumed with other choices).
+
+Adding a setting is one field here (with its check in :meth:`DistillSettings.__post_init__`) plus its use; the
+Distiller, the run file's ``distill:`` section, the command line and the resume check all read it from here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
+from typing import Any, get_args
+
+from depthdistill.convert import LayerFilter
+from depthdistill.engine.registry import resolve
+from depthdistill.errors import ConfigError, ConfigTypeError
+from depthdistill.losses import DEFAULT_BETA, CEPlusVTCE, StudentLoss
+from depthdistill.nn import DEFAULT_ALPHA, DepthResize
+
+__all__ = ["DistillSettings", "PRESETS", "TEACHER_SOURCES", "STUDENT_OPTIMIZERS", "LAYER_CHOICES", "qualified_name"]
+
+#: Where the student's soft targets come from: a frozen copy of the trained teacher, or the live shared weights.
+TEACHER_SOURCES = ("frozen", "live")
+#: How the student phase's optimiser starts: a new one, or the teacher's per-parameter state carried on.
+STUDENT_OPTIMIZERS = ("fresh", "carry")
+#: Which layers the teacher makes depth-aware when ``include`` is not given: the model's own list
+#: (``model.depth_aware_layers``, e.g. Depth-aware CNN's six for ``deeplab_vgg16``; every spatial convolution
+#: when the model names none), or every spatial convolution.
+LAYER_CHOICES = ("model", "all")
+
+#: Named starting points. ``"default"`` is the recipe whose student measured best in docs/fidelity.md: the model's
+#: own depth-aware layers, depth brought to each layer by average pooling, depth dropout 0.5. ``"paper"`` is the
+#: paper to the letter as we read it: every spatial convolution, nearest depth, no dropout. The other fields take
+#: their dataclass defaults in both.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {"layers": "model", "depth_resize": "avgpool", "depth_dropout": 0.5},
+    "paper": {"layers": "all", "depth_resize": "nearest", "depth_dropout": 0.0},
+}
+
+
+def qualified_name(obj: Any) -> str:
+    """``module:QualName`` of a function or class, or of the class of a callable object (the form run files use).
+
+    Examples:
+        >>> qualified_name(CEPlusVTCE)
+        'depthdistill.losses:CEPlusVTCE'
+    """
+    named = obj if hasattr(obj, "__qualname__") else type(obj)
+    return f"{named.__module__}:{named.__qualname__}"
+
+
+@dataclass(frozen=True)
+class DistillSettings:
+    """Every setting of the method, checked when made; frozen, so one object describes one run.
+
+    Start from a preset (:meth:`from_preset`, :data:`PRESETS`) and change fields with :meth:`replace`; a run file's
+    ``distill:`` section is read by :meth:`from_dict`. The dataclass defaults are the ``"default"`` preset.
+
+    Attributes:
+        preset: Name of the preset the values started from (recorded in logs; not part of the identity).
+        method: How the deployable RGB model is trained: a name of :data:`~depthdistill.distill.methods.METHODS`
+            (``"removal"``: the paper's depth removal, teacher then shared-weight student).
+        alpha: α of the depth-aware convolution (Eq. 6), per metre.
+        layers: Which layers become depth-aware when ``include`` is not given (:data:`LAYER_CHOICES`).
+        include: Which layers become depth-aware (see :func:`~depthdistill.convert_to_depth_aware`), overriding
+            ``layers``: a glob, several globs (``"*"``: every spatial convolution) or a predicate.
+        exclude: Which stay plain.
+        depth_resize: How depth is brought to each layer's resolution (see :func:`~depthdistill.depth_context`);
+            recorded on the teacher's layers, so the teacher runs the same way outside the Distiller.
+        depth_dropout: Probability, per training sample, that the teacher sees no depth in that step (a constant
+            map, so every ``H = 1`` and each D-Conv computes the plain convolution).
+        calibrate_removal: At the switch to the student, rescale each reverted layer so its plain output on RGB has
+            the RMS its depth-aware output had on RGB-D (:func:`~depthdistill.calibrate_removal`).
+        calibration_batches: Training batches used by ``calibrate_removal``.
+        share_parameters: Default of :meth:`~depthdistill.Distiller.train_student`: the student is the teacher's
+            own weights (PS); ``False`` starts it from the initial weights.
+        vtce: Default of :meth:`~depthdistill.Distiller.train_student`: learn from the teacher with the student
+            loss (``False``: CE on the labels only).
+        teacher_source: Where the soft targets come from (:data:`TEACHER_SOURCES`): ``"frozen"``, a frozen copy of
+            the trained teacher; ``"live"``, the shared weights as they train, run depth-aware in eval mode.
+        beta: β of the VTCE temperature (Eq. 10), for the default student loss.
+        vtce_schedule: ``epoch -> T`` replacing Eq. 10 for the default student loss; a callable or
+            ``"package.module:name"``.
+        student_loss: The loss of every phase that learns from the teacher,
+            ``(student_logits, teacher_logits, labels, epoch) -> {"loss": …, **parts}``
+            (:data:`~depthdistill.losses.StudentLoss`); a callable or ``"package.module:name"`` (a class named
+            so is built without arguments). ``None``: :class:`~depthdistill.losses.CEPlusVTCE` with ``beta`` and
+            ``vtce_schedule``, the paper's ``CE + VTCE``.
+        student_lr_scale: The student phase's learning rate relative to the teacher's.
+        student_optimizer: ``"fresh"``: the student phase starts a new optimiser; ``"carry"``: it carries the
+            teacher's per-parameter optimiser state on (:data:`STUDENT_OPTIMIZERS`).
+
+    Raises:
+        ConfigError: If a value is out of range or unknown (the message names the field, the value and the
+            choices); ConfigTypeError if it has the wrong type.
+
+    Examples:
+        >>> DistillSettings().depth_resize, DistillSettings.from_preset("paper").depth_resize
+        ('avgpool', 'nearest')
+        >>> DistillSettings.from_preset("paper", depth_dropout=0.2).depth_dropout
+        0.2
+    """
+
+    preset: str = "default"
+    method: str = "removal"
+    alpha: float = DEFAULT_ALPHA
+    layers: str = "model"
+    include: LayerFilter | None = None
+    exclude: LayerFilter | None = None
+    depth_resize: DepthResize = "avgpool"
+    depth_dropout: float = 0.5
+    calibrate_removal: bool = False
+    calibration_batches: int = 8
+    share_parameters: bool = True
+    vtce: bool = True
+    teacher_source: str = "frozen"
+    beta: float = DEFAULT_BETA
+    vtce_schedule: Callable[[int], float] | str | None = None
+    student_loss: StudentLoss | str | None = None
+    student_lr_scale: float = 1.0
+    student_optimizer: str = "fresh"
+
+    def __post_init__(self) -> None:
+        _choice("preset", self.preset, tuple(PRESETS))
+        if not isinstance(self.method, str) or not self.method:
+            raise ConfigTypeError(f"method must be the name of a registered method, got {self.method!r}")
+        _number("alpha", self.alpha, low=0.0)
+        _choice("layers", self.layers, LAYER_CHOICES)
+        for name in ("include", "exclude"):
+            self._freeze_filter(name)
+        _choice("depth_resize", self.depth_resize, get_args(DepthResize))
+        _number("depth_dropout", self.depth_dropout, low=0.0, high=1.0)
+        for name in ("calibrate_removal", "share_parameters", "vtce"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigTypeError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if isinstance(self.calibration_batches, bool) or not isinstance(self.calibration_batches, int) \
+                or self.calibration_batches < 1:
+            raise ConfigError(f"calibration_batches must be an integer >= 1, got {self.calibration_batches!r}")
+        _choice("teacher_source", self.teacher_source, TEACHER_SOURCES)
+        _number("beta", self.beta, low=0.0)
+        for name in ("vtce_schedule", "student_loss"):
+            value = getattr(self, name)
+            if value is not None and not callable(value) and not (isinstance(value, str) and ":" in value):
+                raise ConfigTypeError(f"{name} must be a callable or 'package.module:name', got {value!r}")
+        if self.student_loss is not None and (self.beta != DEFAULT_BETA or self.vtce_schedule is not None):
+            raise ConfigError("beta and vtce_schedule configure the default student loss, which student_loss "
+                              "replaces: give them to your loss instead (e.g. CEPlusVTCE(beta=..., schedule=...))")
+        _number("student_lr_scale", self.student_lr_scale, low=0.0, open_low=True)
+        _choice("student_optimizer", self.student_optimizer, STUDENT_OPTIMIZERS)
+
+    def _freeze_filter(self, name: str) -> None:
+        """Globs given as a list are kept as a tuple: the settings stay immutable and comparable."""
+        value = getattr(self, name)
+        if value is None or callable(value) or isinstance(value, str):
+            return
+        if not isinstance(value, Iterable) or not all(isinstance(v, str) for v in (value := tuple(value))):
+            raise ConfigTypeError(f"{name} must be a glob, a list of globs or a predicate(name, module), "
+                                  f"got {getattr(self, name)!r}")
+        object.__setattr__(self, name, value)
+
+    # ------------------------------------------------------------------------------------------------ building
+    @classmethod
+    def from_preset(cls, name: str = "default", **overrides: Any) -> DistillSettings:
+        """The settings of a named preset (:data:`PRESETS`), with any field overridden.
+
+        Raises:
+            ConfigError: For an unknown preset or field (both listed), or a bad value.
+
+        Examples:
+            >>> s = DistillSettings.from_preset("paper")
+            >>> s.layers, s.depth_dropout, s.preset
+            ('all', 0.0, 'paper')
+        """
+        _choice("preset", name, tuple(PRESETS))
+        _known(overrides, "distill setting")
+        return dataclasses.replace(cls(), preset=name, **{**PRESETS[name], **overrides})
+
+    def replace(self, **overrides: Any) -> DistillSettings:
+        """A copy with some fields changed (checked again).
+
+        Examples:
+            >>> DistillSettings().replace(alpha=4.0).alpha
+            4.0
+        """
+        _known(overrides, "distill setting")
+        if "preset" in overrides:  # a name alone would relabel these values, not change them
+            raise ConfigError(f"preset={overrides['preset']!r} cannot be replaced on its own: start from it with "
+                              f"DistillSettings.from_preset({overrides['preset']!r}, ...) (Distiller(model, n, "
+                              f"{overrides['preset']!r}))")
+        return dataclasses.replace(self, **overrides)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> DistillSettings:
+        """Settings from a run file's ``distill:`` section: ``preset`` (default ``"default"``) and any fields.
+
+        Examples:
+            >>> DistillSettings.from_dict({"preset": "paper", "alpha": 4.0}).alpha
+            4.0
+        """
+        if values is not None and not isinstance(values, dict):
+            raise ConfigError(f"distill must be a mapping of settings, got {values!r}")
+        values = dict(values or {})
+        return cls.from_preset(values.pop("preset", "default"), **values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as plain data (what a run file holds): callables as ``"package.module:name"``.
+
+        Examples:
+            >>> DistillSettings.from_dict(DistillSettings().to_dict()) == DistillSettings()
+            True
+        """
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    def identity(self) -> dict[str, Any]:
+        """What tells these settings' training apart from another's: every field but ``preset``, callables by
+        qualified name. Checkpoints store it; resuming with a different identity is refused."""
+        return {k: v for k, v in self.to_dict().items() if k != "preset"}
+
+    # ------------------------------------------------------------------------------------------------ reading
+    def layer_filter(self, model: Any) -> LayerFilter | None:
+        """The ``include`` filter that picks the teacher's depth-aware layers of ``model`` (``None``: every one).
+
+        Examples:
+            >>> import torch
+            >>> net = torch.nn.Conv2d(3, 3, 3); net.depth_aware_layers = [""]
+            >>> DistillSettings().layer_filter(net), DistillSettings.from_preset("paper").layer_filter(net)
+            ([''], None)
+        """
+        if self.include is not None:
+            return self.include
+        return getattr(model, "depth_aware_layers", None) if self.layers == "model" else None
+
+    def build_student_loss(self, ignore_index: int) -> StudentLoss:
+        """The student loss these settings name (imported when given as ``"package.module:name"``).
+
+        Examples:
+            >>> type(DistillSettings().build_student_loss(255)).__name__
+            'CEPlusVTCE'
+        """
+        if self.student_loss is None:
+            schedule = self.vtce_schedule
+            return CEPlusVTCE(self.beta, ignore_index, resolve(schedule) if isinstance(schedule, str) else schedule)
+        loss = resolve(self.student_loss) if isinstance(self.student_loss, str) else self.student_loss
+        if isinstance(loss, type):
+            loss = loss()
+        if not callable(loss):
+            raise ConfigTypeError(f"student_loss {self.student_loss!r} is not callable")
+        return loss
+
+
+def _known(values: dict[str, Any], what: str) -> None:
+    known = {f.name for f in fields(DistillSettings)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what}(s) {unknown}; known: {sorted(known)}")
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def _number(name: str, value: Any, *, low: float, high: float = math.inf, open_low: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigTypeError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value) or value < low or (open_low and value == low) or value > high:
+        bound = f"> {low:g}" if open_low else f">= {low:g}"
+        limit = f"a finite number {bound}" + (f" and <= {high:g}" if high != math.inf else "")
+        raise ConfigError(f"{name} must be {limit}, got {value!r}")
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, tuple):
+        return list(value)
+    return qualified_name(value)

@@ -1,0 +1,103 @@
+"""The teacher phase: the live model made depth-aware in place and trained with cross-entropy on RGB-D, and the
+two building blocks it is made of that own training loops can use too: depth dropout and the frozen snapshot."""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from depthdistill.convert import convert_to_depth_aware, list_depth_aware
+from depthdistill.engine.distributed import get_rank, get_world_size
+from depthdistill.errors import ConfigError
+from depthdistill.nn import depth_context
+
+if TYPE_CHECKING:
+    from depthdistill.distill.distiller import Data, Distiller
+
+__all__ = ["train_teacher", "drop_depth", "frozen_copy"]
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` in eval mode with no gradients: the teacher that gives a student its soft targets.
+
+    Depth-aware layers stay depth-aware with their α and depth resize, so the copy runs as the teacher did.
+
+    Examples:
+        >>> import torch
+        >>> teacher = frozen_copy(torch.nn.Conv2d(3, 2, 1))
+        >>> teacher.training, any(p.requires_grad for p in teacher.parameters())
+        (False, False)
+    """
+    teacher = copy.deepcopy(model)
+    teacher.eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+def drop_depth(depth: torch.Tensor, probability: float) -> torch.Tensor:
+    """Depth dropout: each sample's depth map is replaced, with ``probability``, by a constant map.
+
+    A constant map gives ``H = exp(0) = 1`` at every tap, so for those samples each D-Conv computes exactly the
+    plain convolution, and the shared weights learn to work with and without depth. Draws come from torch's
+    global generator. Under DDP every rank draws the whole global batch and keeps its own share: ranks drop
+    independently, and N processes of b samples draw what one process of N·b would.
+
+    Args:
+        depth: ``(B, 1, H, W)`` (or ``(B, H, W)``) depth of one batch.
+        probability: In ``[0, 1]``; 0 returns ``depth`` itself.
+
+    Returns:
+        The batch's depth with the dropped samples' maps set to 1.
+
+    Raises:
+        ConfigError: If ``probability`` is not in ``[0, 1]``.
+
+    Examples:
+        >>> depth = torch.rand(4, 1, 2, 2) + 1
+        >>> torch.equal(drop_depth(depth, 1.0), torch.ones_like(depth)), drop_depth(depth, 0.0) is depth
+        (True, True)
+    """
+    if isinstance(probability, bool) or not isinstance(probability, (int, float)) or not 0.0 <= probability <= 1.0:
+        raise ConfigError(f"depth dropout probability must be in [0, 1], got {probability!r}")
+    if probability == 0.0:
+        return depth
+    size, rank = depth.shape[0], get_rank()
+    draws = torch.rand(size * get_world_size(), device=depth.device)[rank * size:(rank + 1) * size]
+    dropped = draws < probability
+    return torch.where(dropped.view(-1, *([1] * (depth.dim() - 1))), torch.ones_like(depth), depth)
+
+
+def train_teacher(distiller: Distiller, train_data: Data, epochs: int, val_data: Data | None, *,
+                  name: str) -> nn.Module:
+    """Converts the distiller's live model to depth-aware in place (its settings' layers, α and depth resize) and
+    trains it with CE on RGB-D, with depth dropout; keeps a :func:`frozen_copy` as ``distiller.teacher``.
+
+    Returns:
+        The live model, now the teacher.
+    """
+    s, model = distiller.settings, distiller.model
+    convert_to_depth_aware(model, alpha=s.alpha, depth_resize=s.depth_resize, include=s.layer_filter(model),
+                           exclude=s.exclude)
+    distiller.depth_aware_layers = list_depth_aware(model)
+    distiller.check_data(train_data, needs_depth=True, where=f"{name} training data")
+    # Which layers the include rule picked is easy to get wrong and invisible in the results: say it.
+    layers = distiller.depth_aware_layers
+    distiller.log.write({"phase": name, "event": "teacher_start", "preset": s.preset, "depth_aware_layers": layers,
+                         "depth_resize": s.depth_resize, "depth_dropout": s.depth_dropout})
+    distiller.log.say(name, f"{len(layers)} depth-aware layers ({', '.join(layers)}), depth resized by "
+                            f"{s.depth_resize}, depth dropout {s.depth_dropout:g} (preset {s.preset!r})")
+
+    def loss_fn(model: nn.Module, batch: dict, epoch: int) -> dict[str, torch.Tensor]:
+        with depth_context(drop_depth(batch["depth"], s.depth_dropout)):
+            logits = distiller.forward(model, batch)
+        return {"loss": F.cross_entropy(logits.float(), batch["label"], ignore_index=distiller.ignore_index)}
+
+    result = distiller.fit_phase(name, model, loss_fn, train_data, epochs, val_data, needs_depth=True,
+                                 keep_optimizer_state=s.student_optimizer == "carry")
+    distiller.teacher_optimizer_state = result.optimizer_state
+    distiller.teacher = frozen_copy(model)
+    return model
