@@ -14,11 +14,11 @@ from depthdistill.cli import _COMMANDS, build_parser, main
 from depthdistill.engine import load_checkpoint
 from depthdistill.engine.registry import load_model
 from depthdistill.viz import label_palette
-from tiny_rgbd import NUM_CLASSES, TinyRGBD, TinySegmenter
+from tests.tiny_rgbd import NUM_CLASSES, TinyRGBD, TinySegmenter
 
 RUN = {
-    "data": {"name": "tiny_rgbd:TinyRGBD", "args": {"n": 4}},
-    "model": {"name": "tiny_rgbd:tiny_segmenter", "args": {"width": 4}},
+    "data": {"name": "tests.tiny_rgbd:TinyRGBD", "args": {"n": 4}},
+    "model": {"name": "tests.tiny_rgbd:tiny_segmenter", "args": {"width": 4}},
     "experiment": {"rows": ["BL", "TN", "SN"], "teacher_epochs": 1, "student_epochs": 1},
     "train": {"device": "cpu", "batch_size": 2, "progress": False},
 }
@@ -52,7 +52,7 @@ def test_train_writes_every_row_results_and_the_config(trained, capsys):
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["train"]["lr"] == 2.5e-4 and config["distill"]["alpha"] == 8.3  # defaults filled in
     meta = load_checkpoint(out / "sn" / "model.pt")["meta"]
-    assert meta["model"] == {"name": "tiny_rgbd:tiny_segmenter", "args": {"width": 4}}
+    assert meta["model"] == {"name": "tests.tiny_rgbd:tiny_segmenter", "args": {"width": 4}}
     assert meta["depth_aware_layers"] == []
     assert load_checkpoint(out / "tn" / "model.pt")["meta"]["depth_aware_layers"] == ["conv1", "conv2"]
 
@@ -68,7 +68,7 @@ def test_evaluate_reproduces_the_training_runs_numbers(trained, capsys):
         assert metrics["mean_pixel_accuracy"] == pytest.approx(rows[row]["mean_pixel_accuracy"])
     assert "(tn, RGB-D)" in capsys.readouterr().out
     # data named on the command line instead of the stored run file
-    assert main(["evaluate", "--checkpoint", str(out / "sn" / "model.pt"), "--data", "tiny_rgbd:TinyRGBD",
+    assert main(["evaluate", "--checkpoint", str(out / "sn" / "model.pt"), "--data", "tests.tiny_rgbd:TinyRGBD",
                  "--data-arg", "n=2", "--split", "train"]) == 0
 
 
@@ -97,7 +97,7 @@ def test_predict_paints_with_the_training_sets_palette(tmp_path):
 
     torch.manual_seed(0)
     d = Distiller(TinySegmenter(), NUM_CLASSES, out_dir=tmp_path / "run", progress=False, log_echo=False,
-                  device="cpu", meta={"model": {"name": "tiny_rgbd:tiny_segmenter", "args": {}}})
+                  device="cpu", meta={"model": {"name": "tests.tiny_rgbd:tiny_segmenter", "args": {}}})
     d.train_baseline(Painted(2), 1, name="bl")
     image = (np.random.default_rng(1).random((16, 16, 3)) * 255).astype(np.uint8)
     Image.fromarray(image).save(tmp_path / "room.png")
@@ -146,7 +146,7 @@ def test_errors_are_one_line_messages(trained, tmp_path, capsys):
     assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["train", "--set", "model.name=nonsense", "--set", "num_classes=3",
-                 "--set", "data.name=tiny_rgbd:TinyRGBD"]) == 2
+                 "--set", "data.name=tests.tiny_rgbd:TinyRGBD"]) == 2
     assert "unknown model 'nonsense'" in capsys.readouterr().err
 
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_rgbd import NUM_CLASSES, TinyRGBD, TinySegmenter, sample_logits
+from tests.tiny_rgbd import NUM_CLASSES, TinyRGBD, TinySegmenter, sample_logits
 
 from depthdistill import DepthAwareConv2d, current_depth, depth_context, list_depth_aware, vtce_temperature
 from depthdistill.distill import drop_depth

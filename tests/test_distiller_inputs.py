@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
-from tiny_rgbd import NUM_CLASSES, TinyRGBD, TinySegmenter
+from tests.tiny_rgbd import NUM_CLASSES, TinyRGBD, TinySegmenter
 
 from depthdistill.distill import Distiller
 from depthdistill.errors import ConfigError, DepthError

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_rgbd import NUM_CLASSES, TinySegmenter
+from tests.tiny_rgbd import NUM_CLASSES, TinySegmenter
 
 import depthdistill
 from depthdistill import (

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_rgbd import NUM_CLASSES, TinySegmenter
+from tests.tiny_rgbd import NUM_CLASSES, TinySegmenter
 
 import depthdistill
 from depthdistill import ConfigError

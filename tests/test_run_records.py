@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from tiny_rgbd import NUM_CLASSES, TinyRGBD, TinySegmenter
+from tests.tiny_rgbd import NUM_CLASSES, TinyRGBD, TinySegmenter
 
 from depthdistill.cli import main
 from depthdistill.distill import Distiller
@@ -20,8 +20,8 @@ from depthdistill.errors import CheckpointError, ConfigError, TrainingError
 
 FAST = dict(progress=False, log_echo=False, device="cpu", batch_size=2)
 RUN = {
-    "data": {"name": "tiny_rgbd:TinyRGBD", "args": {"n": 4}},
-    "model": {"name": "tiny_rgbd:tiny_segmenter", "args": {"width": 4}},
+    "data": {"name": "tests.tiny_rgbd:TinyRGBD", "args": {"n": 4}},
+    "model": {"name": "tests.tiny_rgbd:tiny_segmenter", "args": {"width": 4}},
     "experiment": {"rows": ["BL"], "teacher_epochs": 1, "student_epochs": 1, "baseline_epochs": 1},
     "train": {"device": "cpu", "batch_size": 2, "progress": False, "seed": 0},
 }
@@ -112,7 +112,7 @@ def test_evaluate_refuses_a_corrupt_model_pt(tmp_path, capsys):
     trained = _baseline(tmp_path)
     checkpoint = tmp_path / "bl" / "model.pt"
     _flip_tensor_bytes(checkpoint, trained.state_dict()["conv1.weight"], count=200)
-    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", "tiny_rgbd:TinyRGBD", "--data-arg", "n=2"]) == 2
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", "tests.tiny_rgbd:TinyRGBD", "--data-arg", "n=2"]) == 2
     assert "model.pt is corrupt" in capsys.readouterr().err
 
 
@@ -169,7 +169,7 @@ def test_metrics_log_holds_each_step_once_after_a_kill_and_resume(tmp_path):
 def test_a_checkpoint_written_from_python_works_with_predict_and_export(tmp_path, capsys):
     _baseline(tmp_path / "default")
     checkpoint = tmp_path / "default" / "bl" / "model.pt"
-    assert load_checkpoint(checkpoint)["meta"]["model"] == {"name": "tiny_rgbd:TinySegmenter", "args": {}}
+    assert load_checkpoint(checkpoint)["meta"]["model"] == {"name": "tests.tiny_rgbd:TinySegmenter", "args": {}}
     image = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)
     Image.fromarray(image).save(tmp_path / "room.png")
     assert main(["predict", "--checkpoint", str(checkpoint), str(tmp_path / "room.png"),
@@ -183,10 +183,10 @@ def test_a_checkpoint_written_from_python_works_with_predict_and_export(tmp_path
     narrow = tmp_path / "narrow" / "bl" / "model.pt"
     assert main(["predict", "--checkpoint", str(narrow), str(tmp_path / "room.png"), "--out", str(tmp_path)]) == 2
     assert "--model NAME --model-arg KEY=VALUE" in capsys.readouterr().err
-    model, _ = load_model(narrow, model={"name": "tiny_rgbd:TinySegmenter", "args": {"width": 4}})
+    model, _ = load_model(narrow, model={"name": "tests.tiny_rgbd:TinySegmenter", "args": {"width": 4}})
     assert model.conv1.out_channels == 4
     assert main(["predict", "--checkpoint", str(narrow), str(tmp_path / "room.png"), "--out", str(tmp_path / "p4"),
-                 "--model", "tiny_rgbd:TinySegmenter", "--model-arg", "width=4"]) == 0
+                 "--model", "tests.tiny_rgbd:TinySegmenter", "--model-arg", "width=4"]) == 0
 
 
 @pytest.mark.parametrize("name,args", [("deeplab_vgg16", {"width": 0.0625}),

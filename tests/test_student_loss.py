@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_rgbd import NUM_CLASSES, TinyRGBD, TinySegmenter, sample_logits
+from tests.tiny_rgbd import NUM_CLASSES, TinyRGBD, TinySegmenter, sample_logits
 
 from depthdistill import ConfigError, ConfigTypeError, DepthDistillError
 from depthdistill.distill import Distiller

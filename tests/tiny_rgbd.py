@@ -69,7 +69,7 @@ class TinySegmenter(nn.Module):
 
 
 def tiny_segmenter(num_classes: int = NUM_CLASSES, **kwargs) -> TinySegmenter:
-    """Factory used by the CLI tests through ``model: {name: "tiny_rgbd:tiny_segmenter"}``."""
+    """Factory used by the CLI tests through ``model: {name: "tests.tiny_rgbd:tiny_segmenter"}``."""
     return TinySegmenter(num_classes, **kwargs)
 
 

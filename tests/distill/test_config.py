@@ -63,11 +63,11 @@ def test_command_line_key_values_share_one_parser():
 
 
 def test_model_and_dataset_names():
-    model = build_model("tiny_rgbd:tiny_segmenter", 5, width=4)
+    model = build_model("tests.tiny_rgbd:tiny_segmenter", 5, width=4)
     assert model(torch.zeros(1, 3, 8, 8)).shape == (1, 5, 8, 8)
     unet = build_model("smp:Unet/resnet18", 4, encoder_depth=3, decoder_channels=(8, 8, 8))
     assert unet(torch.zeros(1, 3, 32, 32)).shape == (1, 4, 32, 32)
-    data = build_dataset("tiny_rgbd:TinyRGBD", n=2, split="test")
+    data = build_dataset("tests.tiny_rgbd:TinyRGBD", n=2, split="test")
     assert len(data) == 2 and data.seed == 1
     with pytest.raises(ConfigError, match="unknown model 'vgg'"):
         build_model("vgg", 3)
@@ -77,13 +77,13 @@ def test_model_and_dataset_names():
     with pytest.raises(ConfigError, match="unknown smp encoder 'resnet81'. Did you mean 'resnet18'"):
         build_model("smp:Unet/resnet81", 3)
     with pytest.raises(ConfigError, match="does not accept"):
-        build_model("tiny_rgbd:tiny_segmenter", 3, depth=2)
+        build_model("tests.tiny_rgbd:tiny_segmenter", 3, depth=2)
     with pytest.raises(ConfigError, match="unknown dataset 'nyu'"):
         build_dataset("nyu")
     with pytest.raises(ConfigError, match="cannot import"):
         resolve("no_such_module_xyz:thing")
     with pytest.raises(ConfigError, match="has no attribute"):
-        resolve("tiny_rgbd:Nothing")
+        resolve("tests.tiny_rgbd:Nothing")
 
 
 def test_transform_presets_from_a_run_file():

@@ -8,7 +8,7 @@ import socket
 
 import torch
 import torch.multiprocessing as mp
-from tiny_rgbd import NUM_CLASSES, TinyRGBD, TinySegmenter
+from tests.tiny_rgbd import NUM_CLASSES, TinyRGBD, TinySegmenter
 
 from depthdistill.distill import Distiller
 from depthdistill.engine import get_world_size, init_distributed, is_distributed, shutdown_distributed
@@ -73,13 +73,14 @@ def test_cli_train_under_torchrun_with_two_processes(tmp_path):
     import yaml
 
     root = Path(__file__).resolve().parents[2]
-    run = {"data": {"name": "tiny_rgbd:TinyRGBD", "args": {"n": 4}},
-           "model": {"name": "tiny_rgbd:tiny_segmenter", "args": {"width": 4}},
+    run = {"data": {"name": "tests.tiny_rgbd:TinyRGBD", "args": {"n": 4}},
+           "model": {"name": "tests.tiny_rgbd:tiny_segmenter", "args": {"width": 4}},
            "experiment": {"rows": ["TN", "SN"], "teacher_epochs": 1, "student_epochs": 1},
            "train": {"device": "cpu", "progress": False}, "out_dir": str(tmp_path / "out")}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests"), os.environ.get("PYTHONPATH", "")])}
+    # TMPDIR: torchrun's agent keeps its rendezvous and error files in a folder of its own there
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path),
+           "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
                              "-m", "depthdistill", "train", "--config", str(tmp_path / "run.yaml")],
                             capture_output=True, text=True, env=env, timeout=300)

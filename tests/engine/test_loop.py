@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tiny_rgbd import TinyRGBD, TinySegmenter
+from tests.tiny_rgbd import TinyRGBD, TinySegmenter
 
 from depthdistill.engine import LoopState, RunLog, TrainSettings, fit, progress
 from depthdistill.errors import ConfigError, TrainingError

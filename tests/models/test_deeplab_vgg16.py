@@ -142,7 +142,8 @@ def torchvision_vgg16_file(tmp_path_factory):
     reference = torchvision.models.vgg16(weights=None)
     path = tmp_path_factory.mktemp("weights") / "vgg16.pth"
     torch.save(reference.state_dict(), path)
-    return path, reference.features
+    yield path, reference.features
+    path.unlink()  # 540 MB: gone even when a failing test makes pytest keep its temporary folders
 
 
 def test_local_torchvision_weights_land_in_matching_convs(torchvision_vgg16_file):

@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from test_functional import CASES, definition, depth_with_holes  # the brute-force Eq. 5–6 and its cases
+from tests.nn.test_functional import CASES, definition, depth_with_holes  # the brute-force Eq. 5–6 and its cases
 
 from depthdistill.errors import ConfigError, DepthDistillError
 from depthdistill.nn import functional
