@@ -20,8 +20,8 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--teacher-epochs", type=int, default=None, help="epochs of the teacher")
     p.add_argument("--student-epochs", type=int, default=None, help="epochs of the student")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--recipe", default="default", choices=["default", "paper"],
-                   help="the Distiller's recipe: 'paper' (every spatial conv, nearest depth, no depth dropout) or "
+    p.add_argument("--preset", default="default", choices=["default", "paper"],
+                   help="the method's settings: 'paper' (every spatial conv, nearest depth, no depth dropout) or "
                         "'default' (the model's own depth-aware layers, average-pooled depth, depth dropout 0.5)")
     return p
 
@@ -54,8 +54,8 @@ def distill(model: torch.nn.Module, num_classes: int, train, test, args: argpars
     """
     out = Path(args.out or f"runs/{name}")
     meta = {"model": {"name": model_name, "args": model_args or {}}}
-    distiller = depthdistill.Distiller(model, num_classes, out_dir=out, device=args.device, meta=meta,
-                                       recipe=args.recipe, **settings)
+    distiller = depthdistill.Distiller(model, num_classes, args.preset, out_dir=out, device=args.device, meta=meta,
+                                       **settings)
     table = distiller.run_experiment(train, test, teacher_epochs=args.teacher_epochs or teacher_epochs,
                                      student_epochs=args.student_epochs or student_epochs)
     print(table.to_markdown())

@@ -5,9 +5,9 @@
     python examples/deeplab_vgg16_nyuv2.py --synthetic                          # a smoke run, no files needed
 
 --root holds nyu_depth_v2_labeled.mat, splits.mat and classMapping40.mat (see docs/data.md for where to get them).
-Defaults are the paper's: 40 classes, 795 / 654 images, lr 2.5e-4, batch 1, α = 8.3, β = 0.9, the Distiller's
-``recipe="paper"`` (every spatial convolution depth-aware, nearest depth, no depth dropout; ``--recipe default``
-tries the recipe that measured better in docs/fidelity.md); SGD momentum 0.9, weight decay 5e-4 and the poly
+Defaults are the paper's: 40 classes, 795 / 654 images, lr 2.5e-4, batch 1, α = 8.3, β = 0.9,
+the ``"paper"`` preset (every spatial convolution depth-aware, nearest depth, no depth dropout; ``--preset default``
+tries the settings that measured better in docs/fidelity.md); SGD momentum 0.9, weight decay 5e-4 and the poly
 schedule are DeepLab's conventions, which the paper does not restate.
 """
 
@@ -26,7 +26,7 @@ def main() -> None:
     p.add_argument("--crop", type=int, nargs=2, default=(480, 640), metavar=("H", "W"), help="training crop")
     p.add_argument("--lr", type=float, default=2.5e-4, help="learning rate (the paper: 2.5e-4)")
     p.add_argument("--batch-size", type=int, default=1, help="images per step (the paper: 1)")
-    p.set_defaults(recipe="paper")  # this example reproduces the paper; --recipe default tries ours
+    p.set_defaults(preset="paper")  # this example reproduces the paper; --preset default tries ours
     args = p.parse_args()
     if args.synthetic:
         train, test = synthetic_splits()

@@ -23,6 +23,7 @@ from depthdistill.data.transforms import (
     collate_rgbd,
     eval_transforms,
     resize_sample,
+    rgb_normalization,
     train_transforms,
 )
 
@@ -45,5 +46,6 @@ __all__ = [
     "export_to_folder",
     "prepare_dataset",
     "resize_sample",
+    "rgb_normalization",
     "train_transforms",
 ]

@@ -25,7 +25,8 @@ from depthdistill.errors import ConfigError
 from depthdistill.nn.context import _resize
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Compose", "Resize", "RandomScale", "RandomCrop", "RandomHorizontalFlip",
-           "ColorJitter", "Normalize", "resize_sample", "collate_rgbd", "train_transforms", "eval_transforms"]
+           "ColorJitter", "Normalize", "resize_sample", "collate_rgbd", "train_transforms", "eval_transforms",
+           "rgb_normalization"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -336,3 +337,35 @@ def eval_transforms(size: int | Sequence[int] | None = None, mean: Sequence[floa
     steps.append(Normalize(mean, std))
     return Compose(steps)
 
+
+
+def rgb_normalization(data: Any) -> tuple[list[float], list[float]] | None:
+    """The ``(mean, std)`` a dataset's transform normalises RGB with, or ``None`` when it applies no
+    :class:`Normalize` (RGB stays in 0..1).
+
+    Looks at ``data.transform`` (and through a ``DataLoader``'s or ``Subset``'s ``dataset``) for a
+    :class:`Normalize`, inside :class:`Compose` too; a dataset may also state it as an ``rgb_normalization``
+    attribute. Checkpoints record it so that evaluation and prediction feed RGB as training did.
+
+    Examples:
+        >>> class Data:
+        ...     transform = eval_transforms()
+        >>> [round(v, 3) for v in rgb_normalization(Data())[0]]
+        [0.485, 0.456, 0.406]
+        >>> rgb_normalization([]) is None
+        True
+    """
+    while hasattr(data, "dataset") and not hasattr(data, "transform"):
+        data = data.dataset
+    stated = getattr(data, "rgb_normalization", None)
+    if stated is not None:
+        mean, std = stated
+        return [float(v) for v in mean], [float(v) for v in std]
+    pending = [getattr(data, "transform", None)]
+    while pending:
+        transform = pending.pop(0)
+        if isinstance(transform, Normalize):
+            return transform.mean.flatten().tolist(), transform.std.flatten().tolist()
+        if isinstance(transform, Compose):
+            pending.extend(transform.transforms)
+    return None

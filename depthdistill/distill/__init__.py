@@ -15,7 +15,7 @@ from depthdistill.distill.settings import (
 )
 from depthdistill.distill.student import student_loss_identity, teacher_logits, train_plain
 from depthdistill.distill.switch import remove_depth
-from depthdistill.distill.teacher import drop_depth, frozen_copy, train_teacher
+from depthdistill.distill.teacher import convert_teacher, drop_depth, frozen_copy, train_teacher
 
 __all__ = [
     "ABLATION_ROWS",
@@ -33,6 +33,7 @@ __all__ = [
     "Method",
     "ResultRow",
     "ResultsTable",
+    "convert_teacher",
     "drop_depth",
     "frozen_copy",
     "get_method",

@@ -22,7 +22,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
 from depthdistill.convert import convert_to_plain, list_depth_aware
-from depthdistill.data import collate_rgbd
+from depthdistill.data import collate_rgbd, rgb_normalization
 from depthdistill.distill import methods, teacher, switch, student
 from depthdistill.distill.experiment import run_experiment
 from depthdistill.distill.results import ResultsTable
@@ -365,13 +365,11 @@ class Distiller:
                 "depth_aware_layers": depth_aware, "distill": self.settings.to_dict()}
         if depth_aware:  # how load_model rebuilds the teacher
             meta.update(alpha=self.settings.alpha, depth_resize=self.settings.depth_resize)
-        source = getattr(train_data, "dataset", train_data)
-        palette = getattr(source, "palette", None)
+        palette = getattr(getattr(train_data, "dataset", train_data), "palette", None)
         if palette is not None and len(palette) == self.num_classes:
             meta["palette"] = [[int(c) for c in colour] for colour in palette]  # predict paints with it
-        normalization = getattr(source, "rgb_normalization", None)
-        if normalization is not None and "rgb_normalization" not in meta:
-            meta["rgb_normalization"] = _plain(normalization)  # evaluate / predict feed RGB the same way
+        # The input pipeline: evaluate and predict feed RGB as training did (None: RGB in 0..1).
+        meta.setdefault("rgb_normalization", rgb_normalization(train_data))
 
         def check(batch: dict) -> None:
             check_batch(batch, num_classes=self.num_classes, ignore_index=self.ignore_index,
@@ -386,11 +384,3 @@ class Distiller:
         )
         return self.fits[name]
 
-
-def _plain(value: Any) -> Any:
-    """Tensors and tuples to lists, so checkpoint metadata loads with ``weights_only=True``."""
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value

@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from depthdistill.convert import convert_to_depth_aware, list_depth_aware
+from depthdistill.distill.settings import DistillSettings
 from depthdistill.engine.distributed import get_rank, get_world_size
 from depthdistill.errors import ConfigError
 from depthdistill.nn import depth_context
@@ -18,7 +19,7 @@ from depthdistill.nn import depth_context
 if TYPE_CHECKING:
     from depthdistill.distill.distiller import Data, Distiller
 
-__all__ = ["train_teacher", "drop_depth", "frozen_copy"]
+__all__ = ["train_teacher", "convert_teacher", "drop_depth", "frozen_copy"]
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:
@@ -71,6 +72,31 @@ def drop_depth(depth: torch.Tensor, probability: float) -> torch.Tensor:
     return torch.where(dropped.view(-1, *([1] * (depth.dim() - 1))), torch.ones_like(depth), depth)
 
 
+def convert_teacher(model: nn.Module, settings: DistillSettings | str = "default") -> nn.Module:
+    """Makes ``model`` depth-aware in place as the Distiller's teacher phase does: the layers the settings pick
+    (:meth:`~depthdistill.distill.settings.DistillSettings.layer_filter`), their α and depth resize.
+
+    For a training loop of your own that should build the same teacher as the Distiller.
+
+    Args:
+        model: The plain segmenter.
+        settings: A :class:`~depthdistill.distill.settings.DistillSettings` or a preset's name.
+
+    Returns:
+        ``model`` itself, converted.
+
+    Examples:
+        >>> from depthdistill import list_depth_aware
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 4, 3))
+        >>> net.depth_aware_layers = ["0"]
+        >>> list_depth_aware(convert_teacher(net)), net[0].depth_resize
+        (['0'], 'avgpool')
+    """
+    s = DistillSettings.from_preset(settings) if isinstance(settings, str) else settings
+    return convert_to_depth_aware(model, alpha=s.alpha, depth_resize=s.depth_resize, include=s.layer_filter(model),
+                                  exclude=s.exclude)
+
+
 def train_teacher(distiller: Distiller, train_data: Data, epochs: int, val_data: Data | None, *,
                   name: str) -> nn.Module:
     """Converts the distiller's live model to depth-aware in place (its settings' layers, α and depth resize) and
@@ -80,8 +106,7 @@ def train_teacher(distiller: Distiller, train_data: Data, epochs: int, val_data:
         The live model, now the teacher.
     """
     s, model = distiller.settings, distiller.model
-    convert_to_depth_aware(model, alpha=s.alpha, depth_resize=s.depth_resize, include=s.layer_filter(model),
-                           exclude=s.exclude)
+    convert_teacher(model, s)
     distiller.depth_aware_layers = list_depth_aware(model)
     distiller.check_data(train_data, needs_depth=True, where=f"{name} training data")
     # Which layers the include rule picked is easy to get wrong and invisible in the results: say it.

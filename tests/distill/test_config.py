@@ -6,8 +6,9 @@ import pytest
 import torch
 import yaml
 
+from depthdistill.distill import DistillSettings
 from depthdistill.engine import TrainSettings
-from depthdistill.engine.config import RunConfig, load_config, parse_key_value
+from depthdistill.distill.config import RunConfig, load_config, parse_key_value
 from depthdistill.engine.registry import build_dataset, build_model, resolve
 from depthdistill.errors import ConfigError
 
@@ -17,7 +18,8 @@ def test_empty_file_gives_every_default(tmp_path):
     cfg = load_config(tmp_path / "run.yaml")
     assert cfg == RunConfig()
     assert cfg.train == TrainSettings() and cfg.train.lr == 2.5e-4 and cfg.train.batch_size == 1
-    assert (cfg.distill.alpha, cfg.distill.beta, cfg.distill.ignore_index) == (8.3, 0.9, 255)
+    assert (cfg.distill.alpha, cfg.distill.beta, cfg.ignore_index) == (8.3, 0.9, 255)
+    assert cfg.distill == DistillSettings()
     assert cfg.experiment.rows == ["TN", "SN"] and cfg.data.test == {"split": "test"}
 
 
@@ -34,7 +36,7 @@ def test_values_and_overrides(tmp_path):
 
 
 def test_bad_run_files(tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['distill.alfa'\].*'alpha'"):
+    with pytest.raises(ConfigError, match=r"unknown distill setting\(s\) \['alfa'\].*'alpha'"):
         RunConfig.from_dict({"distill": {"alfa": 1}})
     with pytest.raises(ConfigError, match="unknown key"):
         RunConfig.from_dict({"epochs": 3})
@@ -105,18 +107,42 @@ def test_transform_presets_from_a_run_file():
 
 
 def test_run_file_defaults_are_the_librarys_defaults():
-    # The run file's defaults and the Python API's are one set of constants, so neither can drift from the other.
+    # The run file's sections are the library's own settings objects, so neither can drift from the other.
     import inspect
 
-    from depthdistill.distiller import Distiller
-    from depthdistill.engine.config import DistillConfig
+    from depthdistill.distill import Distiller
     from depthdistill.engine.loop import TrainSettings
     from depthdistill.engine.optim import poly_schedule, sgd
 
-    distiller, cfg = inspect.signature(Distiller).parameters, DistillConfig()
-    assert (cfg.alpha, cfg.beta, cfg.ignore_index) == (8.3, 0.9, 255)
-    assert all(getattr(cfg, name) == distiller[name].default for name in ("alpha", "beta", "ignore_index"))
+    cfg, distiller = RunConfig(), inspect.signature(Distiller).parameters
+    assert cfg.distill == DistillSettings.from_preset(distiller["settings"].default)
+    assert cfg.ignore_index == distiller["ignore_index"].default == 255
     settings, optimiser = TrainSettings(), inspect.signature(sgd).parameters
     assert (settings.lr, settings.momentum, settings.weight_decay) == (2.5e-4, 0.9, 5e-4)
     assert all(getattr(settings, name) == optimiser[name].default for name in ("lr", "momentum", "weight_decay"))
     assert settings.poly_power == inspect.signature(poly_schedule).parameters["power"].default
+
+
+WRONG_KINDS = [
+    ({"experiment": {"rows": "TN"}}, "experiment.rows"), ({"experiment": {"rows": ["XX"]}}, "experiment.rows"),
+    ({"experiment": {"teacher_epochs": "3"}}, "experiment.teacher_epochs"),
+    ({"experiment": {"student_epochs": 0}}, "experiment.student_epochs"),
+    ({"experiment": {"baseline_epochs": 2.5}}, "experiment.baseline_epochs"),
+    ({"distill": {"depth_dropout": "half"}}, "depth_dropout"), ({"distill": {"preset": "tuned"}}, "preset"),
+    ({"distill": [1]}, "distill"), ({"model": {"args": [1]}}, "model.args"), ({"data": {"name": 3}}, "data.name"),
+    ({"num_classes": "40"}, "num_classes"), ({"ignore_index": 2.5}, "ignore_index"), ({"resume": "yes"}, "resume"),
+]
+
+
+@pytest.mark.parametrize(("values", "key"), WRONG_KINDS, ids=[k for _, k in WRONG_KINDS])
+def test_values_of_the_wrong_kind_are_refused_naming_the_key(values, key):
+    with pytest.raises(ConfigError, match=key):
+        RunConfig.from_dict(values)
+
+
+def test_the_distill_section_starts_from_its_preset_and_round_trips():
+    cfg = load_config(None, ["distill.preset=paper", "distill.depth_dropout=0.25",
+                             "distill.student_loss=depthdistill.losses:CEPlusVTCE"])
+    assert cfg.distill == DistillSettings.from_preset("paper", depth_dropout=0.25,
+                                                      student_loss="depthdistill.losses:CEPlusVTCE")
+    assert RunConfig.from_dict(yaml.safe_load(yaml.safe_dump(cfg.to_dict()))) == cfg
