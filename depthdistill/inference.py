@@ -16,9 +16,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from depthdistill._facts import VOID
 from depthdistill.convert import list_depth_aware
 from depthdistill.errors import ConfigError, ConfigTypeError, DepthError, MissingFileError
+from depthdistill.labels import VOID
 
 __all__ = ["Prediction", "predict", "iter_predict", "ImageInput", "ModelInput"]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from depthdistill._facts import VOID
+from depthdistill.labels import VOID
 
 # Texture kinds of a SceneItem.
 _PLAIN, _STRIPES, _CHECKER, _NOISE = range(4)

@@ -26,7 +26,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from depthdistill._facts import VOID
 from depthdistill.data._io import make_sample
 from depthdistill.data._raycast import (
     _CHECKER,
@@ -40,6 +39,7 @@ from depthdistill.data._raycast import (
     _rotation_y,
 )
 from depthdistill.errors import ConfigError
+from depthdistill.labels import VOID
 
 __all__ = ["SyntheticRGBD", "SyntheticScene", "SceneItem", "CLASS_NAMES", "PALETTE"]
 

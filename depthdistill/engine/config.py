@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from depthdistill._facts import VOID
+from depthdistill.labels import VOID
 from depthdistill.engine.loop import TrainSettings
 from depthdistill.errors import ConfigError, MissingFileError
 from depthdistill.losses import DEFAULT_BETA
