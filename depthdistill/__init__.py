@@ -35,6 +35,7 @@ from depthdistill.nn import (
 )
 from depthdistill.removal import RemovalReport, RemovalRow, calibrate_removal, removal_report
 
+#: The package version, read by pyproject.toml (the one place it is written).
 __version__ = "0.1.0"
 
 __all__ = [

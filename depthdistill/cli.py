@@ -18,8 +18,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from depthdistill._facts import VOID, jsonable
 from depthdistill.errors import ConfigError, DepthDistillError
+from depthdistill.labels import VOID
+from depthdistill.serialization import jsonable
 
 __all__ = ["main", "command", "arg", "build_parser"]
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from depthdistill.errors import ConfigError, DepthDistillError
-from depthdistill.inference import ModelInput, _student
+from depthdistill.inference import ModelInput, load_student
 
 __all__ = ["ExportResult", "export", "EXPORT_FORMATS"]
 
@@ -119,7 +119,7 @@ def export(
         raise ConfigError(f"atol must be >= 0, got {atol!r}")
     if out is None and isinstance(model, nn.Module):
         raise ConfigError("export(module, …) needs out, the file to write (a checkpoint's export goes next to it)")
-    net, _ = _student(model, model_spec, "export")
+    net, _ = load_student(model, model_spec, "export")
     if isinstance(model, nn.Module):
         net = copy.deepcopy(net).cpu().eval()
     path = Path(out) if out is not None else Path(model).with_name(f"student{EXPORT_FORMATS[format]}")

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from depthdistill._facts import VOID
 from depthdistill.convert import list_depth_aware
 from depthdistill.errors import ConfigError, ConfigTypeError, DepthError, MissingFileError
+from depthdistill.labels import VOID
 
-__all__ = ["Prediction", "predict", "iter_predict", "ImageInput", "ModelInput"]
+__all__ = ["Prediction", "predict", "iter_predict", "load_student", "ImageInput", "ModelInput"]
 
 #: An image: a file Pillow reads, or an RGB tensor in 0..1, ``(3, H, W)`` or a batch ``(B, 3, H, W)``.
 ImageInput = str | os.PathLike | torch.Tensor
@@ -47,9 +47,29 @@ class Prediction:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def _student(model: ModelInput, model_spec: dict[str, Any] | None, what: str,
-             device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """The plain model to run on RGB, and its checkpoint metadata (``{}`` for a module)."""
+def load_student(model: ModelInput, model_spec: dict[str, Any] | None, what: str,
+                 device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """The plain model to run on RGB (for prediction and export), and its checkpoint metadata.
+
+    Args:
+        model: A plain module, or the path of a student's (or baseline's) checkpoint.
+        model_spec: For a checkpoint: the model as a run file names it, replacing the checkpoint's own.
+        what: The caller's name, for messages.
+        device: Where a checkpoint's tensors go.
+
+    Returns:
+        ``(model, meta)``; ``meta`` is ``{}`` for a module.
+
+    Raises:
+        DepthError: If the model (or checkpoint) is a depth-aware teacher.
+        ConfigTypeError: If ``model`` is neither a module nor a path.
+        ConfigError: If ``model_spec`` is given with a module.
+
+    Examples:
+        >>> import torch
+        >>> load_student(torch.nn.Conv2d(3, 2, 1), None, "example")[1]
+        {}
+    """
     from depthdistill.engine.registry import load_model
 
     if isinstance(model, nn.Module):
@@ -194,7 +214,7 @@ def iter_predict(
     if device is None and isinstance(model, nn.Module):
         device = next(model.parameters(), torch.empty(0)).device
     device = resolve_device(device)
-    net, meta = _student(model, model_spec, "predict", device)
+    net, meta = load_student(model, model_spec, "predict", device)
     named = _images(images)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:

@@ -11,8 +11,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from depthdistill._facts import VOID
 from depthdistill.errors import ConfigError
+from depthdistill.labels import VOID
 
 __all__ = ["vtce_temperature", "vtce_loss", "VTCELoss", "CEPlusVTCE", "StudentLoss", "DEFAULT_BETA"]
 

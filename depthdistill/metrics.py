@@ -6,8 +6,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from depthdistill._facts import VOID
 from depthdistill.errors import ConfigError, DatasetError
+from depthdistill.labels import VOID
 
 __all__ = ["SegmentationMetrics"]
 

@@ -19,13 +19,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from depthdistill._facts import jsonable
 from depthdistill.convert import convert_to_plain
 from depthdistill.errors import ConfigError, DatasetError, DepthError
-from depthdistill.nn.context import DepthResize, _state_for, depth_context
 from depthdistill.nn.base import DepthAwareModule
+from depthdistill.nn.context import DepthResize, _state_for, depth_context
 from depthdistill.nn.conv import DepthAwareConv2d
 from depthdistill.nn.functional import _pair, _resolve_padding, depth_similarity, valid_depth
+from depthdistill.serialization import jsonable
 
 __all__ = ["RemovalReport", "RemovalRow", "calibrate_removal", "removal_report"]
 
@@ -75,7 +75,7 @@ class RemovalReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"layers": [row as dict, ...]}``, JSON-safe (NaN as ``None``, see :func:`depthdistill._facts.jsonable`)."""
+        """``{"layers": [row as dict, ...]}``, JSON-safe (NaN as ``None``, see :func:`depthdistill.serialization.jsonable`)."""
         return jsonable({"layers": [asdict(r) for r in self.layers]})
 
     def __str__(self) -> str:

@@ -33,10 +33,10 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from depthdistill._facts import VOID, label_palette
 from depthdistill._report import write_report
 from depthdistill.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from depthdistill.errors import ConfigError, DepthError
+from depthdistill.labels import VOID, label_palette
 from depthdistill.losses import DEFAULT_BETA, vtce_temperature
 
 __all__ = [
@@ -56,7 +56,7 @@ __all__ = [
     "write_report",
 ]
 
-#: The label value of pixels that belong to no class (:data:`depthdistill._facts.VOID`).
+#: The label value of pixels that belong to no class (:data:`depthdistill.labels.VOID`).
 VOID_LABEL = VOID
 #: Colour of void pixels in :func:`colorize`.
 VOID_COLOR = (0, 0, 0)

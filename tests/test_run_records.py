@@ -234,7 +234,7 @@ def test_resume_of_a_student_with_another_loss_or_teacher_source_is_refused(tmp_
 
 def test_results_and_removal_json_are_strict_json(tmp_path):
     # NaN (a class absent from the test set) and inf must not reach the files as NaN / Infinity, which strict
-    # JSON readers reject: the one helper (depthdistill._facts.jsonable) writes null and "inf".
+    # JSON readers reject: the one helper (depthdistill.serialization.jsonable) writes null and "inf".
     from depthdistill.distill import ResultRow, ResultsTable
     from depthdistill.removal import RemovalReport, RemovalRow
 

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from depthdistill._facts import VOID
 from depthdistill.errors import DatasetError
+from depthdistill.labels import VOID
 
 
 def make_sample(rgb: np.ndarray, depth: np.ndarray, label: np.ndarray, sample_id: str) -> dict[str, Any]:

@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from depthdistill._facts import VOID
+from depthdistill.labels import VOID
 
-# Texture kinds of a SceneItem.
-_PLAIN, _STRIPES, _CHECKER, _NOISE = range(4)
+__all__ = ["CHECKER", "NOISE", "PLAIN", "STRIPES", "SceneItem", "SyntheticScene", "render", "rotation_x",
+           "rotation_y"]
+
+#: Texture kinds of a SceneItem.
+PLAIN, STRIPES, CHECKER, NOISE = range(4)
 
 _MIN_RANGE_M = 0.45  # a structured-light sensor returns nothing closer than this
 
@@ -47,7 +50,7 @@ class SceneItem:
     yaw: float = 0.0
     wall: int = -1
     colour: np.ndarray = field(default_factory=lambda: np.ones(3))
-    texture: int = _PLAIN
+    texture: int = PLAIN
     texture_period: float = 0.3
     texture_amplitude: float = 0.0
 
@@ -86,12 +89,14 @@ class SyntheticScene:
     items: tuple[SceneItem, ...]
 
 
-def _rotation_y(angle: float) -> np.ndarray:
+def rotation_y(angle: float) -> np.ndarray:
+    """The 3×3 rotation by ``angle`` radians about the vertical (y) axis."""
     c, s = math.cos(angle), math.sin(angle)
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
-def _rotation_x(angle: float) -> np.ndarray:
+def rotation_x(angle: float) -> np.ndarray:
+    """The 3×3 rotation by ``angle`` radians about the horizontal (x) axis."""
     c, s = math.cos(angle), math.sin(angle)
     return np.array([[1.0, 0.0, 0.0], [0.0, c, s], [0.0, -s, c]])
 
@@ -120,7 +125,7 @@ def _relative_center(item: SceneItem, origin: np.ndarray | None) -> np.ndarray:
 
 
 def _hit_box(d: np.ndarray, item: SceneItem, origin: np.ndarray | None = None) -> np.ndarray:
-    to_local = _rotation_y(item.yaw).T
+    to_local = rotation_y(item.yaw).T
     start, direction = (to_local @ -_relative_center(item, origin)).reshape(3, -1), to_local @ d
     with np.errstate(divide="ignore", invalid="ignore"):
         t1 = (-item.half_size[:, None] - start) / direction
@@ -184,7 +189,7 @@ def _normals(item: SceneItem, points: np.ndarray) -> np.ndarray:
         radial /= np.maximum(np.linalg.norm(radial, axis=0), 1e-9)
         radial[:, on_cap] = np.array([[0.0], [-1.0], [0.0]])
         return radial
-    rotation = _rotation_y(item.yaw)
+    rotation = rotation_y(item.yaw)
     local = rotation.T @ (points - item.center[:, None])
     face = np.argmax(np.abs(local) / item.half_size[:, None], axis=0)
     normal = np.zeros_like(local)
@@ -194,7 +199,7 @@ def _normals(item: SceneItem, points: np.ndarray) -> np.ndarray:
 
 def _texture_pattern(item: SceneItem, points: np.ndarray, noise: np.ndarray) -> np.ndarray:
     """Texture value in 0..1 per point (0 = base colour)."""
-    if item.texture == _NOISE:
+    if item.texture == NOISE:
         return noise
     if item.kind in ("floor", "ceiling"):
         s, t = points[0], points[2]
@@ -203,9 +208,9 @@ def _texture_pattern(item: SceneItem, points: np.ndarray, noise: np.ndarray) -> 
     else:
         s, t = points[0] + points[2], points[1]
     p = item.texture_period
-    if item.texture == _STRIPES:
+    if item.texture == STRIPES:
         return (np.sin(2 * np.pi * s / p) > 0).astype(np.float64)
-    if item.texture == _CHECKER:
+    if item.texture == CHECKER:
         return ((np.floor(s / p) + np.floor(t / p)) % 2).astype(np.float64)
     return np.zeros(points.shape[1])
 
@@ -221,7 +226,7 @@ def _smooth_noise(rng: np.random.Generator, height: int, width: int, cell: int) 
     return top * (1 - fy) + bottom * fy
 
 
-def _render(scene: SyntheticScene, rng: np.random.Generator, difficulty: float, sensor_noise: bool,
+def render(scene: SyntheticScene, rng: np.random.Generator, difficulty: float, sensor_noise: bool,
             realistic: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ray-casts ``scene``; returns rgb (H, W, 3) float in 0..1, depth (H, W) metres (0 = none), label (H, W).
 
@@ -337,7 +342,7 @@ def _distance_to(item: SceneItem, points: np.ndarray) -> np.ndarray:
     if item.kind == "cylinder":
         q = np.stack([np.hypot(p[0], p[2]) - item.half_size[0], np.abs(p[1]) - item.half_size[1]])
     else:
-        q = np.abs(_rotation_y(item.yaw).T @ p) - item.half_size[:, None]
+        q = np.abs(rotation_y(item.yaw).T @ p) - item.half_size[:, None]
     return np.linalg.norm(np.maximum(q, 0.0), axis=0)
 
 

@@ -18,9 +18,9 @@ from typing import Any, Callable
 import numpy as np
 from torch.utils.data import Dataset
 
-from depthdistill._facts import label_palette
 from depthdistill.data._io import LazyH5, load_mat, make_sample, map_labels, mat_entry, open_h5
 from depthdistill.errors import DatasetError
+from depthdistill.labels import label_palette
 
 __all__ = ["NYUv2", "NYU40_CLASS_NAMES", "NYU13_CLASS_NAMES", "NYU40_PALETTE", "NYU13_PALETTE", "NYUV2_FILES"]
 

@@ -23,7 +23,6 @@ from typing import Any, Callable
 import numpy as np
 from torch.utils.data import Dataset
 
-from depthdistill._facts import label_palette
 from depthdistill.data._io import (
     LazyH5,
     check_aligned,
@@ -36,6 +35,7 @@ from depthdistill.data._io import (
     read_image,
 )
 from depthdistill.errors import DatasetError
+from depthdistill.labels import label_palette
 
 __all__ = ["SUNRGBD", "SUNRGBD37_CLASS_NAMES", "SUNRGBD37_PALETTE", "decode_sunrgbd_depth"]
 

@@ -26,20 +26,20 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from depthdistill._facts import VOID
 from depthdistill.data._io import make_sample
 from depthdistill.data._raycast import (
-    _CHECKER,
-    _NOISE,
-    _PLAIN,
-    _STRIPES,
+    CHECKER,
+    NOISE,
+    PLAIN,
+    STRIPES,
     SceneItem,
     SyntheticScene,
-    _render,
-    _rotation_x,
-    _rotation_y,
+    render,
+    rotation_x,
+    rotation_y,
 )
 from depthdistill.errors import ConfigError
+from depthdistill.labels import VOID
 
 __all__ = ["SyntheticRGBD", "SyntheticScene", "SceneItem", "CLASS_NAMES", "PALETTE"]
 
@@ -180,7 +180,7 @@ class SyntheticRGBD(Dataset):
         if sample is None:
             rng = self._rng(index)
             scene = _sample_scene(rng, *self.size, self.num_classes, self.difficulty, self.realistic)
-            rgb, depth, label = _render(scene, rng, self.difficulty, self.sensor_noise, self.realistic)
+            rgb, depth, label = render(scene, rng, self.difficulty, self.sensor_noise, self.realistic)
             sample = make_sample(rgb, depth, label, f"synthetic/{self.split}/{index}")
             if self.cache:
                 self._rendered[index] = sample
@@ -222,7 +222,7 @@ def _material(rng: np.random.Generator, label: int, difficulty: float, avoid: in
 def _texture(rng: np.random.Generator, kinds: tuple[int, ...]) -> dict[str, Any]:
     kind = int(kinds[rng.integers(len(kinds))])
     return {"texture": kind, "texture_period": float(rng.uniform(0.08, 0.5)),
-            "texture_amplitude": 0.0 if kind == _PLAIN else float(rng.uniform(0.12, 0.35))}
+            "texture_amplitude": 0.0 if kind == PLAIN else float(rng.uniform(0.12, 0.35))}
 
 
 def _sample_scene(rng: np.random.Generator, height: int, width: int, num_classes: int,
@@ -231,18 +231,18 @@ def _sample_scene(rng: np.random.Generator, height: int, width: int, num_classes
     half_fov = math.atan(width / (2 * focal))
     cam_height = rng.uniform(1.0, 1.7)
     yaw = rng.uniform(-0.35, 0.35)
-    rotation = _rotation_y(yaw) @ _rotation_x(rng.uniform(0.08, 0.35))
+    rotation = rotation_y(yaw) @ rotation_x(rng.uniform(0.08, 0.35))
     floor_y, ceiling_y = cam_height, cam_height - rng.uniform(2.4, 3.2)
     x_left, x_right, z_back = -rng.uniform(1.6, 3.5), rng.uniform(1.6, 3.5), rng.uniform(3.5, 7.0)
 
     wall_material, wall_colour = _material(rng, WALL, difficulty)
-    wall_texture = _texture(rng, (_PLAIN, _PLAIN, _NOISE, _STRIPES))
+    wall_texture = _texture(rng, (PLAIN, PLAIN, NOISE, STRIPES))
     ceiling_label = CEILING if num_classes > CEILING else WALL
     items: list[SceneItem] = [
         SceneItem("floor", FLOOR, np.array([0.0, floor_y, 0.0]), colour=_material(rng, FLOOR, difficulty)[1],
-                  **_texture(rng, (_PLAIN, _CHECKER, _STRIPES, _NOISE))),
+                  **_texture(rng, (PLAIN, CHECKER, STRIPES, NOISE))),
         SceneItem("ceiling", ceiling_label, np.array([0.0, ceiling_y, 0.0]),
-                  colour=_material(rng, CEILING, difficulty)[1], **_texture(rng, (_PLAIN, _NOISE))),
+                  colour=_material(rng, CEILING, difficulty)[1], **_texture(rng, (PLAIN, NOISE))),
     ]
     for wall, center in enumerate(([0.0, 0.0, z_back], [x_left, 0.0, 0.0], [x_right, 0.0, 0.0])):
         items.append(SceneItem("wall", WALL, np.array(center), wall=wall, colour=wall_colour, **wall_texture))
@@ -272,7 +272,7 @@ def _sample_scene(rng: np.random.Generator, height: int, width: int, num_classes
         along = rng.uniform(lo, hi)
         y = floor_y - rng.uniform(0.5 + half_h, min(2.1, floor_y - ceiling_y - 0.1 - half_h))
         _, colour = _material(rng, kind, difficulty, avoid=wall_material)
-        texture = _texture(rng, (_PLAIN, _STRIPES, _CHECKER, _NOISE))
+        texture = _texture(rng, (PLAIN, STRIPES, CHECKER, NOISE))
         if kind == BOX:
             # Realistic scenes keep cabinets deep at every difficulty so that their sides and shadows show.
             out = rng.uniform(0.12, 0.5) * (1.0 if realistic else 1.0 - 0.5 * difficulty)
@@ -308,7 +308,7 @@ def _sample_scene(rng: np.random.Generator, height: int, width: int, num_classes
             continue
         placed.append((x, z, radius))
         _, colour = _material(rng, kind, difficulty)
-        texture = _texture(rng, (_PLAIN, _STRIPES, _CHECKER, _NOISE))
+        texture = _texture(rng, (PLAIN, STRIPES, CHECKER, NOISE))
         if kind == BOX:
             half = np.array([radius * rng.uniform(0.55, 0.75), rng.uniform(0.15, 0.6),
                              radius * rng.uniform(0.55, 0.75)])

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
-from depthdistill._facts import VOID
 from depthdistill.errors import ConfigError
+from depthdistill.labels import VOID
 from depthdistill.nn.context import _resize
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Compose", "Resize", "RandomScale", "RandomCrop", "RandomHorizontalFlip",

@@ -15,11 +15,11 @@ from typing import Any
 
 import yaml
 
-from depthdistill._facts import VOID
 from depthdistill.distill.experiment import EXPERIMENT_ROWS
 from depthdistill.distill.settings import DistillSettings
 from depthdistill.engine.loop import TrainSettings
 from depthdistill.errors import ConfigError, ConfigTypeError, MissingFileError
+from depthdistill.labels import VOID
 
 __all__ = ["RunConfig", "DataConfig", "ModelConfig", "ExperimentConfig", "load_config", "apply_overrides",
            "parse_key_value"]

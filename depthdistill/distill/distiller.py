@@ -35,7 +35,7 @@ from depthdistill.engine.optim import OptimizerFactory, SchedulerFactory
 from depthdistill.engine.registry import model_spec
 from depthdistill.engine.run_log import RunLog
 from depthdistill.errors import ConfigError, ConfigTypeError, TrainingError
-from depthdistill._facts import VOID
+from depthdistill.labels import VOID
 from depthdistill.losses import StudentLoss
 
 __all__ = ["Distiller", "Data"]

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from depthdistill._facts import jsonable
+from depthdistill.serialization import jsonable
 
 __all__ = ["ResultRow", "ResultsTable"]
 
@@ -74,7 +74,7 @@ class ResultsTable:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"rows": [...], "info": {...}}``, JSON-safe (NaN as ``None``, see :func:`depthdistill._facts.jsonable`)."""
+        """``{"rows": [...], "info": {...}}``, JSON-safe (NaN as ``None``, see :func:`depthdistill.serialization.jsonable`)."""
         return jsonable({"rows": [asdict(r) for r in self.rows], "info": self.info})
 
     def save_json(self, path: str | os.PathLike) -> Path:

@@ -16,8 +16,8 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
-from depthdistill._facts import VOID
 from depthdistill.errors import ConfigError, DatasetError, DepthError
+from depthdistill.labels import VOID
 from depthdistill.nn.functional import valid_depth
 from depthdistill.nn.units import check_depth_units
 

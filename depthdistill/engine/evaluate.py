@@ -9,7 +9,6 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
-from depthdistill._facts import VOID
 from depthdistill.convert import list_depth_aware
 from depthdistill.engine.checks import check_batch
 from depthdistill.engine.device import autocast, move_batch, resolve_device
@@ -17,6 +16,7 @@ from depthdistill.engine.distributed import unwrap
 from depthdistill.engine.loader import eval_loader
 from depthdistill.engine.run_log import progress
 from depthdistill.errors import ConfigError
+from depthdistill.labels import VOID
 from depthdistill.metrics import SegmentationMetrics
 from depthdistill.nn import depth_context
 

@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
-from depthdistill._facts import jsonable
 from depthdistill.engine.distributed import is_main_process
+from depthdistill.serialization import jsonable
 
 __all__ = ["RunLog", "progress"]
 

@@ -152,8 +152,8 @@ def test_cache_renders_each_scene_once_and_keeps_it_as_rendered(monkeypatch):
     from depthdistill.data import synthetic
 
     renders = []
-    real_render = synthetic._render
-    monkeypatch.setattr(synthetic, "_render", lambda *args: renders.append(1) or real_render(*args))
+    real_render = synthetic.render
+    monkeypatch.setattr(synthetic, "render", lambda *args: renders.append(1) or real_render(*args))
     plain = SyntheticRGBD(num_samples=3, size=SIZE, seed=2)
     cached = SyntheticRGBD(num_samples=3, size=SIZE, seed=2, cache=True)
     want = plain[1]
@@ -242,9 +242,9 @@ def _room(items, light, ambient=0.3, size=(48, 64)):
 
 
 def _draw(scene, realistic):
-    from depthdistill.data.synthetic import _render
+    from depthdistill.data._raycast import render
 
-    return _render(scene, np.random.default_rng(0), 0.0, False, realistic)
+    return render(scene, np.random.default_rng(0), 0.0, False, realistic)
 
 
 @pytest.mark.parametrize("kind, label", [("box", BOX), ("sphere", SPHERE), ("cylinder", CYLINDER)])

@@ -1,21 +1,16 @@
-"""Facts every layer of the package shares: the void label, the generated label colours and how numbers are
-written to JSON.
+"""The label convention every part of the package shares: the void label and the generated label colours.
 
-At the bottom of the import graph (it imports :mod:`depthdistill.errors` only), so that ``nn``, ``data``,
-``metrics``, ``losses``, the engine and ``viz`` all read the same definition.
+At the bottom of the import graph (it imports :mod:`depthdistill.errors` only), so that ``data``, ``metrics``,
+``losses``, the engine and ``viz`` all read the same definition.
 """
 
 from __future__ import annotations
-
-import math
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from depthdistill.errors import ConfigError
 
-__all__ = ["VOID", "jsonable", "label_palette"]
+__all__ = ["VOID", "label_palette"]
 
 #: The label of pixels that belong to no class: not counted by the metrics, skipped by the losses, drawn black.
 VOID = 255
@@ -52,25 +47,3 @@ def label_palette(num_classes: int) -> np.ndarray:
             index >>= 3
         palette[c] = colour
     return palette
-
-
-def jsonable(value: Any) -> Any:
-    """``value`` made valid JSON: NaN becomes ``None`` (``null``), ±inf the strings ``"inf"`` / ``"-inf"``,
-    tuples lists, paths strings and mapping keys strings, all the way down.
-
-    ``json.dumps`` would otherwise write ``NaN`` and ``Infinity``, which strict JSON readers reject; metrics hold
-    NaN for classes absent from a test set. Every JSON file and line the package writes goes through here.
-
-    Examples:
-        >>> jsonable({"iou": [0.5, float("nan")], "ratio": float("inf"), 1: ("a", Path("b"))})
-        {'iou': [0.5, None], 'ratio': 'inf', '1': ['a', 'b']}
-    """
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else str(value)
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
