@@ -2,7 +2,7 @@
 
 Every dataset yields ``{"rgb": float32 (3,H,W) in 0..1, "depth": float32 (1,H,W) metres (0 = missing),
 "label": int64 (H,W) (255 = void), "id": str}``; the transforms in :mod:`depthdistill.data.transforms` take and
-return that dict.
+return that dict. Unlabelled samples are the same dict without ``"label"`` (see :mod:`depthdistill.data.unlabelled`).
 """
 
 from depthdistill.data.folder import RGBDFolder
@@ -25,6 +25,7 @@ from depthdistill.data.transforms import (
     resize_sample,
     train_transforms,
 )
+from depthdistill.data.unlabelled import UnlabelledView, is_unlabelled, without_labels
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -40,10 +41,13 @@ __all__ = [
     "Resize",
     "SUNRGBD",
     "SyntheticRGBD",
+    "UnlabelledView",
     "collate_rgbd",
     "eval_transforms",
     "export_to_folder",
+    "is_unlabelled",
     "prepare_dataset",
     "resize_sample",
     "train_transforms",
+    "without_labels",
 ]
