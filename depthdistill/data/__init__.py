@@ -7,6 +7,7 @@ return that dict. Unlabelled samples are the same dict without ``"label"`` (see 
 
 from depthdistill.data.folder import RGBDFolder
 from depthdistill.data.nyuv2 import NYUv2
+from depthdistill.data.nyuv2_raw import NYUv2Raw
 from depthdistill.data.prepare import export_to_folder, prepare_dataset
 from depthdistill.data.sunrgbd import SUNRGBD
 from depthdistill.data.synthetic import SyntheticRGBD
@@ -33,6 +34,7 @@ __all__ = [
     "ColorJitter",
     "Compose",
     "NYUv2",
+    "NYUv2Raw",
     "Normalize",
     "RGBDFolder",
     "RandomCrop",

@@ -34,7 +34,8 @@ def make_sample(rgb: np.ndarray, depth: np.ndarray, label: np.ndarray | None, sa
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise DatasetError(f"sample {sample_id!r}: rgb must be (H, W, 3), got {rgb.shape}")
     if depth.shape != rgb.shape[:2] or (label is not None and label.shape != rgb.shape[:2]):
-        shapes = f"rgb {rgb.shape[:2]}, depth {depth.shape}" + (f" and label {label.shape}" if label is not None else "")
+        shapes = f"rgb {rgb.shape[:2]}, depth {depth.shape}"
+        shapes += f" and label {label.shape}" if label is not None else ""
         raise DatasetError(f"sample {sample_id!r}: {shapes} differ in size; they must be pixel-aligned")
     rgb_f = rgb.astype(np.float32) / 255.0 if rgb.dtype == np.uint8 else rgb.astype(np.float32)
     depth_f = depth.astype(np.float32)
