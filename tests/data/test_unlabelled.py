@@ -52,3 +52,16 @@ def test_unlabelled_view_runs_the_wrapped_transform_with_the_label():
 
     view = UnlabelledView(SyntheticRGBD(num_samples=1, size=(24, 32), transform=transform))
     assert "label" not in view[0] and seen == [True]
+
+
+def test_the_docs_synthetic_example_runs_and_prints_what_it_says(capsys):
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "data.md").read_text()
+    section = page[page.index("### On synthetic scenes"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    exec(compile(code, "docs/data.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    comments = [line.split("#")[-1].strip() for line in code.splitlines() if line.startswith("print(")]
+    assert [line.strip() for line in printed] == comments
