@@ -16,19 +16,23 @@ What the official MATLAB toolbox does, and this module after it:
   frame and finds the nearest RGB frame; here every *RGB* frame is kept and paired with the nearest-in-time depth
   frame, so no image appears twice.
 * ``depth_rel2depth_abs.m``: metres = 351.3 / (1092.5 − raw), above 10 m set to 10 m, below 0 set to 0 (missing).
-* ``project_depth_map.m`` with ``camera_params.m``: raw values below 600 become "no reading" (2047); every depth
-  pixel is unprojected with the depth camera's
-  intrinsics (1-based pixel coordinates, as MATLAB's ``meshgrid(1:W, 1:H)``), moved into the RGB camera with the
-  calibration's ``R`` and ``T = [t_x, t_z, t_y]`` (sic), projected with the RGB intrinsics, rounded, kept when
-  ``0 < x < W`` and ``0 < y < H`` (1-based), and z-buffered: where several points land on one pixel the nearest
-  wins. The value written is the point's depth in the depth camera, as the toolbox writes it.
+* ``project_depth_map.m`` with ``camera_params.m``:
 
-Two differences: the toolbox also corrects both cameras' lens distortion (``undistort``) before projecting; this
-reader does not (no RGB or depth resampling). Depth therefore lines up with the RGB as in the toolbox near the image
-centre and up to a few pixels off towards the corners; depth values are unaffected. And the toolbox marks the
-frame's *largest* raw value as no reading (``imgDepth == max(imgDepth(:))``), meant for 2047; in a frame without any
-2047 that would drop its farthest valid pixels, so here only 2047 means no reading. The aligned depth is 480×640
-like the labelled set's ``rawDepths`` (holes = 0, no in-painting).
+  1. lens distortion is removed from the RGB image and from the raw depth frame by ``undistort`` (Bouguet's
+     ``rect.m``): each output pixel looks up where the distortion model (radial k1, k2, k3 and tangential p1, p2)
+     sends it in the input and interpolates bilinearly; lookups outside the image give 255 (white RGB). The same is
+     done to a mask of the holes, and every depth pixel that drew on a hole or on the outside is no reading; so
+     are raw values below 600 (nearer than 0.71 m);
+  2. every depth pixel is unprojected with the depth camera's intrinsics (1-based pixel coordinates, as MATLAB's
+     ``meshgrid(1:W, 1:H)``), moved into the RGB camera with the calibration's ``R`` and ``T = [t_x, t_z, t_y]``
+     (sic), projected with the RGB intrinsics, rounded, kept when ``0 < x < W`` and ``0 < y < H`` (1-based), and
+     z-buffered: where several points land on one pixel the nearest wins. The value written is the point's depth
+     in the depth camera, as the toolbox writes it.
+
+One difference: the toolbox marks the frame's *largest* raw value as no reading (``imgDepth == max(imgDepth(:))``),
+meant for 2047; in a frame without any 2047 that would drop its farthest valid pixels, so here only 2047 means no
+reading. The aligned depth is 480×640 like the labelled set's ``rawDepths`` (holes = 0, no in-painting), and the
+RGB is the undistorted image, as the toolbox returns it.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from torch.utils.data import Dataset
 from depthdistill.data._io import make_sample, read_image
 from depthdistill.errors import DatasetError
 
-__all__ = ["NYUv2Raw", "NYU_KINECT", "read_kinect_pgm", "kinect_to_metres", "align_depth_to_rgb"]
+__all__ = ["NYUv2Raw", "NYU_KINECT", "read_kinect_pgm", "kinect_to_metres", "undistort", "align_depth_to_rgb"]
 
 _SOURCE = ("NYU Depth V2 raw scene dumps: https://cs.nyu.edu/~fergus/datasets/nyu_depth_v2.html (\"Raw\" downloads, "
            "one folder per scene with r-*.ppm, d-*.pgm and a-*.dump files)")
@@ -66,6 +70,11 @@ NYU_KINECT: dict[str, Any] = {
         -5.0359919480810989e-03, 9.9998051861143999e-01, -3.6879781309514218e-03,
         -4.3196624923060242e-03, 3.6662365748484798e-03, 9.9998394948385538e-01]).reshape(3, 3, order="F").T),
     "T": np.array([2.5031875059141302e-02, -2.9342312935846411e-04, 6.6238747008330102e-04]),
+    # Lens distortion, [k1, k2, p1, p2, k3] as the toolbox passes them to undistort.
+    "kc_rgb": np.array([2.0796615318809061e-01, -5.8613825163911781e-01, 7.2231363135888329e-04,
+                        1.0479627195765181e-03, 4.9856986684705107e-01]),
+    "kc_d": np.array([-9.9897236553084481e-02, 3.9065324602765344e-01, 1.9290592870229277e-03,
+                      -1.9422022475975055e-03, -5.1031725053400578e-01]),
     "depth_param1": 351.3, "depth_param2": 1092.5, "max_depth": 10.0,
 }
 
@@ -145,9 +154,70 @@ def kinect_to_metres(raw: np.ndarray) -> np.ndarray:
     return np.clip(depth, 0.0, k["max_depth"])
 
 
+_LOOKUPS: dict[str, tuple[np.ndarray, ...]] = {}
+
+
+def _lookup(camera: str) -> tuple[np.ndarray, ...]:
+    """``rect.m``'s lookup for one camera, computed once: for each output pixel whether its source lies inside, the
+    top-left source pixel, and the bilinear fractions."""
+    if camera not in _LOOKUPS:
+        k = NYU_KINECT
+        suffix = "rgb" if camera == "rgb" else "d"
+        fx, fy, cx, cy = (k[f"{name}_{suffix}"] for name in ("fx", "fy", "cx", "cy"))
+        k1, k2, p1, p2, k3 = k[f"kc_{suffix}"]
+        rows, cols = np.mgrid[0:_HEIGHT, 0:_WIDTH].astype(np.float64)  # rect.m works in 0-based pixels (px - 1)
+        x, y = (cols - cx) / fx, (rows - cy) / fy
+        r2 = x * x + y * y
+        radial = 1 + k1 * r2 + k2 * r2 ** 2 + k3 * r2 ** 3  # apply_distortion.m
+        source_x = fx * (x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)) + cx
+        source_y = fy * (y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y) + cy
+        x0, y0 = np.floor(source_x), np.floor(source_y)
+        inside = (x0 >= 0) & (x0 <= _WIDTH - 2) & (y0 >= 0) & (y0 <= _HEIGHT - 2)
+        x0, y0 = np.where(inside, x0, 0).astype(np.int64), np.where(inside, y0, 0).astype(np.int64)
+        _LOOKUPS[camera] = (inside, y0, x0, source_x - x0, source_y - y0)
+    return _LOOKUPS[camera]
+
+
+def undistort(image: np.ndarray, camera: str) -> np.ndarray:
+    """Removes the lens distortion of one NYUv2 Kinect camera as the toolbox's ``undistort`` (Bouguet's ``rect.m``).
+
+    Each output pixel ``(r, c)`` (0-based) is normalised with the camera's intrinsics, sent through the distortion
+    model (``apply_distortion.m``: radial ``1 + k1 r² + k2 r⁴ + k3 r⁶``, tangential p1, p2) back to the input, and
+    interpolated bilinearly from the four pixels around; where that source is not inside the image (its top-left
+    neighbour beyond the second-to-last row or column) the output is 255.
+
+    Args:
+        image: ``(480, 640)`` or ``(480, 640, C)`` array.
+        camera: ``"rgb"`` or ``"depth"``: whose intrinsics and distortion to use.
+
+    Returns:
+        The undistorted image, float64, same shape.
+
+    Raises:
+        DatasetError: If ``image`` is not 480×640 or ``camera`` is neither.
+
+    Examples:
+        >>> out = undistort(np.full((480, 640), 7.0), "rgb")
+        >>> float(out[240, 320]), float(out[0, 0])  # the centre keeps its value; the corner's source is outside
+        (7.0, 255.0)
+    """
+    if camera not in ("rgb", "depth"):
+        raise DatasetError(f"camera must be 'rgb' or 'depth', got {camera!r}")
+    if image.shape[:2] != (_HEIGHT, _WIDTH):
+        raise DatasetError(f"image is {image.shape[0]}x{image.shape[1]}, expected {_HEIGHT}x{_WIDTH}: the "
+                           "toolbox's calibration is for 640x480 Kinect frames")
+    inside, y0, x0, ax, ay = _lookup(camera)
+    if image.ndim == 3:
+        inside, ax, ay = inside[..., None], ax[..., None], ay[..., None]
+    values = image.astype(np.float64)
+    out = ((1 - ay) * (1 - ax) * values[y0, x0] + (1 - ay) * ax * values[y0, x0 + 1]
+           + ay * (1 - ax) * values[y0 + 1, x0] + ay * ax * values[y0 + 1, x0 + 1])
+    return np.where(inside, out, 255.0)
+
+
 def align_depth_to_rgb(raw: np.ndarray) -> np.ndarray:
-    """Turns a raw 480×640 Kinect frame into depth in metres seen from the RGB camera (``project_depth_map.m``,
-    without its lens-distortion correction; see the module's notes).
+    """Turns a raw 480×640 Kinect frame into depth in metres seen from the (undistorted) RGB camera, as the
+    toolbox's ``project_depth_map.m`` (see the module's notes for its steps and the one difference).
 
     Args:
         raw: ``(480, 640)`` raw Kinect values, as :func:`read_kinect_pgm` returns them.
@@ -167,11 +237,13 @@ def align_depth_to_rgb(raw: np.ndarray) -> np.ndarray:
         raise DatasetError(f"raw depth frame is {raw.shape[0]}x{raw.shape[1]}, expected {_HEIGHT}x{_WIDTH}: the "
                            "toolbox's calibration is for 640x480 Kinect frames")
     k = NYU_KINECT
-    values = raw.astype(np.float64)
-    # As the toolbox: values below 600 (nearer than 0.71 m, where its undistortion leaves artefacts) count as no
-    # reading, so these frames lack them as the labelled set's rawDepths do.
-    values[values < 600] = _NO_READING
-    depth = kinect_to_metres(values)
+    # As the toolbox: undistorting blends raw values across holes, so every pixel that drew on a hole (or on the
+    # outside, 255 in the undistorted mask) is no reading; so are values below 600 (nearer than 0.71 m, and the
+    # outside's 255), which the labelled set's rawDepths lack for the same reason.
+    holes = undistort(255.0 * (raw == _NO_READING), "depth") > 0
+    undistorted = undistort(raw, "depth")
+    undistorted[holes | (undistorted < 600)] = _NO_READING
+    depth = kinect_to_metres(undistorted)
     yy, xx = np.mgrid[1:_HEIGHT + 1, 1:_WIDTH + 1]  # 1-based, as MATLAB's meshgrid(1:W, 1:H)
     points = np.stack([(xx - k["cx_d"]) * depth / k["fx_d"], (yy - k["cy_d"]) * depth / k["fy_d"], depth])
     points = np.einsum("ij,jhw->ihw", k["R"], points) + k["T"][:, None, None]
@@ -203,8 +275,9 @@ def _frames(scene_dir: Path) -> tuple[list[tuple[float, str]], list[tuple[float,
 
 
 class NYUv2Raw(Dataset):
-    """Unlabelled RGB-D frames from NYU Depth V2's raw scene dumps: each RGB frame with the nearest-in-time depth
-    frame, converted to metres and aligned to the RGB camera as the official toolbox does (see the module's notes).
+    """Unlabelled RGB-D frames from NYU Depth V2's raw scene dumps: each RGB frame (undistorted) with the
+    nearest-in-time depth frame, converted to metres and aligned to the RGB camera as the official toolbox does (see
+    the module's notes).
 
     Samples are unlabelled: ``{"rgb": (3, 480, 640), "depth": (1, 480, 640) metres (0 = missing), "id":
     "nyuv2raw/<scene>/<rgb file stem>"}``. The labelled NYUv2 frames come from these recordings and its official
@@ -273,12 +346,13 @@ class NYUv2Raw(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         scene, rgb_path, depth_path, _ = self.frames[index]
-        rgb = read_image(rgb_path)
-        if rgb.shape[:2] != (_HEIGHT, _WIDTH):
-            raise DatasetError(f"{rgb_path} is {rgb.shape[0]}x{rgb.shape[1]}, expected {_HEIGHT}x{_WIDTH}")
-        raw = read_kinect_pgm(depth_path)
         try:
-            depth = align_depth_to_rgb(raw)
+            rgb = undistort(read_image(rgb_path), "rgb")
+        except DatasetError as exc:
+            raise DatasetError(f"{rgb_path}: {exc}") from exc
+        rgb = np.clip(np.floor(rgb + 0.5), 0, 255).astype(np.uint8)  # MATLAB's uint8(): round, saturate
+        try:
+            depth = align_depth_to_rgb(read_kinect_pgm(depth_path))
         except DatasetError as exc:
             raise DatasetError(f"{depth_path}: {exc}") from exc
         sample = make_sample(rgb, depth, None, f"nyuv2raw/{scene}/{rgb_path.stem}")

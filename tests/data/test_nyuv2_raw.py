@@ -1,7 +1,9 @@
 """NYUv2Raw on a fabricated scene dump in the official formats: r-*.ppm (P6), d-*.pgm (P5, 16-bit samples stored
-little-endian, as the toolbox's swapbytes after imread implies), a-*.dump and INDEX.txt; the aligned depth is checked
-against project_depth_map.m written out again here, with its sequential far-to-near z-buffer loop."""
+little-endian, as the toolbox's swapbytes after imread implies), a-*.dump and INDEX.txt. Undistortion is checked
+pixel by pixel against rect.m written out here, the aligned depth against project_depth_map.m written out again,
+with its sequential far-to-near z-buffer loop."""
 
+import math
 import shutil
 
 import numpy as np
@@ -9,7 +11,7 @@ import pytest
 from PIL import Image
 
 from depthdistill.data import NYUv2Raw, collate_rgbd, is_unlabelled
-from depthdistill.data.nyuv2_raw import align_depth_to_rgb, kinect_to_metres, read_kinect_pgm
+from depthdistill.data.nyuv2_raw import align_depth_to_rgb, kinect_to_metres, read_kinect_pgm, undistort
 from depthdistill.errors import DatasetError
 
 H, W = 480, 640
@@ -22,6 +24,26 @@ R_PRINTED = [9.9997798940829263e-01, 5.0518419386157446e-03, 4.3011152014118693e
              9.9998051861143999e-01, -3.6879781309514218e-03, -4.3196624923060242e-03, 3.6662365748484798e-03,
              9.9998394948385538e-01]
 T_X, T_Z, T_Y = 2.5031875059141302e-02, -2.9342312935846411e-04, 6.6238747008330102e-04
+KC_RGB = [2.0796615318809061e-01, -5.8613825163911781e-01, 7.2231363135888329e-04, 1.0479627195765181e-03,
+          4.9856986684705107e-01]
+KC_D = [-9.9897236553084481e-02, 3.9065324602765344e-01, 1.9290592870229277e-03, -1.9422022475975055e-03,
+        -5.1031725053400578e-01]
+
+
+def _rect_at(image, row, col, f, c, k):
+    """rect.m (the toolbox's undistort) at one 0-based output pixel, with apply_distortion.m written out."""
+    x, y = (col - c[0]) / f[0], (row - c[1]) / f[1]
+    r2 = x * x + y * y
+    cdist = 1 + k[0] * r2 + k[1] * r2 ** 2 + k[4] * r2 ** 3
+    xd = x * cdist + k[2] * 2 * x * y + k[3] * (r2 + 2 * x * x)
+    yd = y * cdist + k[2] * (r2 + 2 * y * y) + k[3] * 2 * x * y
+    px, py = f[0] * xd + c[0], f[1] * yd + c[1]
+    x0, y0 = math.floor(px), math.floor(py)
+    if not (0 <= x0 <= W - 2 and 0 <= y0 <= H - 2):
+        return 255.0
+    ax, ay = px - x0, py - y0
+    return ((1 - ay) * (1 - ax) * image[y0, x0] + (1 - ay) * ax * image[y0, x0 + 1]
+            + ay * (1 - ax) * image[y0 + 1, x0] + ay * ax * image[y0 + 1, x0 + 1])
 
 
 def _matlab_round(v):
@@ -30,8 +52,10 @@ def _matlab_round(v):
 
 def _toolbox_projection(raw):
     """project_depth_map.m without undistortion, transliterated: 1-based pixels, MATLAB's round, its z-buffer loop."""
-    raw = raw.astype(np.float64)
+    noise = undistort(255.0 * (raw == 2047), "depth") > 0  # checked against rect.m below
+    raw = undistort(raw, "depth")
     raw[raw < 600] = 2047
+    raw[noise] = 2047
     depth = np.clip(351.3 / (1092.5 - raw), 0, 10)  # depth_rel2depth_abs.m
     # R = -[...]; reshape(R, [3 3]) fills columns, so R' has the printed numbers as rows; then R = inv(R').
     rotation = np.linalg.inv(-np.array(R_PRINTED).reshape(3, 3))
@@ -95,6 +119,25 @@ def test_raw_to_metres_is_the_toolbox_formula():
     np.testing.assert_allclose(kinect_to_metres(raw), expected)
 
 
+@pytest.mark.parametrize("camera", ["rgb", "depth"])
+def test_undistortion_is_rect_m(camera):
+    f, c, k = (((FX_RGB, FY_RGB), (CX_RGB, CY_RGB), KC_RGB) if camera == "rgb"
+               else ((FX_D, FY_D), (CX_D, CY_D), KC_D))
+    image = np.random.default_rng(0).uniform(0, 2047, (H, W))
+    out = undistort(image, camera)
+    for row in range(0, H, 37):
+        for col in range(0, W, 41):
+            assert out[row, col] == pytest.approx(_rect_at(image, row, col, f, c, k), rel=1e-9), (row, col)
+    if camera == "rgb":  # the RGB lens's corners draw on the outside; the depth lens's draw inward
+        assert out[0, 0] == 255.0 and out[H - 1, W - 1] == 255.0
+    else:
+        assert (out != 255.0).all()
+    colour = undistort(np.stack([image, 2 * image, image], -1), camera)
+    np.testing.assert_allclose(colour[..., 1], np.where(out == 255.0, 255.0, 2 * out))
+    with pytest.raises(DatasetError, match="'rgb' or 'depth'"):
+        undistort(image, "ir")
+
+
 def test_alignment_matches_project_depth_map_written_out():
     raw = _depth_frame(800, near=700)
     aligned = align_depth_to_rgb(raw)
@@ -102,8 +145,11 @@ def test_alignment_matches_project_depth_map_written_out():
     assert aligned.dtype == np.float32 and aligned.shape == (H, W)
     np.testing.assert_allclose(aligned, expected, rtol=1e-6)
     far, near = 351.3 / (1092.5 - 800), 351.3 / (1092.5 - 700)
-    # the values present are the wall's and the box's depths (no 0.65 m from the dropped block), and holes
-    np.testing.assert_allclose(np.unique(aligned), [0.0, near, far], rtol=1e-6)
+    # the wall's and the box's depths dominate; what undistortion blends lies between them and the dropped block's
+    # edge, never nearer than 0.71 m (raw 600) nor farther than the wall
+    values, counts = np.unique(aligned[aligned > 0], return_counts=True)
+    np.testing.assert_allclose(values[np.argsort(counts)[-2:]], [near, far], rtol=1e-6)
+    assert values.min() >= 351.3 / (1092.5 - 600) - 1e-6 and values.max() <= far + 1e-6
     assert (aligned[:8] == 0).all()  # the rows without reading stay empty
     # the box, 0.89 m away, shifts further than the wall behind it: the z-buffer hides the wall there
     rows, cols = np.nonzero(np.isclose(aligned, near))
@@ -141,7 +187,9 @@ def test_frames_pair_each_rgb_with_the_nearest_depth_and_read_as_unlabelled_samp
     sample = ds[1]
     assert sorted(sample) == ["depth", "id", "rgb"] and sample["id"] == "nyuv2raw/kitchen_0001/r-1.100000-101"
     assert sample["rgb"].shape == (3, H, W) and sample["depth"].shape == (1, H, W)
-    np.testing.assert_allclose(sample["rgb"].numpy(), _rgb(1).transpose(2, 0, 1) / 255.0, atol=1e-6)
+    rgb = np.floor(undistort(_rgb(1), "rgb") + 0.5) / 255.0  # undistorted and rounded as MATLAB's uint8
+    np.testing.assert_allclose(sample["rgb"].numpy(), rgb.transpose(2, 0, 1), atol=1e-6)
+    assert (sample["rgb"][:, 0, 0] == 1.0).all() and sample["rgb"][0, 100, 100] == pytest.approx(201 / 255)
     np.testing.assert_allclose(sample["depth"][0].numpy(), _toolbox_projection(_depth_frame(850)), rtol=1e-6)
     assert collate_rgbd([ds[0], ds[2]])["depth"].shape == (2, 1, H, W)
 
