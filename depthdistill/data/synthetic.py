@@ -59,11 +59,11 @@ PALETTE = np.array([
 ], dtype=np.uint8)
 
 FLOOR, WALL, BOX, PANEL, SPHERE, DISC, CYLINDER, CEILING = range(8)
-# Each split has its own seed stream: sample i of split s comes from default_rng([seed, s, i]), so no two splits share
-# a scene. "unlabelled" draws scenes of the same kind and serves them without labels.
-_SPLITS = {"train": 0, "val": 1, "test": 2, "unlabelled": 3}
 #: The split whose samples come without labels.
 UNLABELLED_SPLIT = "unlabelled"
+# Each split has its own seed stream: sample i of split s comes from default_rng([seed, s, i]), so no two splits share
+# a scene. The unlabelled split draws scenes of the same kind and serves them without labels.
+_SPLITS = {"train": 0, "val": 1, "test": 2, UNLABELLED_SPLIT: 3}
 
 # Shared material colours (linear RGB in 0..1).
 _MATERIALS = np.array([
@@ -147,7 +147,7 @@ class SyntheticRGBD(Dataset):
         >>> lit = SyntheticRGBD(num_samples=4, size=(48, 64), difficulty=0.0, realistic=True)  # shadows and all
         >>> torch.equal(lit[0]["label"], plain[0]["label"]), torch.equal(lit[0]["rgb"], plain[0]["rgb"])
         (True, False)
-        >>> sorted(SyntheticRGBD(num_samples=30, size=(48, 64), split="unlabelled")[29])  # 10x the labelled 3
+        >>> sorted(SyntheticRGBD(num_samples=30, size=(48, 64), split="unlabelled")[29])  # any size: 10x a set of 3
         ['depth', 'id', 'rgb']
     """
 
