@@ -14,32 +14,40 @@ from depthdistill.errors import DatasetError
 from depthdistill.labels import VOID
 
 
-def make_sample(rgb: np.ndarray, depth: np.ndarray, label: np.ndarray, sample_id: str) -> dict[str, Any]:
-    """Builds the library's sample dict from numpy arrays, checking that the three agree in size.
+def make_sample(rgb: np.ndarray, depth: np.ndarray, label: np.ndarray | None, sample_id: str) -> dict[str, Any]:
+    """Builds the library's sample dict from numpy arrays, checking that the parts agree in size.
+
+    This is the one definition of a sample: ``{"rgb", "depth", "label", "id"}``, and of an *unlabelled* sample, the
+    same dict without the ``"label"`` key (``label=None``). No placeholder label (all void) stands in for a missing
+    one, so code that needs labels fails loudly on unlabelled data instead of training on void.
 
     Args:
         rgb: ``(H, W, 3)`` uint8 (0..255) or float (0..1).
         depth: ``(H, W)`` float metres; non-finite and negative values become 0 (missing).
-        label: ``(H, W)`` integer class indices, 255 = void.
+        label: ``(H, W)`` integer class indices, 255 = void; ``None`` for an unlabelled sample.
         sample_id: Name of the sample, used in error messages downstream.
 
     Returns:
-        ``{"rgb": float32 (3,H,W) in [0, 1], "depth": float32 (1,H,W), "label": int64 (H,W), "id": str}``.
+        ``{"rgb": float32 (3,H,W) in [0, 1], "depth": float32 (1,H,W), "label": int64 (H,W), "id": str}``, without
+        ``"label"`` when ``label`` is ``None``.
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise DatasetError(f"sample {sample_id!r}: rgb must be (H, W, 3), got {rgb.shape}")
-    if depth.shape != rgb.shape[:2] or label.shape != rgb.shape[:2]:
-        raise DatasetError(f"sample {sample_id!r}: rgb {rgb.shape[:2]}, depth {depth.shape} and label {label.shape} "
-                           "differ in size; the three must be pixel-aligned")
+    if depth.shape != rgb.shape[:2] or (label is not None and label.shape != rgb.shape[:2]):
+        shapes = f"rgb {rgb.shape[:2]}, depth {depth.shape}"
+        shapes += f" and label {label.shape}" if label is not None else ""
+        raise DatasetError(f"sample {sample_id!r}: {shapes} differ in size; they must be pixel-aligned")
     rgb_f = rgb.astype(np.float32) / 255.0 if rgb.dtype == np.uint8 else rgb.astype(np.float32)
     depth_f = depth.astype(np.float32)
     depth_f[~np.isfinite(depth_f) | (depth_f < 0)] = 0.0
-    return {
+    sample: dict[str, Any] = {
         "rgb": torch.from_numpy(np.ascontiguousarray(rgb_f.transpose(2, 0, 1))),
         "depth": torch.from_numpy(np.ascontiguousarray(depth_f))[None],
-        "label": torch.from_numpy(label.astype(np.int64)),
-        "id": sample_id,
     }
+    if label is not None:
+        sample["label"] = torch.from_numpy(label.astype(np.int64))
+    sample["id"] = sample_id
+    return sample
 
 
 def map_labels(raw: np.ndarray, mapping: np.ndarray, source: str) -> np.ndarray:

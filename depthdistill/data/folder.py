@@ -5,7 +5,7 @@ Layout (also what :func:`depthdistill.data.prepare.export_to_folder` writes)::
     {root}/classes.txt            optional: one class name per line, in id order
     {root}/{split}/rgb/*.png|jpg|jpeg
     {root}/{split}/depth/*.png|tif|tiff|npy
-    {root}/{split}/label/*.png    8-bit class ids 0..C-1, 255 = void
+    {root}/{split}/label/*.png    8-bit class ids 0..C-1, 255 = void; without this folder, samples are unlabelled
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ class RGBDFolder(Dataset):
     values mean missing. 8-bit depth (an 8-bit PNG) is refused: 256 levels cannot hold metric depth. Each depth
     map read is checked to be in metres: a median valid depth outside ``depth_range`` (float depth saved in
     millimetres, most often) is a :class:`~depthdistill.DepthError` naming the file, the likely unit and the fix.
-    Labels are single-channel PNGs holding class ids (0..C-1) with 255 = void.
+    Labels are single-channel PNGs holding class ids (0..C-1) with 255 = void. A split without a ``label/`` folder
+    (or ``labels=False``) yields unlabelled samples: rgb, depth and id, no ``"label"`` key.
 
     The file lists are matched when the dataset is built (a file without its partners is an error); images are
     read, and their sizes checked, when a sample is asked for.
@@ -48,15 +49,19 @@ class RGBDFolder(Dataset):
         depth_range: Plausible median depth of one image in metres; default
             :data:`depthdistill.nn.units.DEPTH_RANGE` (0.1..20).
         transform: Joint transform applied to each sample dict.
+        labels: ``None`` (default): read labels when ``{root}/{split}/label`` exists, else yield unlabelled
+            samples. ``True``: labels are required (a missing folder is an error). ``False``: ignore any label
+            folder and yield unlabelled samples.
 
     Attributes:
+        labelled: Whether samples carry a ``"label"``.
         class_names: From ``{root}/classes.txt`` when present, else ``None``.
         num_classes: ``len(class_names)`` or ``None``.
         stems: The matched file stems, sorted; sample ``i`` is ``stems[i]``.
 
     Raises:
-        DatasetError: If a folder is missing or empty, a stem has no partner in another folder, or a stem appears
-            twice in one folder (``a.png`` and ``a.jpg``).
+        DatasetError: If a folder is missing (``label/`` only with ``labels=True``) or empty, a stem has no partner
+            in another folder, or a stem appears twice in one folder (``a.png`` and ``a.jpg``).
         DepthError: When a sample is read: its depth is 8-bit or not in metres.
 
     Examples:
@@ -71,11 +76,13 @@ class RGBDFolder(Dataset):
         >>> sample = RGBDFolder(root, "train")[0]
         >>> sample["id"], float(sample["depth"][0, 0, 0]), int(sample["label"][0, 0])
         ('a', 1.5, 1)
+        >>> sorted(RGBDFolder(root, "train", labels=False)[0])
+        ['depth', 'id', 'rgb']
     """
 
     def __init__(self, root: str | Path, split: str = "train", depth_scale: float = 1000.0,
                  transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None, *,
-                 depth_range: tuple[float, float] | None = None) -> None:
+                 depth_range: tuple[float, float] | None = None, labels: bool | None = None) -> None:
         if depth_scale <= 0:
             raise DatasetError(f"depth_scale must be > 0 (integer depth units per metre), got {depth_scale}")
         self.root = Path(root)
@@ -86,11 +93,13 @@ class RGBDFolder(Dataset):
         split_dir = self.root / split
         if not split_dir.is_dir():
             raise DatasetError(f"split folder not found: {split_dir}; RGBDFolder expects "
-                               f"{self.root}/<split>/rgb, depth and label folders")
+                               f"{self.root}/<split>/rgb and depth folders (and label, for labelled data)")
+        self.labelled = (split_dir / "label").is_dir() if labels is None else bool(labels)
         rgb = _index(split_dir / "rgb", RGB_SUFFIXES)
         depth = _index(split_dir / "depth", DEPTH_SUFFIXES)
-        label = _index(split_dir / "label", LABEL_SUFFIXES)
-        for name, files in (("depth", depth), ("label", label)):
+        label = _index(split_dir / "label", LABEL_SUFFIXES) if self.labelled else {}
+        partners = [("depth", depth), ("label", label)] if self.labelled else [("depth", depth)]
+        for name, files in partners:
             missing = sorted(set(rgb) - set(files))
             if missing:
                 raise DatasetError(f"{len(missing)} rgb image(s) have no partner in {split_dir / name}, e.g. "
@@ -101,7 +110,7 @@ class RGBDFolder(Dataset):
             raise DatasetError(f"{len(extra)} depth/label file(s) have no rgb partner in {split_dir / 'rgb'}, e.g. "
                                f"{orphan}")
         self.stems = sorted(rgb)
-        self._files = [(rgb[s], depth[s], label[s]) for s in self.stems]
+        self._files = [(rgb[s], depth[s], label.get(s)) for s in self.stems]
         classes = self.root / "classes.txt"
         self.class_names: tuple[str, ...] | None = (
             tuple(line.strip() for line in classes.read_text().splitlines() if line.strip())
@@ -115,11 +124,14 @@ class RGBDFolder(Dataset):
         rgb_path, depth_path, label_path = self._files[index]
         rgb = read_image(rgb_path)
         depth = self._read_depth(depth_path)
-        label = read_array_image(label_path)
-        check_aligned(self.stems[index], [(str(rgb_path), rgb.shape), (str(depth_path), depth.shape),
-                                          (str(label_path), label.shape)])
-        if label.dtype.kind == "f":
-            raise DatasetError(f"{label_path}: labels must be integer class ids, got {label.dtype}")
+        parts = [(str(rgb_path), rgb.shape), (str(depth_path), depth.shape)]
+        label = None
+        if label_path is not None:
+            label = read_array_image(label_path)
+            parts.append((str(label_path), label.shape))
+            if label.dtype.kind == "f":
+                raise DatasetError(f"{label_path}: labels must be integer class ids, got {label.dtype}")
+        check_aligned(self.stems[index], parts)
         sample = make_sample(rgb, depth, label, self.stems[index])
         return self.transform(sample) if self.transform is not None else sample
 
@@ -135,12 +147,14 @@ class RGBDFolder(Dataset):
         return depth
 
     def __repr__(self) -> str:
-        return f"RGBDFolder(root={str(self.root)!r}, split={self.split!r}, samples={len(self)})"
+        return (f"RGBDFolder(root={str(self.root)!r}, split={self.split!r}, samples={len(self)}"
+                + (")" if self.labelled else ", unlabelled)"))
 
 
 def _index(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
     if not folder.is_dir():
-        raise DatasetError(f"folder not found: {folder}; RGBDFolder expects rgb/, depth/ and label/ side by side")
+        raise DatasetError(f"folder not found: {folder}; RGBDFolder expects rgb/ and depth/ (and label/ for labelled "
+                           "data) side by side")
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if path.suffix.lower() not in suffixes or not path.is_file():

@@ -3,7 +3,8 @@
 Files in ``root``:
 
 * ``nyu_depth_v2_labeled.mat`` (2.8 GB, MATLAB v7.3 = HDF5): ``images`` (N, 3, W, H) uint8, ``depths`` and
-  ``rawDepths`` (N, W, H) float metres, ``labels`` (N, W, H) raw class ids 0..894 (0 = unlabelled), ``names``.
+  ``rawDepths`` (N, W, H) float metres, ``labels`` (N, W, H) raw class ids 0..894 (0 = unlabelled), ``names``,
+  ``scenes`` (the recording each image comes from).
   MATLAB writes arrays column-major, so h5py sees every image transposed; samples come out H×W = 480×640.
 * ``splits.mat``: ``trainNdxs`` (795) and ``testNdxs`` (654), 1-based indices into the labelled set.
 * ``classMapping40.mat``: ``mapClass`` (894 raw classes → 1..40), for ``num_classes=40`` and 13.
@@ -59,6 +60,9 @@ class NYUv2(Dataset):
     ``classMapping40.mat`` then ``class13Mapping.mat`` (13), or as they are (894). Depth: ``depths`` (Levin et al.
     colourisation in-painting, no holes) in metres, or ``rawDepths`` (the sensor's, 0 = missing) with
     ``raw_depth=True``.
+
+    The labelled file holds exactly the 1449 labelled frames; NYUv2's unlabelled frames are in its raw scene dumps,
+    read by :class:`~depthdistill.data.NYUv2Raw` (leave out ``NYUv2(root, "test").scenes()`` there).
 
     The 2.8 GB file is never loaded whole: a sample reads its own three slices. The HDF5 handle is opened on first
     use in each process (so every DataLoader worker has its own) and never pickled.
@@ -147,9 +151,30 @@ class NYUv2(Dataset):
         return np.where(to40 > 0, to13[np.maximum(to40, 1) - 1], 0)
 
     def _raw_names(self) -> tuple[str, ...]:
+        return self._strings("names")
+
+    def _strings(self, key: str) -> tuple[str, ...]:
+        """A MATLAB cell array of strings in the labelled file: references to uint16 character arrays."""
         with open_h5(self._path, _LABELED, _SOURCE) as f:
-            refs = mat_entry(f, "names", self._path)[()].ravel()
+            refs = mat_entry(f, key, self._path)[()].ravel()
             return tuple("".join(map(chr, np.asarray(f[ref]).ravel())) for ref in refs)
+
+    def scenes(self) -> tuple[str, ...]:
+        """The recording scenes this split's images come from (the labelled file's ``scenes``), sorted, each once.
+
+        The official split is by scene, so these are the names to leave out of the raw, unlabelled frames
+        (:class:`~depthdistill.data.NYUv2Raw`'s ``exclude_scenes``) when test images must stay unseen.
+
+        Returns:
+            Scene names such as ``"bedroom_0001"``.
+
+        Examples:
+            >>> from depthdistill.data import NYUv2Raw
+            >>> test_scenes = NYUv2("/data/nyuv2", split="test").scenes()                # doctest: +SKIP
+            >>> unlabelled = NYUv2Raw("/data/nyuv2_raw", exclude_scenes=test_scenes)  # doctest: +SKIP
+        """
+        names = self._strings("scenes")
+        return tuple(sorted({names[i] for i in self.indices}))
 
     def __len__(self) -> int:
         return len(self.indices)

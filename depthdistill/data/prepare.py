@@ -23,7 +23,8 @@ _MAX_MM = 65535
 
 def export_to_folder(dataset: Sequence[dict[str, Any]], out_dir: str | Path, split: str,
                      depth_scale: float = 1000.0) -> int:
-    """Writes every sample of ``dataset`` as ``{out_dir}/{split}/{rgb,depth,label}/<id>.png``.
+    """Writes every sample of ``dataset`` as ``{out_dir}/{split}/{rgb,depth,label}/<id>.png`` (no ``label/`` folder
+    for an unlabelled dataset, which :class:`~depthdistill.data.RGBDFolder` then reads back as unlabelled).
 
     rgb becomes an 8-bit PNG, depth a 16-bit PNG in units of ``1 / depth_scale`` metres (millimetres by default;
     0 stays missing), label an 8-bit PNG of class ids with 255 = void. Slashes in sample ids become ``_``. A
@@ -40,8 +41,8 @@ def export_to_folder(dataset: Sequence[dict[str, Any]], out_dir: str | Path, spl
         The number of samples written.
 
     Raises:
-        DatasetError: rgb outside 0..1 (normalised), a class id above 255, depth beyond the 16-bit range, or two
-            samples with the same id.
+        DatasetError: rgb outside 0..1 (normalised), a class id above 255, depth beyond the 16-bit range, two
+            samples with the same id, or labelled and unlabelled samples in one dataset.
 
     Examples:
         >>> import tempfile
@@ -54,30 +55,39 @@ def export_to_folder(dataset: Sequence[dict[str, Any]], out_dir: str | Path, spl
     """
     root = Path(out_dir)
     folders = {key: root / split / key for key in ("rgb", "depth", "label")}
-    for folder in folders.values():
-        folder.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
     class_names = getattr(dataset, "class_names", None)
     if class_names is not None:
         _atomic_write(root / "classes.txt", lambda tmp: tmp.write_text("\n".join(class_names) + "\n"))
     seen: set[str] = set()
+    labelled: bool | None = None
     for sample in dataset:
         stem = str(sample["id"]).replace("/", "_").replace(os.sep, "_")
         if stem in seen:
             raise DatasetError(f"two samples are named {stem!r}; export_to_folder needs unique sample ids")
+        if labelled is None:
+            labelled = "label" in sample
+            for key in ("rgb", "depth", "label") if labelled else ("rgb", "depth"):
+                folders[key].mkdir(parents=True, exist_ok=True)
+        elif labelled != ("label" in sample):
+            raise DatasetError(f"sample {stem!r} is {'un' if labelled else ''}labelled but the samples before it are "
+                               f"{'' if labelled else 'un'}labelled; one folder holds one kind: export them apart")
         seen.add(stem)
-        rgb, depth, label = sample["rgb"].numpy(), sample["depth"][0].numpy(), sample["label"].numpy()
+        rgb, depth = sample["rgb"].numpy(), sample["depth"][0].numpy()
         if rgb.min() < 0 or rgb.max() > 1:
             raise DatasetError(f"sample {stem!r}: rgb is outside 0..1 (normalised?); export the dataset without a "
                                "Normalize transform")
-        if label.max(initial=0) > 255 or label.min(initial=0) < 0:
+        label = sample["label"].numpy() if labelled else None
+        if label is not None and (label.max(initial=0) > 255 or label.min(initial=0) < 0):
             raise DatasetError(f"sample {stem!r}: class ids must be 0..254 (255 = void) to fit an 8-bit PNG, got "
                                f"{int(label.min())}..{int(label.max())}")
         units = np.round(depth * depth_scale)
         if units.max(initial=0) > _MAX_MM:
             raise DatasetError(f"sample {stem!r}: depth {float(depth.max()):.2f} m does not fit a 16-bit PNG at "
                                f"depth_scale={depth_scale}; use a smaller depth_scale")
-        images = {"rgb": np.round(rgb.transpose(1, 2, 0) * 255).astype(np.uint8),
-                  "depth": units.astype(np.uint16), "label": label.astype(np.uint8)}
+        images = {"rgb": np.round(rgb.transpose(1, 2, 0) * 255).astype(np.uint8), "depth": units.astype(np.uint16)}
+        if label is not None:
+            images["label"] = label.astype(np.uint8)
         for key, array in images.items():
             _atomic_write(folders[key] / f"{stem}.png",
                           lambda tmp, array=array: Image.fromarray(array).save(tmp, format="PNG"))

@@ -13,6 +13,11 @@ Entry ``i`` of ``SUNRGBD2Dseg`` labels image ``i`` of ``SUNRGBDMeta``. Paths ins
 of the authors' server (``/n/fs/sun3d/data/SUNRGBD/...``); everything after the ``SUNRGBD`` component is kept and
 resolved under ``root/SUNRGBD``. A scene is in the training split when its folder is in ``alltrain``, in the test
 split when it is in ``alltest``.
+
+Unlabelled frames: the release labels every one of its 10335 images (``SUNRGBD2Dseg`` has a map for each, and
+``alltrain`` + ``alltest`` cover them all), so there are no frames outside the labelled split. ``labels=False``
+reads a split's frames without their labels (and without opening ``SUNRGBD2Dseg.mat``); the training split that
+way is the unlabelled set that does not touch the test images.
 """
 
 from __future__ import annotations
@@ -93,8 +98,11 @@ class SUNRGBD(Dataset):
         split: ``"train"`` or ``"test"``.
         transform: Joint transform applied to the sample dict.
         raw_depth: Use the raw sensor depth instead of the filled ``depth_bfx``.
+        labels: ``False`` yields unlabelled samples (rgb, depth, id; no ``"label"``) and never opens
+            ``SUNRGBD2Dseg.mat``, which then need not be present.
 
     Attributes:
+        labelled: The value of ``labels``.
         class_names, palette, num_classes: The 37 class names, ``(37, 3)`` uint8 colours, 37.
         records: ``(index into SUNRGBDMeta, rgb path, depth path)`` per sample.
 
@@ -112,9 +120,11 @@ class SUNRGBD(Dataset):
     num_classes = 37
 
     def __init__(self, root: str | Path, split: str = "train",
-                 transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None, raw_depth: bool = False) -> None:
+                 transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None, raw_depth: bool = False,
+                 labels: bool = True) -> None:
         if split not in ("train", "test"):
             raise DatasetError(f"SUNRGBD split must be 'train' or 'test', got {split!r}")
+        self.labelled = bool(labels)
         self.root = Path(root)
         self.split = split
         self.transform = transform
@@ -129,13 +139,14 @@ class SUNRGBD(Dataset):
         splits = load_mat(split_path, str(_SPLIT), _SOURCE, squeeze_me=True)
         scenes = {str(_after_sunrgbd(p, split_path))
                   for p in np.atleast_1d(mat_entry(splits, "alltrain" if split == "train" else "alltest", split_path))}
-        with open_h5(self._seg_path, str(_SEG), _SOURCE) as f:
-            self._seg_shape = self._seglabel(f).shape
-        seg_count = max(self._seg_shape)
         meta = np.atleast_1d(meta)
-        if seg_count != len(meta):
-            raise DatasetError(f"{self._seg_path} holds {seg_count} label maps but {meta_path} describes {len(meta)} "
-                               "images; both must come from the same toolbox release")
+        if self.labelled:
+            with open_h5(self._seg_path, str(_SEG), _SOURCE) as f:
+                self._seg_shape = self._seglabel(f).shape
+            seg_count = max(self._seg_shape)
+            if seg_count != len(meta):
+                raise DatasetError(f"{self._seg_path} holds {seg_count} label maps but {meta_path} describes "
+                                   f"{len(meta)} images; both must come from the same toolbox release")
         depth_folder = "depth" if raw_depth else "depth_bfx"
         self.records: list[tuple[int, Path, Path]] = []
         for i, entry in enumerate(meta):
@@ -160,18 +171,22 @@ class SUNRGBD(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         i, rgb_path, depth_path = self.records[index]
-        f = self._h5.get()
-        seglabel = self._seglabel(f)
-        ref = seglabel[i, 0] if self._seg_shape[-1] == 1 else seglabel[0, i]
-        raw_label = np.asarray(f[ref]).T  # MATLAB column-major: stored (W, H)
         rgb = read_image(rgb_path)
         depth = decode_sunrgbd_depth(read_array_image(depth_path))
         sample_id = f"sunrgbd/{rgb_path.relative_to(self.root / 'SUNRGBD').parent.parent}"
-        check_aligned(sample_id, [(str(rgb_path), rgb.shape), (str(depth_path), depth.shape),
-                                  (f"{self._seg_path} label {i + 1}", raw_label.shape)])
-        label = map_labels(raw_label, np.arange(1, 38), f"{self._seg_path} label {i + 1}")
+        parts = [(str(rgb_path), rgb.shape), (str(depth_path), depth.shape)]
+        label = None
+        if self.labelled:
+            f = self._h5.get()
+            seglabel = self._seglabel(f)
+            ref = seglabel[i, 0] if self._seg_shape[-1] == 1 else seglabel[0, i]
+            raw_label = np.asarray(f[ref]).T  # MATLAB column-major: stored (W, H)
+            parts.append((f"{self._seg_path} label {i + 1}", raw_label.shape))
+            label = map_labels(raw_label, np.arange(1, 38), f"{self._seg_path} label {i + 1}")
+        check_aligned(sample_id, parts)
         sample = make_sample(rgb, depth, label, sample_id)
         return self.transform(sample) if self.transform is not None else sample
 
     def __repr__(self) -> str:
-        return f"SUNRGBD(root={str(self.root)!r}, split={self.split!r}, samples={len(self)})"
+        return (f"SUNRGBD(root={str(self.root)!r}, split={self.split!r}, samples={len(self)}"
+                + (")" if self.labelled else ", unlabelled)"))

@@ -41,7 +41,7 @@ from depthdistill.data._raycast import (
 from depthdistill.errors import ConfigError
 from depthdistill.labels import VOID
 
-__all__ = ["SyntheticRGBD", "SyntheticScene", "SceneItem", "CLASS_NAMES", "PALETTE"]
+__all__ = ["SyntheticRGBD", "SyntheticScene", "SceneItem", "CLASS_NAMES", "PALETTE", "UNLABELLED_SPLIT"]
 
 #: Class names in id order; ``num_classes=k`` keeps the first ``k`` (``ceiling`` then counts as ``wall``).
 CLASS_NAMES: tuple[str, ...] = ("floor", "wall", "box", "panel", "sphere", "disc", "cylinder", "ceiling")
@@ -59,7 +59,11 @@ PALETTE = np.array([
 ], dtype=np.uint8)
 
 FLOOR, WALL, BOX, PANEL, SPHERE, DISC, CYLINDER, CEILING = range(8)
-_SPLITS = {"train": 0, "val": 1, "test": 2}
+#: The split whose samples come without labels.
+UNLABELLED_SPLIT = "unlabelled"
+# Each split has its own seed stream: sample i of split s comes from default_rng([seed, s, i]), so no two splits share
+# a scene. The unlabelled split draws scenes of the same kind and serves them without labels.
+_SPLITS = {"train": 0, "val": 1, "test": 2, UNLABELLED_SPLIT: 3}
 
 # Shared material colours (linear RGB in 0..1).
 _MATERIALS = np.array([
@@ -94,7 +98,11 @@ class SyntheticRGBD(Dataset):
     """Procedurally generated indoor RGB-D scenes in which depth tells classes apart that colour cannot.
 
     Each sample is rendered on the fly from ``(seed, split, index)`` alone, so the set is deterministic, needs no
-    files and costs no memory; ``train``, ``val`` and ``test`` draw from disjoint random streams. Classes
+    files and costs no memory; ``train``, ``val``, ``test`` and ``unlabelled`` draw from disjoint random streams.
+    ``split="unlabelled"`` yields unlabelled samples (rgb, depth and id; no ``"label"`` key) of scenes drawn from
+    the same distribution (the same ``size``, ``num_classes``, ``difficulty``, ``realistic``, ``sensor_noise``) but
+    never one of the labelled splits' scenes; any ``num_samples`` (the first ``n`` samples are the same for every
+    ``num_samples >= n``, so 1x, 3x and 10x sets are nested). Classes
     (``CLASS_NAMES``): floor, wall, box (on the floor or mounted on a wall, standing out of it), panel (flat, flush
     with the wall), sphere, disc (flat, round, on a wall), cylinder, ceiling. Box/panel and sphere/disc share
     colour palettes and textures; the depth separates them. Windows are void (255) with no depth.
@@ -104,7 +112,7 @@ class SyntheticRGBD(Dataset):
         size: Image size ``(height, width)``, each at least 16.
         num_classes: Keep the first ``num_classes`` of ``CLASS_NAMES`` (2..8); object kinds outside them are not
             placed and the ceiling is labelled ``wall`` when ``ceiling`` is not kept.
-        split: ``"train"``, ``"val"`` or ``"test"``.
+        split: ``"train"``, ``"val"``, ``"test"`` or ``"unlabelled"`` (no labels, scenes of its own).
         seed: Base seed; the same ``(seed, split, index)`` always gives the same sample.
         difficulty: 0..1. Higher means more objects and clutter, colours drawn less by class, wall boxes that
             stick out less and mostly face the camera, stronger sensor noise and more depth holes.
@@ -123,6 +131,7 @@ class SyntheticRGBD(Dataset):
             renders exactly as before.
 
     Attributes:
+        labelled: ``False`` for ``split="unlabelled"``, else ``True``.
         class_names: Names of the kept classes, in id order.
         palette: ``(num_classes, 3)`` uint8 display colours.
         num_classes: Number of classes.
@@ -138,6 +147,8 @@ class SyntheticRGBD(Dataset):
         >>> lit = SyntheticRGBD(num_samples=4, size=(48, 64), difficulty=0.0, realistic=True)  # shadows and all
         >>> torch.equal(lit[0]["label"], plain[0]["label"]), torch.equal(lit[0]["rgb"], plain[0]["rgb"])
         (True, False)
+        >>> sorted(SyntheticRGBD(num_samples=30, size=(48, 64), split="unlabelled")[29])  # any size: 10x a set of 3
+        ['depth', 'id', 'rgb']
     """
 
     def __init__(self, num_samples: int = 1000, size: tuple[int, int] = (96, 128), num_classes: int = 8,
@@ -159,6 +170,7 @@ class SyntheticRGBD(Dataset):
         self.size = (int(size[0]), int(size[1]))
         self.num_classes = int(num_classes)
         self.split = split
+        self.labelled = split != UNLABELLED_SPLIT
         self.seed = int(seed)
         self.difficulty = float(difficulty)
         self.sensor_noise = bool(sensor_noise)
@@ -181,7 +193,7 @@ class SyntheticRGBD(Dataset):
             rng = self._rng(index)
             scene = _sample_scene(rng, *self.size, self.num_classes, self.difficulty, self.realistic)
             rgb, depth, label = render(scene, rng, self.difficulty, self.sensor_noise, self.realistic)
-            sample = make_sample(rgb, depth, label, f"synthetic/{self.split}/{index}")
+            sample = make_sample(rgb, depth, label if self.labelled else None, f"synthetic/{self.split}/{index}")
             if self.cache:
                 self._rendered[index] = sample
         if self.cache:  # callers and transforms get their own tensors: the kept sample must stay as rendered

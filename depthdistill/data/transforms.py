@@ -1,7 +1,9 @@
 """Joint transforms of RGB-D samples: geometry applied to rgb, depth and label together, appearance to rgb only.
 
 Every transform takes and returns the sample dict ``{"rgb": (3,H,W) float, "depth": (1,H,W) metres,
-"label": (H,W) int64, "id": str}`` (a sample without ``depth`` or ``label`` is transformed all the same). Randomness
+"label": (H,W) int64, "id": str}``. A sample without ``label`` (an unlabelled sample, see
+:mod:`depthdistill.data.unlabelled`) or without ``depth`` is transformed all the same: the same random crop, flip
+and scale reach rgb and depth, so they stay pixel-aligned. Randomness
 comes from torch's global generator, which ``DataLoader`` seeds per worker, so runs are reproducible under
 ``torch.manual_seed``.
 
@@ -20,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
-from depthdistill.errors import ConfigError
+from depthdistill.errors import ConfigError, DatasetError
 from depthdistill.labels import VOID
 from depthdistill.nn.context import _resize
 
@@ -271,7 +273,12 @@ class Normalize:
 def collate_rgbd(samples: Sequence[Sample]) -> Sample:
     """Stacks samples into a batch; samples of different sizes are padded at the bottom and right to the largest
     (rgb 0, depth 0 = missing, label 255 = void), so evaluation at native resolution needs no resizing. ``id``
-    becomes a list.
+    becomes a list. A batch of unlabelled samples (no ``"label"``) has no ``"label"`` either.
+
+    Raises:
+        ConfigError: If ``samples`` is empty.
+        DatasetError: If the batch mixes labelled and unlabelled samples: a label for some and none for others has
+            no batch form (a void map would hide the mistake), so the two kinds need separate loaders.
 
     Examples:
         >>> a = {"rgb": torch.rand(3, 2, 2), "label": torch.zeros(2, 2, dtype=torch.long), "id": "a"}
@@ -282,6 +289,12 @@ def collate_rgbd(samples: Sequence[Sample]) -> Sample:
     """
     if not samples:
         raise ConfigError("collate_rgbd needs at least one sample")
+    unlabelled = [s.get("id", i) for i, s in enumerate(samples) if "label" not in s]
+    if unlabelled and len(unlabelled) < len(samples):
+        raise DatasetError(f"collate_rgbd got a batch that mixes {len(samples) - len(unlabelled)} labelled and "
+                           f"{len(unlabelled)} unlabelled samples (unlabelled: {unlabelled[:3]}); load labelled and "
+                           "unlabelled data with separate DataLoaders (or drop the labels of all with "
+                           "depthdistill.data.without_labels)")
     height = max(s["rgb"].shape[-2] for s in samples)
     width = max(s["rgb"].shape[-1] for s in samples)
     padded = [_pad_to(s, height, width) for s in samples]

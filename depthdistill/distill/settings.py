@@ -155,10 +155,11 @@ class DistillSettings:
         value = getattr(self, name)
         if value is None or callable(value) or isinstance(value, str):
             return
-        if not isinstance(value, Iterable) or not all(isinstance(v, str) for v in (value := tuple(value))):
+        globs = tuple(value) if isinstance(value, Iterable) else None
+        if globs is None or not all(isinstance(v, str) for v in globs):
             raise ConfigTypeError(f"{name} must be a glob, a list of globs or a predicate(name, module), "
-                                  f"got {getattr(self, name)!r}")
-        object.__setattr__(self, name, value)
+                                  f"got {value!r}")
+        object.__setattr__(self, name, globs)
 
     # ------------------------------------------------------------------------------------------------ building
     @classmethod

@@ -109,3 +109,34 @@ def test_float_depth_in_millimetres_is_refused_with_the_fix(tmp_path):
     _write(tmp_path / "int", "i", depth=(mm * 1).astype(np.uint16))
     with pytest.raises(DepthError, match="millimetres"):
         RGBDFolder(tmp_path / "int", "train", depth_scale=1.0)[0]
+
+
+def test_split_without_label_folder_yields_unlabelled_samples(tmp_path):
+    _write(tmp_path, "a")
+    _write(tmp_path, "b")
+    labelled = RGBDFolder(tmp_path, "train")
+    assert labelled.labelled
+    import shutil
+    shutil.rmtree(tmp_path / "train" / "label")
+    ds = RGBDFolder(tmp_path, "train")
+    assert not ds.labelled and len(ds) == 2 and "unlabelled" in repr(ds)
+    s = ds[1]
+    assert sorted(s) == ["depth", "id", "rgb"] and s["id"] == "b"
+    np.testing.assert_allclose(s["depth"][0].numpy(), np.arange(H * W).reshape(H, W) * 0.1, rtol=1e-6)
+    with pytest.raises(DatasetError, match=r"folder not found: .*label"):
+        RGBDFolder(tmp_path, "train", labels=True)
+
+
+def test_labels_false_ignores_the_label_folder_and_still_checks_rgb_depth(tmp_path):
+    _write(tmp_path, "a")
+    Image.fromarray(np.zeros((H, W), np.uint8)).save(tmp_path / "train" / "label" / "orphan.png")
+    with pytest.raises(DatasetError, match="orphan"):
+        RGBDFolder(tmp_path, "train")
+    ds = RGBDFolder(tmp_path, "train", labels=False)
+    assert sorted(ds[0]) == ["depth", "id", "rgb"]
+    _write(tmp_path, "c", depth=np.ones((H + 1, W), np.uint16) * 1000)
+    with pytest.raises(DatasetError, match=r"size mismatch.*c\.png"):
+        RGBDFolder(tmp_path, "train", labels=False)[1]
+    (tmp_path / "train" / "depth" / "c.png").unlink()
+    with pytest.raises(DatasetError, match=r"c\.png"):
+        RGBDFolder(tmp_path, "train", labels=False)

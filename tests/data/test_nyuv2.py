@@ -18,6 +18,7 @@ N, H, W = 4, 6, 9  # H != W so a transposition cannot go unnoticed
 RAW_NAMES = ["wall", "floor", "chair", "lamp", "cup"]
 MAP_RAW_TO_40 = np.array([1, 2, 5, 35, 40])  # raw 1..5 -> NYU40 ids (1-based)
 MAP_40_TO_13 = (np.arange(40) % 13) + 1  # a made-up but complete 40 -> 13 table
+SCENE_NAMES = ["kitchen_0001", "office_0002", "kitchen_0001", "bedroom_0003"]  # image k's recording
 
 
 def _images():
@@ -44,6 +45,10 @@ def _write_labeled_mat(path):
         for k, name in enumerate(RAW_NAMES):
             refs[f"n{k}"] = np.array([[ord(c)] for c in name], dtype=np.uint16)
             names[0, k] = refs[f"n{k}"].ref
+        scenes = f.create_dataset("scenes", (N, 1), dtype=h5py.ref_dtype)
+        for k, name in enumerate(SCENE_NAMES):
+            refs[f"s{k}"] = np.array([[ord(c)] for c in name], dtype=np.uint16)
+            scenes[k, 0] = refs[f"s{k}"].ref
     with open(path, "r+b") as f:
         f.write(b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2012 HDF5 schema 1.00 .")
 
@@ -186,3 +191,8 @@ def test_prepare_command_exports_what_nyuv2_reads(root, tmp_path):
             torch.testing.assert_close(b["rgb"], a["rgb"], atol=1 / 255, rtol=0)
             torch.testing.assert_close(b["depth"], a["depth"], atol=5e-4, rtol=0)
             assert torch.equal(b["label"], a["label"])
+
+
+def test_scenes_of_a_split_come_from_the_labelled_file(root):
+    assert NYUv2(root, "train").scenes() == ("bedroom_0003", "kitchen_0001")  # images 1, 3, 4
+    assert NYUv2(root, "test").scenes() == ("office_0002",)

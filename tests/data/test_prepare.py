@@ -37,3 +37,15 @@ def test_export_refuses_depth_beyond_16_bit(tmp_path):
     assert export_to_folder([sample], tmp_path, "train", depth_scale=100.0) == 1
     far = RGBDFolder(tmp_path, "train", depth_scale=100.0, depth_range=(0.1, 100.0))  # 70 m is beyond the default
     np.testing.assert_allclose(far[0]["depth"].numpy(), 70.0)
+
+
+def test_export_of_unlabelled_data_reads_back_unlabelled(tmp_path):
+    source = SyntheticRGBD(num_samples=2, size=(24, 32), split="unlabelled")
+    assert export_to_folder(source, tmp_path, "unlabelled") == 2
+    assert not (tmp_path / "unlabelled" / "label").exists()
+    back = RGBDFolder(tmp_path, "unlabelled")
+    assert not back.labelled and sorted(back[0]) == ["depth", "id", "rgb"]
+    assert torch.allclose(back[1]["depth"], source[1]["depth"], atol=0.0005 + 1e-6)
+    labelled = SyntheticRGBD(num_samples=1, size=(24, 32))[0]
+    with pytest.raises(DatasetError, match="unlabelled but the samples before it are labelled"):
+        export_to_folder([labelled, source[0]], tmp_path, "mixed")

@@ -162,3 +162,17 @@ def test_corrupt_label_file_and_inconsistent_toolbox(root):
     scipy.io.savemat(root / "SUNRGBDtoolbox" / "Metadata" / "SUNRGBDMeta.mat", {"SUNRGBDMeta": meta[:, :2]})
     with pytest.raises(DatasetError, match="3 label maps.*2 images"):
         SUNRGBD(root, "train")
+
+
+def test_labels_false_yields_the_split_unlabelled_without_the_label_file(root):
+    labelled = SUNRGBD(root, "train")
+    (root / "SUNRGBDtoolbox" / "Metadata" / "SUNRGBD2Dseg.mat").unlink()
+    with pytest.raises(DatasetError, match=r"SUNRGBD2Dseg\.mat"):
+        SUNRGBD(root, "train")
+    ds = SUNRGBD(root, "train", labels=False)
+    assert not ds.labelled and len(ds) == len(labelled) == 2 and "unlabelled" in repr(ds)
+    for k, sample in zip((0, 2), ds, strict=True):
+        scene, _, _, (h, w), _ = SCENES[k]
+        assert sorted(sample) == ["depth", "id", "rgb"] and sample["id"] == f"sunrgbd/{scene}"
+        np.testing.assert_allclose(sample["depth"][0].numpy(), _content(k, h, w)[1] / 1000.0, rtol=1e-6)
+    assert [s["id"] for s in SUNRGBD(root, "test", labels=False)] == [f"sunrgbd/{SCENES[1][0]}"]

@@ -304,3 +304,41 @@ def test_realistic_samples_cache_like_the_rest():
     cached = SyntheticRGBD(num_samples=2, size=SIZE, seed=2, realistic=True, cache=True)
     for _ in range(2):
         assert torch.equal(cached[1]["rgb"], plain[1]["rgb"])
+
+
+def _scene_key(scene):
+    """The continuous draws that make a scene; two scenes from different random streams never share them."""
+    return (round(scene.floor_y, 12), round(scene.z_back, 12), round(scene.x_left, 12), round(scene.x_right, 12))
+
+
+def test_unlabelled_split_has_no_labels_and_scenes_of_its_own():
+    n = 60
+    unlabelled = SyntheticRGBD(num_samples=n, size=(16, 16), split="unlabelled", seed=0)
+    assert not unlabelled.labelled and SyntheticRGBD(num_samples=1, size=(16, 16)).labelled
+    keys = {_scene_key(unlabelled.scene(i)) for i in range(n)}
+    assert len(keys) == n
+    for split in ("train", "val", "test"):
+        labelled = SyntheticRGBD(num_samples=n, size=(16, 16), split=split, seed=0)
+        assert not keys & {_scene_key(labelled.scene(i)) for i in range(n)}, split
+    # another seed's labelled scenes are other scenes too
+    other = SyntheticRGBD(num_samples=n, size=(16, 16), split="train", seed=3)
+    assert not keys & {_scene_key(other.scene(i)) for i in range(n)}
+
+
+def test_unlabelled_samples_follow_the_labelled_settings_and_nest():
+    kwargs = {"size": SIZE, "difficulty": 0.0, "seed": 4}
+    small = SyntheticRGBD(num_samples=2, split="unlabelled", **kwargs)
+    large = SyntheticRGBD(num_samples=20, split="unlabelled", cache=True, **kwargs)
+    sample = small[1]
+    assert sorted(sample) == ["depth", "id", "rgb"] and sample["id"] == "synthetic/unlabelled/1"
+    assert sample["rgb"].shape == (3, *SIZE) and sample["depth"].shape == (1, *SIZE)
+    valid = sample["depth"][sample["depth"] > 0]
+    assert valid.min() >= 0.45 and valid.max() <= 10.0  # metres, like the labelled splits
+    assert torch.equal(large[1]["rgb"], sample["rgb"]) and torch.equal(large[1]["depth"], sample["depth"])
+    # `realistic` changes the unlabelled RGB as it does the labelled one (depth unchanged at difficulty 0)
+    lit = SyntheticRGBD(num_samples=2, split="unlabelled", realistic=True, **kwargs)[1]
+    assert torch.equal(lit["depth"], sample["depth"]) and not torch.equal(lit["rgb"], sample["rgb"])
+    # a train transform applies to unlabelled samples
+    cropped = SyntheticRGBD(num_samples=1, split="unlabelled", transform=train_transforms(crop_size=(32, 32)),
+                            **kwargs)[0]
+    assert cropped["rgb"].shape == (3, 32, 32) and "label" not in cropped

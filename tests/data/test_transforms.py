@@ -131,3 +131,46 @@ def test_presets():
     assert torch.equal(ev["label"], s["label"]) and torch.equal(ev["depth"], s["depth"])
     assert torch.allclose(ev["rgb"], Normalize()(s)["rgb"])
     assert eval_transforms(size=(10, 15))(s)["label"].shape == (10, 15)
+
+
+def _unlabelled(h=6, w=8):
+    sample = _sample(h, w)
+    del sample["label"]
+    return sample
+
+
+def test_train_transforms_keep_rgb_and_depth_aligned_on_unlabelled_samples():
+    # rgb channel 2 and depth both encode the source pixel index, so any crop/flip mismatch shows.
+    s = _unlabelled(20, 30)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        out = train_transforms(crop_size=(16, 16), scale_range=None, color_jitter=0.0, mean=(0, 0, 0),
+                               std=(1, 1, 1))(s)
+        assert sorted(out) == ["depth", "id", "rgb"] and out["depth"].shape == (1, 16, 16)
+        assert torch.allclose(out["depth"][0], 1.0 + out["rgb"][2] * 600, atol=1e-3)
+    assert sorted(eval_transforms(size=(10, 15))(s)) == ["depth", "id", "rgb"]
+
+
+def test_train_transforms_do_to_an_unlabelled_sample_what_they_do_to_its_labelled_twin():
+    # Same random draws (scale, crop, flip, jitter) whether or not a label is there.
+    transform = train_transforms(crop_size=(16, 16))
+    torch.manual_seed(3)
+    labelled = transform(_sample(20, 30))
+    torch.manual_seed(3)
+    unlabelled = transform(_unlabelled(20, 30))
+    assert torch.equal(unlabelled["rgb"], labelled["rgb"]) and torch.equal(unlabelled["depth"], labelled["depth"])
+
+
+def test_collate_batches_unlabelled_samples_without_a_label():
+    batch = collate_rgbd([_unlabelled(2, 3), _unlabelled(4, 2)])
+    assert sorted(batch) == ["depth", "id", "rgb"] and batch["depth"].shape == (2, 1, 4, 3)
+    assert (batch["depth"][0, :, 2:] == 0).all()
+
+
+@pytest.mark.parametrize("order", ["labelled_first", "unlabelled_first"])
+def test_collate_refuses_a_batch_that_mixes_labelled_and_unlabelled(order):
+    from depthdistill.errors import DatasetError
+
+    samples = [_sample(), {**_unlabelled(), "id": "u"}]
+    with pytest.raises(DatasetError, match=r"mixes 1 labelled and 1 unlabelled samples \(unlabelled: \['u'\]\)"):
+        collate_rgbd(samples if order == "labelled_first" else samples[::-1])
