@@ -162,23 +162,44 @@ class Distiller:
         self.initial_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
     # ----------------------------------------------------------------------------------------------- phases
-    def train(self, train_data: Data, *, teacher_epochs: int, student_epochs: int,
-              val_data: Data | None = None) -> nn.Module:
+    def train(self, train_data: Data, *, teacher_epochs: int, student_epochs: int, val_data: Data | None = None,
+              unlabelled_data: Data | None = None) -> nn.Module:
         """Runs the settings' method end to end and returns the deployable plain RGB model.
 
-        With the default method (``"removal"``) this is :meth:`train_teacher` then :meth:`train_student`.
+        With the default method (``"removal"``) this is :meth:`train_teacher` then :meth:`train_student`; with
+        ``"unlabelled"`` the student also learns from the teacher's targets on ``unlabelled_data``.
 
         Args:
             train_data: RGB-D training samples.
             teacher_epochs: Epochs of the method's depth-aware phase.
             student_epochs: Epochs of its RGB phase.
             val_data: Optional validation set for every phase.
+            unlabelled_data: Unlabelled RGB-D frames (samples without ``"label"``), for a method that uses them.
 
         Returns:
             A plain model: RGB in, logits out.
+
+        Raises:
+            ConfigError: If unlabelled data is given to a method that does not use it, or missing for one that
+                needs it.
         """
+        self._check_unlabelled(unlabelled_data)
         return self.method.train(self, train_data, teacher_epochs=teacher_epochs, student_epochs=student_epochs,
-                                 val_data=val_data)
+                                 val_data=val_data, unlabelled_data=unlabelled_data)
+
+    def train_control(self, train_data: Data, *, teacher_epochs: int, student_epochs: int,
+                      val_data: Data | None = None, unlabelled_data: Data | None = None) -> nn.Module:
+        """The method's control without depth (:meth:`~depthdistill.distill.methods.Method.train_control`): the
+        same training with an RGB model wherever the method uses depth."""
+        self._check_unlabelled(unlabelled_data)
+        return self.method.train_control(self, train_data, teacher_epochs=teacher_epochs,
+                                         student_epochs=student_epochs, val_data=val_data,
+                                         unlabelled_data=unlabelled_data)
+
+    def _check_unlabelled(self, unlabelled_data: Data | None) -> None:
+        if unlabelled_data is not None and not self.method.uses_unlabelled:
+            raise ConfigError(f"method {self.method.name!r} does not use unlabelled data; choose "
+                              "method='unlabelled' (DistillSettings(method='unlabelled')) to learn from it")
 
     def train_teacher(self, train_data: Data, epochs: int, val_data: Data | None = None, *,
                       name: str = "tn") -> nn.Module:
@@ -276,12 +297,13 @@ class Distiller:
 
     def run_experiment(self, train_data: Data, test_data: Data, *, teacher_epochs: int, student_epochs: int,
                        baseline_epochs: int | None = None, val_data: Data | None = None, ablations: bool = False,
-                       rows: Sequence[str] | None = None) -> ResultsTable:
+                       rows: Sequence[str] | None = None, unlabelled_data: Data | None = None) -> ResultsTable:
         """Trains the paper's rows (BL, TN, SN, and with ``ablations`` BL+VTCE and BL+PS, or the ``rows`` asked for)
         and tests each one; see :func:`~depthdistill.distill.experiment.run_experiment` for every row."""
+        self._check_unlabelled(unlabelled_data)
         return run_experiment(self, train_data, test_data, teacher_epochs=teacher_epochs,
                               student_epochs=student_epochs, baseline_epochs=baseline_epochs, val_data=val_data,
-                              ablations=ablations, rows=rows)
+                              ablations=ablations, rows=rows, unlabelled_data=unlabelled_data)
 
     # ------------------------------------------------------------------------------- services of the phases
     def initial_copy(self) -> nn.Module:
@@ -311,10 +333,11 @@ class Distiller:
             )
         return logits
 
-    def check_data(self, data: Data, *, needs_depth: bool, where: str) -> None:
-        """Checks samples of ``data`` (labels in range, depth present when needed) before a phase trains."""
+    def check_data(self, data: Data, *, needs_depth: bool, where: str, needs_label: bool = True) -> None:
+        """Checks samples of ``data`` (labels in range, depth present when needed) before a phase trains;
+        ``needs_label=False`` checks unlabelled frames (no ``"label"``, and refuses labelled ones)."""
         check_dataset(data, num_classes=self.num_classes, ignore_index=self.ignore_index, needs_depth=needs_depth,
-                      samples=self.train_settings.check_samples, where=where)
+                      samples=self.train_settings.check_samples, where=where, needs_label=needs_label)
 
     def sample_batches(self, data: Data, count: int) -> list[dict]:
         """The first ``count`` batches of ``data`` in order (no shuffling), on the Distiller's device."""

@@ -12,12 +12,16 @@ SN        the settings' method           (the method's), RGB        ``student_ep
 BL+VTCE   initial weights                student loss (TN), RGB     ``baseline_epochs``
 BL+PS     TN's weights (a copy)          CE, RGB                    ``student_epochs``
 BL@TN+PS  BL@TN's weights (a copy)       CE, RGB                    ``student_epochs``
+SN-RGB    the method's control           (the method's), RGB        ``student_epochs``
 ========  =============================  =========================  ===================
 
 With the default method (``"removal"``) SN is TN's weights (the same ones) trained with CE + VTCE against TN.
 ``baseline_epochs`` defaults to ``teacher_epochs + student_epochs``, the training SN gets in total, so a gain of SN
 over BL is not merely more training. BL@TN+PS is the control for SN: the same two schedules with no depth anywhere,
 so SN − BL@TN+PS is what the depth-trained teacher adds, and BL@TN+PS − BL what splitting training in two costs.
+SN-RGB is the control a method defines for itself (:meth:`~depthdistill.distill.methods.Method.train_control`):
+for ``"unlabelled"``, the same student with BL@TN as the labeller of the unlabelled frames, so SN − SN-RGB is what
+depth adds there.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["EXPERIMENT_ROWS", "DEFAULT_ROWS", "ABLATION_ROWS", "run_experiment", "row_folder"]
 
 #: Rows :func:`run_experiment` knows, in the order it reports them.
-EXPERIMENT_ROWS = ("BL", "BL@TN", "TN", "TN→RGB", "SN", "BL+VTCE", "BL+PS", "BL@TN+PS")
+EXPERIMENT_ROWS = ("BL", "BL@TN", "TN", "TN→RGB", "SN", "SN-RGB", "BL+VTCE", "BL+PS", "BL@TN+PS")
 #: The rows trained when none are asked for, and those ``ablations=True`` adds (the paper's Table 3).
 DEFAULT_ROWS = ("BL", "TN", "TN→RGB", "SN")
 ABLATION_ROWS = ("BL+VTCE", "BL+PS")
@@ -76,6 +80,7 @@ class _Plan:
     teacher_epochs: int
     student_epochs: int
     baseline_epochs: int
+    unlabelled_data: Data | None
 
 
 def _plain_row(plan: _Plan, start: nn.Module, row: str, epochs: int, *, use_teacher: bool = False,
@@ -92,11 +97,17 @@ def _teacher(plan: _Plan, trained: dict[str, _Trained]) -> _Trained:
     return _Trained(d.teacher, plan.teacher_epochs, row_folder("TN"))
 
 
-def _student(plan: _Plan, trained: dict[str, _Trained]) -> _Trained:
-    d = plan.distiller
-    model = d.train(plan.train_data, teacher_epochs=plan.teacher_epochs, student_epochs=plan.student_epochs,
-                    val_data=plan.val_data)
-    return _Trained(model, plan.student_epochs, row_folder("SN"))
+def _method_row(row: str) -> Callable[[_Plan, dict[str, _Trained]], _Trained]:
+    """SN (the settings' method) or SN-RGB (its control)."""
+
+    def train(plan: _Plan, trained: dict[str, _Trained]) -> _Trained:
+        d = plan.distiller
+        run = d.train if row == "SN" else d.train_control
+        model = run(plan.train_data, teacher_epochs=plan.teacher_epochs, student_epochs=plan.student_epochs,
+                    val_data=plan.val_data, unlabelled_data=plan.unlabelled_data)
+        return _Trained(model, plan.student_epochs, row_folder(row))
+
+    return train
 
 
 #: How each row is trained, in training order (a row may use the rows before it), and the rows it needs.
@@ -115,14 +126,17 @@ _ROWS: dict[str, tuple[tuple[str, ...], Callable[[_Plan, dict[str, _Trained]], _
     "BL+PS": (("TN",), lambda p, t: _plain_row(p, switch.remove_depth(p.distiller, copy.deepcopy(p.distiller.model),
                                                                       p.train_data),
                                                "BL+PS", p.student_epochs, from_teacher=True)),
-    # The method trains (or reuses) whatever teacher it needs itself.
-    "SN": ((), _student),
+    # The method trains (or reuses) whatever teacher it needs itself; its control trains after it (it may reuse
+    # the live model's folders otherwise).
+    "SN": ((), _method_row("SN")),
+    "SN-RGB": ((), _method_row("SN-RGB")),
 }
 
 
 def run_experiment(distiller: Distiller, train_data: Data, test_data: Data, *, teacher_epochs: int,
                    student_epochs: int, baseline_epochs: int | None = None, val_data: Data | None = None,
-                   ablations: bool = False, rows: Sequence[str] | None = None) -> ResultsTable:
+                   ablations: bool = False, rows: Sequence[str] | None = None,
+                   unlabelled_data: Data | None = None) -> ResultsTable:
     """Trains BL, TN and SN (and, with ``ablations``, BL+VTCE and BL+PS, or the ``rows`` asked for) and tests each.
 
     See the module's table for every row. TN is tested on RGB-D, every other row on RGB. The table is written to
@@ -138,6 +152,7 @@ def run_experiment(distiller: Distiller, train_data: Data, test_data: Data, *, t
         val_data: Optional validation set for every phase.
         ablations: Add BL+VTCE and BL+PS to the default rows (:data:`DEFAULT_ROWS`).
         rows: Explicit rows instead (any of :data:`EXPERIMENT_ROWS`).
+        unlabelled_data: Unlabelled RGB-D frames for a method that uses them (SN and SN-RGB).
 
     Returns:
         The :class:`~depthdistill.distill.results.ResultsTable`, rows in the order of :data:`EXPERIMENT_ROWS`.
@@ -150,7 +165,7 @@ def run_experiment(distiller: Distiller, train_data: Data, test_data: Data, *, t
     if unknown or not wanted:
         raise ConfigError(f"unknown experiment row(s) {unknown or wanted}; choose from {list(EXPERIMENT_ROWS)}")
     plan = _Plan(distiller, train_data, val_data, teacher_epochs, student_epochs,
-                 teacher_epochs + student_epochs if baseline_epochs is None else baseline_epochs)
+                 teacher_epochs + student_epochs if baseline_epochs is None else baseline_epochs, unlabelled_data)
     needed = set(wanted)
     for row in reversed(_ROWS):  # a row's needs come before it, so one pass backwards collects them all
         if row in needed:

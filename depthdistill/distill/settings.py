@@ -19,12 +19,18 @@ from depthdistill.errors import ConfigError, ConfigTypeError
 from depthdistill.losses import DEFAULT_BETA, CEPlusVTCE, StudentLoss
 from depthdistill.nn import DEFAULT_ALPHA, DepthResize
 
-__all__ = ["DistillSettings", "PRESETS", "TEACHER_SOURCES", "STUDENT_OPTIMIZERS", "LAYER_CHOICES", "qualified_name"]
+__all__ = ["DistillSettings", "PRESETS", "TEACHER_SOURCES", "STUDENT_OPTIMIZERS", "STUDENT_STARTS", "UNLABELLED_TARGETS",
+           "LAYER_CHOICES", "qualified_name"]
 
 #: Where the student's soft targets come from: a frozen copy of the trained teacher, or the live shared weights.
 TEACHER_SOURCES = ("frozen", "live")
 #: How the student phase's optimiser starts: a new one, or the teacher's per-parameter state carried on.
 STUDENT_OPTIMIZERS = ("fresh", "carry")
+#: Where the unlabelled-data method's student starts: the teacher's weights as plain convolutions, or the initial
+#: weights.
+STUDENT_STARTS = ("teacher", "initial")
+#: What the student learns on unlabelled frames: the labeller's softened distribution, or its confident arg-max.
+UNLABELLED_TARGETS = ("soft", "hard")
 #: Which layers the teacher makes depth-aware when ``include`` is not given: the model's own list
 #: (``model.depth_aware_layers``, e.g. Depth-aware CNN's six for ``deeplab_vgg16``; every spatial convolution
 #: when the model names none), or every spatial convolution.
@@ -91,6 +97,14 @@ class DistillSettings:
         student_lr_scale: The student phase's learning rate relative to the teacher's.
         student_optimizer: ``"fresh"``: the student phase starts a new optimiser; ``"carry"``: it carries the
             teacher's per-parameter optimiser state on (:data:`STUDENT_OPTIMIZERS`).
+        student_start: Method ``"unlabelled"``: the student starts from the teacher's weights as plain
+            convolutions (``"teacher"``) or from the initial weights (``"initial"``) (:data:`STUDENT_STARTS`).
+        unlabelled_targets: Method ``"unlabelled"``: ``"soft"`` (KL to the labeller's distribution at
+            ``unlabelled_temperature``) or ``"hard"`` (CE to its arg-max where its top probability reaches
+            ``unlabelled_confidence``) (:data:`UNLABELLED_TARGETS`).
+        unlabelled_temperature: Temperature of the soft targets on unlabelled frames.
+        unlabelled_weight: Weight of the unlabelled term beside the labelled loss.
+        unlabelled_confidence: Hard targets: the labeller's top probability a pixel needs to count.
 
     Raises:
         ConfigError: If a value is out of range or unknown (the message names the field, the value and the
@@ -121,6 +135,11 @@ class DistillSettings:
     student_loss: StudentLoss | str | None = None
     student_lr_scale: float = 1.0
     student_optimizer: str = "fresh"
+    student_start: str = "teacher"
+    unlabelled_targets: str = "soft"
+    unlabelled_temperature: float = 2.0
+    unlabelled_weight: float = 1.0
+    unlabelled_confidence: float = 0.0
 
     def __post_init__(self) -> None:
         _choice("preset", self.preset, tuple(PRESETS))
@@ -149,6 +168,11 @@ class DistillSettings:
                               "replaces: give them to your loss instead (e.g. CEPlusVTCE(beta=..., schedule=...))")
         _number("student_lr_scale", self.student_lr_scale, low=0.0, open_low=True)
         _choice("student_optimizer", self.student_optimizer, STUDENT_OPTIMIZERS)
+        _choice("student_start", self.student_start, STUDENT_STARTS)
+        _choice("unlabelled_targets", self.unlabelled_targets, UNLABELLED_TARGETS)
+        _number("unlabelled_temperature", self.unlabelled_temperature, low=0.0, open_low=True)
+        _number("unlabelled_weight", self.unlabelled_weight, low=0.0)
+        _number("unlabelled_confidence", self.unlabelled_confidence, low=0.0, high=1.0)
 
     def _freeze_filter(self, name: str) -> None:
         """Globs given as a list are kept as a tuple: the settings stay immutable and comparable."""

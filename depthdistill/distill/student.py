@@ -20,7 +20,7 @@ from depthdistill.nn import depth_context
 if TYPE_CHECKING:
     from depthdistill.distill.distiller import Data, Distiller
 
-__all__ = ["train_plain", "teacher_logits", "student_loss_identity"]
+__all__ = ["train_plain", "teacher_logits", "student_loss_identity", "checked_parts"]
 
 #: ``teacher(batch) -> logits``: the soft targets of one RGB-D batch.
 TeacherLogits = Callable[[dict], torch.Tensor]
@@ -61,7 +61,7 @@ def teacher_logits(distiller: Distiller, student: nn.Module, source: str) -> Tea
     return live
 
 
-def _student_parts(parts: Any) -> dict[str, torch.Tensor]:
+def checked_parts(parts: Any) -> dict[str, torch.Tensor]:
     """A student loss's result checked, its logged parts made detached scalar tensors on the loss's device."""
     loss = parts.get("loss") if isinstance(parts, dict) else None
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
@@ -110,7 +110,7 @@ def train_plain(distiller: Distiller, student: nn.Module, train_data: Data, epoc
         logits = distiller.forward(model, batch).float()
         if not use_teacher:
             return {"loss": F.cross_entropy(logits, batch["label"], ignore_index=distiller.ignore_index)}
-        return _student_parts(distiller.student_loss(logits, targets(batch).float(), batch["label"], epoch))
+        return checked_parts(distiller.student_loss(logits, targets(batch).float(), batch["label"], epoch))
 
     if from_teacher:
         carried = distiller.teacher_optimizer_state if s.student_optimizer == "carry" else None

@@ -57,7 +57,8 @@ def _ids(batch: dict[str, Any], rows: torch.Tensor | None = None) -> str:
 
 
 def check_batch(
-    batch: dict[str, Any], *, num_classes: int, ignore_index: int = VOID, needs_depth: bool = False, where: str = ""
+    batch: dict[str, Any], *, num_classes: int, ignore_index: int = VOID, needs_depth: bool = False, where: str = "",
+    needs_label: bool = True,
 ) -> None:
     """Raises if ``batch`` breaks the sample convention.
 
@@ -68,9 +69,11 @@ def check_batch(
         needs_depth: The batch feeds a depth-aware teacher: depth must be present, shaped like the image, and
             valid (> 0 and finite) somewhere.
         where: Words naming the data in the message (e.g. ``"teacher training data"``).
+        needs_label: ``False`` for unlabelled frames: the batch must then have no ``"label"`` (a labelled batch
+            where unlabelled frames are expected is a mix-up of the two data sets).
 
     Raises:
-        DatasetError: Missing keys, wrong shapes or dtypes, labels out of range.
+        DatasetError: Missing keys, wrong shapes or dtypes, labels out of range, a label on unlabelled frames.
         DepthError: ``needs_depth`` and the depth is missing, misshapen or empty.
 
     Examples:
@@ -81,13 +84,25 @@ def check_batch(
         depthdistill.errors.DatasetError: labels [7] are >= num_classes=3 ...
     """
     where = f" in {where}" if where else ""
-    for key in ("rgb", "label"):
+    if not needs_label and "label" in batch:
+        raise DatasetError(f"samples{where} have a 'label': unlabelled frames are samples without one; pass the "
+                           "labelled images as the training data, and unlabelled frames (e.g. "
+                           "depthdistill.data.without_labels(dataset)) as the unlabelled data")
+    for key in ("rgb", "label") if needs_label else ("rgb",):
         if not isinstance(batch.get(key), torch.Tensor):
             raise DatasetError(f"samples{where} have no tensor {key!r} (keys: {sorted(batch)}); a sample is a dict "
                                "with 'rgb' (3,H,W) float, 'depth' (1,H,W) metres, 'label' (H,W) int64")
-    rgb, label = batch["rgb"], batch["label"]
+    rgb = batch["rgb"]
     if rgb.dim() != 4 or rgb.shape[1] != 3 or not rgb.is_floating_point():
         raise DatasetError(f"'rgb'{where} must be float (B,3,H,W), got {rgb.dtype} {tuple(rgb.shape)}")
+    if needs_label:
+        _check_labels(batch, rgb, num_classes, ignore_index, where)
+    if needs_depth:
+        _check_depth(batch, rgb, where)
+
+
+def _check_labels(batch: dict[str, Any], rgb: torch.Tensor, num_classes: int, ignore_index: int, where: str) -> None:
+    label = batch["label"]
     if label.dim() != 3 or label.shape[0] != rgb.shape[0] or label.shape[-2:] != rgb.shape[-2:]:
         raise DatasetError(f"'label'{where} must be (B,H,W) matching rgb {tuple(rgb.shape)}, got {tuple(label.shape)}")
     if label.is_floating_point() or label.dtype == torch.bool:
@@ -102,8 +117,9 @@ def check_batch(
             f"{_ids(batch, rows)}; set num_classes to the dataset's class count or map those labels to "
             f"{ignore_index} (void)"
         )
-    if not needs_depth:
-        return
+
+
+def _check_depth(batch: dict[str, Any], rgb: torch.Tensor, where: str) -> None:
     depth = batch.get("depth")
     if not isinstance(depth, torch.Tensor):
         raise DepthError(f"the teacher needs depth but the samples{where} have no 'depth' tensor "
@@ -135,6 +151,7 @@ def check_dataset(
     samples: int | None = 64,
     where: str = "",
     depth_range: tuple[float, float] | None = None,
+    needs_label: bool = True,
 ) -> None:
     """Checks ``samples`` samples spread evenly over ``data`` (``None``: all) with :func:`check_batch`.
 
@@ -150,6 +167,7 @@ def check_dataset(
         samples: How many samples to check.
         where: Words naming the data in the message.
         depth_range: Plausible median depth in metres; default :data:`depthdistill.nn.units.DEPTH_RANGE`.
+        needs_label: As in :func:`check_batch` (``False``: unlabelled frames).
 
     Raises:
         DatasetError: If the set is empty or a sample breaks the convention.
@@ -159,7 +177,8 @@ def check_dataset(
         >>> sample = {"rgb": torch.zeros(3, 2, 2), "label": torch.zeros(2, 2, dtype=torch.long)}
         >>> check_dataset([sample], num_classes=2)
     """
-    kwargs = dict(num_classes=num_classes, ignore_index=ignore_index, needs_depth=needs_depth, where=where)
+    kwargs = dict(num_classes=num_classes, ignore_index=ignore_index, needs_depth=needs_depth, where=where,
+                  needs_label=needs_label)
     if isinstance(data, DataLoader):
         batch = next(iter(data), None)
         if batch is None:

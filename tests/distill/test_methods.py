@@ -58,7 +58,7 @@ def test_registering_checks_the_class_and_the_name(registry):
 
     with pytest.raises(ConfigError, match="already registered"):
         register_method(Clash)
-    with pytest.raises(ConfigError, match=r"unknown method 'nope'; registered: \['removal'\]"):
+    with pytest.raises(ConfigError, match=r"unknown method 'nope'; registered: \['removal', 'unlabelled'\]"):
         get_method("nope")
 
 

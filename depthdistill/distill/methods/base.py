@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch.nn as nn
 
+from depthdistill.errors import ConfigError
+
 if TYPE_CHECKING:
     from depthdistill.distill.distiller import Data, Distiller
 
@@ -30,10 +32,12 @@ class Method(ABC):
 
     name: ClassVar[str]
     summary: ClassVar[str]
+    #: Whether the method trains on unlabelled RGB-D frames (``unlabelled_data``); others refuse them.
+    uses_unlabelled: ClassVar[bool] = False
 
     @abstractmethod
     def train(self, distiller: Distiller, train_data: Data, *, teacher_epochs: int, student_epochs: int,
-              val_data: Data | None = None) -> nn.Module:
+              val_data: Data | None = None, unlabelled_data: Data | None = None) -> nn.Module:
         """Trains the deployable model.
 
         Args:
@@ -42,7 +46,19 @@ class Method(ABC):
             teacher_epochs: Epochs of the method's depth-aware phase (or its first part).
             student_epochs: Epochs of its RGB phase (or its second part).
             val_data: Optional validation set for every phase.
+            unlabelled_data: Unlabelled RGB-D frames, for methods that use them (:attr:`uses_unlabelled`).
 
         Returns:
             A plain model (no depth-aware layer): RGB in, logits out.
         """
+
+    def train_control(self, distiller: Distiller, train_data: Data, *, teacher_epochs: int, student_epochs: int,
+                      val_data: Data | None = None, unlabelled_data: Data | None = None) -> nn.Module:
+        """The method's control without depth (row ``SN-RGB``): the same training with an RGB model wherever the
+        method uses depth, so that SN − SN-RGB is what depth adds.
+
+        Raises:
+            ConfigError: If the method defines none (the paper's method: its control is the row ``BL@TN+PS``).
+        """
+        raise ConfigError(f"method {self.name!r} defines no SN-RGB control row"
+                          + ("; its control without depth is the row BL@TN+PS" if self.name == "removal" else ""))

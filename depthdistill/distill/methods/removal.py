@@ -23,7 +23,7 @@ class DepthRemoval(Method):
     summary: ClassVar[str] = "the paper's depth removal: depth-aware teacher, shared-weight VTCE student"
 
     def train(self, distiller: Distiller, train_data: Data, *, teacher_epochs: int, student_epochs: int,
-              val_data: Data | None = None) -> nn.Module:
+              val_data: Data | None = None, unlabelled_data: Data | None = None) -> nn.Module:
         if distiller.teacher is None:
             distiller.train_teacher(train_data, teacher_epochs, val_data)
         return distiller.train_student(train_data, student_epochs, val_data, share_parameters=True, vtce=True)

@@ -1,0 +1,91 @@
+"""The unlabelled-data method: the depth teacher's targets on unlabelled RGB-D frames, and its RGB-labeller control."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from depthdistill.data import without_labels
+from depthdistill.distill import Distiller
+from depthdistill.distill.methods.unlabelled import unlabelled_loss
+from depthdistill.errors import ConfigError, DatasetError
+from tests.tiny_rgbd import NUM_CLASSES, TinyRGBD, TinySegmenter
+
+COMMON = dict(batch_size=4, lr=0.05, progress=False, log_echo=False, device="cpu")
+
+
+def _model():
+    torch.manual_seed(0)
+    return TinySegmenter(dropout=0.0, norm=False)  # no random draws or running statistics on the extra forwards
+
+
+def test_soft_targets_are_t_squared_kl_written_out():
+    s, t = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
+    temperature = 2.0
+    p = (t / temperature).softmax(1)
+    q = (s / temperature).softmax(1)
+    expected = (p * (p.log() - q.log())).sum(1).mean() * temperature**2
+    got = unlabelled_loss(s, t, targets="soft", temperature=temperature, confidence=0.0)
+    torch.testing.assert_close(got, expected)
+
+
+def test_hard_targets_keep_only_the_confident_pixels():
+    s = torch.randn(1, 3, 2, 2)
+    t = torch.tensor([[[[9.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 9.0]]]])
+    got = unlabelled_loss(s, t, targets="hard", temperature=1.0, confidence=0.9)
+    # two confident pixels: (0,0) is class 0, (1,1) class 2; the flat ones (top probability 1/3) are ignored
+    expected = (F.cross_entropy(s[:, :, 0, 0], torch.tensor([0])) + F.cross_entropy(s[:, :, 1, 1], torch.tensor([2]))) / 2
+    torch.testing.assert_close(got, expected)
+    assert float(unlabelled_loss(s, t, targets="hard", temperature=1.0, confidence=1.0)) == 0.0
+
+
+def test_the_student_learns_from_the_teachers_targets_on_unlabelled_frames():
+    labelled, unlabelled = TinyRGBD(8), without_labels(TinyRGBD(16, seed=7))
+    d = Distiller(_model(), NUM_CLASSES, "paper", method="unlabelled", vtce=False, **COMMON)
+    student = d.train(labelled, teacher_epochs=1, student_epochs=2, unlabelled_data=unlabelled)
+    assert student is d.model and list(d.fits) == ["tn", "sn"]
+    assert all(record["unlabelled"] > 0 for record in d.fits["sn"].history)
+    # weight 0: the same student as the teacher's weights trained on with CE alone (what BL+PS does)
+    silent = Distiller(_model(), NUM_CLASSES, "paper", method="unlabelled", vtce=False, unlabelled_weight=0.0,
+                       **COMMON)
+    silent_student = silent.train(labelled, teacher_epochs=1, student_epochs=2, unlabelled_data=unlabelled)
+    plain = Distiller(_model(), NUM_CLASSES, "paper", **COMMON)
+    plain.train_teacher(labelled, 1)
+    ce_only = plain.train_student(labelled, 2, vtce=False)
+    for p, q, r in zip(silent_student.parameters(), ce_only.parameters(), student.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert not all(torch.equal(p, r) for p, r in zip(silent_student.parameters(), student.parameters()))
+
+
+def test_the_student_can_start_from_the_initial_weights():
+    labelled, unlabelled = TinyRGBD(8), without_labels(TinyRGBD(8, seed=7))
+    d = Distiller(_model(), NUM_CLASSES, "paper", method="unlabelled", student_start="initial", **COMMON)
+    student = d.train(labelled, teacher_epochs=1, student_epochs=1, unlabelled_data=unlabelled)
+    assert student is not d.model  # a copy with the initial weights, not the teacher's
+
+
+def test_the_control_labels_with_an_rgb_model_and_never_uses_depth():
+    labelled, unlabelled = TinyRGBD(8), without_labels(TinyRGBD(8, seed=7))
+    d = Distiller(_model(), NUM_CLASSES, "paper", method="unlabelled", **COMMON)
+    table = d.run_experiment(labelled, TinyRGBD(4, seed=1), teacher_epochs=1, student_epochs=1,
+                             rows=["BL", "SN", "SN-RGB"], unlabelled_data=unlabelled)
+    assert [r.name for r in table] == ["BL", "SN", "SN-RGB"]
+    assert {"bl", "tn", "sn", "bl_tn", "sn_rgb"} <= set(d.fits)
+    control = Distiller(_model(), NUM_CLASSES, "paper", method="unlabelled", **COMMON)
+    control.train_control(labelled, teacher_epochs=1, student_epochs=1, unlabelled_data=unlabelled)
+    assert control.teacher is None and list(control.fits) == ["bl_tn", "sn_rgb"]
+
+
+def test_unlabelled_data_errors():
+    labelled, unlabelled = TinyRGBD(4), without_labels(TinyRGBD(4, seed=7))
+    with pytest.raises(ConfigError, match="does not use unlabelled data"):
+        Distiller(_model(), NUM_CLASSES, **COMMON).train(labelled, teacher_epochs=1, student_epochs=1,
+                                                           unlabelled_data=unlabelled)
+    method = Distiller(_model(), NUM_CLASSES, method="unlabelled", **COMMON)
+    with pytest.raises(ConfigError, match="needs unlabelled RGB-D frames"):
+        method.train(labelled, teacher_epochs=1, student_epochs=1)
+    with pytest.raises(DatasetError, match="have a 'label'"):
+        method.train(labelled, teacher_epochs=1, student_epochs=1, unlabelled_data=TinyRGBD(4, seed=7))
+    with pytest.raises(ConfigError, match="defines no SN-RGB control row.*BL@TN\\+PS"):
+        Distiller(_model(), NUM_CLASSES, **COMMON).train_control(labelled, teacher_epochs=1, student_epochs=1)
