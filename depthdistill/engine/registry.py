@@ -194,7 +194,8 @@ def load_model(checkpoint: str | os.PathLike, map_location: str = "cpu",
 
     The checkpoint's ``meta`` names the model (``meta["model"] = {"name", "args"}``: the run file's model for
     ``depthdistill train``, the model's class for the :class:`~depthdistill.Distiller` in Python) and lists its
-    depth-aware layers: a teacher comes back depth-aware, a student plain.
+    depth-aware layers: a teacher comes back depth-aware (with the α and depth resize it was trained with,
+    ``meta["alpha"]`` and ``meta["depth_resize"]``), a student plain.
 
     Args:
         checkpoint: The file.
@@ -218,7 +219,9 @@ def load_model(checkpoint: str | os.PathLike, map_location: str = "cpu",
     try:
         built = build_model(spec["name"], meta["num_classes"], **(spec.get("args") or {}))
         if meta.get("depth_aware_layers"):
-            convert_to_depth_aware(built, alpha=meta.get("alpha", DEFAULT_ALPHA), include=meta["depth_aware_layers"])
+            convert_to_depth_aware(built, alpha=meta.get("alpha", DEFAULT_ALPHA),
+                                   depth_resize=meta.get("depth_resize") or "nearest",
+                                   include=meta["depth_aware_layers"])
         load_model_state(built, state["model"], checkpoint)
     except ConfigError as exc:
         raise ConfigError(f"{exc}. The model {spec['name']!r} with arguments {spec.get('args') or {}} does not "
