@@ -283,7 +283,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise ConfigError("say which data to evaluate on: --data NAME [--data-arg KEY=VALUE …] or --config RUN.yaml")
     data = _dataset(data_cfg, {"split": args.split})
     metrics = evaluate(model, data, meta["num_classes"], ignore_index=meta.get("ignore_index", VOID),
-                       depth_resize=meta.get("depth_resize", "nearest"), device=args.device,
+                       device=args.device,
                        batch_size=args.batch_size)
     rgb_d = "RGB-D" if meta.get("depth_aware_layers") else "RGB"
     print(f"{args.checkpoint} ({meta.get('phase')}, {rgb_d}) on {data_cfg.name}/{args.split}: "

@@ -1,12 +1,13 @@
 """Graph surgery: make the layers of any model depth-aware, and back.
 
-Conversion walks the model and, for every module whose type (or a base of it) is in the depth-aware mapping
-(``nn.Conv2d`` → :class:`~depthdistill.DepthAwareConv2d`, ``nn.AvgPool2d`` →
-:class:`~depthdistill.DepthAwareAvgPool2d`, and whatever :func:`~depthdistill.register_depth_aware` added),
-swaps the module's class in place, the way ``SyncBatchNorm.convert_sync_batchnorm`` swaps modules but without
-building new ones: each layer stays the same object, so its Parameter objects, buffers, device, dtype, training
-mode and hooks are untouched, the state_dict keys never change, and the student trained after
-:func:`convert_to_plain` literally shares the teacher's parameters.
+Conversion walks the model and, for every module whose type (or a base of it) is in a depth-aware mapping (by
+default :func:`~depthdistill.default_depth_aware_mapping`: ``nn.Conv2d`` → :class:`~depthdistill.DepthAwareConv2d`,
+``nn.AvgPool2d`` → :class:`~depthdistill.DepthAwareAvgPool2d`, and whatever
+:func:`~depthdistill.register_depth_aware` added; or the table passed as ``mapping=``), swaps the module's class
+in place, the way ``SyncBatchNorm.convert_sync_batchnorm`` swaps modules but without building new ones: each layer
+stays the same object, so its Parameter objects, buffers, device, dtype, training mode and hooks are untouched,
+the state_dict keys never change, and the student trained after :func:`convert_to_plain` literally shares the
+teacher's parameters.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ import torch
 import torch.nn as nn
 
 from depthdistill.errors import ConfigError, ConfigTypeError
-from depthdistill.nn.base import DepthAwareModule, _registered_type, depth_aware_class
+from depthdistill.nn.arguments import check_alpha
+from depthdistill.nn.base import DepthAwareModule, derive_depth_aware
+from depthdistill.nn.context import DepthResize, check_depth_resize
 from depthdistill.nn.functional import DEFAULT_ALPHA
+from depthdistill.nn.mapping import DepthAwareMapping, check_mapping, depth_aware_type_for
 
 __all__ = ["convert_to_depth_aware", "convert_to_plain", "list_depth_aware", "LayerFilter"]
 
@@ -53,39 +57,51 @@ def convert_to_depth_aware(
     module: nn.Module,
     *,
     alpha: float = DEFAULT_ALPHA,
+    depth_resize: DepthResize = "nearest",
     include: LayerFilter | None = None,
     exclude: LayerFilter | None = None,
     pooling: bool | None = None,
+    mapping: DepthAwareMapping | None = None,
 ) -> nn.Module:
     """Makes every spatial ``nn.Conv2d`` of ``module`` depth-aware, in place (and, when asked, its average pools).
 
     Each selected convolution (``nn.Conv2d`` or any subclass, kernel larger than 1×1) becomes a
     :class:`~depthdistill.DepthAwareConv2d` (for subclasses, a class derived from both, which keeps the
     subclass's own forward). 1×1 convolutions are left as they are: with a single tap ``H ≡ 1`` and D-Conv *is*
-    the plain convolution. Layers already depth-aware stay as they are but take the new ``alpha`` when selected
-    (``include``/``exclude`` apply to them too), so converting twice is harmless and converting again with another
-    ``alpha`` changes α; a change is logged. What was converted is logged on the ``"depthdistill"`` logger;
-    :func:`list_depth_aware` lists it.
+    the plain convolution. Layers already depth-aware stay as they are but take the new ``alpha`` and
+    ``depth_resize`` when selected (``include``/``exclude`` apply to them too), so converting twice is harmless and
+    converting again with another ``alpha`` or ``depth_resize`` changes it; a change is logged. What was converted
+    is logged on the ``"depthdistill"`` logger; :func:`list_depth_aware` lists it.
 
     ``nn.AvgPool2d`` layers become :class:`~depthdistill.DepthAwareAvgPool2d` only when asked (``pooling``, or an
     ``include`` pattern that is the pool's full name): by default a model converts exactly as it would without
-    depth-aware pooling. Other layer types join through :func:`~depthdistill.register_depth_aware`.
+    depth-aware pooling. Other layer types join through ``mapping`` (for this call: start from
+    :func:`~depthdistill.default_depth_aware_mapping` and add or remove entries) or
+    :func:`~depthdistill.register_depth_aware` (for every call); a subclass of a mapped type converts to a class
+    derived from both, unless the subclass is mapped itself.
 
     TorchScript models (``torch.jit.script`` / ``torch.jit.trace``) cannot be converted: their convolutions are
     compiled code, not ``nn.Conv2d`` objects. Convert the eager model, train, then script the plain student.
 
     Run the converted model inside :func:`~depthdistill.depth_context`. With a constant depth its output equals
-    the original model's.
+    the original model's. The model carries ``alpha`` and ``depth_resize`` (each converted layer holds them), so
+    a bare ``depth_context(depth)`` runs it as it was converted.
 
     Args:
         module: Any model; the root itself may be a convolution.
         alpha: α of Eq. 6 per metre, for every converted layer.
+        depth_resize: How each converted layer brings depth to its input's resolution when the depth context
+            names no mode: ``"nearest"``, ``"bilinear"``, ``"area"`` or ``"avgpool"`` (see
+            :func:`~depthdistill.depth_context`).
         include: Only layers whose qualified name matches (glob or globs, as in ``named_modules()``), or for
             which ``include(name, module)`` is true. ``None``: every layer.
         exclude: Layers to leave plain, in the same forms; applied after ``include``.
         pooling: Depth-aware average pooling (and any registered type marked ``opt_in``). ``None`` (default):
             only for pools that a string of ``include`` names in full (``include=["features.31", ...]``);
             ``True``: for every pool that ``include``/``exclude`` select; ``False``: never.
+        mapping: The plain type → depth-aware type table for this call; ``None``:
+            :func:`~depthdistill.default_depth_aware_mapping`. A table without ``nn.AvgPool2d`` never converts
+            pools.
 
     Returns:
         ``module`` itself, converted.
@@ -94,7 +110,10 @@ def convert_to_depth_aware(
         ConfigError: If the model has no layer to convert at all (no spatial ``nn.Conv2d``), or ``include``
             selects none of them, so that a teacher never silently equals the baseline; if a selected layer has
             options its depth-aware type does not support (an ``AvgPool2d`` with ``ceil_mode=True``); if the
-            model is (or holds) a TorchScript module.
+            model is (or holds) a TorchScript module; if ``alpha`` or ``depth_resize`` is out of range, or a
+            ``mapping`` entry's types cannot be swapped in place.
+        ConfigTypeError: If ``module`` is not an ``nn.Module``, ``mapping`` not a mapping or ``alpha`` not a
+            number.
 
     Examples:
         >>> import torch, depthdistill
@@ -105,6 +124,11 @@ def convert_to_depth_aware(
         >>> depthdistill.list_depth_aware(depthdistill.convert_to_depth_aware(model, pooling=True))
         ['0', '2']
     """
+    if not isinstance(module, nn.Module):
+        raise ConfigTypeError(f"convert_to_depth_aware takes an nn.Module, got {type(module).__name__}")
+    alpha = check_alpha(alpha)
+    depth_resize = check_depth_resize(depth_resize, "depth_resize")
+    mapping = check_mapping(mapping, "convert_to_depth_aware")
     _refuse_scripted(module)
     if include is not None and not (callable(include) or isinstance(include, str)):
         include = list(include)  # read twice: as globs and as full names
@@ -115,15 +139,16 @@ def convert_to_depth_aware(
         return (keep_in is not None and not keep_in(name, layer)) or (keep_out is not None and keep_out(name, layer))
 
     converted: Counter[str] = Counter()
-    already, realpha, pointwise, excluded, not_asked = [], [], [], [], []
+    already, changed, pointwise, excluded, not_asked = [], [], [], [], []
     for name, layer in module.named_modules():
         if isinstance(layer, DepthAwareModule):
             already.append(name)
-            if not left_out(name, layer) and layer.alpha != float(alpha):
-                realpha.append((name, layer.alpha))
-                layer.alpha = float(alpha)
+            before = (layer.alpha, layer.depth_resize)
+            if not left_out(name, layer) and before != (alpha, depth_resize):
+                changed.append((name, before))
+                layer.set_depth_options(alpha, depth_resize)
             continue
-        registered = _registered_type(type(layer))
+        registered = depth_aware_type_for(type(layer), mapping)
         if registered is None:
             continue
         if registered.same_as_plain(layer):
@@ -134,8 +159,8 @@ def convert_to_depth_aware(
             excluded.append(name)
         else:
             registered.check_convertible(layer, name or "<root>")
-            layer.__class__ = depth_aware_class(type(layer))
-            layer.alpha = float(alpha)
+            layer.__class__ = derive_depth_aware(registered, type(layer))
+            layer.set_depth_options(alpha, depth_resize)
             converted[registered.plain_class.__name__] += 1
     if not (converted or already):
         reason = ("include/exclude selected none of them" if excluded
@@ -145,18 +170,19 @@ def convert_to_depth_aware(
             f"{type(module).__name__} ({reason}); the teacher would be the plain model"
         )
     _log.info(
-        "convert_to_depth_aware: %s layer(s) made depth-aware (alpha=%g), %d already depth-aware, "
+        "convert_to_depth_aware: %s layer(s) made depth-aware (alpha=%g, depth_resize=%s), %d already depth-aware, "
         "%d 1x1 left plain (identical under D-Conv), %d excluded",
-        " + ".join(f"{n} {kind}" for kind, n in converted.items()) or "0 Conv2d", alpha, len(already),
+        " + ".join(f"{n} {kind}" for kind, n in converted.items()) or "0 Conv2d", alpha, depth_resize, len(already),
         len(pointwise), len(excluded),
     )
     if not_asked:
         _log.info("convert_to_depth_aware: %d pooling layer(s) left plain (pooling=True makes them depth-aware)",
                   len(not_asked))
-    if realpha:
-        _log.info("convert_to_depth_aware: alpha of %d already depth-aware layer(s) changed to %g (was %s)",
-                  len(realpha), alpha, ", ".join(f"{name or '<root>'}: {old:g}" for name, old in realpha[:5])
-                  + (", ..." if len(realpha) > 5 else ""))
+    if changed:
+        _log.info("convert_to_depth_aware: %d already depth-aware layer(s) changed to alpha=%g, depth_resize=%s "
+                  "(were %s)", len(changed), alpha, depth_resize,
+                  ", ".join(f"{name or '<root>'}: {old:g}, {resize}" for name, (old, resize) in changed[:5])
+                  + (", ..." if len(changed) > 5 else ""))
     return module
 
 
@@ -176,7 +202,8 @@ def convert_to_plain(module: nn.Module) -> nn.Module:
 
     The layers keep their Parameter objects, so the plain model (the student) shares the teacher's weights, and
     the state_dict is unchanged. A layer built directly as ``DepthAwareConv2d`` becomes an ``nn.Conv2d`` (each
-    depth-aware type becomes its ``plain_class``).
+    depth-aware type becomes its ``plain_class``, whichever mapping converted it); its ``alpha`` and
+    ``depth_resize`` go with it.
 
     Args:
         module: A model converted by :func:`convert_to_depth_aware` (a plain model is returned as it is).
@@ -195,6 +222,7 @@ def convert_to_plain(module: nn.Module) -> nn.Module:
         if isinstance(layer, DepthAwareModule):
             layer.__class__ = type(layer).plain_class
             layer.__dict__.pop("alpha", None)
+            layer.__dict__.pop("depth_resize", None)
             reverted += 1
     _log.info("convert_to_plain: %d depth-aware layer(s) reverted to their plain classes", reverted)
     return module

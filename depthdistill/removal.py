@@ -21,10 +21,12 @@ from torch import Tensor
 
 from depthdistill.convert import convert_to_plain
 from depthdistill.errors import ConfigError, DatasetError, DepthError
+from depthdistill.nn.arguments import pair, resolve_padding
 from depthdistill.nn.base import DepthAwareModule
-from depthdistill.nn.context import DepthResize, _state_for, depth_context
+from depthdistill.nn.context import DepthResize, depth_at, depth_context
 from depthdistill.nn.conv import DepthAwareConv2d
-from depthdistill.nn.functional import _pair, _resolve_padding, depth_similarity, valid_depth
+from depthdistill.nn.depth import valid_depth
+from depthdistill.nn.functional import depth_similarity
 from depthdistill.serialization import jsonable
 
 __all__ = ["RemovalReport", "RemovalRow", "calibrate_removal", "removal_report"]
@@ -75,7 +77,8 @@ class RemovalReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"layers": [row as dict, ...]}``, JSON-safe (NaN as ``None``, see :func:`depthdistill.serialization.jsonable`)."""
+        """``{"layers": [row as dict, ...]}``, JSON-safe (NaN as ``None``, see
+        :func:`depthdistill.serialization.jsonable`)."""
         return jsonable({"layers": [asdict(r) for r in self.layers]})
 
     def __str__(self) -> str:
@@ -149,26 +152,29 @@ def _inference(model: nn.Module) -> Iterator[None]:
 
 @contextmanager
 def _plain(model: nn.Module) -> Iterator[None]:
-    """The model as the student (plain layers), then each layer back to its own depth-aware class and α."""
-    saved = [(m, type(m), m.alpha) for m in model.modules() if isinstance(m, DepthAwareModule)]
+    """The model as the student (plain layers), then each layer back to its own depth-aware class, α and resize."""
+    own = ("alpha", "depth_resize")
+    saved = [(m, type(m), {k: m.__dict__[k] for k in own if k in m.__dict__})
+             for m in model.modules() if isinstance(m, DepthAwareModule)]
     convert_to_plain(model)
     try:
         yield
     finally:
-        for m, cls, alpha in saved:
-            m.__class__, m.alpha = cls, alpha
+        for m, cls, options in saved:
+            m.__class__ = cls
+            m.__dict__.update(options)
 
 
 def _accumulate_h(stats: _Stats, layer: DepthAwareConv2d, x: Tensor, name: str) -> None:
     """Adds the layer's depth weights, as the layer computes them, over valid off-centre (tap, pixel) pairs."""
-    depth, _ = _state_for(x, name)
-    kernel = _pair(layer.kernel_size, "kernel_size")
-    stride, dilation = _pair(layer.stride, "stride"), _pair(layer.dilation, "dilation")
+    depth, _ = depth_at(x, layer.depth_resize, name)
+    kernel = pair(layer.kernel_size, "kernel_size")
+    stride, dilation = pair(layer.stride, "stride"), pair(layer.dilation, "dilation")
     h = depth_similarity(depth, kernel, stride, layer.padding, dilation, layer.alpha, dtype=torch.float64)
     stats.h_all_one = stats.h_all_one and bool((h == 1).all())
     # H is set to 1 in the padding and at missing depth, by convention rather than measurement: leave those out.
     valid = valid_depth(depth).to(torch.float64)
-    valid = F.pad(valid, _resolve_padding(layer.padding, kernel, stride, dilation))
+    valid = F.pad(valid, resolve_padding(layer.padding, kernel, stride, dilation))
     taps = F.unfold(valid, kernel, dilation=dilation, stride=stride) > 0
     centre = ((kernel[0] - 1) // 2) * kernel[1] + (kernel[1] - 1) // 2
     counted = taps & taps[:, centre : centre + 1]
@@ -182,12 +188,14 @@ def _measure(
     layers: Mapping[str, DepthAwareConv2d],
     batches: list[Batch],
     *,
-    depth_resize: DepthResize | None,
+    with_depth: bool,
+    depth_resize: DepthResize | None = None,
     stop_after: int | None = None,
 ) -> dict[str, _Stats]:
     """One forward per batch with hooks; returns the layers' statistics in the order they first ran.
 
-    ``depth_resize=None`` runs the model on RGB alone. With ``stop_after`` (one layer in ``layers``), each forward
+    ``with_depth=False`` runs the model on RGB alone; otherwise inside a depth context with ``depth_resize``
+    (``None``: each layer's own). With ``stop_after`` (one layer in ``layers``), each forward
     stops once that layer has run ``stop_after`` times.
     """
     stats: dict[str, _Stats] = {}
@@ -199,7 +207,7 @@ def _measure(
             s.calls += 1
             s.sum_sq += float(output.double().square().sum())
             s.count += output.numel()
-            if depth_resize is not None:
+            if with_depth:
                 _accumulate_h(s, layer, inputs[0], name)
             if stop_after is not None and s.calls % stop_after == 0:
                 raise _Stop
@@ -210,7 +218,7 @@ def _measure(
         for b in batches:
             rgb = b["rgb"].to(device)
             try:
-                if depth_resize is None:
+                if not with_depth:
                     model(rgb)
                 else:
                     with depth_context(b["depth"].to(device), resize=depth_resize):
@@ -226,7 +234,7 @@ def _measure(
 
 
 def removal_report(
-    teacher: nn.Module, batch: Batch | Iterable[Batch], *, depth_resize: DepthResize = "nearest"
+    teacher: nn.Module, batch: Batch | Iterable[Batch], *, depth_resize: DepthResize | None = None
 ) -> RemovalReport:
     """Per depth-aware layer: how much the teacher leans on depth, and how much louder the plain network is.
 
@@ -253,7 +261,8 @@ def removal_report(
         batch: A batch dict with ``"rgb"`` ``(B,3,H,W)`` and ``"depth"`` ``(B,1,H,W)`` in metres (as
             :func:`~depthdistill.data.collate_rgbd` makes it), or an iterable of them.
         depth_resize: How depth is brought to each layer's resolution, as in
-            :func:`~depthdistill.depth_context` (use the teacher's own setting).
+            :func:`~depthdistill.depth_context`; ``None`` (default): each layer's own, as the teacher was
+            converted.
 
     Returns:
         A :class:`RemovalReport`; ``print`` it for a Markdown table.
@@ -281,9 +290,9 @@ def removal_report(
     layers = _depth_aware_layers(teacher, "removal_report")
     batches = _as_batches(batch, "removal_report")
     with _inference(teacher):
-        depth_aware = _measure(teacher, layers, batches, depth_resize=depth_resize)
+        depth_aware = _measure(teacher, layers, batches, with_depth=True, depth_resize=depth_resize)
         with _plain(teacher):
-            plain = _measure(teacher, layers, batches, depth_resize=None)
+            plain = _measure(teacher, layers, batches, with_depth=False)
     rows = []
     for name, s in depth_aware.items():
         rms_plain = plain[name].rms
@@ -295,7 +304,7 @@ def calibrate_removal(
     teacher: nn.Module,
     batches: Batch | Iterable[Batch],
     *,
-    depth_resize: DepthResize = "nearest",
+    depth_resize: DepthResize | None = None,
     bn: bool = True,
 ) -> dict[str, float]:
     """Calibrated removal: scales each depth-aware layer so the plain network on RGB is as loud as the teacher.
@@ -328,7 +337,8 @@ def calibrate_removal(
         teacher: A model converted by :func:`~depthdistill.convert_to_depth_aware`, with the trained weights.
         batches: A batch dict with ``"rgb"`` and ``"depth"`` (as :func:`~depthdistill.data.collate_rgbd` makes
             it), or an iterable of them (a ``DataLoader`` is read once).
-        depth_resize: How depth is brought to each layer's resolution (use the teacher's own setting).
+        depth_resize: How depth is brought to each layer's resolution; ``None`` (default): each layer's own, as
+            the teacher was converted.
         bn: Re-estimate the BatchNorm running statistics on RGB afterwards.
 
     Returns:
@@ -359,14 +369,14 @@ def calibrate_removal(
     batches = _as_batches(batches, "calibrate_removal")
     scales: dict[str, float] = {}
     with _inference(teacher):
-        reference = _measure(teacher, layers, batches, depth_resize=depth_resize)
+        reference = _measure(teacher, layers, batches, with_depth=True, depth_resize=depth_resize)
         with _plain(teacher):
             unchanged = True
             for name, ref in reference.items():
                 unchanged = unchanged and ref.h_all_one
                 scale = 1.0
                 if not unchanged:
-                    plain = _measure(teacher, {name: layers[name]}, batches, depth_resize=None,
+                    plain = _measure(teacher, {name: layers[name]}, batches, with_depth=False,
                                      stop_after=ref.calls)[name]
                     scale = ref.rms / plain.rms if plain.rms > 0 else 1.0
                     layers[name].weight.data.mul_(scale)

@@ -162,7 +162,7 @@ def test_converting_again_with_another_alpha_updates_it(caplog):
     with caplog.at_level(logging.INFO, logger="depthdistill"):
         convert_to_depth_aware(model, alpha=5.0, exclude="1")
     assert (model[0].alpha, model[1].alpha) == (5.0, 3.0)  # exclude keeps a layer's alpha too
-    assert "alpha of 1 already depth-aware layer(s) changed to 5 (was 0: 3)" in caplog.text
+    assert "1 already depth-aware layer(s) changed to alpha=5, depth_resize=nearest (were 0: 3, nearest)" in caplog.text
     # the changed alpha is the one the forward uses
     x, depth = torch.randn(1, 3, 6, 6), torch.rand(1, 1, 6, 6) * 3 + 0.5
     from depthdistill import depth_aware_conv2d

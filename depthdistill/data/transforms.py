@@ -24,7 +24,8 @@ from torchvision.transforms.v2 import functional as TF
 
 from depthdistill.errors import ConfigError, DatasetError
 from depthdistill.labels import VOID
-from depthdistill.nn.context import _resize
+from depthdistill.nn.arguments import pair
+from depthdistill.nn.context import resize_depth
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Compose", "Resize", "RandomScale", "RandomCrop", "RandomHorizontalFlip",
            "ColorJitter", "Normalize", "resize_sample", "collate_rgbd", "train_transforms", "eval_transforms",
@@ -40,13 +41,6 @@ def _check_depth_mode(depth_mode: str) -> str:
     if depth_mode not in _DEPTH_MODES:
         raise ConfigError(f"depth_mode must be one of {_DEPTH_MODES}, got {depth_mode!r}")
     return depth_mode
-
-
-def _pair(size: int | Sequence[int], name: str) -> tuple[int, int]:
-    pair = (size, size) if isinstance(size, int) else tuple(size)
-    if len(pair) != 2 or min(pair) < 1:
-        raise ConfigError(f"{name} must be a positive int or (height, width), got {size!r}")
-    return int(pair[0]), int(pair[1])
 
 
 def resize_sample(sample: Sample, size: tuple[int, int], depth_mode: str = "nearest") -> Sample:
@@ -73,7 +67,7 @@ def resize_sample(sample: Sample, size: tuple[int, int], depth_mode: str = "near
         if depth_mode == "nearest":
             out["depth"] = F.interpolate(depth, size=size, mode="nearest-exact")[0]
         else:
-            out["depth"] = _resize(depth, size, "bilinear")[0]
+            out["depth"] = resize_depth(depth, size, "bilinear")[0]
     return out
 
 
@@ -107,7 +101,7 @@ class Resize:
     """
 
     def __init__(self, size: int | Sequence[int], depth_mode: str = "nearest") -> None:
-        self.size = _pair(size, "size")
+        self.size = pair(size, "size")
         self.depth_mode = _check_depth_mode(depth_mode)
 
     def __call__(self, sample: Sample) -> Sample:
@@ -154,7 +148,7 @@ class RandomCrop:
     """
 
     def __init__(self, size: int | Sequence[int]) -> None:
-        self.size = _pair(size, "size")
+        self.size = pair(size, "size")
 
     def __call__(self, sample: Sample) -> Sample:
         ch, cw = self.size

@@ -74,7 +74,8 @@ class ResultsTable:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"rows": [...], "info": {...}}``, JSON-safe (NaN as ``None``, see :func:`depthdistill.serialization.jsonable`)."""
+        """``{"rows": [...], "info": {...}}``, JSON-safe (NaN as ``None``, see
+        :func:`depthdistill.serialization.jsonable`)."""
         return jsonable({"rows": [asdict(r) for r in self.rows], "info": self.info})
 
     def save_json(self, path: str | os.PathLike) -> Path:

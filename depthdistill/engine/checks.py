@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from depthdistill.errors import ConfigError, DatasetError, DepthError
 from depthdistill.labels import VOID
-from depthdistill.nn.functional import valid_depth
+from depthdistill.nn.depth import check_depth_size, valid_depth
 from depthdistill.nn.units import check_depth_units
 
 __all__ = ["check_batch", "check_dataset", "check_model"]
@@ -66,7 +66,8 @@ def check_batch(
         batch: A batch dict (``rgb`` ``(B,3,H,W)``, ``label`` ``(B,H,W)``, ``depth`` ``(B,1,H,W)``).
         num_classes: Valid labels are ``0..num_classes−1`` and ``ignore_index``.
         ignore_index: The void label.
-        needs_depth: The batch feeds a depth-aware teacher: depth must be present, shaped like the image, and
+        needs_depth: The batch feeds a depth-aware teacher: depth must be present, of the image's size (the rule
+            :func:`~depthdistill.nn.depth.check_depth_size` states, which the depth context applies too), and
             valid (> 0 and finite) somewhere.
         where: Words naming the data in the message (e.g. ``"teacher training data"``).
         needs_label: ``False`` for unlabelled frames: the batch must then have no ``"label"`` (a labelled batch
@@ -126,8 +127,9 @@ def _check_depth(batch: dict[str, Any], rgb: torch.Tensor, where: str) -> None:
                          f"(keys: {sorted(batch)}); use an RGB-D dataset for the teacher phase")
     if depth.dim() == 3:
         depth = depth.unsqueeze(1)
-    if depth.dim() != 4 or depth.shape[1] != 1 or depth.shape[0] != rgb.shape[0] or depth.shape[-2:] != rgb.shape[-2:]:
+    if depth.dim() != 4 or depth.shape[1] != 1 or depth.shape[0] != rgb.shape[0]:
         raise DepthError(f"'depth'{where} must be (B,1,H,W) matching rgb {tuple(rgb.shape)}, got {tuple(depth.shape)}")
+    check_depth_size(depth.shape[-2:], rgb.shape[-2:], f"'depth'{where}", image=True)
     if not depth.is_floating_point():
         raise DepthError(f"'depth'{where} must be float metres, got {depth.dtype}")
     empty = ~valid_depth(depth).flatten(1).any(dim=1)

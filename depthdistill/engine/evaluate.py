@@ -18,7 +18,7 @@ from depthdistill.engine.run_log import progress
 from depthdistill.errors import ConfigError
 from depthdistill.labels import VOID
 from depthdistill.metrics import SegmentationMetrics
-from depthdistill.nn import depth_context
+from depthdistill.nn import DepthResize, depth_context
 
 __all__ = ["evaluate", "select_logits", "OutputKey"]
 
@@ -69,7 +69,7 @@ def evaluate(
     *,
     ignore_index: int = VOID,
     use_depth: bool | None = None,
-    depth_resize: str = "nearest",
+    depth_resize: DepthResize | None = None,
     output_key: OutputKey = None,
     device: str | torch.device = "auto",
     batch_size: int = 1,
@@ -87,7 +87,8 @@ def evaluate(
         ignore_index: Void label, not counted.
         use_depth: Run the forward inside :func:`~depthdistill.depth_context`; default: when the model has
             depth-aware layers (a teacher is evaluated on RGB-D, a student on RGB).
-        depth_resize: See :func:`~depthdistill.depth_context`.
+        depth_resize: How depth is brought to each layer's resolution (see :func:`~depthdistill.depth_context`);
+            ``None`` (default): each depth-aware layer's own, as the teacher was converted.
         output_key: Where the logits are in the model's output (see :func:`select_logits`).
         device: Where to run (the model is moved there).
         batch_size: Samples per forward.

@@ -45,7 +45,7 @@ from depthdistill.engine.optim import (
     sgd,
 )
 from depthdistill.engine.run_log import RunLog, progress
-from depthdistill.errors import CheckpointError, ConfigError, TrainingError
+from depthdistill.errors import CheckpointError, ConfigError, ConfigTypeError, TrainingError
 
 __all__ = ["TrainSettings", "LoopState", "FitResult", "LossFn", "Callback", "fit", "seed_everything",
            "RESUME_SETTINGS"]
@@ -105,13 +105,14 @@ class TrainSettings:
     eval_batch_size: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "grad_accum_steps"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        if self.num_workers < 0 or self.log_every < 0:
-            raise ConfigError("num_workers and log_every must be >= 0")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr!r}")
+        for name, low in (("batch_size", 1), ("grad_accum_steps", 1), ("num_workers", 0), ("log_every", 0)):
+            _check_count(getattr(self, name), name, low)
+        if self.eval_batch_size is not None:
+            _check_count(self.eval_batch_size, "eval_batch_size", 1)
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)):
+            raise ConfigTypeError(f"lr must be a number, got {self.lr!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be a finite number > 0, got {self.lr!r} (the paper uses 2.5e-4)")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainSettings:
@@ -285,6 +286,15 @@ def _reduce_parts(
     return values
 
 
+def _check_count(value: Any, name: str, low: int, where: str = "") -> None:
+    """Raises unless ``value`` is an int (not a bool, not a float) of at least ``low``."""
+    prefix = f"{where}: " if where else ""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigTypeError(f"{prefix}{name} must be an integer >= {low}, got {value!r} ({type(value).__name__})")
+    if value < low:
+        raise ConfigError(f"{prefix}{name} must be an integer >= {low}, got {value!r}")
+
+
 def fit(
     model: nn.Module,
     loss_fn: LossFn,
@@ -372,8 +382,7 @@ def fit(
         0
     """
     settings = settings or TrainSettings()
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ConfigError(f"{phase}: epochs must be an integer >= 1, got {epochs!r}")
+    _check_count(epochs, "epochs", 1, where=phase)
     log = log if log is not None else RunLog(None)
     run_dir = Path(run_dir) if run_dir is not None else None
     last_path = run_dir / "last.pt" if run_dir is not None else None

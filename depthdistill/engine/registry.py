@@ -18,8 +18,8 @@ from depthdistill.engine.checkpoint import load_checkpoint, load_model_state
 from depthdistill.errors import ConfigError
 from depthdistill.nn.functional import DEFAULT_ALPHA
 
-__all__ = ["DATASETS", "TRANSFORMS", "resolve", "build_dataset", "build_transform", "build_model", "load_model",
-           "model_spec"]
+__all__ = ["DATASETS", "MODELS", "MODEL_PREFIXES", "TRANSFORMS", "resolve", "build_dataset", "build_transform",
+           "build_model", "load_model", "model_spec"]
 
 #: Short dataset names and where they live.
 DATASETS = {
@@ -102,14 +102,24 @@ def build_transform(spec: Any) -> Any:
         raise ConfigError(f"transform preset {spec['preset']!r} does not accept {sorted(arguments)}: {exc}") from exc
 
 
-def _smp_model(spec: str, num_classes: int, kwargs: dict[str, Any]) -> nn.Module:
+#: Short model names and their factories, called as ``factory(num_classes, **args)``.
+MODELS = {"deeplab_vgg16": "depthdistill.models:deeplab_vgg16"}
+
+
+def _smp_model(spec: str, num_classes: int, **kwargs: Any) -> nn.Module:
     arch, sep, encoder = spec.partition("/")
     if not sep or not arch or not encoder:
         raise ConfigError(f"smp model {spec!r} must be 'smp:<Arch>/<encoder>', e.g. 'smp:Unet/resnet18'")
-    # Imported here: smp and timm load only for a run file that names one of their models.
-    from depthdistill.models.segmenters import smp_model
+    # Resolved here: smp and timm load only for a run file that names one of their models.
+    return resolve("depthdistill.models:smp_model")(arch, encoder, num_classes, **kwargs)
 
-    return smp_model(arch, encoder, num_classes, **kwargs)
+
+def _timm_model(backbone: str, num_classes: int, **kwargs: Any) -> nn.Module:
+    return resolve("depthdistill.models:TimmSegmenter")(backbone, num_classes, **kwargs)
+
+
+#: Model name prefixes (``prefix:rest``) and their builders, called as ``builder(rest, num_classes, **args)``.
+MODEL_PREFIXES = {"smp": _smp_model, "timm": _timm_model}
 
 
 def build_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
@@ -128,19 +138,20 @@ def build_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
         >>> build_model("smp:Unet/resnet18", 3, encoder_depth=3, decoder_channels=(16, 8, 4)).__class__.__name__
         'Unet'
     """
-    if name.startswith("smp:"):
-        return _smp_model(name[4:], num_classes, kwargs)
-    if name == "deeplab_vgg16":
-        factory, args = resolve("depthdistill.models:deeplab_vgg16"), (num_classes,)
-    elif name.startswith("timm:"):
-        factory, args = resolve("depthdistill.models:TimmSegmenter"), (name[5:], num_classes)
-    elif ":" in name:
+    prefix, _, rest = name.partition(":")
+    if name in MODELS:
+        factory, args = resolve(MODELS[name]), (num_classes,)
+    elif prefix in MODEL_PREFIXES and rest:
+        factory, args = MODEL_PREFIXES[prefix], (rest, num_classes)
+    elif rest:
         factory, args, kwargs = resolve(name), (), {"num_classes": num_classes, **kwargs}
     else:
-        raise ConfigError(f"unknown model {name!r}; use deeplab_vgg16, smp:<Arch>/<encoder>, timm:<backbone> "
+        raise ConfigError(f"unknown model {name!r}; use {', '.join(MODELS)}, smp:<Arch>/<encoder>, timm:<backbone> "
                           "or package.module:factory")
     try:
         model = factory(*args, **kwargs)
+    except ConfigError:
+        raise
     except TypeError as exc:
         raise ConfigError(f"model {name!r} does not accept arguments {sorted(kwargs)}: {exc}") from exc
     if not isinstance(model, nn.Module):
@@ -183,7 +194,8 @@ def load_model(checkpoint: str | os.PathLike, map_location: str = "cpu",
 
     The checkpoint's ``meta`` names the model (``meta["model"] = {"name", "args"}``: the run file's model for
     ``depthdistill train``, the model's class for the :class:`~depthdistill.Distiller` in Python) and lists its
-    depth-aware layers: a teacher comes back depth-aware, a student plain.
+    depth-aware layers: a teacher comes back depth-aware (with the α and depth resize it was trained with,
+    ``meta["alpha"]`` and ``meta["depth_resize"]``), a student plain.
 
     Args:
         checkpoint: The file.
@@ -207,7 +219,9 @@ def load_model(checkpoint: str | os.PathLike, map_location: str = "cpu",
     try:
         built = build_model(spec["name"], meta["num_classes"], **(spec.get("args") or {}))
         if meta.get("depth_aware_layers"):
-            convert_to_depth_aware(built, alpha=meta.get("alpha", DEFAULT_ALPHA), include=meta["depth_aware_layers"])
+            convert_to_depth_aware(built, alpha=meta.get("alpha", DEFAULT_ALPHA),
+                                   depth_resize=meta.get("depth_resize") or "nearest",
+                                   include=meta["depth_aware_layers"])
         load_model_state(built, state["model"], checkpoint)
     except ConfigError as exc:
         raise ConfigError(f"{exc}. The model {spec['name']!r} with arguments {spec.get('args') or {}} does not "

@@ -8,7 +8,7 @@
 * ``"reference"``: the definition through ``F.unfold``, differentiated by autograd.
 
 The two fast paths are ``torch.library`` custom ops (``depthdistill::dconv_stacked``, ``depthdistill::dconv_cols``)
-with their own backward; :func:`_register_fast_path` also registers the Triton op of
+with their own backward; :func:`register_fast_path` also registers the Triton op of
 :mod:`depthdistill.nn.triton_conv`. Every function here takes checked arguments: shapes, padding and depth are
 validated by :mod:`depthdistill.nn.functional`, which is the public entry point.
 """
@@ -22,10 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from depthdistill.nn.arguments import output_size
 
-def _output_size(size: int, pad: int, kernel: int, stride: int, dilation: int) -> int:
-    return (size + pad - dilation * (kernel - 1) - 1) // stride + 1
-
+__all__ = ["cols_conv", "reference_conv", "register_fast_path", "stacked_conv"]
 
 
 #: Bytes of the transient GEMM product (forward) or gradient (backward) one chunk of stacked taps may hold. The
@@ -271,7 +270,7 @@ _BACKWARD_SCHEMA = ("(Tensor grad_out, Tensor x, Tensor {weights}, Tensor weight
                     "int[] dilation, int groups{extra}, bool need_x, bool need_w) -> (Tensor, Tensor)")
 
 
-def _register_fast_path(
+def register_fast_path(
     name: str, forward: Callable[..., Tensor], backward: Callable[..., tuple[Tensor, Tensor]],
     from_depth: bool = False,
 ) -> Callable[..., Tensor]:
@@ -279,6 +278,16 @@ def _register_fast_path(
 
     The op takes the depth weights ``weights_h``, or with ``from_depth`` the depth map and a trailing ``alpha``
     instead (a kernel that computes the weights itself).
+
+    Args:
+        name: The op's name in the ``depthdistill`` namespace.
+        forward: ``(x, weights_h, weight, bias, stride, pads, dilation, groups[, alpha]) -> out``.
+        backward: ``(grad_out, x, weights_h, weight, stride, pads, dilation, groups[, alpha], need_x, need_w)
+            -> (grad_x, grad_w)``.
+        from_depth: The op takes the depth map and α instead of the weights.
+
+    Returns:
+        The op, callable with ``forward``'s arguments.
     """
     fields = {"weights": "depth", "extra": ", float alpha"} if from_depth else {"weights": "weights_h", "extra": ""}
     forward_op = torch.library.custom_op(f"depthdistill::{name}", forward, mutates_args=(),
@@ -288,8 +297,8 @@ def _register_fast_path(
 
     @forward_op.register_fake
     def _(x, weights_h, weight, bias, stride, pads, dilation, groups, *alpha):
-        out_h = _output_size(x.shape[-2], pads[2] + pads[3], weight.shape[-2], stride[0], dilation[0])
-        out_w = _output_size(x.shape[-1], pads[0] + pads[1], weight.shape[-1], stride[1], dilation[1])
+        out_h = output_size(x.shape[-2], pads[2] + pads[3], weight.shape[-2], stride[0], dilation[0])
+        out_w = output_size(x.shape[-1], pads[0] + pads[1], weight.shape[-1], stride[1], dilation[1])
         return x.new_empty(x.shape[0], weight.shape[0], out_h, out_w)
 
     @backward_op.register_fake
@@ -316,11 +325,13 @@ def _register_fast_path(
     return forward_op
 
 
-_stacked_conv = _register_fast_path("dconv_stacked", _stacked_forward, _stacked_backward)
-_cols_conv = _register_fast_path("dconv_cols", _cols_forward, _cols_backward)
+#: ``impl="stacked"``: ``stacked_conv(x, weights_h, weight, bias, stride, pads, dilation, groups)``, stride 1.
+stacked_conv = register_fast_path("dconv_stacked", _stacked_forward, _stacked_backward)
+#: ``impl="cols"``: ``cols_conv(x, weights_h, weight, bias, stride, pads, dilation, groups)``, any stride.
+cols_conv = register_fast_path("dconv_cols", _cols_forward, _cols_backward)
 
 
-def _reference_conv(
+def reference_conv(
     xp: Tensor,
     weights_h: Tensor,
     weight: Tensor,
@@ -329,6 +340,20 @@ def _reference_conv(
     dilation: tuple[int, int],
     groups: int,
 ) -> Tensor:
+    """``impl="reference"``: the definition through ``F.unfold`` on the padded input ``xp``, autograd's backward.
+
+    Args:
+        xp: The input, already padded.
+        weights_h: Depth weights ``(B, kh*kw, H_out, W_out)``.
+        weight: Kernel ``(C_out, C_in / groups, kh, kw)``.
+        bias: Optional ``(C_out,)``.
+        stride: Stride pair.
+        dilation: Dilation pair.
+        groups: Groups.
+
+    Returns:
+        ``(B, C_out, H_out, W_out)``.
+    """
     batch, in_ch = xp.shape[:2]
     out_ch, _, kh, kw = weight.shape
     out_h, out_w = weights_h.shape[-2:]

@@ -1,11 +1,12 @@
-"""The depth-aware layer family: the :class:`DepthAwareModule` base and the *plain type → depth-aware type* mapping.
+"""The depth-aware layer family: the :class:`DepthAwareModule` base and the classes it derives for subclasses.
 
 Every depth-aware layer is a subclass of the plain layer it replaces (same parameters, buffers and state_dict
-keys) and of :class:`DepthAwareModule`. :func:`~depthdistill.convert_to_depth_aware` walks a model and swaps the
-class of every module whose type (or a base of it) is in the mapping; :func:`~depthdistill.convert_to_plain` swaps
-it back to :attr:`DepthAwareModule.plain_class`. ``nn.Conv2d`` → :class:`~depthdistill.DepthAwareConv2d` and
-``nn.AvgPool2d`` → :class:`~depthdistill.DepthAwareAvgPool2d` are registered by the package; users add their own
-types with :func:`register_depth_aware`, as ``torch.ao`` extends its quantisation mappings.
+keys) and of :class:`DepthAwareModule`. :func:`~depthdistill.convert_to_depth_aware` swaps the class of every
+module whose type (or a base of it) is in a *plain type → depth-aware type* mapping
+(:mod:`depthdistill.nn.mapping`); :func:`~depthdistill.convert_to_plain` swaps it back to
+:attr:`DepthAwareModule.plain_class`. This module knows no mapping: it checks that a pair of types can be swapped
+in place (:func:`bind_depth_aware`), and makes the class for a subclass of a mapped type
+(:func:`derive_depth_aware`), once per pair, picklable.
 """
 
 from __future__ import annotations
@@ -15,23 +16,29 @@ from typing import Any, ClassVar
 import torch.nn as nn
 from torch import Tensor
 
-from depthdistill.errors import ConfigError, ConfigTypeError
-from depthdistill.nn.context import _state_for
+from depthdistill.errors import ConfigError
+from depthdistill.nn.context import check_depth_resize, depth_at
+from depthdistill.nn.functional import check_alpha
 
-__all__ = ["DepthAwareModule", "depth_aware_class", "register_depth_aware"]
+__all__ = ["DepthAwareModule", "bind_depth_aware", "derive_depth_aware", "rebuild_depth_aware"]
 
 
 class DepthAwareModule:
-    """Base (a mixin) of every depth-aware layer: the depth lookup, α and the plain class it reverts to.
+    """Base (a mixin) of every depth-aware layer: the depth lookup, α, the depth resize and the plain class.
 
     A depth-aware layer derives from this class first and from the plain layer it replaces second, so it keeps
-    that layer's parameters and state_dict keys; its ``forward`` reads depth with :meth:`depth_for`. Register it
-    with :func:`register_depth_aware` to make :func:`~depthdistill.convert_to_depth_aware` use it.
+    that layer's parameters and state_dict keys; its ``forward`` reads depth with :meth:`depth_for`. Put it in a
+    mapping (``register_depth_aware(Plain, DepthAwarePlain)``, or ``convert_to_depth_aware(model,
+    mapping={Plain: DepthAwarePlain})``) to make conversion use it.
 
     Attributes:
         alpha: α of Eq. 6 per metre, set by the constructor or by conversion.
-        plain_class: The class :func:`~depthdistill.convert_to_plain` restores (set by
-            :func:`register_depth_aware` when the class does not set it).
+        depth_resize: How depth is brought to this layer's input resolution when the
+            :func:`~depthdistill.depth_context` names no mode (``"nearest"``, ``"bilinear"``, ``"area"`` or
+            ``"avgpool"``), set by the constructor or by conversion. The class default ``"nearest"`` is what
+            layers pickled before the attribute existed read.
+        plain_class: The class :func:`~depthdistill.convert_to_plain` restores (set by :func:`bind_depth_aware`
+            when the class does not set it).
         opt_in: ``True`` for layers converted only when asked (``convert_to_depth_aware(pooling=True)``, or an
             ``include`` that names the layer): depth-aware pooling. ``False`` (default): converted like
             convolutions.
@@ -48,13 +55,14 @@ class DepthAwareModule:
         ...     def forward(self, x):
         ...         depth, _ = self.depth_for(x)
         ...         return super().forward(x) * torch.exp(-self.alpha * depth)
-        >>> register_depth_aware(Gate, DepthAwareGate)
-        >>> model = depthdistill.convert_to_depth_aware(torch.nn.Sequential(Gate(3)))
+        >>> mapping = {**depthdistill.default_depth_aware_mapping(), Gate: DepthAwareGate}
+        >>> model = depthdistill.convert_to_depth_aware(torch.nn.Sequential(Gate(3)), mapping=mapping)
         >>> type(model[0]).__name__, type(depthdistill.convert_to_plain(model)[0]).__name__
         ('DepthAwareGate', 'Gate')
     """
 
     alpha: float
+    depth_resize: str = "nearest"
     plain_class: ClassVar[type[nn.Module]]
     opt_in: ClassVar[bool] = False
 
@@ -65,22 +73,35 @@ class DepthAwareModule:
             x: The layer's input ``(B, C, H, W)``.
 
         Returns:
-            ``(depth, cache)``: depth ``(B, 1, H, W)`` in metres (resized as the context says, memoised per
-            resolution), and a dict alive for the context's block in which depth weights may be memoised (pass it
-            as ``cache=`` to :func:`~depthdistill.depth_aware_conv2d` or
-            :func:`~depthdistill.depth_aware_avg_pool2d`).
+            ``(depth, cache)``: depth ``(B, 1, H, W)`` in metres (resized by the context's mode, or this layer's
+            :attr:`depth_resize` when the context names none, memoised per resolution and mode), and a dict alive
+            for the context's block in which depth weights may be memoised (pass it as ``cache=`` to
+            :func:`~depthdistill.depth_aware_conv2d` or :func:`~depthdistill.depth_aware_avg_pool2d`).
 
         Raises:
             DepthError: Outside any depth context, or when the depth does not fit ``x``.
         """
-        return _state_for(x, type(self).__name__)
+        return depth_at(x, self.depth_resize, type(self).__name__)
+
+    def set_depth_options(self, alpha: float, depth_resize: str) -> None:
+        """Sets :attr:`alpha` and :attr:`depth_resize` on this layer, checked (constructors and conversion).
+
+        Args:
+            alpha: α of Eq. 6 per metre, a finite number ≥ 0.
+            depth_resize: One of ``"nearest"``, ``"bilinear"``, ``"area"``, ``"avgpool"``.
+
+        Raises:
+            ConfigError: If either is out of range (a ``ConfigTypeError`` for a non-number α).
+        """
+        self.alpha = check_alpha(alpha)
+        self.depth_resize = check_depth_resize(depth_resize, "depth_resize")
 
     @classmethod
     def same_as_plain(cls, module: nn.Module) -> bool:
         """Whether depth cannot change what ``module`` computes (a 1×1 kernel): conversion then leaves it plain.
 
         Args:
-            module: A plain module of the registered type.
+            module: A plain module of the mapped type.
 
         Returns:
             ``False`` unless a subclass says otherwise.
@@ -98,125 +119,150 @@ class DepthAwareModule:
 
     def extra_repr(self) -> str:
         own = super().extra_repr()  # type: ignore[misc]
-        return f"{own}, alpha={self.alpha:g}" if own else f"alpha={self.alpha:g}"
+        mine = f"alpha={self.alpha:g}, depth_resize={self.depth_resize!r}"
+        return f"{own}, {mine}" if own else mine
 
     def __reduce_ex__(self, protocol: int) -> Any:
         cls = type(self)
-        if _DERIVED.get(cls.plain_class) is not cls:
+        made_from = _MADE_FROM.get(cls)
+        if made_from is None:
             return super().__reduce_ex__(protocol)
-        # A class made by depth_aware_class cannot be found by name on load, so the pickle names the plain class
+        # A class made by derive_depth_aware cannot be found by name on load, so the pickle names the two classes
         # it was made from and rebuilds it (torch.save(model), copy.deepcopy and multiprocessing all pickle).
-        return _rebuild_depth_aware, (cls.plain_class,), self.__getstate__()  # type: ignore[attr-defined]
+        return rebuild_depth_aware, (cls.plain_class, made_from), self.__getstate__()  # type: ignore[attr-defined]
 
 
-#: Registered plain type → depth-aware type.
-_MAPPING: dict[type[nn.Module], type[DepthAwareModule]] = {}
-#: Subclass of a registered plain type → the class made for it by depth_aware_class.
-_DERIVED: dict[type[nn.Module], type[DepthAwareModule]] = {}
+#: Class made by derive_depth_aware → the depth-aware type it was made from (its plain_class is the other half).
+_MADE_FROM: dict[type[DepthAwareModule], type[DepthAwareModule]] = {}
+#: (depth-aware type, plain subclass) → the class made for them.
+_DERIVED: dict[tuple[type[DepthAwareModule], type[nn.Module]], type[DepthAwareModule]] = {}
 
 
-def register_depth_aware(plain_type: type[nn.Module], depth_aware_type: type[DepthAwareModule]) -> None:
-    """Makes conversion turn every ``plain_type`` (and subclass of it) into ``depth_aware_type``, and back.
+def bind_depth_aware(plain_type: type[nn.Module], depth_aware_type: type[DepthAwareModule], where: str) -> None:
+    """Checks that ``depth_aware_type`` can stand in for ``plain_type`` in place, and makes it revert to it.
 
     ``depth_aware_type`` must derive from :class:`DepthAwareModule` and from ``plain_type``: conversion swaps a
-    module's class in place, so the module keeps its Parameter objects and state_dict keys. A subclass of
-    ``plain_type`` that is not registered itself is converted to a class derived from both ``depth_aware_type``
-    and the subclass (made once, see :func:`depth_aware_class`). Registering a subclass of an already registered
-    type (a conv subclass with its own depth-aware version) takes precedence over its base for that subclass.
+    module's class in place, so the module keeps its Parameter objects and state_dict keys. Its ``plain_class``
+    is set to ``plain_type`` unless the class sets it itself (then it must be ``plain_type``). Every entry of a
+    mapping goes through here.
 
     Args:
         plain_type: The plain layer type, an ``nn.Module`` subclass.
-        depth_aware_type: Its depth-aware counterpart. Its ``plain_class`` is set to ``plain_type`` if it does not
-            set one itself.
+        depth_aware_type: Its depth-aware counterpart.
+        where: The caller's name, for messages.
 
     Raises:
-        ConfigError: If the types do not fit together as above, or ``plain_type`` is already registered to
-            another type.
+        ConfigError: If the types do not fit together as above.
 
     Examples:
         >>> import torch.nn as nn
         >>> from depthdistill import DepthAwareConv2d
-        >>> register_depth_aware(nn.Conv2d, DepthAwareConv2d)  # registered already: the same pair is a no-op
+        >>> bind_depth_aware(nn.Conv2d, DepthAwareConv2d, "example")
+        >>> bind_depth_aware(nn.Linear, DepthAwareConv2d, "example")
+        Traceback (most recent call last):
+        ...
+        depthdistill.errors.ConfigError: example: <class 'depthdistill.nn.conv.DepthAwareConv2d'> must derive ...
     """
     if not (isinstance(plain_type, type) and issubclass(plain_type, nn.Module)):
-        raise ConfigError(f"register_depth_aware: plain_type must be an nn.Module subclass, got {plain_type!r}")
+        raise ConfigError(f"{where}: plain_type must be an nn.Module subclass, got {plain_type!r}")
     if issubclass(plain_type, DepthAwareModule):
-        raise ConfigError(f"register_depth_aware: plain_type {plain_type.__name__} is itself depth-aware; pass the "
-                          "plain layer type it reverts to")
+        raise ConfigError(f"{where}: plain_type {plain_type.__name__} is itself depth-aware; pass the plain layer "
+                          "type it reverts to")
     if not (isinstance(depth_aware_type, type) and issubclass(depth_aware_type, DepthAwareModule)
             and issubclass(depth_aware_type, plain_type)):
         raise ConfigError(
-            f"register_depth_aware: {depth_aware_type!r} must derive from both DepthAwareModule and "
-            f"{plain_type.__name__} (class DepthAware{plain_type.__name__}(DepthAwareModule, {plain_type.__name__})), "
-            "so that conversion can swap the class of a module in place"
+            f"{where}: {depth_aware_type!r} must derive from both DepthAwareModule and {plain_type.__name__} "
+            f"(class DepthAware{plain_type.__name__}(DepthAwareModule, {plain_type.__name__})), so that conversion "
+            "can swap the class of a module in place"
         )
-    current = _MAPPING.get(plain_type)
-    if current is not None and current is not depth_aware_type:
-        raise ConfigError(f"register_depth_aware: {plain_type.__name__} is already registered to {current.__name__}")
     own = depth_aware_type.__dict__.get("plain_class")
     if own is not None and own is not plain_type:
-        raise ConfigError(f"register_depth_aware: {depth_aware_type.__name__}.plain_class is {own.__name__}, "
+        raise ConfigError(f"{where}: {depth_aware_type.__name__}.plain_class is {own.__name__}, "
                           f"not {plain_type.__name__}")
     depth_aware_type.plain_class = plain_type
-    _MAPPING[plain_type] = depth_aware_type
 
 
-def _registered_base(cls: type) -> type[nn.Module] | None:
-    """The nearest class in ``cls``'s MRO that is registered, or ``None``."""
-    return next((base for base in cls.__mro__ if base in _MAPPING), None)
+def derive_depth_aware(
+    depth_aware_type: type[DepthAwareModule], plain_class: type[nn.Module]
+) -> type[DepthAwareModule]:
+    """The depth-aware class for ``plain_class``, a subclass of the type ``depth_aware_type`` stands in for.
 
-
-def _registered_type(cls: type) -> type[DepthAwareModule] | None:
-    """The depth-aware type registered for the nearest registered base of ``cls``, or ``None``."""
-    base = _registered_base(cls)
-    return None if base is None else _MAPPING[base]
-
-
-def depth_aware_class(plain_class: type[nn.Module]) -> type[DepthAwareModule]:
-    """The depth-aware counterpart of a layer class (a registered type such as ``nn.Conv2d``, or a subclass of one).
-
-    For a subclass that is not registered itself, the result derives from both the registered depth-aware type
-    and ``plain_class``, so ``isinstance`` checks against either still hold, and it is made once and reused.
-    For convolution subclasses that override ``forward`` their own forward still runs (see
-    :class:`~depthdistill.DepthAwareConv2d`).
+    The result derives from both ``depth_aware_type`` and ``plain_class``, so ``isinstance`` checks against either
+    still hold; it is made once per pair and reused, and reverts to ``plain_class``. For convolution subclasses
+    that override ``forward`` their own forward still runs (see :class:`~depthdistill.DepthAwareConv2d`).
 
     Args:
-        plain_class: A registered plain type or a subclass of one.
+        depth_aware_type: A depth-aware type bound to a base of ``plain_class`` (see :func:`bind_depth_aware`).
+        plain_class: The plain subclass.
 
     Returns:
-        The depth-aware class.
-
-    Raises:
-        ConfigTypeError: If no base of ``plain_class`` is registered.
+        ``depth_aware_type`` itself when ``plain_class`` is its own plain class, else the derived class.
 
     Examples:
         >>> import torch.nn as nn
-        >>> depth_aware_class(nn.Conv2d).__name__
-        'DepthAwareConv2d'
+        >>> from depthdistill import DepthAwareConv2d
+        >>> class MyConv(nn.Conv2d): ...
+        >>> cls = derive_depth_aware(DepthAwareConv2d, MyConv)
+        >>> cls.__name__, cls.plain_class is MyConv, cls is derive_depth_aware(DepthAwareConv2d, MyConv)
+        ('DepthAwareMyConv', True, True)
     """
-    if not isinstance(plain_class, type):
-        raise ConfigTypeError(f"expected a layer class, got {plain_class!r}")
-    if issubclass(plain_class, DepthAwareModule):
-        return plain_class
-    cls = _MAPPING.get(plain_class) or _DERIVED.get(plain_class)
-    if cls is not None:
-        return cls
-    base = _registered_base(plain_class)
-    if base is None:
-        raise ConfigTypeError(
-            f"{plain_class.__name__} has no depth-aware counterpart (registered: "
-            f"{', '.join(t.__name__ for t in _MAPPING)}); add one with depthdistill.register_depth_aware"
+    if plain_class is depth_aware_type.plain_class:
+        return depth_aware_type
+    cls = _DERIVED.get((depth_aware_type, plain_class))
+    if cls is None:
+        cls = type(
+            f"DepthAware{plain_class.__name__}",
+            (depth_aware_type, plain_class),
+            {"plain_class": plain_class, "__module__": depth_aware_type.__module__,
+             "__doc__": depth_aware_type.__doc__},
         )
-    registered = _MAPPING[base]
-    cls = type(
-        f"DepthAware{plain_class.__name__}",
-        (registered, plain_class),
-        {"plain_class": plain_class, "__module__": registered.__module__, "__doc__": registered.__doc__},
-    )
-    _DERIVED[plain_class] = cls
+        _DERIVED[depth_aware_type, plain_class] = cls
+        _MADE_FROM[cls] = depth_aware_type
     return cls
 
 
-def _rebuild_depth_aware(plain_class: type[nn.Module]) -> DepthAwareModule:
-    cls = depth_aware_class(plain_class)
+def rebuild_depth_aware(
+    plain_class: type[nn.Module], depth_aware_type: type[DepthAwareModule] | None = None
+) -> DepthAwareModule:
+    """Unpickling: an empty instance of the class :func:`derive_depth_aware` made for the two classes.
+
+    Pickles name this function (as ``depthdistill.nn.base._rebuild_depth_aware`` or
+    ``depthdistill.nn.conv._rebuild_depth_aware`` when written before the mapping took a table per call, with
+    ``plain_class`` alone): then ``depth_aware_type`` is the depth-aware type that stands in for the nearest base
+    of ``plain_class`` among the loaded ones.
+
+    Args:
+        plain_class: The plain subclass the layer reverts to.
+        depth_aware_type: The depth-aware type the class was made from.
+
+    Returns:
+        An instance whose state the unpickler then sets.
+
+    Raises:
+        ConfigError: If no loaded depth-aware type stands in for a base of ``plain_class``.
+    """
+    if depth_aware_type is None:
+        depth_aware_type = _loaded_type_for(plain_class)
+    cls = derive_depth_aware(depth_aware_type, plain_class)
     return cls.__new__(cls)
+
+
+def _loaded_type_for(plain_class: type[nn.Module]) -> type[DepthAwareModule]:
+    """The depth-aware type defined for the nearest base of ``plain_class`` (pickles of older versions)."""
+    defined: list[type[DepthAwareModule]] = []
+    pending = list(DepthAwareModule.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if cls not in _MADE_FROM and "plain_class" in cls.__dict__:
+            defined.append(cls)
+    for base in plain_class.__mro__:
+        found = next((cls for cls in defined if cls.plain_class is base), None)
+        if found is not None:
+            return found
+    raise ConfigError(f"cannot unpickle a depth-aware {plain_class.__name__}: no depth-aware type for it or a base of "
+                      "it is defined; import the module that defines it before loading")
+
+
+#: The name pickles of depth-aware subclass layers written by depthdistill 0.1 look up here.
+_rebuild_depth_aware = rebuild_depth_aware

@@ -19,19 +19,44 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from depthdistill.errors import ConfigError, DepthError, DepthUnitsWarning
-from depthdistill.nn.functional import _as_depth_map, valid_depth
+from depthdistill.nn.depth import as_depth_map, check_depth_size, valid_depth
 from depthdistill.nn.units import depth_units_problem
 
-__all__ = ["depth_context", "current_depth", "DepthResize"]
+__all__ = ["DEPTH_RESIZE_MODES", "DepthResize", "check_depth_resize", "current_depth", "depth_at", "depth_context",
+           "resize_depth"]
 
 DepthResize = Literal["nearest", "bilinear", "area", "avgpool"]
-_RESIZE_MODES = ("nearest", "bilinear", "area", "avgpool")
+#: The ways depth can be brought to a layer's resolution (see :func:`depth_context`).
+DEPTH_RESIZE_MODES = ("nearest", "bilinear", "area", "avgpool")
+
+
+def check_depth_resize(mode: object, name: str = "resize") -> str:
+    """``mode`` checked against :data:`DEPTH_RESIZE_MODES`.
+
+    Args:
+        mode: The value given.
+        name: The argument's name, for the message.
+
+    Returns:
+        ``mode``.
+
+    Raises:
+        ConfigError: If it is not one of the modes (a ValueError too).
+
+    Examples:
+        >>> check_depth_resize("avgpool")
+        'avgpool'
+    """
+    if not isinstance(mode, str) or mode not in DEPTH_RESIZE_MODES:
+        raise ConfigError(f"{name} must be one of {DEPTH_RESIZE_MODES}, got {mode!r} (see depthdistill.depth_context "
+                          "for what each does)")
+    return mode
 
 
 @dataclass
 class _DepthState:
     depth: Tensor
-    resize: str
+    resize: str | None
     resized: dict = field(default_factory=dict)
     similarity_cache: dict = field(default_factory=dict)
 
@@ -57,13 +82,16 @@ def _warn_units_once(depth: Tensor) -> None:
 
 
 @contextmanager
-def depth_context(depth: Tensor, *, resize: DepthResize = "nearest") -> Iterator[Tensor]:
+def depth_context(depth: Tensor, *, resize: DepthResize | None = None) -> Iterator[Tensor]:
     """Makes ``depth`` visible to every depth-aware layer called inside the ``with`` block.
 
-    Each layer takes the depth at its own input's resolution. When a layer's features are smaller or larger than
-    the depth map, the depth is resized once per resolution (and memoised for the rest of the block):
+    Depth has the size of the image the model takes (the one rule, :func:`~depthdistill.nn.depth.check_depth_size`);
+    each layer takes it at its own input's resolution. Where a layer's features are smaller than the depth map, the
+    depth is resized once per resolution and mode (and memoised for the rest of the block), by the layer's own
+    :attr:`~depthdistill.DepthAwareModule.depth_resize` (set by :func:`~depthdistill.convert_to_depth_aware`), or by
+    ``resize`` for every layer when it is given:
 
-    * ``"nearest"`` (default): picks one real depth value per feature pixel, the one under the pixel that a
+    * ``"nearest"`` (the layers' default): picks one real depth value per feature pixel, the one under the pixel that a
       stride-``s`` convolution or pooling window is centred on. Never blends across object edges, keeps holes as
       holes.
     * ``"bilinear"`` / ``"area"``: averages neighbouring valid depths (holes are left out of the average, and a
@@ -75,6 +103,9 @@ def depth_context(depth: Tensor, *, resize: DepthResize = "nearest") -> Iterator
       by halvings (an upsampled decoder, an odd stride), the last halving at or above it is brought there by
       ``"area"``.
 
+    A teacher carries its mode: ``convert_to_depth_aware(model, depth_resize="avgpool")`` and a bare
+    ``depth_context(depth)`` resize as it was trained; ``resize="nearest"`` overrides every layer.
+
     Depth whose median valid value lies outside :data:`depthdistill.nn.units.DEPTH_RANGE` (0.1..20 m) is almost
     certainly not in metres (millimetres, most often): the first few contexts of a process check it and issue
     one :class:`~depthdistill.DepthUnitsWarning` per process, naming the likely unit and the fix.
@@ -84,16 +115,17 @@ def depth_context(depth: Tensor, *, resize: DepthResize = "nearest") -> Iterator
 
     Args:
         depth: Depth in metres, ``(B, 1, H, W)`` or ``(B, H, W)``, any float dtype; ≤ 0 or non-finite = missing.
-        resize: How to bring depth to a layer's resolution: ``"nearest"``, ``"bilinear"``, ``"area"`` or
-            ``"avgpool"``.
+        resize: How to bring depth to every layer's resolution: ``"nearest"``, ``"bilinear"``, ``"area"`` or
+            ``"avgpool"``; ``None`` (default): each layer's own ``depth_resize``.
 
     Yields:
         The validated depth, ``(B, 1, H, W)``.
 
     Raises:
         DepthError: If depth is not a float tensor of shape (B, 1, H, W) or (B, H, W), or (when a layer uses it)
-            its height and width are not one scale of the layer's input (transposed depth, another image's).
-        ConfigError: If ``resize`` is not one of the modes above (a ValueError too).
+            its height and width are smaller than the layer's input or not one scale of it (transposed depth,
+            another image's, depth at a fraction of the image's size).
+        ConfigError: If ``resize`` is not ``None`` or one of the modes above (a ValueError too).
 
     Examples:
         >>> import depthdistill
@@ -104,9 +136,9 @@ def depth_context(depth: Tensor, *, resize: DepthResize = "nearest") -> Iterator
         >>> out.shape
         torch.Size([1, 4, 8, 8])
     """
-    if resize not in _RESIZE_MODES:
-        raise ConfigError(f"resize must be one of {_RESIZE_MODES}, got {resize!r}")
-    state = _DepthState(_as_depth_map(depth), resize)
+    if resize is not None:
+        check_depth_resize(resize)
+    state = _DepthState(as_depth_map(depth), resize)
     _warn_units_once(state.depth)
     token = _STATE.set(state)
     try:
@@ -143,9 +175,23 @@ def _halve_valid(depth: Tensor) -> Tensor:
     return _average_valid(depth, lambda t: F.avg_pool2d(t, 3, stride=2, padding=1, count_include_pad=False))
 
 
-def _resize(depth: Tensor, size: tuple[int, int], mode: str) -> Tensor:
+def resize_depth(depth: Tensor, size: tuple[int, int], mode: DepthResize) -> Tensor:
     """``(B, 1, H, W)`` depth brought to ``size`` by a :func:`depth_context` resize mode, holes left out of any
-    average (``"bilinear"``, ``"area"``, ``"avgpool"``)."""
+    average (``"bilinear"``, ``"area"``, ``"avgpool"``): the layers' resize, which the data transforms use too.
+
+    Args:
+        depth: Depth in metres, ``(B, 1, H, W)``.
+        size: The ``(H, W)`` wanted.
+        mode: One of :data:`DEPTH_RESIZE_MODES` (checked by the caller).
+
+    Returns:
+        ``(B, 1, *size)``; a pixel with no valid depth under it stays missing (0).
+
+    Examples:
+        >>> depth = torch.tensor([[[[1.0, 0.0], [3.0, 0.0]]]])  # the right column is a hole
+        >>> resize_depth(depth, (1, 1), "area")  # the hole is left out of the average
+        tensor([[[[2.]]]])
+    """
     if mode == "nearest":
         return F.interpolate(depth, size=size, mode="nearest")
     if mode == "avgpool":
@@ -159,29 +205,24 @@ def _resize(depth: Tensor, size: tuple[int, int], mode: str) -> Tensor:
     return _average_valid(depth, lambda t: F.interpolate(t, size=size, mode=mode, **kwargs))
 
 
-def _check_same_scale(depth_hw: tuple[int, int], features_hw: tuple[int, int], layer_name: str) -> None:
-    """Raises unless the features are the depth map scaled by one common factor, to within one pixel per axis.
+def depth_at(x: Tensor, layer_resize: DepthResize, layer_name: str) -> tuple[Tensor, dict]:
+    """The innermost context's depth at ``x``'s resolution and device, plus the block's similarity memo.
 
-    Strided layers round their output sizes (``ceil`` or ``floor`` of ``H / s``, a few pixels less without
-    padding), so the exact ratios differ a little; the factors allowed by each axis (``D / (F ± 1)``) must still
-    overlap. Transposed depth or depth of another image size fails the test instead of being resized silently.
+    What :meth:`~depthdistill.DepthAwareModule.depth_for` returns; the removal diagnostics read depth as the layers
+    do through it too.
+
+    Args:
+        x: A layer's input ``(B, C, H, W)``.
+        layer_resize: The layer's own resize mode, used when the context names none.
+        layer_name: The layer's name, for messages.
+
+    Returns:
+        ``(depth (B, 1, H, W), memo dict)``.
+
+    Raises:
+        DepthError: Outside any context, or when the depth does not fit ``x`` (batch size, or size by
+            :func:`~depthdistill.nn.depth.check_depth_size`).
     """
-    low, high = 0.0, float("inf")
-    for d, f in zip(depth_hw, features_hw):
-        low = max(low, d / (f + 1))
-        if f > 1:
-            high = min(high, d / (f - 1))
-    if low > high:
-        raise DepthError(
-            f"{layer_name}: depth is {depth_hw[0]}x{depth_hw[1]} (HxW) but its input features are "
-            f"{features_hw[0]}x{features_hw[1]}: not one scale of each other, so depth cannot be resized to them. "
-            "Is the depth transposed (H and W swapped) or from another image size? Give depth_context depth at the "
-            "input image's size, (B, 1, H, W)"
-        )
-
-
-def _state_for(x: Tensor, layer_name: str) -> tuple[Tensor, dict]:
-    """Depth at ``x``'s resolution and device, plus the forward's similarity memo; raises if none is set."""
     state = _STATE.get()
     if state is None:
         raise DepthError(
@@ -194,12 +235,13 @@ def _state_for(x: Tensor, layer_name: str) -> tuple[Tensor, dict]:
             f"{layer_name}: depth has batch size {depth.shape[0]} but the features have {x.shape[0]}; "
             "give depth_context one depth map per image of the batch"
         )
-    key = (tuple(x.shape[-2:]), x.device)
+    mode = state.resize if state.resize is not None else layer_resize
+    key = (tuple(x.shape[-2:]), x.device, mode)
     resized = state.resized.get(key)
     if resized is None:
         resized = depth.to(x.device)
         if resized.shape[-2:] != x.shape[-2:]:
-            _check_same_scale(tuple(resized.shape[-2:]), tuple(x.shape[-2:]), layer_name)
-            resized = _resize(resized, tuple(x.shape[-2:]), state.resize)
+            check_depth_size(resized.shape[-2:], x.shape[-2:], layer_name)
+            resized = resize_depth(resized, tuple(x.shape[-2:]), mode)
         state.resized[key] = resized
     return resized, state.similarity_cache

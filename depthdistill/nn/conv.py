@@ -16,9 +16,12 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from depthdistill.errors import DepthError
-from depthdistill.nn.base import _rebuild_depth_aware  # noqa: F401 - pickles written before nn.base name it here
-from depthdistill.nn.base import DepthAwareModule, register_depth_aware
-from depthdistill.nn.functional import DEFAULT_ALPHA, _pair, _resolve_padding, depth_aware_conv2d
+from depthdistill.nn.arguments import check_groups, check_padding_mode, pair, resolve_padding
+from depthdistill.nn.base import DepthAwareModule
+# Pickles written before nn.base existed look the rebuild function up here, by this name.
+from depthdistill.nn.base import rebuild_depth_aware as _rebuild_depth_aware  # noqa: F401
+from depthdistill.nn.context import DepthResize
+from depthdistill.nn.functional import DEFAULT_ALPHA, depth_aware_conv2d
 
 __all__ = ["DepthAwareConv2d"]
 
@@ -40,7 +43,14 @@ class DepthAwareConv2d(DepthAwareModule, nn.Conv2d):
     Args:
         *args: As ``nn.Conv2d``.
         alpha: α of Eq. 6 per metre of depth difference.
+        depth_resize: How depth is brought to this layer's input when the depth context names no mode (see
+            :func:`~depthdistill.depth_context`).
         **kwargs: As ``nn.Conv2d``.
+
+    Raises:
+        ConfigError: For a kernel size, stride or dilation below 1, a negative or unknown padding, ``groups``
+            below 1 or not dividing the channels, an unknown ``padding_mode`` or ``depth_resize``, α negative or
+            not finite (``ConfigTypeError`` for wrong types).
 
     Examples:
         >>> import torch, depthdistill
@@ -51,7 +61,6 @@ class DepthAwareConv2d(DepthAwareModule, nn.Conv2d):
         torch.Size([2, 8, 16, 16])
     """
 
-    alpha: float
     #: The class this layer was converted from; ``convert_to_plain`` restores it.
     plain_class: type[nn.Conv2d] = nn.Conv2d
 
@@ -60,9 +69,11 @@ class DepthAwareConv2d(DepthAwareModule, nn.Conv2d):
         """A 1×1 convolution has a single tap, ``H ≡ 1``: D-Conv *is* the plain convolution, left plain."""
         return tuple(module.kernel_size) == (1, 1)
 
-    def __init__(self, *args: Any, alpha: float = DEFAULT_ALPHA, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, alpha: float = DEFAULT_ALPHA, depth_resize: DepthResize = "nearest",
+                 **kwargs: Any) -> None:
+        _check_conv_arguments(_CONV2D_INIT.bind(*args, **kwargs).arguments)
         super().__init__(*args, **kwargs)
-        self.alpha = float(alpha)
+        self.set_depth_options(alpha, depth_resize)
 
     def forward(self, input: Tensor) -> Tensor:  # noqa: A002 - nn.Conv2d's own argument name
         depth, cache = self.depth_for(input)
@@ -75,7 +86,17 @@ class DepthAwareConv2d(DepthAwareModule, nn.Conv2d):
             return super().forward(input)
 
 
-register_depth_aware(nn.Conv2d, DepthAwareConv2d)
+_CONV2D_INIT = inspect.signature(nn.Conv2d)
+
+
+def _check_conv_arguments(given: dict[str, Any]) -> None:
+    """The constructor's arguments checked as the functional op checks them, before ``nn.Conv2d`` sees them."""
+    kernel = pair(given["kernel_size"], "kernel_size")
+    stride = pair(given.get("stride", 1), "stride")
+    dilation = pair(given.get("dilation", 1), "dilation")
+    resolve_padding(given.get("padding", 0), kernel, stride, dilation)
+    check_groups(given.get("groups", 1), given["in_channels"], given["out_channels"])
+    check_padding_mode(given.get("padding_mode", "zeros"))
 
 
 class _DepthAwareConvMode(TorchFunctionMode):
@@ -123,8 +144,8 @@ class _DepthAwareConvMode(TorchFunctionMode):
             _, pre_pad, mode = match
         weight = a["weight"]
         kernel = (weight.shape[-2], weight.shape[-1])
-        stride, dilation = _pair(a["stride"], "stride"), _pair(a["dilation"], "dilation")
-        own = _resolve_padding(a["padding"], kernel, stride, dilation)
+        stride, dilation = pair(a["stride"], "stride"), pair(a["dilation"], "dilation")
+        own = resolve_padding(a["padding"], kernel, stride, dilation)
         if mode != "zeros" and any(own):
             raise DepthError(f"{name}.forward mixes {mode} padding with conv padding; exclude this layer")
         pads = tuple(p + q for p, q in zip(pre_pad, own))

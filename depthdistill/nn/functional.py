@@ -35,9 +35,21 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from depthdistill.errors import ConfigError, DepthError
-from depthdistill.nn._kernels import _cols_conv, _output_size, _reference_conv, _stacked_conv
+from depthdistill.nn._kernels import cols_conv, reference_conv, stacked_conv
+from depthdistill.nn.arguments import (
+    IntPair,
+    Padding,
+    check_alpha,
+    check_groups,
+    check_padding_mode,
+    output_size,
+    pair,
+    resolve_padding,
+)
+from depthdistill.nn.depth import as_depth_map, valid_depth
 
-__all__ = ["DEFAULT_ALPHA", "IMPLEMENTATIONS", "depth_aware_conv2d", "depth_similarity", "valid_depth"]
+__all__ = ["DEFAULT_ALPHA", "IMPLEMENTATIONS", "cached_similarity", "check_depth", "depth_aware_conv2d",
+           "depth_similarity"]
 
 #: α of Eq. 6 for depth in metres (Depth-aware CNN's 1/120 per millimetre-unit equals 8.33 per metre).
 DEFAULT_ALPHA = 8.3
@@ -45,90 +57,28 @@ DEFAULT_ALPHA = 8.3
 #: The selectable implementations of :func:`depth_aware_conv2d` (its ``impl`` argument).
 IMPLEMENTATIONS = ("auto", "cols", "stacked", "triton", "reference")
 
-_IntPair = int | tuple[int, int]
-_Padding = int | tuple[int, int] | tuple[int, int, int, int] | str
-_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
-
-
-def _pair(value: _IntPair, name: str) -> tuple[int, int]:
-    if isinstance(value, int):
-        pair = (value, value)
-    else:
-        pair = tuple(int(v) for v in value)
-        if len(pair) == 1:
-            pair = (pair[0], pair[0])
-    if len(pair) != 2:
-        raise ConfigError(f"{name} must be an int or a pair of ints, got {value!r}")
-    return pair  # type: ignore[return-value]
-
-
-def _resolve_padding(
-    padding: _Padding, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]
-) -> tuple[int, int, int, int]:
-    """Turns any padding spec into explicit ``(left, right, top, bottom)`` amounts, as ``F.pad`` orders them."""
-    if isinstance(padding, str):
-        if padding == "valid":
-            return (0, 0, 0, 0)
-        if padding == "same":
-            if stride != (1, 1):
-                raise ConfigError("padding='same' is not supported for strided convolutions (as in F.conv2d)")
-            total_h = dilation[0] * (kernel[0] - 1)
-            total_w = dilation[1] * (kernel[1] - 1)
-            # F.conv2d puts the odd pixel of 'same' padding at the end (right/bottom); so do we.
-            return (total_w // 2, total_w - total_w // 2, total_h // 2, total_h - total_h // 2)
-        raise ConfigError(f"padding must be an int, a tuple, 'same' or 'valid', got {padding!r}")
-    if isinstance(padding, int):
-        return (padding, padding, padding, padding)
-    pads = tuple(int(p) for p in padding)
-    if len(pads) == 2:
-        return (pads[1], pads[1], pads[0], pads[0])
-    if len(pads) == 4:
-        return pads  # type: ignore[return-value]
-    raise ConfigError(f"padding must have 2 (h, w) or 4 (left, right, top, bottom) entries, got {padding!r}")
-
-
-def valid_depth(depth: Tensor) -> Tensor:
-    """Where depth was measured: finite and > 0. Everything else (0, negative, NaN, ±inf) is a hole.
-
-    The one rule of the package: D-Conv's weights, the depth resizing, the units check, the data transforms and
-    the batch checks all read holes through it.
+def check_depth(x: Tensor, depth: Tensor, op: str) -> Tensor:
+    """``depth`` checked against the features ``x`` a functional operator takes: same batch and resolution.
 
     Args:
-        depth: Depth of any shape.
+        x: Features ``(B, C, H, W)``.
+        depth: Depth ``(B, 1, H, W)`` or ``(B, H, W)``.
+        op: The operator's name, for messages.
 
     Returns:
-        A bool tensor of the same shape.
+        Depth as ``(B, 1, H, W)``, detached.
+
+    Raises:
+        ConfigError: If ``x`` is not 4-D.
+        DepthError: If depth is malformed or does not fit ``x``.
 
     Examples:
-        >>> valid_depth(torch.tensor([1.5, 0.0, -1.0, float("nan"), float("inf")])).tolist()
-        [True, False, False, False, False]
+        >>> check_depth(torch.zeros(1, 3, 4, 4), torch.ones(1, 4, 4), "example").shape
+        torch.Size([1, 1, 4, 4])
     """
-    return torch.isfinite(depth) & (depth > 0)
-
-
-def _as_depth_map(depth: Tensor) -> Tensor:
-    """Depth as a detached ``(B, 1, H, W)`` float tensor, or a DepthError saying what is wrong with it."""
-    if not isinstance(depth, Tensor):
-        raise DepthError(f"depth must be a torch.Tensor, got {type(depth).__name__}")
-    if depth.dim() == 3:
-        depth = depth.unsqueeze(1)
-    if depth.dim() != 4 or depth.shape[1] != 1:
-        raise DepthError(
-            f"depth must have shape (B, 1, H, W) or (B, H, W), got {tuple(depth.shape)}; "
-            "pass one depth channel in metres"
-        )
-    if not depth.is_floating_point():
-        raise DepthError(
-            f"depth must be a floating-point tensor in metres, got dtype {depth.dtype}; "
-            "convert it, e.g. depth_mm.float() / 1000"
-        )
-    return depth.detach()  # depth is data: no gradient reaches it, whichever implementation runs
-
-
-def _check_depth(x: Tensor, depth: Tensor, op: str = "depth_aware_conv2d") -> Tensor:
-    if x.dim() != 4:
-        raise ConfigError(f"{op} expects x of shape (B, C, H, W), got {tuple(x.shape)}")
-    depth = _as_depth_map(depth)
+    if not isinstance(x, Tensor) or x.dim() != 4:
+        raise ConfigError(f"{op} expects x of shape (B, C, H, W), got {getattr(x, 'shape', x)!r}")
+    depth = as_depth_map(depth)
     if depth.shape[0] != x.shape[0]:
         raise DepthError(f"depth has batch size {depth.shape[0]} but the features have {x.shape[0]}")
     if depth.shape[-2:] != x.shape[-2:]:
@@ -139,17 +89,12 @@ def _check_depth(x: Tensor, depth: Tensor, op: str = "depth_aware_conv2d") -> Te
     return depth
 
 
-def _check_alpha(alpha: float) -> None:
-    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
-        raise ConfigError(f"alpha must be a finite number >= 0, got {alpha!r}")
-
-
 def depth_similarity(
     depth: Tensor,
-    kernel_size: _IntPair,
-    stride: _IntPair = 1,
-    padding: _Padding = 0,
-    dilation: _IntPair = 1,
+    kernel_size: IntPair,
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
     alpha: float = DEFAULT_ALPHA,
     dtype: torch.dtype | None = None,
 ) -> Tensor:
@@ -172,14 +117,26 @@ def depth_similarity(
     Returns:
         ``(B, kh*kw, H_out, W_out)``; channel ``i*kw + j`` holds the weight of tap ``(i, j)``.
 
+    Raises:
+        DepthError: If depth is not a float ``(B, 1, H, W)`` or ``(B, H, W)`` tensor.
+        ConfigError: For a kernel size, stride or dilation below 1, a negative or unknown padding, a negative or
+            non-finite α, or a depth map smaller than the window (``ConfigTypeError`` for wrong types).
+
     Examples:
         >>> depth = torch.full((1, 1, 4, 4), 2.0)
         >>> depth_similarity(depth, 3, padding=1).shape
         torch.Size([1, 9, 4, 4])
     """
-    kernel = _pair(kernel_size, "kernel_size")
-    stride_, dilation_ = _pair(stride, "stride"), _pair(dilation, "dilation")
-    left, right, top, bottom = _resolve_padding(padding, kernel, stride_, dilation_)
+    depth = as_depth_map(depth)
+    kernel = pair(kernel_size, "kernel_size")
+    stride_, dilation_ = pair(stride, "stride"), pair(dilation, "dilation")
+    left, right, top, bottom = resolve_padding(padding, kernel, stride_, dilation_)
+    alpha = check_alpha(alpha)
+    out_h = output_size(depth.shape[-2], top + bottom, kernel[0], stride_[0], dilation_[0])
+    out_w = output_size(depth.shape[-1], left + right, kernel[1], stride_[1], dilation_[1])
+    if out_h <= 0 or out_w <= 0:
+        raise ConfigError(f"depth_similarity: depth {tuple(depth.shape[-2:])} is smaller than the window {kernel} "
+                          f"(dilation {dilation_}, padding {(left, right, top, bottom)})")
     work = depth.to(torch.float64 if depth.dtype == torch.float64 else torch.float32)
     valid = valid_depth(work)
     work = F.pad(torch.where(valid, work, torch.zeros_like(work)), (left, right, top, bottom))
@@ -190,17 +147,36 @@ def depth_similarity(
     weights = torch.exp(-float(alpha) * (taps - taps[:, centre : centre + 1]).abs())
     both_valid = taps_valid & taps_valid[:, centre : centre + 1]
     weights = torch.where(both_valid, weights, torch.ones_like(weights))
-    out_h = _output_size(depth.shape[-2], top + bottom, kernel[0], stride_[0], dilation_[0])
-    out_w = _output_size(depth.shape[-1], left + right, kernel[1], stride_[1], dilation_[1])
     return weights.view(depth.shape[0], kernel[0] * kernel[1], out_h, out_w).to(dtype or depth.dtype)
 
 
-def _cached_similarity(
+def cached_similarity(
     depth: Tensor, kernel: tuple[int, int], stride: tuple[int, int], pads: tuple[int, int, int, int],
     dilation: tuple[int, int], alpha: float, dtype: torch.dtype, cache: dict | None,
 ) -> Tensor:
     """:func:`depth_similarity`, memoised in ``cache`` by geometry: every depth-aware layer of one forward (a
-    convolution or a pool) with the same resolution and window computes its depth weights once."""
+    convolution or a pool) with the same resolution and window computes its depth weights once.
+
+    Args:
+        depth: Checked depth ``(B, 1, H, W)``.
+        kernel: Kernel size pair.
+        stride: Stride pair.
+        pads: ``(left, right, top, bottom)``.
+        dilation: Dilation pair.
+        alpha: Checked α.
+        dtype: The weights' dtype.
+        cache: The memo (``None``: no memo).
+
+    Returns:
+        ``(B, kh*kw, H_out, W_out)``, as :func:`depth_similarity`.
+
+    Examples:
+        >>> memo = {}
+        >>> depth = torch.ones(1, 1, 4, 4)
+        >>> a = cached_similarity(depth, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 8.3, torch.float32, memo)
+        >>> a is cached_similarity(depth, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 8.3, torch.float32, memo)
+        True
+    """
     # The memo is keyed by the depth tensor's address, which dynamo cannot trace (it would guard on it and
     # recompile): under torch.compile the weights are recomputed, which inductor fuses cheaply.
     use_cache = cache is not None and not torch.compiler.is_compiling()
@@ -226,8 +202,9 @@ def _choose_impl(x: Tensor, stride: tuple[int, int], groups: int) -> str:
 
     Measured on CPU (docs/performance.md): at stride 1 ``'stacked'`` is the fastest path from 16 channels up
     (0.99–1.28× ``nn.Conv2d`` at DeepLab-VGG16's 128–512-channel layers); strided convolutions and RGB input
-    layers need ``'cols'``. The rule is the same on every device: on CUDA both paths run on cuBLAS and no fused
-    kernel exists yet.
+    layers need ``'cols'``. The rule is the same on every device: on CUDA both paths run on cuBLAS. The fused
+    Triton kernel (``impl='triton'``, :mod:`depthdistill.nn.triton_conv`) is chosen only when asked for, until a
+    GPU benchmark shows it faster (docs/performance.md).
     """
     if stride == (1, 1) and (groups > 1 or x.shape[1] > _FEW_CHANNELS):
         return "stacked"
@@ -239,9 +216,9 @@ def depth_aware_conv2d(
     depth: Tensor,
     weight: Tensor,
     bias: Tensor | None = None,
-    stride: _IntPair = 1,
-    padding: _Padding = 0,
-    dilation: _IntPair = 1,
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
     groups: int = 1,
     alpha: float = DEFAULT_ALPHA,
     *,
@@ -285,9 +262,11 @@ def depth_aware_conv2d(
 
     Raises:
         DepthError: If depth has the wrong rank, channels, dtype, batch size or resolution.
-        ConfigError: If ``impl='triton'`` cannot run here (no triton, a CPU tensor without the interpreter, an
-            unsupported or mixed dtype).
-        ConfigError: If a convolution argument is invalid (a ValueError too).
+        ConfigError: If a convolution argument is invalid (a ValueError too): stride, dilation or kernel size
+            below 1, negative padding or an unknown padding string, ``groups`` below 1 or not dividing the
+            channels, α negative or not finite, an unknown ``padding_mode`` or ``impl``; or if ``impl='triton'``
+            cannot run here (no triton, a CPU tensor without the interpreter, an unsupported or mixed dtype).
+        ConfigTypeError: If one of them has the wrong type (a float stride, a string α; a TypeError too).
 
     Examples:
         >>> x, w = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3)
@@ -298,17 +277,23 @@ def depth_aware_conv2d(
         ...                F.conv2d(x, w, padding=1), atol=1e-5)
         True
     """
-    depth = _check_depth(x, depth)
-    _check_alpha(alpha)
-    if padding_mode not in _PADDING_MODES:
-        raise ConfigError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+    depth = check_depth(x, depth, "depth_aware_conv2d")
+    alpha = check_alpha(alpha)
+    check_padding_mode(padding_mode)
     if impl not in IMPLEMENTATIONS:
         raise ConfigError(f"impl must be one of {IMPLEMENTATIONS}, got {impl!r}")
+    if not isinstance(weight, Tensor) or weight.dim() != 4:
+        raise ConfigError(f"weight must be a (C_out, C_in / groups, kh, kw) tensor, got "
+                          f"{getattr(weight, 'shape', weight)!r}")
+    groups = check_groups(groups, x.shape[1], weight.shape[0])
     if x.shape[1] != weight.shape[1] * groups:
         raise ConfigError(
             f"x has {x.shape[1]} channels but weight {tuple(weight.shape)} with groups={groups} expects "
             f"{weight.shape[1] * groups}"
         )
+    kernel = pair(tuple(weight.shape[-2:]), "kernel_size")
+    stride_, dilation_ = pair(stride, "stride"), pair(dilation, "dilation")
+    pads = resolve_padding(padding, kernel, stride_, dilation_)
     device_type = x.device.type
     if torch.is_autocast_enabled(device_type):
         # Run in the autocast dtype, as F.conv2d would, but with autocast off so the pieces don't re-cast.
@@ -319,40 +304,37 @@ def depth_aware_conv2d(
                 dilation, groups, alpha, padding_mode=padding_mode, impl=impl, cache=cache,
             )
 
-    kernel = (weight.shape[-2], weight.shape[-1])
-    stride_, dilation_ = _pair(stride, "stride"), _pair(dilation, "dilation")
-    pads = _resolve_padding(padding, kernel, stride_, dilation_)
     if padding_mode != "zeros" and any(pads):
         x = F.pad(x, pads, mode=padding_mode)
         # Depth keeps the border: pad it as missing so the window centre still lines up with the output pixel.
         depth = F.pad(depth, pads)
         pads = (0, 0, 0, 0)
         cache = None  # the padded depth is a fresh tensor: its address is no key
-    out_h = _output_size(x.shape[-2], pads[2] + pads[3], kernel[0], stride_[0], dilation_[0])
-    out_w = _output_size(x.shape[-1], pads[0] + pads[1], kernel[1], stride_[1], dilation_[1])
+    out_h = output_size(x.shape[-2], pads[2] + pads[3], kernel[0], stride_[0], dilation_[0])
+    out_w = output_size(x.shape[-1], pads[0] + pads[1], kernel[1], stride_[1], dilation_[1])
     if out_h <= 0 or out_w <= 0:
         raise ConfigError(f"input {tuple(x.shape[-2:])} is too small for kernel {kernel} with this padding/dilation")
 
     if impl == "triton":
         from depthdistill.nn import triton_conv  # imports triton: only when asked for
 
-        triton_conv._check_usable(x, weight, bias)
+        triton_conv.check_usable(x, weight, bias)
     if kernel == (1, 1) or alpha == 0:
         # H ≡ 1: a plain convolution, at a plain convolution's cost.
         return F.conv2d(F.pad(x, pads) if any(pads) else x, weight, bias, stride_, 0, dilation_, groups)
 
     if impl == "triton" and triton_conv.DEPTH_WEIGHTS_IN_KERNEL:
-        return triton_conv._dconv_triton_depth(x, depth, weight, bias, list(stride_), list(pads), list(dilation_),
+        return triton_conv.dconv_triton_depth(x, depth, weight, bias, list(stride_), list(pads), list(dilation_),
                                                groups, float(alpha))
-    weights_h = _cached_similarity(depth, kernel, stride_, pads, dilation_, alpha, x.dtype, cache)
+    weights_h = cached_similarity(depth, kernel, stride_, pads, dilation_, alpha, x.dtype, cache)
     if impl == "auto":
         impl = _choose_impl(x, stride_, groups)
     if impl == "reference":
-        return _reference_conv(F.pad(x, pads), weights_h, weight, bias, stride_, dilation_, groups)
+        return reference_conv(F.pad(x, pads), weights_h, weight, bias, stride_, dilation_, groups)
     if impl == "stacked" and stride_ != (1, 1):
         raise ConfigError(f"impl='stacked' needs stride 1, got stride {stride_}; use impl='cols' or 'auto'")
     if impl == "triton":
-        fast_path = triton_conv._dconv_triton
+        fast_path = triton_conv.dconv_triton
     else:
-        fast_path = _cols_conv if impl == "cols" else _stacked_conv
+        fast_path = cols_conv if impl == "cols" else stacked_conv
     return fast_path(x, weights_h, weight, bias, list(stride_), list(pads), list(dilation_), groups)

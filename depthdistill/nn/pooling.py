@@ -15,15 +15,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from depthdistill.errors import ConfigError
-from depthdistill.nn.base import DepthAwareModule, register_depth_aware
-from depthdistill.nn._kernels import _output_size
-from depthdistill.nn.functional import DEFAULT_ALPHA, _cached_similarity, _check_alpha, _check_depth, _IntPair, _pair
+from depthdistill.nn.arguments import IntPair, check_alpha, output_size, pair
+from depthdistill.nn.base import DepthAwareModule
+from depthdistill.nn.context import DepthResize
+from depthdistill.nn.functional import DEFAULT_ALPHA, cached_similarity, check_depth
 
 __all__ = ["DepthAwareAvgPool2d", "depth_aware_avg_pool2d"]
 
 
 def _pool_geometry(
-    kernel_size: _IntPair, stride: _IntPair | None, padding: _IntPair, ceil_mode: bool,
+    kernel_size: IntPair, stride: IntPair | None, padding: IntPair, ceil_mode: bool,
     divisor_override: int | None, where: str,
 ) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
     """``(kernel, stride, padding)`` as pairs, or a ConfigError for the options the depth-aware pool lacks."""
@@ -33,11 +34,11 @@ def _pool_geometry(
     if divisor_override is not None:
         raise ConfigError(f"{where}: divisor_override={divisor_override} is not supported by depth-aware average "
                           "pooling (its divisor is the sum of the depth weights); leave this pool plain")
-    kernel = _pair(kernel_size, "kernel_size")
+    kernel = pair(kernel_size, "kernel_size")
     # nn.AvgPool2d keeps stride=None as the kernel size, F.avg_pool2d takes None or [] for it
     no_stride = stride is None or (not isinstance(stride, int) and len(stride) == 0)
-    stride_ = kernel if no_stride else _pair(stride, "stride")
-    pad = _pair(padding, "padding")
+    stride_ = kernel if no_stride else pair(stride, "stride")
+    pad = pair(padding, "padding", minimum=0)
     if any(p > k // 2 for p, k in zip(pad, kernel)):
         raise ConfigError(f"{where}: padding {pad} is more than half the kernel {kernel} (as F.avg_pool2d refuses)")
     return kernel, stride_, pad
@@ -46,9 +47,9 @@ def _pool_geometry(
 def depth_aware_avg_pool2d(
     x: Tensor,
     depth: Tensor,
-    kernel_size: _IntPair,
-    stride: _IntPair | None = None,
-    padding: _IntPair = 0,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
     ceil_mode: bool = False,
     count_include_pad: bool = True,
     divisor_override: int | None = None,
@@ -86,10 +87,10 @@ def depth_aware_avg_pool2d(
         ``(B, C, H_out, W_out)``, sized as ``F.avg_pool2d`` sizes it.
 
     Raises:
-        ConfigError: For ``ceil_mode=True``, a ``divisor_override``, padding over half the kernel, or an input
-            smaller than the window.
+        ConfigError: For ``ceil_mode=True``, a ``divisor_override``, a kernel size or stride below 1, a negative
+            padding or one over half the kernel, α negative or not finite, or an input smaller than the window
+            (``ConfigTypeError`` for wrong types).
         DepthError: If depth has the wrong rank, channels, dtype, batch size or resolution.
-        ConfigError: If ``alpha`` is negative or not finite.
 
     Examples:
         >>> import torch
@@ -100,18 +101,18 @@ def depth_aware_avg_pool2d(
         >>> depth_aware_avg_pool2d(x, torch.ones_like(depth), (1, 3), stride=1)  # constant depth: the plain pool
         tensor([[[[3.6667]]]])
     """
-    depth = _check_depth(x, depth, "depth_aware_avg_pool2d")
-    _check_alpha(alpha)
+    depth = check_depth(x, depth, "depth_aware_avg_pool2d")
+    alpha = check_alpha(alpha)
     kernel, stride_, pad = _pool_geometry(kernel_size, stride, padding, ceil_mode, divisor_override,
                                           "depth_aware_avg_pool2d")
-    out_h = _output_size(x.shape[-2], 2 * pad[0], kernel[0], stride_[0], 1)
-    out_w = _output_size(x.shape[-1], 2 * pad[1], kernel[1], stride_[1], 1)
+    out_h = output_size(x.shape[-2], 2 * pad[0], kernel[0], stride_[0], 1)
+    out_w = output_size(x.shape[-1], 2 * pad[1], kernel[1], stride_[1], 1)
     if out_h <= 0 or out_w <= 0:
         raise ConfigError(f"depth_aware_avg_pool2d: input {tuple(x.shape[-2:])} is smaller than the window {kernel}")
     if alpha == 0:
         return F.avg_pool2d(x, kernel, stride_, pad, False, count_include_pad)
     pads = (pad[1], pad[1], pad[0], pad[0])
-    weights_h = _cached_similarity(depth, kernel, stride_, pads, (1, 1), alpha, x.dtype, cache)
+    weights_h = cached_similarity(depth, kernel, stride_, pads, (1, 1), alpha, x.dtype, cache)
     if not count_include_pad:
         inside = F.pad(x.new_ones(1, 1, *x.shape[-2:]), pads)
         inside = F.unfold(inside, kernel, stride=stride_).view(1, -1, out_h, out_w)
@@ -143,7 +144,13 @@ class DepthAwareAvgPool2d(DepthAwareModule, nn.AvgPool2d):
     Args:
         *args: As ``nn.AvgPool2d``.
         alpha: α of Eq. 6 per metre of depth difference.
+        depth_resize: How depth is brought to this layer's input when the depth context names no mode (see
+            :func:`~depthdistill.depth_context`).
         **kwargs: As ``nn.AvgPool2d``.
+
+    Raises:
+        ConfigError: For an argument out of range or unsupported (see :func:`depth_aware_avg_pool2d`), or an
+            unknown ``depth_resize``.
 
     Examples:
         >>> import torch, depthdistill
@@ -154,19 +161,19 @@ class DepthAwareAvgPool2d(DepthAwareModule, nn.AvgPool2d):
         torch.Size([2, 4, 8, 8])
     """
 
-    alpha: float
     plain_class = nn.AvgPool2d
     opt_in = True
 
-    def __init__(self, *args: Any, alpha: float = DEFAULT_ALPHA, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, alpha: float = DEFAULT_ALPHA, depth_resize: DepthResize = "nearest",
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.alpha = float(alpha)
+        self.set_depth_options(alpha, depth_resize)
         type(self).check_convertible(self, type(self).__name__)
 
     @classmethod
     def same_as_plain(cls, module: nn.Module) -> bool:
         """A 1×1 window has a single tap: the average is the tap itself, with or without depth."""
-        return _pair(module.kernel_size, "kernel_size") == (1, 1)
+        return pair(module.kernel_size, "kernel_size") == (1, 1)
 
     @classmethod
     def check_convertible(cls, module: nn.Module, name: str) -> None:
@@ -182,6 +189,3 @@ class DepthAwareAvgPool2d(DepthAwareModule, nn.AvgPool2d):
         depth, cache = self.depth_for(input)
         return depth_aware_avg_pool2d(input, depth, self.kernel_size, self.stride, self.padding, self.ceil_mode,
                                       self.count_include_pad, self.divisor_override, self.alpha, cache=cache)
-
-
-register_depth_aware(nn.AvgPool2d, DepthAwareAvgPool2d)

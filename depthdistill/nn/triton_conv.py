@@ -34,8 +34,9 @@ import torch
 from torch import Tensor
 
 from depthdistill.errors import ConfigError
-from depthdistill.nn._kernels import _output_size, _register_fast_path
-from depthdistill.nn.functional import valid_depth
+from depthdistill.nn._kernels import register_fast_path
+from depthdistill.nn.arguments import output_size
+from depthdistill.nn.depth import valid_depth
 
 try:  # optional: only impl="triton" needs it, and it raises a ConfigError saying so when it is missing
     import triton
@@ -43,7 +44,7 @@ try:  # optional: only impl="triton" needs it, and it raises a ConfigError sayin
 except ImportError:  # pragma: no cover - triton ships with torch's Linux wheels
     triton = tl = None
 
-__all__ = ["DEPTH_WEIGHTS_IN_KERNEL"]
+__all__ = ["DEPTH_WEIGHTS_IN_KERNEL", "check_usable", "dconv_triton", "dconv_triton_depth"]
 
 #: With ``True``, ``impl="triton"`` computes the depth weights inside the kernels from the depth map (the op
 #: ``depthdistill::dconv_triton_depth``) instead of reading the precomputed ``H`` that the other paths share:
@@ -66,8 +67,18 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on")
 
 
-def _check_usable(x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
-    """Raises a ConfigError saying what to do if ``impl='triton'`` cannot run on these operands."""
+def check_usable(x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
+    """Raises a ConfigError saying what to do if ``impl='triton'`` cannot run on these operands.
+
+    Args:
+        x: The input.
+        weight: The kernel.
+        bias: The bias, or ``None``.
+
+    Raises:
+        ConfigError: No triton, a CPU tensor without ``TRITON_INTERPRET=1``, an unsupported or mixed dtype, or
+            a tensor too large for 32-bit indexing.
+    """
     if triton is None:
         raise ConfigError("impl='triton' needs the triton package (pip install triton); use impl='auto' instead")
     if x.device.type != "cuda" and not _interpreting():
@@ -317,8 +328,8 @@ def _geometry(x: Tensor, weight: Tensor, stride: list[int], pads: list[int], dil
     batch, in_ch, in_h, in_w = x.shape
     out_ch, in_per_group, kh, kw = weight.shape
     left, right, top, bottom = pads
-    out_h = _output_size(in_h, top + bottom, kh, stride[0], dilation[0])
-    out_w = _output_size(in_w, left + right, kw, stride[1], dilation[1])
+    out_h = output_size(in_h, top + bottom, kh, stride[0], dilation[0])
+    out_w = output_size(in_w, left + right, kw, stride[1], dilation[1])
     return (batch, in_ch, in_h, in_w, out_ch, out_h, out_w, in_per_group, out_ch // groups,
             stride[0], stride[1], top, left, dilation[0], dilation[1])
 
@@ -418,6 +429,9 @@ def _triton_depth_backward(
     return _backward(grad_out, x, None, depth, alpha, weight, stride, pads, dilation, groups, need_x, need_w)
 
 
-_dconv_triton = _register_fast_path("dconv_triton", _triton_forward, _triton_backward)
-_dconv_triton_depth = _register_fast_path("dconv_triton_depth", _triton_depth_forward, _triton_depth_backward,
+#: ``impl="triton"`` on precomputed depth weights: ``dconv_triton(x, weights_h, weight, bias, stride, pads,
+#: dilation, groups)``.
+dconv_triton = register_fast_path("dconv_triton", _triton_forward, _triton_backward)
+#: ``impl="triton"`` with :data:`DEPTH_WEIGHTS_IN_KERNEL`: the same, taking the depth map and ``alpha``.
+dconv_triton_depth = register_fast_path("dconv_triton_depth", _triton_depth_forward, _triton_depth_backward,
                                           from_depth=True)

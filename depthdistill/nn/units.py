@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from depthdistill.errors import ConfigError, DepthError
-from depthdistill.nn.functional import valid_depth
+from depthdistill.nn.depth import valid_depth
 
 __all__ = ["DEPTH_RANGE", "check_depth_units", "depth_units_problem"]
 

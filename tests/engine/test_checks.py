@@ -31,7 +31,9 @@ def test_valid_batch_passes_including_void():
     ({"rgb": None}, DatasetError, "no tensor 'rgb'"),
     ({"depth": None}, DepthError, "no 'depth'"),
     ({"depth": torch.zeros(2, 1, 4, 4)}, DepthError, "no valid pixel"),
-    ({"depth": torch.ones(2, 1, 2, 2)}, DepthError, "matching rgb"),
+    ({"depth": torch.ones(2, 1, 2, 2)}, DepthError, r"'depth': depth is 2x2 \(HxW\) but the image is 4x4"),
+    ({"depth": torch.ones(2, 1, 8, 8)}, DepthError, r"depth is 8x8 \(HxW\) but the image is 4x4"),
+    ({"depth": torch.ones(1, 1, 4, 4)}, DepthError, "matching rgb"),
     ({"depth": torch.ones(2, 1, 4, 4, dtype=torch.int32)}, DepthError, "float metres"),
 ])
 def test_bad_batches(overrides, error, message):
@@ -74,3 +76,17 @@ def test_check_dataset_refuses_depth_that_is_not_metres_on_one_median():
         check_dataset(DataLoader(mm, batch_size=2), num_classes=1, needs_depth=True)
     check_dataset(mm, num_classes=1, needs_depth=True, depth_range=(100.0, 5000.0))
     check_dataset(DataLoader([{k: v for k, v in sample(1.0).items() if k != "depth"}]), num_classes=1)
+
+
+def test_half_resolution_depth_is_refused_by_the_data_check_and_the_context_alike():
+    """One rule, one function: depth has the image's size, both where the Distiller checks data and where a bare
+    depth_context meets a teacher's first layer."""
+    from depthdistill import DepthAwareConv2d, depth_context
+
+    batch = _batch(depth=torch.full((2, 1, 2, 2), 2.0))
+    with pytest.raises(DepthError, match="the size of the image the model takes") as data_check:
+        check_batch(batch, num_classes=3, needs_depth=True)
+    with depth_context(batch["depth"]):
+        with pytest.raises(DepthError, match="the size of the image the model takes") as context:
+            DepthAwareConv2d(3, 1, 3, padding=1)(batch["rgb"])
+    assert "depth is 2x2 (HxW)" in str(data_check.value) and "depth is 2x2 (HxW)" in str(context.value)

@@ -69,8 +69,8 @@ def test_blending_resize_ignores_holes(mode):
         got = conv(torch.randn(1, 1, 4, 4))
     with depth_context(torch.full((1, 1, 4, 4), 2.0)):
         conv(torch.randn(1, 1, 4, 4))
-    from depthdistill.nn.context import _resize
-    torch.testing.assert_close(_resize(depth, (4, 4), mode), torch.full((1, 1, 4, 4), 2.0))
+    from depthdistill.nn.context import resize_depth
+    torch.testing.assert_close(resize_depth(depth, (4, 4), mode), torch.full((1, 1, 4, 4), 2.0))
     assert got.shape == (1, 1, 4, 4)
 
 
@@ -91,21 +91,21 @@ def test_errors_name_depth():
 
 
 def test_depth_moves_to_feature_device_and_is_memoised():
-    from depthdistill.nn.context import _state_for
+    from depthdistill.nn.context import depth_at
     depth = torch.rand(1, 1, 8, 8, dtype=torch.float64)
     with depth_context(depth):
-        a, cache = _state_for(torch.zeros(1, 1, 4, 4), "layer")
-        b, _ = _state_for(torch.zeros(1, 2, 4, 4), "layer")
+        a, cache = depth_at(torch.zeros(1, 1, 4, 4), "nearest", "layer")
+        b, _ = depth_at(torch.zeros(1, 2, 4, 4), "nearest", "layer")
         assert a is b and a.shape == (1, 1, 4, 4)
 
 
 def test_avgpool_resize_averages_valid_depth_over_3x3_stride_2_windows():
-    from depthdistill.nn.context import _resize
+    from depthdistill.nn.context import resize_depth
 
     depth = torch.rand(2, 1, 9, 7, dtype=torch.float64) + 0.5
     depth[0, 0, 0:3, 0:3] = 0.0  # a hole covering one whole output window
     depth[1, 0, 4, 2] = float("nan")
-    out = _resize(depth, (5, 4), "avgpool")
+    out = resize_depth(depth, (5, 4), "avgpool")
     expected = torch.zeros(2, 1, 5, 4, dtype=torch.float64)
     for b in range(2):
         for i in range(5):
@@ -116,10 +116,10 @@ def test_avgpool_resize_averages_valid_depth_over_3x3_stride_2_windows():
     torch.testing.assert_close(out, expected)
     assert out[0, 0, 0, 0] == 0.0  # no valid depth in the window: stays missing
     # two halvings for a quarter size: the pooling applied twice
-    twice = _resize(depth, (3, 2), "avgpool")
-    torch.testing.assert_close(twice, _resize(out, (3, 2), "avgpool"))
+    twice = resize_depth(depth, (3, 2), "avgpool")
+    torch.testing.assert_close(twice, resize_depth(out, (3, 2), "avgpool"))
     # a size halvings cannot reach (upsampling) falls back to the hole-aware area resize
-    torch.testing.assert_close(_resize(depth, (18, 14), "avgpool"), _resize(depth, (18, 14), "area"))
+    torch.testing.assert_close(resize_depth(depth, (18, 14), "avgpool"), resize_depth(depth, (18, 14), "area"))
 
 
 def test_avgpool_resize_reaches_the_layers_through_the_context():
@@ -141,11 +141,21 @@ def test_transposed_depth_is_refused_but_strided_rounding_is_resized():
         with pytest.raises(DepthError, match="not one scale"):
             conv(torch.randn(1, 2, 32, 32))
     # what strided networks produce from a 33x50 image: ceil (stride 8 -> 5x7), floor (stride 2 -> 16x25),
-    # unpadded (3x3 stride 2 -> 16x24), upsampled (x2 -> 66x100)
+    # unpadded (3x3 stride 2 -> 16x24)
     depth = torch.rand(1, 1, 33, 50) + 0.5
-    for h, w in ((5, 7), (16, 25), (16, 24), (66, 100), (1, 1)):
+    for h, w in ((5, 7), (16, 25), (16, 24), (1, 1)):
         with depth_context(depth):
             assert conv(torch.randn(1, 2, h, w)).shape == (1, 3, h, w)
+
+
+def test_depth_smaller_than_the_image_is_refused_with_the_rule():
+    """Depth at half the image's size: the layer at the image's resolution would have to invent depth."""
+    conv = DepthAwareConv2d(2, 3, 3, padding=1)
+    with depth_context(torch.rand(1, 1, 16, 24) + 0.5):
+        with pytest.raises(DepthError, match=r"depth is 16x24 .*features are 32x48, larger than depth.*size of the "
+                                             r"image the model takes"):
+            conv(torch.randn(1, 2, 32, 48))
+        assert conv(torch.randn(1, 2, 16, 24)).shape == (1, 3, 16, 24)  # layers at or below its size still run
 
 
 @pytest.fixture

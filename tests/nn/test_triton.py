@@ -38,7 +38,7 @@ from tests.nn.test_functional import CASES, definition, depth_with_holes  # the 
 
 from depthdistill.errors import ConfigError, DepthDistillError
 from depthdistill.nn import functional
-from depthdistill.nn._kernels import _reference_conv
+from depthdistill.nn._kernels import reference_conv
 from depthdistill.nn.functional import _choose_impl, depth_aware_conv2d, depth_similarity
 
 pytest.importorskip("triton")
@@ -142,9 +142,9 @@ def test_any_depth_weights_match_reference(stride, pads, dilation, groups):
     for impl in ("triton", "reference"):
         xl, wl, bl = _leaves(x, w, b)
         if impl == "triton":
-            out = triton_conv._dconv_triton(xl, weights_h, wl, bl, list(stride), list(pads), list(dilation), groups)
+            out = triton_conv.dconv_triton(xl, weights_h, wl, bl, list(stride), list(pads), list(dilation), groups)
         else:
-            out = _reference_conv(F.pad(xl, pads), weights_h, wl, bl, stride, dilation, groups)
+            out = reference_conv(F.pad(xl, pads), weights_h, wl, bl, stride, dilation, groups)
         results.append((out, *_grads(out, (xl, wl, bl))))
     for got, want in zip(*results, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
@@ -171,7 +171,7 @@ def test_perturbed_depth_weights_are_caught():
     wrong = {"centre tap": _similarity(depth, centre=0), "hole rule": _similarity(depth, 4, hole_rule=False),
              "tap offset": right.roll(1, dims=1)}
     for name, weights_h in {"right": right, **wrong}.items():
-        got = triton_conv._dconv_triton(x, weights_h, w, None, [1, 1], [1, 1, 1, 1], [1, 1], 1)
+        got = triton_conv.dconv_triton(x, weights_h, w, None, [1, 1], [1, 1, 1, 1], [1, 1], 1)
         assert torch.isfinite(got).all(), name
         assert torch.allclose(got, want, rtol=1e-10, atol=1e-10) == (name == "right"), name
 
