@@ -54,13 +54,13 @@ ABLATION_ROWS = ("BL+VTCE", "BL+PS")
 
 def row_folder(row: str) -> str:
     """The folder under ``out_dir`` of a row's phase (also the phase's name in logs): the row's name in lower
-    case with ``@`` and ``+`` as ``_`` (``BL@TN+PS`` → ``bl_tn_ps``); TN→RGB has none (it trains nothing).
+    case with ``@``, ``+`` and ``-`` as ``_`` (``BL@TN+PS`` → ``bl_tn_ps``); TN→RGB has none (it trains nothing).
 
     Examples:
-        >>> [row_folder(r) for r in ("BL", "TN", "SN", "BL@TN+PS", "BL+VTCE")]
-        ['bl', 'tn', 'sn', 'bl_tn_ps', 'bl_vtce']
+        >>> [row_folder(r) for r in ("BL", "TN", "SN", "BL@TN+PS", "BL+VTCE", "SN-RGB")]
+        ['bl', 'tn', 'sn', 'bl_tn_ps', 'bl_vtce', 'sn_rgb']
     """
-    return re.sub(r"[@+]", "_", row).lower()
+    return re.sub(r"[@+-]", "_", row).lower()
 
 
 @dataclass

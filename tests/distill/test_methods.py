@@ -16,7 +16,7 @@ class CrossEntropyOnly(Method):
     name = "toy_ce"
     summary = "CE on RGB for teacher + student epochs"
 
-    def train(self, distiller, train_data, *, teacher_epochs, student_epochs, val_data=None):
+    def train(self, distiller, train_data, *, teacher_epochs, student_epochs, val_data=None, unlabelled_data=None):
         return distiller.train_baseline(train_data, teacher_epochs + student_epochs, val_data, name="sn")
 
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from depthdistill.distill import student as student_phase
 from depthdistill.distill import switch
+from depthdistill.distill.experiment import row_folder
 from depthdistill.distill.methods.base import Method
 from depthdistill.distill.teacher import frozen_copy
 from depthdistill.engine.device import move_batch
@@ -155,14 +156,14 @@ class UnlabelledDistillation(Method):
         else:
             student = distiller.initial_copy()
         return train_with_unlabelled(distiller, student, train_data, unlabelled_data, student_epochs, val_data,
-                                     labeller=labeller, name="sn")
+                                     labeller=labeller, name=row_folder("SN"))
 
     def train_control(self, distiller: Distiller, train_data: Data, *, teacher_epochs: int, student_epochs: int,
                       val_data: Data | None = None, unlabelled_data: Data | None = None) -> nn.Module:
         """The same student with an RGB labeller: BL trained for the teacher's epochs (``bl_tn``), its frozen copy
         labelling the frames from their RGB; the student starts from its weights or the initial ones."""
         _require(unlabelled_data)
-        baseline = distiller.train_baseline(train_data, teacher_epochs, val_data, name="bl_tn")
+        baseline = distiller.train_baseline(train_data, teacher_epochs, val_data, name=row_folder("BL@TN"))
         rgb_teacher = frozen_copy(baseline).to(distiller.device)
 
         def labeller(batch: dict) -> torch.Tensor:
@@ -171,7 +172,7 @@ class UnlabelledDistillation(Method):
 
         start = copy.deepcopy(baseline) if distiller.settings.student_start == "teacher" else distiller.initial_copy()
         return train_with_unlabelled(distiller, start, train_data, unlabelled_data, student_epochs, val_data,
-                                     labeller=labeller, name="sn_rgb")
+                                     labeller=labeller, name=row_folder("SN-RGB"))
 
 
 def _require(unlabelled_data: Data | None) -> None:
