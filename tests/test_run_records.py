@@ -245,3 +245,22 @@ def test_results_and_removal_json_are_strict_json(tmp_path):
     report = RemovalReport([RemovalRow("conv1", float("nan"), 0.0, 1.0, float("inf"))]).to_dict()
     assert json.loads(json.dumps(report, allow_nan=False))["layers"][0] == {
         "name": "conv1", "mean_h": None, "rms_depth_aware": 0.0, "rms_plain": 1.0, "ratio": "inf"}
+
+
+@pytest.mark.parametrize("name, args, cls", [
+    ("deeplab_vgg16", {"width": 0.0625}, "DeepLabVGG16"),
+    ("timm:resnet18", {"head_channels": 8}, "TimmSegmenter"),
+    ("smp:Unet/resnet18", {"encoder_depth": 3, "decoder_channels": (16, 8, 4)}, "Unet"),
+    ("tiny_rgbd:TinySegmenter", {"width": 4}, "TinySegmenter"),
+])
+def test_build_model_reads_names_from_its_tables(name, args, cls):
+    model = build_model(name, 3, **args)
+    assert type(model).__name__ == cls
+
+
+@pytest.mark.parametrize("name, message", [("vgg", "unknown model 'vgg'; use deeplab_vgg16, smp:"),
+                                           ("smp:Unet", "must be 'smp:<Arch>/<encoder>'"),
+                                           ("deeplab_vgg16", "does not accept arguments \\['depth'\\]")])
+def test_build_model_refuses_unknown_names_and_arguments(name, message):
+    with pytest.raises(ConfigError, match=message):
+        build_model(name, 3, **({"depth": 3} if name == "deeplab_vgg16" else {}))

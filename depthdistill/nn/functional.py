@@ -27,7 +27,6 @@ custom-op registration are in :mod:`depthdistill.nn._kernels`.
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
