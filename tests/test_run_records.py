@@ -251,7 +251,7 @@ def test_results_and_removal_json_are_strict_json(tmp_path):
     ("deeplab_vgg16", {"width": 0.0625}, "DeepLabVGG16"),
     ("timm:resnet18", {"head_channels": 8}, "TimmSegmenter"),
     ("smp:Unet/resnet18", {"encoder_depth": 3, "decoder_channels": (16, 8, 4)}, "Unet"),
-    ("tiny_rgbd:TinySegmenter", {"width": 4}, "TinySegmenter"),
+    ("tests.tiny_rgbd:TinySegmenter", {"width": 4}, "TinySegmenter"),
 ])
 def test_build_model_reads_names_from_its_tables(name, args, cls):
     model = build_model(name, 3, **args)

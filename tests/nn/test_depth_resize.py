@@ -20,7 +20,7 @@ from depthdistill import (
 from depthdistill.engine import save_checkpoint
 from depthdistill.engine.evaluate import evaluate
 from depthdistill.engine.registry import load_model
-from tiny_rgbd import TinySegmenter
+from tests.tiny_rgbd import TinySegmenter
 
 
 class StridedConv(nn.Conv2d):
@@ -106,7 +106,7 @@ def test_constructors_take_it_and_refuse_unknown_modes():
 
 def test_a_checkpoint_brings_the_teacher_back_with_its_mode(tmp_path):
     teacher = convert_to_depth_aware(TinySegmenter(), depth_resize="avgpool", alpha=4.0).eval()
-    meta = {"model": {"name": "tiny_rgbd:TinySegmenter", "args": {}}, "num_classes": 3, "alpha": 4.0,
+    meta = {"model": {"name": "tests.tiny_rgbd:TinySegmenter", "args": {}}, "num_classes": 3, "alpha": 4.0,
             "depth_resize": "avgpool", "depth_aware_layers": ["conv1", "conv2"]}
     path = save_checkpoint({"model": teacher.state_dict(), "meta": meta}, tmp_path / "model.pt")
     loaded, _ = load_model(path)
