@@ -322,3 +322,20 @@ def test_report_accepts_results_json_rows_and_checks_them(tmp_path):
         viz.write_report(tmp_path, [{"name": "SN", "mean_iou": 0.3}], {})
     with pytest.raises(ConfigError, match="does not exist"):
         viz.write_report(tmp_path, rows, {"curves": tmp_path / "absent.png"})
+
+
+def test_report_explains_every_row_in_one_line(tmp_path):
+    table = ResultsTable([ResultRow("BL", "RGB", 0.2, 0.1, 0.6, 2, 1.0),
+                          ResultRow("BL@TN+PS", "RGB", 0.2, 0.1, 0.6, 1, 1.0)])
+    notes = {"BL": "the baseline <plain>", "BL@TN+PS": "BL@TN continued", "SN": "not in this table"}
+    paths = viz.write_report(tmp_path, table, {}, row_notes=notes)
+    lines = paths["markdown"].read_text().splitlines()
+    # under the table, in its order, one line each; a note for a row the table lacks is not shown
+    start = lines.index("What each row is:")
+    assert lines[start + 2:start + 4] == ["- **BL**: the baseline <plain>", "- **BL@TN+PS**: BL@TN continued"]
+    assert lines.index("| BL@TN+PS | RGB | 20.0 | 10.0 | 60.0 |") < start and "not in this table" not in lines
+    page = paths["html"].read_text()
+    assert "<li><b>BL</b>: the baseline &lt;plain&gt;</li>" in page and "<li><b>BL@TN+PS</b>: " in page
+    assert "What each row is" not in viz.write_report(tmp_path, table, {})["markdown"].read_text()
+    with pytest.raises(ConfigError, match=r"no line for row\(s\) \['BL@TN\+PS'\]"):
+        viz.write_report(tmp_path, table, {}, row_notes={"BL": "the baseline"})
