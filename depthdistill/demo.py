@@ -55,7 +55,7 @@ PRESETS = {
                         student_epochs=1, batch_size=8, lr=2e-3),
 }
 #: How long a whole run of each preset takes on a 2-core CPU, as measured: the full preset 10 min 41 s idle
-#: (docs/demo.md, 2026-11-30); the quick one under 10 s idle and 15–27 s on a busy machine, Python's start-up included.
+#: (docs/demo.md, 2026-11-30); the quick one under 10 s idle, 15–27 s on a busy machine (Python's start-up included).
 _DURATIONS = {"full": "about 11 minutes", "quick": "under a minute"}
 
 #: Each row in one line for the report (the table in :mod:`depthdistill.distill.experiment`'s docstring, in words,
