@@ -214,8 +214,8 @@ def _write_figures(out: Path, distiller: Distiller, table: ResultsTable, test) -
     notes = (f"Synthetic RGB-D scenes, {info['preset']['train_samples']} train / {info['preset']['test_samples']} test "
              f"at {info['preset']['size'][0]}x{info['preset']['size'][1]}, DeepLab-VGG16 at width "
              f"{info['preset']['width']}, TN {info['teacher_epochs']} epochs, SN {info['student_epochs']}, BL "
-             f"{info['baseline_epochs']}; the Distiller's {distiller.settings.preset!r} preset ({len(distiller.depth_aware_layers)} "
-             f"depth-aware layers, depth resized by {distiller.settings.depth_resize!r}, depth dropout "
+             f"{info['baseline_epochs']}; the Distiller's {distiller.settings.preset!r} preset "
+             f"({len(distiller.depth_aware_layers)} depth-aware layers, depth resized by {distiller.settings.depth_resize!r}, depth dropout "
              f"{distiller.settings.depth_dropout:g}); {info['total_seconds']} s of training and testing on "
              f"{distiller.device}.")
     if info.get("quick"):

@@ -5,8 +5,9 @@ Everything draws on matplotlib ``Figure`` objects rendered by the Agg backend: n
 touches pyplot's global state, and it works on a headless server. Plot functions write a PNG and return its path.
 
 Inputs may be ``torch.Tensor`` s or NumPy arrays. Conventions are the library's: RGB ``(3, H, W)`` float
-(normalised with the ImageNet mean and std of :mod:`depthdistill.data.transforms` unless told otherwise) or ``(H, W, 3)`` uint8, depth ``(H, W)`` or
-``(1, H, W)`` in metres with 0 (or non-finite) for missing, labels ``(H, W)`` int with 255 = void.
+(normalised with the ImageNet mean and std of :mod:`depthdistill.data.transforms` unless told otherwise) or
+``(H, W, 3)`` uint8, depth ``(H, W)`` or ``(1, H, W)`` in metres with 0 (or non-finite) for missing, labels
+``(H, W)`` int with 255 = void.
 
 The metrics log read by :func:`plot_training_curves` is JSON lines, one object per line, as
 :class:`~depthdistill.engine.run_log.RunLog` writes it. The minimal schema read:

@@ -28,7 +28,8 @@ def test_quick_demo_writes_everything_it_promises(tmp_path, capsys, monkeypatch)
     report = (tmp_path / "report.md").read_text()
     for row in results["rows"]:
         # the printed table and the report carry exactly the measured numbers
-        cells = f"| {row['name']} | {row['input']} | {100 * row['mean_pixel_accuracy']:.1f} | {100 * row['mean_iou']:.1f} |"
+        cells = (f"| {row['name']} | {row['input']} | {100 * row['mean_pixel_accuracy']:.1f} | "
+                 f"{100 * row['mean_iou']:.1f} |")
         assert cells in printed and cells in report
     for image in ("training_curves.png", "vtce_temperature.png", "per_class_iou.png", "samples.png"):
         assert (tmp_path / image).stat().st_size > 1000
