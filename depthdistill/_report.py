@@ -1,5 +1,5 @@
-"""The one-page run report (``report.md`` and ``report.html``): the results table in the paper's form, more tables,
-and the figures. Re-exported as :func:`depthdistill.viz.write_report`.
+"""The one-page run report (``report.md`` and ``report.html``): the results table in the paper's form, a line on
+each of its rows, more tables, and the figures. Re-exported as :func:`depthdistill.viz.write_report`.
 """
 
 from __future__ import annotations
@@ -44,11 +44,14 @@ def write_report(
     title: str = "depthdistill results",
     notes: str | None = None,
     tables: Mapping[str, tuple[Sequence[str], Sequence[Sequence[str]]]] | None = None,
+    row_notes: Mapping[str, str] | None = None,
 ) -> dict[str, Path]:
     """Writes a one-page report, ``report.md`` and ``report.html``: a results table and the images.
 
-    The table has the paper's form: row, input, mPA, mIoU and pixel accuracy, in % with one decimal. Images are
-    linked by paths relative to ``out_dir``, so keep them with the report (e.g. in ``out_dir`` itself).
+    The table has the paper's form: row, input, mPA, mIoU and pixel accuracy, in % with one decimal. With
+    ``row_notes`` a list under it says in one line each what every row is, so that a reader who has not read the
+    paper can read the table. Images are linked by paths relative to ``out_dir``, so keep them with the report
+    (e.g. in ``out_dir`` itself).
 
     Args:
         out_dir: Directory of the report (created if needed).
@@ -60,25 +63,33 @@ def write_report(
         notes: A paragraph shown under the title (what was run, on what machine, how long it took).
         tables: More tables after the results, ``{caption: (header, rows of cell strings)}``, in display order
             (the demo adds the teacher's removal report).
+        row_notes: ``{row name: one line on what the row is}`` (what it starts from, its loss and input, its
+            epochs, what it is tested on); every row of ``table`` needs one.
 
     Returns:
         ``{"markdown": path, "html": path}``.
 
     Raises:
-        ConfigError: If a row lacks a metric or an image file is missing.
+        ConfigError: If a row lacks a metric or a note (when ``row_notes`` is given), or an image file is missing.
 
     Examples:
         >>> import tempfile, pathlib
         >>> out = pathlib.Path(tempfile.mkdtemp())
         >>> rows = [{"name": "SN", "input": "RGB", "mean_pixel_accuracy": 0.51, "mean_iou": 0.381,
         ...          "pixel_accuracy": 0.7}]
-        >>> paths = write_report(out, rows, {})
-        >>> "| SN | RGB | 51.0 | 38.1 | 70.0 |" in paths["markdown"].read_text()
-        True
+        >>> paths = write_report(out, rows, {}, row_notes={"SN": "the student"})
+        >>> text = paths["markdown"].read_text()
+        >>> "| SN | RGB | 51.0 | 38.1 | 70.0 |" in text, "- **SN**: the student" in text
+        (True, True)
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = [_row_values(row) for row in table]
+    notes_of_rows = [(name, row_notes.get(name)) for name, *_ in rows] if row_notes is not None else []
+    unexplained = [name for name, note in notes_of_rows if note is None]
+    if unexplained:
+        raise ConfigError(f"row_notes has no line for row(s) {unexplained}; give one for every row of the table or "
+                          "leave row_notes out")
     links = {}
     for caption, image in images.items():
         if not Path(image).is_file():
@@ -92,6 +103,9 @@ def write_report(
         markdown += [notes, ""]
     markdown += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     markdown += ["| " + " | ".join(row) + " |" for row in cells]
+    if notes_of_rows:
+        markdown += ["", "What each row is:", ""]
+        markdown += [f"- **{name}**: {note}" for name, note in notes_of_rows]
     extra = dict(tables or {})
     for caption, (head, body) in extra.items():
         markdown += ["", f"## {caption}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -110,6 +124,10 @@ def write_report(
     page.append("<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead><tbody>")
     page += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in cells]
     page.append("</tbody></table>")
+    if notes_of_rows:
+        page.append("<p>What each row is:</p><ul>")
+        page += [f"<li><b>{esc(name)}</b>: {esc(note)}</li>" for name, note in notes_of_rows]
+        page.append("</ul>")
     for caption, (head, body) in extra.items():
         page += [f"<h2>{esc(caption)}</h2>",
                  "<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr></thead><tbody>"]

@@ -3,7 +3,9 @@
 A slim DeepLab-VGG16 is trained as the baseline (BL, and BL@TN for the teacher's epochs only), the depth-aware teacher
 (TN), the shared-weight VTCE student (SN), the two ablations of the paper's Table 3 (BL+VTCE, BL+PS) and SN's control
 without depth (BL@TN+PS); every row is tested, with TN→RGB (the teacher's weights run as plain convolutions on RGB
-before any student training), and the table printed in the paper's form. Figures and a one-page report go to the output folder.
+before any student training), and the table printed in the paper's form. The first line printed says what will be
+trained and for how long (:func:`demo_plan`); figures and a one-page report, with a line on every row, go to the
+output folder.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from depthdistill.distill import EXPERIMENT_ROWS, Distiller, ResultsTable
+from depthdistill.distill import EXPERIMENT_ROWS, Distiller, ResultRow, ResultsTable
 
-__all__ = ["DemoPreset", "PRESETS", "run_demo"]
+__all__ = ["DemoPreset", "PRESETS", "demo_plan", "run_demo"]
 
 
 @dataclass(frozen=True)
@@ -45,20 +47,94 @@ class DemoPreset:
     lr: float
 
 
-#: ``"full"``: about 11 minutes on a 2-core CPU, long enough for depth to show (docs/demo.md); ``"quick"``: a
-#: smoke run of seconds.
+#: ``"full"``: long enough for depth to show (docs/demo.md); ``"quick"``: a smoke run.
 PRESETS = {
     "full": DemoPreset(train_samples=384, test_samples=96, size=(96, 128), width=0.125, teacher_epochs=25,
                        student_epochs=10, batch_size=8, lr=2e-3),
     "quick": DemoPreset(train_samples=24, test_samples=12, size=(48, 64), width=0.0625, teacher_epochs=2,
                         student_epochs=1, batch_size=8, lr=2e-3),
 }
+#: How long a whole run of each preset takes on a 2-core CPU, as measured: the full preset 10 min 41 s idle
+#: (docs/demo.md, 2026-11-30); the quick one under 10 s idle, 15–27 s on a busy machine (Python's start-up included).
+_DURATIONS = {"full": "about 11 minutes", "quick": "under a minute"}
+
+#: Each row in one line for the report (the table in :mod:`depthdistill.distill.experiment`'s docstring, in words,
+#: as the demo runs it: the default method) and the schedule whose epochs it trains (``None``: trains nothing).
+#: ``{epochs}`` is the row's own (as tested), ``{teacher_epochs}`` TN's; the report adds what it was tested on.
+_ROW_NOTES: dict[str, tuple[str | None, str]] = {
+    "BL": ("baseline", "the baseline: the plain network from its initial weights, trained with cross-entropy (CE) on "
+                       "RGB for {epochs}, as many as TN and SN together, so that a gain of SN is not merely more "
+                       "training"),
+    "BL@TN": ("teacher", "the baseline at the teacher's epochs: BL trained for {epochs} only, as many as TN, so that "
+                         "TN's gain from depth is seen at equal training"),
+    "TN": ("teacher", "the teacher network: the same network with depth-aware convolutions (D-Conv), from the "
+                      "initial weights, trained with CE on RGB-D for {epochs}"),
+    "TN→RGB": (None, "TN's trained weights run as plain convolutions on RGB, not trained further: what removing "
+                     "depth costs before the student trains"),
+    "SN": ("student", "the student network: TN's weights themselves (parameter sharing, PS) as plain convolutions, "
+                      "trained on RGB with CE plus variable-temperature cross-entropy (VTCE) against the frozen "
+                      "teacher for {epochs} after TN's {teacher_epochs}: the paper's method"),
+    "BL+VTCE": ("baseline", "ablation (the paper's Table 3): the plain network from its initial weights, trained on "
+                            "RGB with SN's loss (CE + VTCE against TN) for {epochs}: VTCE without parameter sharing"),
+    "BL+PS": ("student", "ablation (the paper's Table 3): a copy of TN's weights as plain convolutions, trained with "
+                         "CE alone on RGB for {epochs}: parameter sharing without VTCE"),
+    "BL@TN+PS": ("student", "the control for SN without depth: a copy of BL@TN trained on with CE on RGB for "
+                            "{epochs}, SN's two schedules with no depth anywhere (SN − BL@TN+PS is what the "
+                            "depth-trained teacher adds)"),
+}
+
+
+def _epochs(count: int) -> str:
+    return f"{count} epoch" if count == 1 else f"{count} epochs"
+
+
+def demo_plan(quick: bool = False) -> str:
+    """The first line ``depthdistill demo`` prints: what it will train, on what, and how long the run takes.
+
+    Args:
+        quick: Describe the ``"quick"`` preset instead of ``"full"``.
+
+    Returns:
+        One line: the preset and its measured duration, every row with its epochs, the data, the model and the
+        optimiser.
+
+    Examples:
+        >>> line = demo_plan()
+        >>> line.startswith("depthdistill demo, full preset: about 11 minutes on a 2-core CPU")
+        True
+        >>> "BL (35), BL@TN (25), TN (25), TN→RGB (0), SN (10)" in line
+        True
+    """
+    name = "quick" if quick else "full"
+    preset = PRESETS[name]
+    # BL and BL+VTCE keep run_experiment's default baseline_epochs, the teacher's and the student's together.
+    epochs = {"teacher": preset.teacher_epochs, "student": preset.student_epochs,
+              "baseline": preset.teacher_epochs + preset.student_epochs, None: 0}
+    rows = ", ".join(f"{row} ({epochs[_ROW_NOTES[row][0]]})" for row in EXPERIMENT_ROWS)
+    head = (f"depthdistill demo --quick, a smoke run of seconds ({_DURATIONS['quick']} on a 2-core CPU; the full "
+            f"preset takes {_DURATIONS['full']})" if quick
+            else f"depthdistill demo, full preset: {_DURATIONS['full']} on a 2-core CPU (--quick: a smoke run of "
+                 "seconds)")
+    height, width = preset.size
+    return (f"{head}. Trains and tests {len(EXPERIMENT_ROWS)} rows, epochs in "
+            f"parentheses: {rows}; data: built-in synthetic RGB-D scenes, {preset.train_samples} train / "
+            f"{preset.test_samples} test at {height}x{width}; model: DeepLab-VGG16 at width {preset.width:g}; "
+            f"batch {preset.batch_size}, Adam at lr {preset.lr:g}. TN is tested on RGB-D, every other row on RGB; "
+            "the report says what each row is.")
+
+
+def _row_note(row: ResultRow, teacher_epochs: int) -> str:
+    """The report's line on ``row``: what it is (from :data:`_ROW_NOTES`), with its epochs and test input."""
+    what = _ROW_NOTES[row.name][1].format(epochs=_epochs(row.epochs), teacher_epochs=_epochs(teacher_epochs))
+    return f"{what}; tested on {row.input}."
 
 
 def run_demo(out_dir: str | Path = "runs/demo", *, quick: bool = False, seed: int = 0, device: str = "auto",
              progress: bool | None = None) -> ResultsTable:
     """Trains and tests every row of :data:`~depthdistill.distill.EXPERIMENT_ROWS` on synthetic data; writes
     results, figures and a report.
+
+    Prints :func:`demo_plan` first, then each phase's epoch lines.
 
     Args:
         out_dir: Output folder: ``results.json``, ``metrics.jsonl``, the figures, ``report.md`` /
@@ -79,6 +155,8 @@ def run_demo(out_dir: str | Path = "runs/demo", *, quick: bool = False, seed: in
     from depthdistill.data import SyntheticRGBD, eval_transforms, train_transforms
     from depthdistill.models import deeplab_vgg16
 
+    # First, before anything is rendered or trained: what this will cost the user, and what they will get.
+    print(demo_plan(quick), flush=True)
     preset = PRESETS["quick" if quick else "full"]
     out = Path(out_dir)
     # Flips and ImageNet normalisation only: the scenes already vary in layout, scale and colour.
@@ -137,10 +215,10 @@ def _write_figures(out: Path, distiller: Distiller, table: ResultsTable, test) -
     notes = (f"Synthetic RGB-D scenes, {info['preset']['train_samples']} train / {info['preset']['test_samples']} test "
              f"at {info['preset']['size'][0]}x{info['preset']['size'][1]}, DeepLab-VGG16 at width "
              f"{info['preset']['width']}, TN {info['teacher_epochs']} epochs, SN {info['student_epochs']}, BL "
-             f"{info['baseline_epochs']}; the Distiller's {distiller.settings.preset!r} preset ({len(distiller.depth_aware_layers)} "
-             f"depth-aware layers, depth resized by {distiller.settings.depth_resize!r}, depth dropout "
-             f"{distiller.settings.depth_dropout:g}); {info['total_seconds']} s of training and testing on {distiller.device}. "
-             "TN is tested on RGB-D, every other row on RGB only.")
+             f"{info['baseline_epochs']}; the Distiller's {distiller.settings.preset!r} preset "
+             f"({len(distiller.depth_aware_layers)} depth-aware layers, depth resized by {distiller.settings.depth_resize!r}, depth dropout "
+             f"{distiller.settings.depth_dropout:g}); {info['total_seconds']} s of training and testing on "
+             f"{distiller.device}.")
     if info.get("quick"):
         notes = ("**A smoke run** (`--quick`): it checks that everything runs; too short for the numbers to say "
                  "anything about the method (run without `--quick` for that). " + notes)
@@ -148,6 +226,7 @@ def _write_figures(out: Path, distiller: Distiller, table: ResultsTable, test) -
     body = [(r.name, f"{r.mean_h:.3f}", f"{r.rms_depth_aware:.4g}", f"{r.rms_plain:.4g}", f"{r.ratio:.2f}")
             for r in removal.layers]
     viz.write_report(out, table, images, title="depthdistill demo", notes=notes,
+                     row_notes={row.name: _row_note(row, info["teacher_epochs"]) for row in table},
                      tables={"What removing depth changes in the teacher (depthdistill.removal_report, "
                              f"{len(samples)} test images)": (head, body)})
     return images

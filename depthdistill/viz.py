@@ -5,15 +5,23 @@ Everything draws on matplotlib ``Figure`` objects rendered by the Agg backend: n
 touches pyplot's global state, and it works on a headless server. Plot functions write a PNG and return its path.
 
 Inputs may be ``torch.Tensor`` s or NumPy arrays. Conventions are the library's: RGB ``(3, H, W)`` float
-(normalised with the ImageNet mean and std of :mod:`depthdistill.data.transforms` unless told otherwise) or ``(H, W, 3)`` uint8, depth ``(H, W)`` or
-``(1, H, W)`` in metres with 0 (or non-finite) for missing, labels ``(H, W)`` int with 255 = void.
+(normalised with the ImageNet mean and std of :mod:`depthdistill.data.transforms` unless told otherwise) or
+``(H, W, 3)`` uint8, depth ``(H, W)`` or ``(1, H, W)`` in metres with 0 (or non-finite) for missing, labels
+``(H, W)`` int with 255 = void.
 
 The metrics log read by :func:`plot_training_curves` is JSON lines, one object per line, as
 :class:`~depthdistill.engine.run_log.RunLog` writes it. The minimal schema read:
 
 * A record is an *epoch record* when it has ``"phase"`` (str) and ``"epoch"`` (int, 0-based) and neither
   ``"step"`` (a per-step record) nor ``"test"`` (a final evaluation); other records are ignored.
-* ``"loss"`` (float) is plotted per phase against the epoch (shown 1-based, like the console lines).
+* Losses of different kinds get panels of their own, never one axis: the first panel is each phase's training
+  cross-entropy with the labels, its ``"ce"`` part where it logs one (a student trained with CE + VTCE) and else
+  its ``"loss"``: a phase that logs no ``"ce"`` is taken to train with CE alone, as the library's teacher and plain
+  phases do (a student loss of your own should log its CE part as ``"ce"``, as
+  :class:`~depthdistill.losses.CEPlusVTCE` does). A ``"vtce"`` part gets a panel of its own. Values are plotted
+  against the epoch (shown 1-based, like the console lines).
+* Phases are named in the legend by their experiment row (``bl_vtce`` → ``BL+VTCE``, the inverse of
+  :func:`depthdistill.distill.row_folder`) and drawn in the results table's order; other phase names are kept.
 * Each metric in ``metrics`` (default ``mean_iou``, ``mean_pixel_accuracy``, ``pixel_accuracy``) is taken from
   ``"val_<metric>"`` or, failing that, ``"<metric>"``, as a fraction in [0, 1]; it is plotted in %.
 * ``null`` values are skipped; when an epoch of a phase appears twice (a resumed run), the last record wins.
@@ -31,10 +39,12 @@ from typing import Any
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from depthdistill._report import write_report
 from depthdistill.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from depthdistill.distill import EXPERIMENT_ROWS, row_folder
 from depthdistill.errors import ConfigError, DepthError
 from depthdistill.labels import VOID, label_palette
 from depthdistill.losses import DEFAULT_BETA, vtce_temperature
@@ -65,6 +75,10 @@ VOID_COLOR = (0, 0, 0)
 HOLE_COLOR = (255, 255, 255)
 DEFAULT_METRICS = ("mean_iou", "mean_pixel_accuracy", "pixel_accuracy")
 _METRIC_TITLES = {"mean_iou": "mIoU", "mean_pixel_accuracy": "mPA", "pixel_accuracy": "pixel accuracy"}
+#: Loss parts drawn on panels of their own after the CE panel, when a phase logs them: {key: (title, y label)}.
+_LOSS_TERMS = {"vtce": ("training VTCE (the distillation term)", "VTCE, mean over the epoch")}
+#: {phase name in the log: experiment row}, the inverse of ``row_folder``, in the results table's order.
+_ROW_OF_PHASE = {row_folder(row): row for row in EXPERIMENT_ROWS}
 _DPI = 120
 
 Array = Any  # a torch.Tensor or a NumPy array
@@ -315,9 +329,11 @@ def plot_training_curves(
     out_path: str | os.PathLike,
     metrics: Sequence[str] = DEFAULT_METRICS,
 ) -> Path:
-    """Plots the training loss and validation metrics of every phase against the epoch.
+    """Plots the training losses and validation metrics of every phase against the epoch.
 
-    One panel for ``loss``, then one per metric found in the log (see the module docstring for the schema).
+    One panel for the training cross-entropy of every phase, one per other loss part logged (VTCE), then one per
+    metric found in the log; losses of different kinds never share an axis. The legend names each phase by its
+    experiment row (BL, TN, SN, BL+VTCE …). See the module docstring for the schema.
 
     Args:
         log: Path of a JSON-lines metrics log, or its records already read.
@@ -333,34 +349,51 @@ def plot_training_curves(
     Examples:
         >>> import tempfile, pathlib
         >>> out = pathlib.Path(tempfile.mkdtemp()) / "curves.png"
-        >>> records = [{"phase": "teacher", "epoch": e, "loss": 1.0 / (e + 1), "val_mean_iou": 0.1 * e}
+        >>> records = [{"phase": "tn", "epoch": e, "loss": 1.0 / (e + 1), "val_mean_iou": 0.1 * e}
         ...            for e in range(3)]
+        >>> records.append({"phase": "sn", "epoch": 0, "loss": 0.9, "ce": 0.5, "vtce": 0.4})
         >>> plot_training_curves(records, out).stat().st_size > 0
         True
     """
     records = read_metrics_log(log) if isinstance(log, (str, os.PathLike)) else list(log)
-    panels = [("loss", "training loss", _epoch_series(records, "loss"), 1.0)]
-    if not panels[0][2]:
+    losses, ce_parts = _epoch_series(records, "loss"), _epoch_series(records, "ce")
+    if not losses:
         raise ConfigError("the metrics log has no epoch record with a loss (need 'phase', 'epoch' and 'loss' "
                           "on one line)")
+    # A total of CE + VTCE is not comparable with a CE, so a phase's CE part stands in for its total here.
+    panels = [("training cross-entropy (CE)", "CE with the labels, mean over the epoch",
+               {phase: ce_parts.get(phase, series) for phase, series in losses.items()}, 1.0)]
+    for key, (title, ylabel) in _LOSS_TERMS.items():
+        if series := _epoch_series(records, key):
+            panels.append((title, ylabel, series, 1.0))
     for metric in metrics:
         series = _epoch_series(records, f"val_{metric}") or _epoch_series(records, metric)
         if series:
-            panels.append((metric, f"{_METRIC_TITLES.get(metric, metric)} (%)", series, 100.0))
+            panels.append((_METRIC_TITLES.get(metric, metric), "%", series, 100.0))
 
-    fig = Figure(figsize=(4.2 * len(panels), 3.4), layout="constrained")
+    fig = Figure(figsize=(4.2 * len(panels) + 1.2, 3.4), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    phases = list(dict.fromkeys(phase for _, _, series, _ in panels for phase in series))
-    colors = {phase: colormaps["tab10"](i % 10) for i, phase in enumerate(phases)}
-    for ax, (_name, title, series, scale) in zip(axes, panels, strict=True):
+    # Rows in the results table's order and with its colours (plot_per_class_iou's for the full table), so one
+    # row looks the same in every figure; other phases follow in log order.
+    table_order = {phase: index for index, phase in enumerate(_ROW_OF_PHASE)}
+    phases = sorted(dict.fromkeys(phase for _, _, series, _ in panels for phase in series),
+                    key=lambda phase: table_order.get(phase, len(table_order)))
+    colors = {phase: colormaps["tab10"](table_order.get(phase, len(table_order) + i) % 10)
+              for i, phase in enumerate(phases)}
+    style = {"marker": "o", "markersize": 3}
+    for ax, (title, ylabel, series, scale) in zip(axes, panels, strict=True):
         for phase, (epochs, values) in series.items():
-            ax.plot([e + 1 for e in epochs], [scale * v for v in values], marker="o", markersize=3,
-                    color=colors[phase], label=phase)
+            ax.plot([e + 1 for e in epochs], [scale * v for v in values], color=colors[phase],
+                    label=_ROW_OF_PHASE.get(phase, phase), **style)
         ax.set_title(title)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("epoch of the phase (each from its own start)")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    fig.legend(*axes[0].get_legend_handles_labels(), title="phase", fontsize="small", loc="outside right upper")
+    handles = [Line2D([], [], color=colors[phase], label=_ROW_OF_PHASE.get(phase, phase), **style)
+               for phase in phases]
+    fig.legend(handles=handles, title="row" if set(phases) <= set(_ROW_OF_PHASE) else "phase", fontsize="small",
+               loc="outside right upper")
     return _save(fig, out_path)
 
 

@@ -1,12 +1,25 @@
-"""`depthdistill demo --quick` end to end: every promised file, the table as measured, the report."""
+"""`depthdistill demo --quick` end to end: its first line, every promised file, the table as measured, the report."""
 
 import json
+import re
+from pathlib import Path
 
+from depthdistill import viz
 from depthdistill.cli import main
+from depthdistill.demo import PRESETS, demo_plan
+from depthdistill.distill import EXPERIMENT_ROWS
 from depthdistill.engine.registry import load_model
 
 
-def test_quick_demo_writes_everything_it_promises(tmp_path, capsys):
+def test_quick_demo_writes_everything_it_promises(tmp_path, capsys, monkeypatch):
+    drawn = {}  # {file name: the matplotlib Figure saved to it}, to read the figures back
+    save = viz._save
+
+    def spy(fig, path):
+        drawn[Path(path).name] = fig
+        return save(fig, path)
+
+    monkeypatch.setattr(viz, "_save", spy)
     assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     results = json.loads((tmp_path / "results.json").read_text())
@@ -15,7 +28,8 @@ def test_quick_demo_writes_everything_it_promises(tmp_path, capsys):
     report = (tmp_path / "report.md").read_text()
     for row in results["rows"]:
         # the printed table and the report carry exactly the measured numbers
-        cells = f"| {row['name']} | {row['input']} | {100 * row['mean_pixel_accuracy']:.1f} | {100 * row['mean_iou']:.1f} |"
+        cells = (f"| {row['name']} | {row['input']} | {100 * row['mean_pixel_accuracy']:.1f} | "
+                 f"{100 * row['mean_iou']:.1f} |")
         assert cells in printed and cells in report
     for image in ("training_curves.png", "vtce_temperature.png", "per_class_iou.png", "samples.png"):
         assert (tmp_path / image).stat().st_size > 1000
@@ -29,3 +43,36 @@ def test_quick_demo_writes_everything_it_promises(tmp_path, capsys):
     assert (tmp_path / "sn" / "model.pt").is_file()
     assert "A smoke run" in report and results["info"]["quick"] is True
     assert load_model(tmp_path / "sn" / "model.pt")[0].__class__.__name__ == "DeepLabVGG16"  # it names its model
+
+    # The first line says what will be trained, on what and for how long, before anything is: every row with the
+    # epochs it then trained, the data, the model, and the time.
+    first = printed.splitlines()[0]
+    assert first.startswith("depthdistill demo --quick, a smoke run of seconds")
+    assert "the full preset takes about 11 minutes" in first
+    assert "synthetic RGB-D scenes, 24 train / 12 test at 48x64" in first and "DeepLab-VGG16 at width 0.0625" in first
+    assert re.findall(r"(\S+) \((\d+)\)", first) == [(row["name"], str(row["epochs"])) for row in results["rows"]]
+
+    # The report says in one line what every row of its table is, with its epochs and what it was tested on.
+    notes = {line.split("**")[1]: line for line in report.splitlines() if line.startswith("- **")}
+    assert list(notes) == names
+    for row in results["rows"]:
+        epochs = f"for {row['epochs']} epoch" if row["epochs"] else "not trained"
+        assert epochs in notes[row["name"]] and notes[row["name"]].endswith(f"tested on {row['input']}.")
+
+    # The training curves name the table's rows (all but TN→RGB, which trains nothing), not the phase folders.
+    legend = drawn["training_curves.png"].legends[0]
+    assert [text.get_text() for text in legend.get_texts()] == [name for name in names if name != "TN→RGB"]
+    assert [ax.get_title() for ax in drawn["training_curves.png"].axes] == [
+        "training cross-entropy (CE)", "training VTCE (the distillation term)"]
+
+
+def test_the_full_demo_announces_itself_with_its_measured_time():
+    line = demo_plan()
+    assert line.startswith("depthdistill demo, full preset: about 11 minutes on a 2-core CPU (--quick: a smoke run")
+    full = PRESETS["full"]
+    assert f"{full.train_samples} train / {full.test_samples} test at 96x128" in line
+    baseline = full.teacher_epochs + full.student_epochs
+    assert (f"BL ({baseline}), BL@TN ({full.teacher_epochs}), TN ({full.teacher_epochs}), TN→RGB (0), "
+            f"SN ({full.student_epochs}), BL+VTCE ({baseline}), BL+PS ({full.student_epochs}), "
+            f"BL@TN+PS ({full.student_epochs})") in line
+    assert [name for name, _ in re.findall(r"(\S+) \((\d+)\)", line)] == list(EXPERIMENT_ROWS)

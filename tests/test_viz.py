@@ -160,12 +160,47 @@ def test_training_curves_plot_epoch_records_per_phase(tmp_path, figures):
     out = viz.plot_training_curves(log, tmp_path / "plots" / "curves.png")
     assert out == tmp_path / "plots" / "curves.png" and _png_size(out)[0] > 0
     loss_ax, iou_ax = figures[0].axes
-    assert loss_ax.get_title() == "training loss" and iou_ax.get_title() == "mIoU (%)"
+    assert loss_ax.get_title() == "training cross-entropy (CE)" and iou_ax.get_title() == "mIoU"
+    assert iou_ax.get_ylabel() == "%"
     lines = {line.get_label(): line.get_data() for line in loss_ax.lines}
     assert [list(v) for v in lines["teacher"]] == [[1, 2], [2.0, 1.0]]
     assert [list(v) for v in lines["student"]] == [[1], [0.5]]
     ious = {line.get_label(): list(line.get_ydata()) for line in iou_ax.lines}
     assert ious["teacher"] == pytest.approx([10.0, 30.0]) and "student" not in ious  # val_ wins over plain
+
+
+def test_training_curves_name_rows_and_keep_losses_of_different_kinds_apart(tmp_path, figures):
+    log = [{"phase": phase, "epoch": 0, "loss": loss, **parts} for phase, loss, parts in [
+        ("bl_tn_ps", 1.1, {}), ("bl_vtce", 2.8, {"ce": 2.0, "vtce": 0.8}), ("sn", 2.5, {"ce": 1.6, "vtce": 0.9}),
+        ("tn", 2.0, {}), ("bl", 1.3, {}), ("my_phase", 0.7, {}),
+    ]]
+    viz.plot_training_curves(log, tmp_path / "curves.png")
+    figure = figures[0]
+    # the results table's row names, in its order; a phase that is no row keeps its name
+    assert [t.get_text() for t in figure.legends[0].get_texts()] == ["BL", "TN", "SN", "BL+VTCE", "BL@TN+PS",
+                                                                     "my_phase"]
+    assert figure.legends[0].get_title().get_text() == "phase"
+    ce_ax, vtce_ax = figure.axes
+    # CE against CE: a student's CE part, never its CE + VTCE total
+    ce = {line.get_label(): list(line.get_ydata()) for line in ce_ax.lines}
+    assert ce == {"BL": [1.3], "TN": [2.0], "SN": [1.6], "BL+VTCE": [2.0], "BL@TN+PS": [1.1], "my_phase": [0.7]}
+    assert ce_ax.get_ylabel().startswith("CE with the labels")
+    assert {line.get_label(): list(line.get_ydata()) for line in vtce_ax.lines} == {"SN": [0.9], "BL+VTCE": [0.8]}
+    assert vtce_ax.get_ylabel().startswith("VTCE")
+    # one row has one colour in every panel
+    colours = {line.get_label(): line.get_color() for ax in figure.axes for line in ax.lines}
+    assert all(line.get_color() == colours[line.get_label()] for ax in figure.axes for line in ax.lines)
+    assert len(set(map(str, colours.values()))) == len(colours)
+
+
+def test_training_curves_legend_inverts_row_folder_for_every_row(tmp_path, figures):
+    from depthdistill.distill import EXPERIMENT_ROWS, row_folder
+
+    trained = [row for row in EXPERIMENT_ROWS if row != "TN→RGB"]  # TN→RGB trains nothing, so logs no epoch
+    viz.plot_training_curves([{"phase": row_folder(row), "epoch": 0, "loss": 1.0} for row in reversed(trained)],
+                             tmp_path / "curves.png")
+    assert [t.get_text() for t in figures[0].legends[0].get_texts()] == trained
+    assert figures[0].legends[0].get_title().get_text() == "row"
 
 
 def test_training_curves_reject_a_log_without_losses(tmp_path):
@@ -287,3 +322,20 @@ def test_report_accepts_results_json_rows_and_checks_them(tmp_path):
         viz.write_report(tmp_path, [{"name": "SN", "mean_iou": 0.3}], {})
     with pytest.raises(ConfigError, match="does not exist"):
         viz.write_report(tmp_path, rows, {"curves": tmp_path / "absent.png"})
+
+
+def test_report_explains_every_row_in_one_line(tmp_path):
+    table = ResultsTable([ResultRow("BL", "RGB", 0.2, 0.1, 0.6, 2, 1.0),
+                          ResultRow("BL@TN+PS", "RGB", 0.2, 0.1, 0.6, 1, 1.0)])
+    notes = {"BL": "the baseline <plain>", "BL@TN+PS": "BL@TN continued", "SN": "not in this table"}
+    paths = viz.write_report(tmp_path, table, {}, row_notes=notes)
+    lines = paths["markdown"].read_text().splitlines()
+    # under the table, in its order, one line each; a note for a row the table lacks is not shown
+    start = lines.index("What each row is:")
+    assert lines[start + 2:start + 4] == ["- **BL**: the baseline <plain>", "- **BL@TN+PS**: BL@TN continued"]
+    assert lines.index("| BL@TN+PS | RGB | 20.0 | 10.0 | 60.0 |") < start and "not in this table" not in lines
+    page = paths["html"].read_text()
+    assert "<li><b>BL</b>: the baseline &lt;plain&gt;</li>" in page and "<li><b>BL@TN+PS</b>: " in page
+    assert "What each row is" not in viz.write_report(tmp_path, table, {})["markdown"].read_text()
+    with pytest.raises(ConfigError, match=r"no line for row\(s\) \['BL@TN\+PS'\]"):
+        viz.write_report(tmp_path, table, {}, row_notes={"BL": "the baseline"})
