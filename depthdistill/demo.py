@@ -61,6 +61,10 @@ _DURATIONS = {"full": "about 11 minutes", "quick": "under a minute"}
 #: Each row in one line for the report (the table in :mod:`depthdistill.distill.experiment`'s docstring, in words,
 #: as the demo runs it: the default method) and the schedule whose epochs it trains (``None``: trains nothing).
 #: ``{epochs}`` is the row's own (as tested), ``{teacher_epochs}`` TN's; the report adds what it was tested on.
+#: The rows the demo trains: every row of the paper's method (SN-RGB is the control of methods that define one;
+#: the paper's control without depth is BL@TN+PS).
+DEMO_ROWS = tuple(row for row in EXPERIMENT_ROWS if row != "SN-RGB")
+
 _ROW_NOTES: dict[str, tuple[str | None, str]] = {
     "BL": ("baseline", "the baseline: the plain network from its initial weights, trained with cross-entropy (CE) on "
                        "RGB for {epochs}, as many as TN and SN together, so that a gain of SN is not merely more "
@@ -110,13 +114,13 @@ def demo_plan(quick: bool = False) -> str:
     # BL and BL+VTCE keep run_experiment's default baseline_epochs, the teacher's and the student's together.
     epochs = {"teacher": preset.teacher_epochs, "student": preset.student_epochs,
               "baseline": preset.teacher_epochs + preset.student_epochs, None: 0}
-    rows = ", ".join(f"{row} ({epochs[_ROW_NOTES[row][0]]})" for row in EXPERIMENT_ROWS)
+    rows = ", ".join(f"{row} ({epochs[_ROW_NOTES[row][0]]})" for row in DEMO_ROWS)
     head = (f"depthdistill demo --quick, a smoke run of seconds ({_DURATIONS['quick']} on a 2-core CPU; the full "
             f"preset takes {_DURATIONS['full']})" if quick
             else f"depthdistill demo, full preset: {_DURATIONS['full']} on a 2-core CPU (--quick: a smoke run of "
                  "seconds)")
     height, width = preset.size
-    return (f"{head}. Trains and tests {len(EXPERIMENT_ROWS)} rows, epochs in "
+    return (f"{head}. Trains and tests {len(DEMO_ROWS)} rows, epochs in "
             f"parentheses: {rows}; data: built-in synthetic RGB-D scenes, {preset.train_samples} train / "
             f"{preset.test_samples} test at {height}x{width}; model: DeepLab-VGG16 at width {preset.width:g}; "
             f"batch {preset.batch_size}, Adam at lr {preset.lr:g}. TN is tested on RGB-D, every other row on RGB; "
@@ -131,7 +135,7 @@ def _row_note(row: ResultRow, teacher_epochs: int) -> str:
 
 def run_demo(out_dir: str | Path = "runs/demo", *, quick: bool = False, seed: int = 0, device: str = "auto",
              progress: bool | None = None) -> ResultsTable:
-    """Trains and tests every row of :data:`~depthdistill.distill.EXPERIMENT_ROWS` on synthetic data; writes
+    """Trains and tests every row of :data:`DEMO_ROWS` on synthetic data; writes
     results, figures and a report.
 
     Prints :func:`demo_plan` first, then each phase's epoch lines.
@@ -179,7 +183,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, quick: bool = False, seed: in
     started = time.perf_counter()
     table = distiller.run_experiment(train, test, teacher_epochs=preset.teacher_epochs,
                                      student_epochs=preset.student_epochs,
-                                     rows=[row for row in EXPERIMENT_ROWS if row != "SN-RGB"])
+                                     rows=DEMO_ROWS)
     table.info.update({"preset": asdict(preset), "total_seconds": round(time.perf_counter() - started, 1),
                        "class_names": list(train.class_names), "quick": quick})
     table.save_json(out / "results.json")

@@ -26,7 +26,7 @@ from depthdistill.cli import arg, command, main
 from depthdistill.data import prepare_dataset
 from depthdistill.demo import run_demo
 from depthdistill.engine import load_checkpoint, sgd
-from depthdistill.engine.config import load_config
+from depthdistill.distill.config import load_config
 
 PLAIN = torch.nn.Conv2d(3, 2, 1)
 x, y = torch.randn(1, 2, 2, 2), torch.randn(1, 2, 2, 2)

@@ -65,13 +65,26 @@ def _absolute(module: str, node: ast.ImportFrom, is_package: bool) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
-def _imports(modules: dict[str, ast.Module]) -> dict[str, list[tuple[str, str | None, int]]]:
-    """Per module: (imported module, imported name or None, line) for every import of a depthdistill module."""
+def _type_checking_only(tree: ast.Module) -> set[int]:
+    """Ids of the nodes under ``if TYPE_CHECKING:``: imports for type hints, never run."""
+    hidden = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            hidden.update(id(inner) for child in node.body for inner in ast.walk(child))
+    return hidden
+
+
+def _imports(modules: dict[str, ast.Module], runtime_only: bool = False) -> dict[str, list[tuple[str, str | None, int]]]:
+    """Per module: (imported module, imported name or None, line) for every import of a depthdistill module
+    (``runtime_only``: leaving out those under ``if TYPE_CHECKING:``)."""
     found = {}
     for name, tree in modules.items():
         is_package = (PACKAGE.parent / name.replace(".", "/") / "__init__.py").exists()
+        hidden = _type_checking_only(tree) if runtime_only else set()
         rows = []
         for node in ast.walk(tree):
+            if id(node) in hidden:
+                continue
             if isinstance(node, ast.Import):
                 rows += [(a.name, None, node.lineno) for a in node.names if a.name.startswith("depthdistill")]
             elif isinstance(node, ast.ImportFrom):
@@ -127,10 +140,11 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def _graph(modules: dict[str, ast.Module]) -> dict[str, set[str]]:
-    """Module → the depthdistill modules it imports (``from depthdistill.nn import x`` imports the package
-    ``depthdistill.nn``, its ``__init__``, unless ``x`` is a submodule)."""
+    """Module → the depthdistill modules it imports when it runs (``from depthdistill.nn import x`` imports the
+    package ``depthdistill.nn``, its ``__init__``, unless ``x`` is a submodule; imports for type hints alone, under
+    ``if TYPE_CHECKING:``, run never and close no loop)."""
     graph = {}
-    for name, rows in _imports(modules).items():
+    for name, rows in _imports(modules, runtime_only=True).items():
         targets = set()
         for source, _, _ in rows:
             while source not in modules and "." in source:
