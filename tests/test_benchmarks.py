@@ -108,3 +108,11 @@ def test_bench_fidelity_records_every_row_resumes_and_summarises(tmp_path):
     gaps = [r["miou"] - bl[r["seed"]] for r in records if (r["row"], r["teacher"]) == ("SN", "all14")]
     assert sn[3] == "2" and sn[6].startswith(f"{100 * sum(gaps) / 2:.1f} ±")  # mean of per-seed differences
     assert (tmp_path / "plot.png").stat().st_size > 1000
+
+
+def test_compile_graphs_gives_the_counts_performance_md_quotes():
+    rows = _table(_run("compile_graphs.py"))
+    assert rows == [["outside the compiled call", "1", "0", "1"], ["inside the compiled call", "2", "1", "2"]]
+    page = (ROOT / "docs" / "performance.md").read_text()
+    assert "with the context outside, **1 graph, 0 graph breaks**" in page
+    assert "enters\n  the context itself, **2 graphs, 1 graph break**" in page

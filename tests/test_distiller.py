@@ -281,7 +281,7 @@ def test_run_experiment_trains_every_row_and_writes_the_table(tmp_path):
         d.run_experiment(train, test, teacher_epochs=1, student_epochs=1, rows=["XX"])
 
 
-# ------------------------------------------------------------------------------------- fidelity (issue 11)
+# ------------------------------------------------------------------------------------------ fidelity rows
 def _constant_depth(data):
     """The same samples with every depth map constant: a depth-aware forward then equals the plain one."""
     return [{**data[i], "depth": torch.ones_like(data[i]["depth"])} for i in range(len(data))]

@@ -88,12 +88,36 @@ def test_output_key_errors_name_the_keys():
 
 def test_torchvision_segmentation_model():
     import torchvision
+
+    from depthdistill import depth_context, list_depth_aware
     model = torchvision.models.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None,
                                                                       num_classes=NUM_CLASSES)
+    before = {k: v.clone() for k, v in model.state_dict().items() if v.is_floating_point()}
     data = TinyRGBD(2, size=32)
     d = Distiller(model, NUM_CLASSES, batch_size=2, **FAST)
     d.train_teacher(data, epochs=1)
-    assert 0.0 <= d.evaluate(d.teacher, data)["mean_iou"] <= 1.0
+    assert list_depth_aware(d.teacher)
+    after = d.teacher.state_dict()
+    assert all(torch.isfinite(after[k]).all() for k in before)
+    assert any(not torch.equal(after[k], v) for k, v in before.items())  # one SGD step moved the weights
+
+    # the same metric from a confusion matrix built here, from the model's own "out" logits
+    confusion = torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.long)
+    d.teacher.eval()
+    with torch.no_grad():
+        for sample in (data[i] for i in range(len(data))):
+            with depth_context(sample["depth"][None], resize=d.depth_resize):
+                pred = d.teacher(sample["rgb"][None])["out"].argmax(1)[0]
+            valid = sample["label"] != 255
+            confusion += torch.bincount(sample["label"][valid] * NUM_CLASSES + pred[valid],
+                                        minlength=NUM_CLASSES ** 2).view(NUM_CLASSES, NUM_CLASSES)
+    true_pos = confusion.diag().double()
+    union = confusion.sum(0) + confusion.sum(1) - confusion.diag()
+    present = confusion.sum(1) > 0
+    want = (true_pos[present] / union[present]).mean().item()
+    got = d.evaluate(d.teacher, data)
+    assert got["confusion_matrix"] == confusion.tolist()
+    assert got["mean_iou"] == pytest.approx(want, abs=1e-12)
 
 
 def test_model_on_the_meta_device_gets_a_clear_error():

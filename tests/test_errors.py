@@ -106,20 +106,20 @@ def test_the_cli_prints_a_library_error_as_one_line(tmp_path, capsys):
 
 def test_depth_aware_ops_and_conversion_raise_library_errors():
     from depthdistill import convert_to_depth_aware, depth_aware_conv2d, depth_context
-    from depthdistill.errors import ConfigError, ConfigTypeError, DepthDistillError
+    from depthdistill.errors import ConfigError, ConfigTypeError
 
     x, d, w = torch.randn(1, 2, 5, 5), torch.rand(1, 1, 5, 5) + 1, torch.randn(3, 2, 3, 3)
+    # each message names the argument, the value given and what would be accepted
     bad_calls = [
-        lambda: depth_aware_conv2d(x, d, w, padding="wide"),
-        lambda: depth_aware_conv2d(x, d, w, impl="fast"),
-        lambda: depth_aware_conv2d(x, d, w, alpha=-1.0),
-        lambda: depth_aware_conv2d(x, d, w, stride=2, padding="same"),
-        lambda: depth_aware_conv2d(x[0], d, w),
-        lambda: depth_context(d, resize="cubic").__enter__(),
+        (lambda: depth_aware_conv2d(x, d, w, padding="wide"), r"padding must be .*'same'.*got 'wide'"),
+        (lambda: depth_aware_conv2d(x, d, w, impl="fast"), r"impl must be one of \('auto'.*got 'fast'"),
+        (lambda: depth_aware_conv2d(x, d, w, alpha=-1.0), r"alpha must be a finite number >= 0, got -1.0"),
+        (lambda: depth_aware_conv2d(x, d, w, stride=2, padding="same"), r"padding='same' is not supported for str"),
+        (lambda: depth_aware_conv2d(x[0], d, w), r"x of shape \(B, C, H, W\), got \(2, 5, 5\)"),
+        (lambda: depth_context(d, resize="cubic").__enter__(), r"resize must be one of .*'avgpool'.*got 'cubic'"),
     ]
-    for call in bad_calls:
-        with pytest.raises(ConfigError) as info:
+    for call, message in bad_calls:
+        with pytest.raises(ConfigError, match=message):
             call()
-        assert isinstance(info.value, (DepthDistillError, ValueError))
-    with pytest.raises(ConfigTypeError):
+    with pytest.raises(ConfigTypeError, match=r"include must be a glob.*got \[1, 2\]"):
         convert_to_depth_aware(torch.nn.Conv2d(3, 3, 3), include=[1, 2])

@@ -169,10 +169,17 @@ def test_batchnorm_statistics_re_estimated_on_rgb():
     assert net.norm.momentum == 0.1 and int(net.norm.num_batches_tracked) == 2
 
 
-def test_batches_from_a_one_shot_iterable():
-    net = teacher()
-    scales = calibrate_removal(net, (batch(i) for i in (11, 12)), bn=False)
-    assert len(scales) == 3
+@pytest.mark.parametrize("bn", [False, True])
+def test_batches_from_a_one_shot_iterable_equal_the_same_batches_as_a_list(bn):
+    from_list, from_generator, from_one = teacher(bn), teacher(bn), teacher(bn)
+    from_generator.load_state_dict(from_list.state_dict())
+    from_one.load_state_dict(from_list.state_dict())
+    scales = calibrate_removal(from_list, [batch(i) for i in (11, 12)], bn=bn)
+    once = calibrate_removal(from_generator, (batch(i) for i in (11, 12)), bn=bn)  # read once, held for every pass
+    assert once == scales and len(scales) == 3
+    assert scales != calibrate_removal(from_one, [batch(11)], bn=bn)  # the second batch counts
+    for (name, a), b in zip(from_list.state_dict().items(), from_generator.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
 
 
 def test_bad_input():

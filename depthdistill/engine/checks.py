@@ -23,6 +23,10 @@ from depthdistill.nn.units import check_depth_units
 
 __all__ = ["check_batch", "check_dataset", "check_model"]
 
+# RGB in 0..1 stays below it (colour jitter included), and mean/std normalisation makes values negative: a
+# batch with no negative value and a maximum above this is almost certainly 0..255.
+_RGB_0_255_MAX = 10.0
+
 
 def check_model(model: nn.Module) -> None:
     """Raises if ``model`` cannot be trained as it is: its parameters or buffers are on the meta device.
@@ -74,7 +78,8 @@ def check_batch(
             where unlabelled frames are expected is a mix-up of the two data sets).
 
     Raises:
-        DatasetError: Missing keys, wrong shapes or dtypes, labels out of range, a label on unlabelled frames.
+        DatasetError: Missing keys, wrong shapes or dtypes, labels out of range, a label on unlabelled frames, RGB
+            that looks like 0..255 (no negative value and a maximum above 10) rather than 0..1 or normalised.
         DepthError: ``needs_depth`` and the depth is missing, misshapen or empty.
 
     Examples:
@@ -96,6 +101,13 @@ def check_batch(
     rgb = batch["rgb"]
     if rgb.dim() != 4 or rgb.shape[1] != 3 or not rgb.is_floating_point():
         raise DatasetError(f"'rgb'{where} must be float (B,3,H,W), got {rgb.dtype} {tuple(rgb.shape)}")
+    if rgb.numel() and bool((rgb.amin() >= 0) & (rgb.amax() > _RGB_0_255_MAX)):
+        raise DatasetError(
+            f"'rgb'{where} looks like 0..255 (min {rgb.amin().item():g}, max {rgb.amax().item():g}){_ids(batch)}: "
+            "the library expects float RGB in 0..1, optionally mean/std-normalised (the first loss would be huge and "
+            "training silently poor); divide it by 255, or load images with depthdistill.data's datasets and "
+            "transforms (Normalize expects 0..1)"
+        )
     if needs_label:
         _check_labels(batch, rgb, num_classes, ignore_index, where)
     if needs_depth:

@@ -29,6 +29,7 @@ def test_valid_batch_passes_including_void():
     ({"label": torch.zeros(2, 4, 5, dtype=torch.long)}, DatasetError, "matching rgb"),
     ({"rgb": torch.zeros(2, 1, 4, 4)}, DatasetError, r"\(B,3,H,W\)"),
     ({"rgb": None}, DatasetError, "no tensor 'rgb'"),
+    ({"rgb": torch.full((2, 3, 4, 4), 128.0)}, DatasetError, r"'rgb' looks like 0\.\.255 \(min 128, max 128\).*255"),
     ({"depth": None}, DepthError, "no 'depth'"),
     ({"depth": torch.zeros(2, 1, 4, 4)}, DepthError, "no valid pixel"),
     ({"depth": torch.ones(2, 1, 2, 2)}, DepthError, r"'depth': depth is 2x2 \(HxW\) but the image is 4x4"),
@@ -39,6 +40,29 @@ def test_valid_batch_passes_including_void():
 def test_bad_batches(overrides, error, message):
     with pytest.raises(error, match=message):
         check_batch(_batch(**overrides), num_classes=3, needs_depth=True)
+
+
+def test_rgb_in_0_to_1_or_normalised_passes_and_0_to_255_is_refused_before_training():
+    from tests.tiny_rgbd import NUM_CLASSES, TinyRGBD, TinySegmenter
+
+    from depthdistill.data import Normalize
+    from depthdistill.distiller import Distiller
+
+    image = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    for rgb in (image, image * 1.5, Normalize()({"rgb": image[0]})["rgb"][None].expand(2, 3, 4, 4), image * 255 - 128):
+        check_batch(_batch(rgb=rgb), num_classes=1)
+    with pytest.raises(DatasetError, match=r"looks like 0\.\.255.*\['a', 'b'\]"):
+        check_batch(_batch(rgb=image * 255), num_classes=1)
+
+    class Times255(TinyRGBD):
+        def __getitem__(self, index):
+            sample = super().__getitem__(index)
+            rgb = sample["rgb"]
+            return {**sample, "rgb": (rgb - rgb.min()) / (rgb.max() - rgb.min()) * 255}
+
+    d = Distiller(TinySegmenter(), NUM_CLASSES, progress=False, log_echo=False, device="cpu")
+    with pytest.raises(DatasetError, match="looks like 0..255"):
+        d.train_baseline(Times255(2), epochs=1)
 
 
 def test_only_the_bad_sample_is_named_and_depth_only_when_needed():

@@ -97,9 +97,21 @@ def test_progress_bars_are_quiet_when_not_a_terminal(capsys):
     assert "forced" in capsys.readouterr().err
 
 
-def test_amp_and_channels_last_train_on_cpu():
-    model, result = _train(_quiet(batch_size=2, amp=True, channels_last=True))
+@pytest.mark.parametrize("amp, compute_dtype", [(True, torch.bfloat16), (False, torch.float32)])
+def test_amp_and_channels_last_train_on_cpu(amp, compute_dtype):
+    seen = []
+
+    def record(module, inputs, output):
+        seen.append((output.dtype, inputs[0].is_contiguous(memory_format=torch.channels_last)))
+
+    torch.manual_seed(0)
+    model = TinySegmenter(norm=False, dropout=0.0)
+    model.conv2.register_forward_hook(record)
+    result = fit(model, _ce, TinyRGBD(4, void=False), 1, settings=_quiet(batch_size=2, amp=amp, channels_last=True),
+                 log=RunLog(None, echo=False))
+    assert seen == [(compute_dtype, True)] * 2  # both steps' convolutions ran in that dtype on channels_last input
     assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert model.conv1.weight.dtype == torch.float32  # the weights themselves stay float32
     assert math.isfinite(result.history[0]["loss"])
 
 

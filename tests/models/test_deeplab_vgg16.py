@@ -1,4 +1,4 @@
-"""DeepLab-LargeFOV VGG16: structure from the issue's spec, parameter count by hand, torchvision weight loading."""
+"""DeepLab-LargeFOV VGG16 (Chen et al.): structure, parameter count by hand, torchvision weight loading."""
 
 import pytest
 import torch
@@ -29,7 +29,7 @@ def test_parameter_count_at_width_1_matches_hand_computation():
     expected = convs + fc6 + fc7 + fc8
     model = deeplab_vgg16(num_classes)
     assert sum(p.numel() for p in model.parameters()) == expected
-    assert 20.4e6 < expected < 20.6e6  # the issue's "≈ 20.5 M"
+    assert 20.4e6 < expected < 20.6e6  # DeepLab-LargeFOV's published "≈ 20.5 M"
 
 
 def test_layers_follow_deeplab_largefov():

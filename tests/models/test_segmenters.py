@@ -9,15 +9,38 @@ from depthdistill import ConfigError, convert_to_depth_aware, depth_context, lis
 from depthdistill.models import TimmSegmenter, smp_model
 
 
+def _assert_trains(model, x, num_classes):
+    """Every parameter gets a finite gradient, the first and last layers a non-zero one; small SGD steps lower the
+    loss on one fixed batch (the gradient is a descent direction)."""
+    label = torch.randint(0, num_classes, (x.shape[0], *x.shape[-2:]), generator=torch.Generator().manual_seed(1))
+    optimiser = torch.optim.SGD(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(3):
+        optimiser.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), label)
+        loss.backward()
+        if not losses:
+            grads = [p.grad for p in model.parameters()]
+            assert all(g is not None and torch.isfinite(g).all() for g in grads)
+            assert grads[0].abs().sum() > 0 and grads[-1].abs().sum() > 0
+        losses.append(loss.item())
+        optimiser.step()
+    assert losses[2] < losses[1] < losses[0], losses
+
+
 @pytest.mark.parametrize("arch, cls", [("Unet", smp.Unet), ("deeplabv3plus", smp.DeepLabV3Plus), ("FPN", smp.FPN)])
-def test_smp_model_forward_backward(arch, cls):
+def test_smp_model_is_smps_own_model_and_trains(arch, cls):
+    torch.manual_seed(0)
     model = smp_model(arch, "resnet18", num_classes=5)
+    torch.manual_seed(0)
+    reference = smp.create_model(arch, encoder_name="resnet18", encoder_weights=None, classes=5)
     assert type(model) is cls
-    out = model(torch.rand(2, 3, 64, 64))
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        out = model.eval()(x)
+        torch.testing.assert_close(out, reference.eval()(x), rtol=0, atol=0)
     assert out.shape == (2, 5, 64, 64)
-    out.mean().backward()
-    assert model.encoder.conv1.weight.grad is not None
-    assert model.segmentation_head[0].weight.grad is not None
+    _assert_trains(model.train(), x, 5)
 
 
 def test_smp_model_passes_kwargs_and_timm_encoders():
@@ -53,15 +76,30 @@ def test_smp_model_rejects_bad_num_classes():
         smp_model("Unet", "resnet18", num_classes=0)
 
 
-def test_timm_segmenter_forward_backward_every_level_used():
+def test_timm_segmenter_is_a_head_on_timms_features_and_trains():
+    import torch.nn.functional as F
+
     model = TimmSegmenter("resnet18", num_classes=4, head_channels=8)
     reference = timm.create_model("resnet18", features_only=True, pretrained=False)
+    reference.load_state_dict(model.backbone.state_dict())
     assert [c.in_channels for c in model.lateral] == reference.feature_info.channels()
-    out = model(torch.rand(2, 3, 45, 61))
+    x = torch.rand(2, 3, 45, 61)
+    coarse = []
+    model.classifier.register_forward_hook(lambda module, inputs, output: coarse.append(output))
+    with torch.no_grad():
+        model.eval()
+        for got, want in zip(model.backbone(x), reference.eval()(x), strict=True):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+        out = model(x)
+    assert coarse[0].shape[-2:] == reference(x)[0].shape[-2:]  # logits at the finest level's resolution...
+    # ...brought to the input's size
+    torch.testing.assert_close(out, F.interpolate(coarse[0], size=(45, 61), mode="bilinear", align_corners=False))
     assert out.shape == (2, 4, 45, 61)
-    out.square().mean().backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.lateral.parameters())
-    assert model.backbone.conv1.weight.grad is not None
+    model.train()
+    _assert_trains(model, x, 4)
+    model.zero_grad()
+    model(x).square().mean().backward()
+    assert all(p.grad.abs().sum() > 0 for p in model.lateral.parameters())  # every level reaches the logits
 
 
 def test_timm_segmenter_out_indices_and_kwargs():

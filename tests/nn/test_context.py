@@ -63,15 +63,16 @@ def test_layer_resizes_depth_nearest_by_default():
 @pytest.mark.parametrize("mode", ["bilinear", "area"])
 def test_blending_resize_ignores_holes(mode):
     conv = DepthAwareConv2d(1, 1, 3, padding=1)
+    x = torch.randn(1, 1, 4, 4)
     depth = torch.full((1, 1, 8, 8), 2.0)
+    depth[..., :4, :] = 3.0  # a step, so that a wrongly weighted average would change the output
     depth[..., ::2, ::2] = 0.0  # holes must not drag the average towards 0 m
     with depth_context(depth, resize=mode):
-        got = conv(torch.randn(1, 1, 4, 4))
-    with depth_context(torch.full((1, 1, 4, 4), 2.0)):
-        conv(torch.randn(1, 1, 4, 4))
-    from depthdistill.nn.context import resize_depth
-    torch.testing.assert_close(resize_depth(depth, (4, 4), mode), torch.full((1, 1, 4, 4), 2.0))
-    assert got.shape == (1, 1, 4, 4)
+        got = conv(x)
+    want_depth = torch.full((1, 1, 4, 4), 2.0)
+    want_depth[..., :2, :] = 3.0  # each 2x2 block averaged over its three valid pixels
+    want = depth_aware_conv2d(x, want_depth, conv.weight, conv.bias, padding=1)
+    torch.testing.assert_close(got, want)
 
 
 def test_errors_name_depth():
@@ -94,9 +95,13 @@ def test_depth_moves_to_feature_device_and_is_memoised():
     from depthdistill.nn.context import depth_at
     depth = torch.rand(1, 1, 8, 8, dtype=torch.float64)
     with depth_context(depth):
-        a, cache = depth_at(torch.zeros(1, 1, 4, 4), "nearest", "layer")
+        a, _ = depth_at(torch.zeros(1, 1, 4, 4), "nearest", "layer")
         b, _ = depth_at(torch.zeros(1, 2, 4, 4), "nearest", "layer")
-        assert a is b and a.shape == (1, 1, 4, 4)
+        on_meta, _ = depth_at(torch.zeros(1, 1, 4, 4, device="meta"), "nearest", "layer")  # a device other than the depth's
+    assert a is b  # one resize per resolution and device
+    assert a.device == depth.device and a.dtype == torch.float64  # the depth's values, not rounded to the features'
+    torch.testing.assert_close(a, depth[..., ::2, ::2], rtol=0, atol=0)
+    assert on_meta.device.type == "meta" and on_meta.shape == (1, 1, 4, 4) and on_meta is not a
 
 
 def test_avgpool_resize_averages_valid_depth_over_3x3_stride_2_windows():
