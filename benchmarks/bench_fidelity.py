@@ -47,7 +47,7 @@ from depthdistill.models import DEPTH_AWARE_CNN_LAYERS, deeplab_vgg16
 
 #: Teacher recipes: which convolutions are depth-aware, how depth is resized, depth dropout.
 TEACHERS: dict[str, dict[str, Any]] = {
-    # "*", not None: under the Distiller's default recipe None means the model's own six layers
+    # "*", not None: under the Distiller's default preset None means the model's own six layers
     "all14": {"include": "*", "depth_resize": "nearest", "depth_dropout": 0.0},
     "dacnn6": {"include": DEPTH_AWARE_CNN_LAYERS, "depth_resize": "avgpool", "depth_dropout": 0.0},
     "dacnn6+drop": {"include": DEPTH_AWARE_CNN_LAYERS, "depth_resize": "avgpool", "depth_dropout": 0.5},
@@ -145,18 +145,16 @@ def run_one(setting: str, n_train: int, seed: int, args: argparse.Namespace, out
             record("TN→RGB", teacher_name, "-", d.evaluate(convert_to_plain(copy.deepcopy(d.teacher)), test), 0.0, 0)
         for student_name in students:
             s = copy.deepcopy(d)
-            for key, value in STUDENTS[student_name].items():
-                setattr(s, key, value)
+            s.settings = s.settings.replace(**STUDENTS[student_name])  # the same teacher, another student recipe
             began = time.perf_counter()
             sn = s.train_student(train, args.student_epochs, share_parameters=True,
                                  vtce=STUDENTS[student_name].get("vtce", True))
-            start = s.fits["student"].history[0]
+            start = s.fits["sn"].history[0]
             record("SN", teacher_name, student_name, s.evaluate(sn, test), time.perf_counter() - began,
                    args.student_epochs, first_epoch_ce=start.get("ce"))
         for row in wanted_abl:
             s = copy.deepcopy(d)
-            for key, value in STUDENTS["fresh"].items():
-                setattr(s, key, value)
+            s.settings = s.settings.replace(**STUDENTS["fresh"])
             began = time.perf_counter()
             if row == "BL+PS":
                 trained = s.train_student(train, args.student_epochs, share_parameters=True, vtce=False)
@@ -245,8 +243,8 @@ def _plot(records: list[dict], path: Path) -> None:
                      (row, teacher, student, n)]
                 if v:
                     xs.append(n), ys.append(statistics.fmean(v)), es.append(statistics.stdev(v) if len(v) > 1 else 0)
-            label = "BL" if row == "BL" else (f"SN, recipe='paper' ({teacher}/{student})" if (teacher, student) == PAPER
-                                              else f"SN, recipe='default' ({teacher}/{student})")
+            label = "BL" if row == "BL" else (f"SN, preset 'paper' ({teacher}/{student})" if (teacher, student) == PAPER
+                                              else f"SN, preset 'default' ({teacher}/{student})")
             ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=label, lw=2.5 if row == "BL" else 1.2,
                         color="black" if row == "BL" else None)
         ax.set_xscale("log")

@@ -378,8 +378,10 @@ def plot_training_curves(
     table_order = {phase: index for index, phase in enumerate(_ROW_OF_PHASE)}
     phases = sorted(dict.fromkeys(phase for _, _, series, _ in panels for phase in series),
                     key=lambda phase: table_order.get(phase, len(table_order)))
-    colors = {phase: colormaps["tab10"](table_order.get(phase, len(table_order) + i) % 10)
-              for i, phase in enumerate(phases)}
+    indices = {phase: table_order[phase] % 10 for phase in phases if phase in table_order}
+    free = iter([i for i in range(10) if i not in indices.values()] + list(range(10)))  # phases of no table row
+    indices.update({phase: next(free) for phase in phases if phase not in indices})
+    colors = {phase: colormaps["tab10"](index) for phase, index in indices.items()}
     style = {"marker": "o", "markersize": 3}
     for ax, (title, ylabel, series, scale) in zip(axes, panels, strict=True):
         for phase, (epochs, values) in series.items():

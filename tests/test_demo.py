@@ -6,8 +6,7 @@ from pathlib import Path
 
 from depthdistill import viz
 from depthdistill.cli import main
-from depthdistill.demo import PRESETS, demo_plan
-from depthdistill.distill import EXPERIMENT_ROWS
+from depthdistill.demo import DEMO_ROWS, PRESETS, demo_plan
 from depthdistill.engine.registry import load_model
 
 
@@ -75,4 +74,4 @@ def test_the_full_demo_announces_itself_with_its_measured_time():
     assert (f"BL ({baseline}), BL@TN ({full.teacher_epochs}), TN ({full.teacher_epochs}), TN→RGB (0), "
             f"SN ({full.student_epochs}), BL+VTCE ({baseline}), BL+PS ({full.student_epochs}), "
             f"BL@TN+PS ({full.student_epochs})") in line
-    assert [name for name, _ in re.findall(r"(\S+) \((\d+)\)", line)] == list(EXPERIMENT_ROWS)
+    assert [name for name, _ in re.findall(r"(\S+) \((\d+)\)", line)] == list(DEMO_ROWS)

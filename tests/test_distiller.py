@@ -316,7 +316,7 @@ def test_bl_tn_ps_row_is_the_students_two_schedules_without_depth():
     alone = _distiller(_seeded_model(norm=False, dropout=0.0), batch_size=4, lr=0.05)
     model = alone.train_baseline(train, 2)
     ce = lambda m, b, e: {"loss": F.cross_entropy(m(b["rgb"]), b["label"], ignore_index=255)}  # noqa: E731
-    fit(model, ce, train, 1, phase="by_hand", settings=alone.settings, lr_scale=0.5, log=RunLog(None, echo=False))
+    fit(model, ce, train, 1, phase="by_hand", settings=alone.train_settings, lr_scale=0.5, log=RunLog(None, echo=False))
     for p, q in zip(d.models["BL@TN+PS"].parameters(), model.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
     assert table["BL@TN+PS"].mean_iou == pytest.approx(alone.evaluate(model, test)["mean_iou"], abs=1e-6)
@@ -501,3 +501,23 @@ def test_presets_set_the_teacher_and_the_switch_and_explicit_arguments_win():
                                                                                                    "conv1")
     with pytest.raises(ConfigError, match="preset"):
         _distiller(settings="tuned")
+
+
+def test_a_default_preset_teacher_runs_under_a_bare_depth_context_as_it_trained():
+    # the teacher carries its depth resize ("avgpool" in the default preset): a context that names none uses it
+    from depthdistill.models import deeplab_vgg16
+
+    data = TinyRGBD(2, size=32)
+    torch.manual_seed(0)
+    d = _distiller(deeplab_vgg16(NUM_CLASSES, width=0.0625), settings="default", batch_size=2)
+    d.train_teacher(data, 1)  # Depth-aware CNN's six layers, four of them below the input's resolution
+    rgb = torch.stack([data[i]["rgb"] for i in range(2)])
+    depth = torch.stack([data[i]["depth"] for i in range(2)])
+    with torch.no_grad():
+        with depth_context(depth):
+            bare = d.teacher(rgb)
+        with depth_context(depth, resize="avgpool"):
+            trained_as = d.teacher(rgb)
+        with depth_context(depth, resize="nearest"):
+            nearest = d.teacher(rgb)
+    assert torch.equal(bare, trained_as) and not torch.allclose(bare, nearest)

@@ -30,7 +30,7 @@ class _Transformed(torch.utils.data.Dataset):
 def test_depth_in_millimetres_is_refused_before_training(tmp_path):
     d = Distiller(TinySegmenter(), NUM_CLASSES, out_dir=tmp_path, **FAST)
     mm = _Transformed(TinyRGBD(4), depth=lambda z: z * 1000)  # 1000..3000 instead of 1..3 m
-    with pytest.raises(DepthError, match=r"teacher training data: median valid depth is \d+ .*millimetres.*/ 1000"):
+    with pytest.raises(DepthError, match=r"tn training data: median valid depth is \d+ .*millimetres.*/ 1000"):
         d.train_teacher(mm, epochs=1)
     assert not (tmp_path / "tn" / "last.pt").exists()
 
@@ -106,7 +106,7 @@ def test_torchvision_segmentation_model():
     d.teacher.eval()
     with torch.no_grad():
         for sample in (data[i] for i in range(len(data))):
-            with depth_context(sample["depth"][None], resize=d.depth_resize):
+            with depth_context(sample["depth"][None]):  # the teacher resizes depth as it was trained to
                 pred = d.teacher(sample["rgb"][None])["out"].argmax(1)[0]
             valid = sample["label"] != 255
             confusion += torch.bincount(sample["label"][valid] * NUM_CLASSES + pred[valid],

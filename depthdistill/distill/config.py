@@ -159,20 +159,25 @@ def _require(ok: bool, key: str, expected: str, value: Any) -> None:
         raise ConfigTypeError(f"{key} must be {expected}, got {value!r}")
 
 
-def _build(cls: type, values: Any, where: str) -> Any:
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where or 'the run file'} must be a mapping, got {type(values).__name__}: {values!r}")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(values) - set(known))
+def _refuse_unknown(cls: type, values: dict[str, Any], where: str) -> None:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown key(s) {[where + k for k in unknown]} in the run file; known keys"
                           f"{' of ' + where.rstrip('.') if where else ''}: {sorted(known)}")
+
+
+def _build(cls: type, values: Any, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'the run file'} must be a mapping, got {type(values).__name__}: {values!r}")
+    _refuse_unknown(cls, values, where)
     kwargs = {}
     for name, value in values.items():
         default = getattr(cls(), name)
         if is_dataclass(default) and value is not None:
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}{name} must be a mapping, got {type(value).__name__}: {value!r}")
+            _refuse_unknown(type(default), value, f"{where}{name}.")
             # The settings objects read their own sections (presets, checks); the rest are plain dataclasses.
             reader = getattr(type(default), "from_dict", None)
             try:

@@ -36,7 +36,7 @@ def test_values_and_overrides(tmp_path):
 
 
 def test_bad_run_files(tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown distill setting\(s\) \['alfa'\].*'alpha'"):
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['distill.alfa'\].*'alpha'"):
         RunConfig.from_dict({"distill": {"alfa": 1}})
     with pytest.raises(ConfigError, match="unknown key"):
         RunConfig.from_dict({"epochs": 3})
