@@ -128,11 +128,11 @@ def test_python_blocks_run(page, tmp_path, monkeypatch, capsys):
     runnable = [b for b in blocks(page) if b.lang == "python" and b.run]
     if not runnable:
         pytest.skip("every Python block of the page is marked syntax-only")
-    from depthdistill.nn import base
+    from depthdistill.nn import mapping
 
     monkeypatch.chdir(tmp_path)  # relative paths (runs/…) land in the test's folder
-    for table in ("_MAPPING", "_DERIVED"):  # a page's register_depth_aware stays in the page
-        monkeypatch.setattr(base, table, dict(getattr(base, table)))
+    # a page's register_depth_aware stays in the page
+    monkeypatch.setattr(mapping, "_REGISTERED", dict(mapping._REGISTERED))
     namespace = _stand_ins()
     for block in runnable:
         try:

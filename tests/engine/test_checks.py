@@ -46,7 +46,7 @@ def test_rgb_in_0_to_1_or_normalised_passes_and_0_to_255_is_refused_before_train
     from tests.tiny_rgbd import NUM_CLASSES, TinyRGBD, TinySegmenter
 
     from depthdistill.data import Normalize
-    from depthdistill.distiller import Distiller
+    from depthdistill.distill import Distiller
 
     image = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     for rgb in (image, image * 1.5, Normalize()({"rgb": image[0]})["rgb"][None].expand(2, 3, 4, 4), image * 255 - 128):
