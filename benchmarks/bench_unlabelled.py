@@ -1,0 +1,192 @@
+"""Does depth in training make the RGB model better when the depth teacher labels unlabelled RGB-D frames?
+
+For every (scene setting, labelled-set size, unlabelled ratio, seed) a slim DeepLab-VGG16 is built once and one
+Distiller trains, from exactly those initial weights and on the same data:
+
+* ``BL``: the plain model on the labelled RGB images, CE, for ``student_epochs`` (the student's own steps);
+* ``BL@cost``: the same for ``teacher_epochs + student_epochs`` (a baseline given more of the method's cost);
+* ``TN``: the depth-aware teacher on the labelled RGB-D, ``teacher_epochs``, tested on RGB-D;
+* ``SN``: method ``"unlabelled"``: the student, per step a labelled batch (CE) and an unlabelled batch (the
+  teacher's targets, the teacher fed RGB-D, the student RGB), ``student_epochs``;
+* ``SN-RGB``: its control: the same student with BL@TN (the plain model trained on RGB for ``teacher_epochs``)
+  as the labeller, so no depth anywhere.
+
+Each row is one JSON line in ``--out`` as soon as it is measured (with its training seconds; a rerun skips what the
+file holds); ``--summarize`` prints mean ± standard deviation over seeds of every row and of the per-seed
+differences SN − BL, SN − SN-RGB, SN-RGB − BL, never a best seed.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_unlabelled.py --out unlabelled.jsonl            # the study (hours)
+    python benchmarks/bench_unlabelled.py --summarize unlabelled.jsonl                       # the tables
+    python benchmarks/bench_unlabelled.py --out /tmp/u.jsonl --seeds 0 --train 8 --ratio 1 --test 4 \\
+        --size 32 40 --teacher-epochs 1 --student-epochs 1 --width 0.0625                    # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_dconv import machine_description
+
+from depthdistill import Distiller
+from depthdistill.data import SyntheticRGBD, eval_transforms, train_transforms
+from depthdistill.models import deeplab_vgg16
+
+#: Student variants: settings of method "unlabelled" (the key names the variant in the records).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "soft-init": {"student_start": "initial", "unlabelled_targets": "soft", "unlabelled_temperature": 2.0,
+                  "vtce": False},
+    "soft-tn": {"student_start": "teacher", "unlabelled_targets": "soft", "unlabelled_temperature": 2.0,
+                "vtce": False},
+    "hard-init": {"student_start": "initial", "unlabelled_targets": "hard", "unlabelled_confidence": 0.7,
+                  "vtce": False},
+}
+ROWS = ("BL", "BL@cost", "TN", "SN", "SN-RGB")
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _key(r: dict[str, Any]) -> tuple:
+    return (r["setting"], r["n_train"], r["ratio"], r["seed"], r["variant"], r["row"], r["teacher_epochs"],
+            r["student_epochs"])
+
+
+def run_one(setting: str, n_train: int, ratio: float, seed: int, variant: str, args: argparse.Namespace) -> None:
+    """Trains and tests every row of one cell that ``args.out`` does not hold yet."""
+    base = {"setting": setting, "n_train": n_train, "ratio": ratio, "seed": seed, "variant": variant,
+            "teacher_epochs": args.teacher_epochs, "student_epochs": args.student_epochs}
+    done = {_key(r) for r in _records(args.out)}
+    todo = [row for row in ROWS if _key({**base, "row": row}) not in done]
+    if not todo:
+        return
+    size = tuple(args.size)
+    scenes = {"realistic": True} if setting == "realistic" else {}
+    augment = train_transforms(size, scale_range=None, color_jitter=0.0)
+    train = SyntheticRGBD(n_train, size, split="train", seed=seed, transform=augment, cache=True, **scenes)
+    unlabelled = SyntheticRGBD(round(n_train * ratio), size, split="unlabelled", seed=seed, transform=augment,
+                               cache=True, **scenes)
+    test = SyntheticRGBD(args.test, size, split="test", seed=seed, transform=eval_transforms(), cache=True, **scenes)
+    torch.manual_seed(seed)
+    model = deeplab_vgg16(train.num_classes, width=args.width)
+    d = Distiller(model, train.num_classes, "default", method="unlabelled", **VARIANTS[variant],
+                  batch_size=args.batch, lr=args.lr, seed=seed, device="cpu", progress=False, log_every=0,
+                  log_echo=False, optimizer=lambda params: torch.optim.Adam(params, lr=args.lr))
+
+    def record(row: str, trained: torch.nn.Module, began: float, *, depth: bool = False) -> None:
+        metrics = d.evaluate(trained, test, use_depth=depth)
+        fields = {**base, "row": row, "miou": metrics["mean_iou"], "mpa": metrics["mean_pixel_accuracy"],
+                  "seconds": round(time.perf_counter() - began, 2),
+                  "per_class_iou": [None if math.isnan(v) else v for v in metrics["per_class_iou"]]}
+        with open(args.out, "a", encoding="utf-8") as f:
+            f.write(json.dumps(fields) + "\n")
+        print(f"  {row:8s} {variant:10s} mIoU {100 * fields['miou']:5.1f}  ({fields['seconds']:.0f} s)", flush=True)
+
+    epochs = {"BL": args.student_epochs, "BL@cost": args.teacher_epochs + args.student_epochs}
+    for row in ("BL", "BL@cost"):
+        if row in todo:
+            began = time.perf_counter()
+            record(row, d.train_baseline(train, epochs[row], name=row.lower().replace("@", "_")), began)
+    if {"TN", "SN"} & set(todo):
+        began = time.perf_counter()
+        d.train_teacher(train, args.teacher_epochs)
+        record("TN", d.teacher, began, depth=True)
+        began = time.perf_counter()
+        sn = d.train(train, teacher_epochs=args.teacher_epochs, student_epochs=args.student_epochs,
+                     unlabelled_data=unlabelled)
+        record("SN", sn, began)
+    if "SN-RGB" in todo:
+        began = time.perf_counter()
+        control = d.train_control(train, teacher_epochs=args.teacher_epochs, student_epochs=args.student_epochs,
+                                  unlabelled_data=unlabelled)
+        record("SN-RGB", control, began)
+
+
+def _stats(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:+.1f}" if values else "-"
+    return f"{statistics.fmean(values):+.1f} ± {statistics.stdev(values):.1f}"
+
+
+def summarize(paths: list[Path]) -> str:
+    """Markdown tables: each row's mIoU and seconds, and the per-seed differences, mean ± std over seeds."""
+    records = [r for p in paths for r in _records(p)]
+    cells = sorted({(r["setting"], r["n_train"], r["ratio"], r["variant"], r["teacher_epochs"], r["student_epochs"])
+                    for r in records})
+    lines = []
+    for setting, n, ratio, variant, te, se in cells:
+        rs = {}
+        for r in records:
+            if (r["setting"], r["n_train"], r["ratio"], r["variant"], r["teacher_epochs"], r["student_epochs"]) == \
+                    (setting, n, ratio, variant, te, se):
+                rs.setdefault(r["seed"], {}).setdefault(r["row"], r)  # the first record of a row counts
+        seeds = sorted(rs)
+        lines += [f"### {setting}, {n} labelled, {ratio:g}x unlabelled, {variant} (TN {te}, SN {se} epochs; "
+                  f"seeds {seeds})", "", "| row | mIoU % | s (× BL) |", "|---|---|---|"]
+        for row in ROWS:
+            have = [rs[s][row] for s in seeds if row in rs[s]]
+            if not have:
+                continue
+            miou = [100 * r["miou"] for r in have]
+            cost = [r["seconds"] / rs[s]["BL"]["seconds"] for s, r in zip(seeds, have, strict=False)
+                    if "BL" in rs[s] and rs[s]["BL"]["seconds"]]
+            mean = statistics.fmean(miou)
+            spread = f" ± {statistics.stdev(miou):.1f}" if len(miou) > 1 else ""
+            lines.append(f"| {row} | {mean:.1f}{spread} | {statistics.fmean(cost):.1f} |" if cost else
+                         f"| {row} | {mean:.1f}{spread} | - |")
+        lines += ["", "| difference (per seed) | mIoU points | per seed |", "|---|---|---|"]
+        for a, b in (("SN", "BL"), ("SN", "SN-RGB"), ("SN-RGB", "BL"), ("SN", "BL@cost"), ("TN", "BL")):
+            diffs = [100 * (rs[s][a]["miou"] - rs[s][b]["miou"]) for s in seeds if a in rs[s] and b in rs[s]]
+            lines.append(f"| {a} − {b} | {_stats(diffs)} | {', '.join(f'{v:+.1f}' for v in diffs)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Parses the options; runs the study, or summarises a finished one."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, help="JSON-lines file the rows are appended to")
+    parser.add_argument("--summarize", type=Path, nargs="+", help="print the tables of these files and exit")
+    parser.add_argument("--settings", nargs="+", default=["realistic"], choices=["depth-only", "realistic"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--train", type=int, nargs="+", default=[192], help="labelled-set sizes")
+    parser.add_argument("--ratio", type=float, nargs="+", default=[3.0], help="unlabelled frames per labelled image")
+    parser.add_argument("--variants", nargs="+", default=["soft-init"], choices=list(VARIANTS))
+    parser.add_argument("--test", type=int, default=96, help="test scenes")
+    parser.add_argument("--size", type=int, nargs=2, default=[72, 96], metavar=("H", "W"))
+    parser.add_argument("--width", type=float, default=0.125, help="DeepLab-VGG16 channel multiplier")
+    parser.add_argument("--teacher-epochs", type=int, default=30)
+    parser.add_argument("--student-epochs", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=2e-3, help="Adam's learning rate (poly decay per phase)")
+    args = parser.parse_args()
+    if args.summarize:
+        print(summarize(args.summarize))
+        return
+    if args.out is None:
+        parser.error("--out is required to run the study")
+    print(f"# {machine_description(torch.device('cpu'))}; {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
+    for seed in args.seeds:  # seeds outermost: a study cut off early still has every cell, at fewer seeds
+        for setting in args.settings:
+            for n in args.train:
+                for ratio in args.ratio:
+                    for variant in args.variants:
+                        print(f"## {setting}, {n} labelled, {ratio:g}x unlabelled, {variant}, seed {seed}", flush=True)
+                        run_one(setting, n, ratio, seed, variant, args)
+
+
+if __name__ == "__main__":
+    main()
