@@ -12,6 +12,8 @@ teacher's parameters.
 
 from __future__ import annotations
 
+from typing import Any
+
 import fnmatch
 import logging
 from collections import Counter
@@ -27,7 +29,8 @@ from depthdistill.nn.context import DepthResize, check_depth_resize
 from depthdistill.nn.functional import DEFAULT_ALPHA
 from depthdistill.nn.mapping import DepthAwareMapping, check_mapping, depth_aware_type_for
 
-__all__ = ["convert_to_depth_aware", "convert_to_plain", "list_depth_aware", "LayerFilter"]
+__all__ = ["convert_to_depth_aware", "convert_to_plain", "list_depth_aware", "depth_aware_record", "restore_depth_aware",
+           "LayerFilter"]
 
 _log = logging.getLogger("depthdistill")
 
@@ -237,3 +240,44 @@ def list_depth_aware(module: nn.Module) -> list[str]:
         []
     """
     return [name for name, layer in module.named_modules() if isinstance(layer, DepthAwareModule)]
+
+
+def depth_aware_record(module: nn.Module) -> dict[str, Any]:
+    """What a checkpoint records of ``module``'s conversion, so that :func:`restore_depth_aware` rebuilds it: the
+    depth-aware layers and their α and depth resize (each layer's own; one value when they share it).
+
+    Examples:
+        >>> import torch
+        >>> model = convert_to_depth_aware(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), depth_resize="avgpool")
+        >>> depth_aware_record(model)
+        {'depth_aware_layers': ['0'], 'alpha': 8.3, 'depth_resize': 'avgpool'}
+    """
+    layers = {name: layer for name, layer in module.named_modules() if isinstance(layer, DepthAwareModule)}
+    record: dict[str, Any] = {"depth_aware_layers": list(layers)}
+    if not layers:
+        return record
+    for option in ("alpha", "depth_resize"):
+        values = {name: getattr(layer, option) for name, layer in layers.items()}
+        shared = set(values.values())
+        record[option] = next(iter(shared)) if len(shared) == 1 else values
+    return record
+
+
+def restore_depth_aware(module: nn.Module, record: dict[str, Any]) -> nn.Module:
+    """Converts a freshly built plain ``module`` as :func:`depth_aware_record` recorded it (a plain record, or
+    none, leaves it plain). Records written before the depth resize was recorded rebuild with ``"nearest"``.
+
+    Examples:
+        >>> import torch
+        >>> record = {"depth_aware_layers": ["0"], "alpha": 4.0, "depth_resize": "avgpool"}
+        >>> layer = restore_depth_aware(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), record)[0]
+        >>> type(layer).__name__, layer.alpha, layer.depth_resize
+        ('DepthAwareConv2d', 4.0, 'avgpool')
+    """
+    layers = list(record.get("depth_aware_layers") or [])
+    alpha, resize = record.get("alpha", DEFAULT_ALPHA), record.get("depth_resize") or "nearest"
+    for name in layers:
+        convert_to_depth_aware(module, include=[name],
+                               alpha=alpha[name] if isinstance(alpha, dict) else alpha,
+                               depth_resize=resize[name] if isinstance(resize, dict) else resize)
+    return module

@@ -174,3 +174,21 @@ def test_the_cycle_search_finds_a_lazy_import_loop():
     tree = {"depthdistill.a": ast.parse("from depthdistill.b import f"),
             "depthdistill.b": ast.parse("def f():\n    from depthdistill.a import g")}
     assert _cycles(_graph(tree)) == [["depthdistill.a", "depthdistill.b", "depthdistill.a"]]
+
+
+def test_the_engine_names_no_setting_of_the_method():
+    # The engine runs any phase: what a phase's identity or a checkpoint's record holds is its callers' (the
+    # Distiller's settings, convert.py's record of a conversion), never a key the engine spells out itself.
+    from dataclasses import fields
+
+    from depthdistill.distill import DistillSettings
+
+    # "preset" also names a transform preset of a run file's data section, which the registry builds
+    method_keys = ({f.name for f in fields(DistillSettings)} - {"preset"}) | {"distill", "recipe", "distillation",
+                                                                              "depth_aware_layers", "config"}
+    named = []
+    for path in sorted((PACKAGE / "engine").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and node.value in method_keys:
+                named.append(f"engine/{path.name}:{node.lineno} {node.value!r}")
+    assert named == []

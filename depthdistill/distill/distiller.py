@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
-from depthdistill.convert import convert_to_plain, list_depth_aware
+from depthdistill.convert import convert_to_plain, depth_aware_record, list_depth_aware
 from depthdistill.data import collate_rgbd, rgb_normalization
 from depthdistill.distill import methods, teacher, switch, student
 from depthdistill.distill.experiment import run_experiment
@@ -384,10 +384,9 @@ class Distiller:
         identity = self.identity(model)
         if distillation is not None:
             identity["distillation"] = distillation
+        # the model's conversion (load_model rebuilds a teacher from it), then what trained it
         meta = {**self.meta, "phase": name, "num_classes": self.num_classes, "ignore_index": self.ignore_index,
-                "depth_aware_layers": depth_aware, "distill": self.settings.to_dict()}
-        if depth_aware:  # how load_model rebuilds the teacher
-            meta.update(alpha=self.settings.alpha, depth_resize=self.settings.depth_resize)
+                **depth_aware_record(model), "distill": self.settings.to_dict()}
         palette = getattr(getattr(train_data, "dataset", train_data), "palette", None)
         if palette is not None and len(palette) == self.num_classes:
             meta["palette"] = [[int(c) for c in colour] for colour in palette]  # predict paints with it

@@ -13,10 +13,9 @@ from typing import Any
 
 import torch.nn as nn
 
-from depthdistill.convert import convert_to_depth_aware
+from depthdistill.convert import restore_depth_aware
 from depthdistill.engine.checkpoint import load_checkpoint, load_model_state
 from depthdistill.errors import ConfigError
-from depthdistill.nn.functional import DEFAULT_ALPHA
 
 __all__ = ["DATASETS", "MODELS", "MODEL_PREFIXES", "TRANSFORMS", "resolve", "build_dataset", "build_transform",
            "build_model", "load_model", "model_spec"]
@@ -193,9 +192,9 @@ def load_model(checkpoint: str | os.PathLike, map_location: str = "cpu",
     """Rebuilds the model saved in a depthdistill checkpoint (``model.pt``, ``best.pt`` or ``last.pt``).
 
     The checkpoint's ``meta`` names the model (``meta["model"] = {"name", "args"}``: the run file's model for
-    ``depthdistill train``, the model's class for the :class:`~depthdistill.Distiller` in Python) and lists its
-    depth-aware layers: a teacher comes back depth-aware (with the α and depth resize it was trained with,
-    ``meta["alpha"]`` and ``meta["depth_resize"]``), a student plain.
+    ``depthdistill train``, the model's class for the :class:`~depthdistill.Distiller` in Python) and records its
+    conversion (:func:`~depthdistill.convert.depth_aware_record`): a teacher comes back depth-aware, with the α and
+    depth resize it was trained with, a student plain.
 
     Args:
         checkpoint: The file.
@@ -218,10 +217,7 @@ def load_model(checkpoint: str | os.PathLike, map_location: str = "cpu",
         raise ConfigError(f"{checkpoint} does not name its model (meta['model'] and meta['num_classes']): {hint}")
     try:
         built = build_model(spec["name"], meta["num_classes"], **(spec.get("args") or {}))
-        if meta.get("depth_aware_layers"):
-            convert_to_depth_aware(built, alpha=meta.get("alpha", DEFAULT_ALPHA),
-                                   depth_resize=meta.get("depth_resize") or "nearest",
-                                   include=meta["depth_aware_layers"])
+        restore_depth_aware(built, meta)  # a teacher comes back depth-aware, as it was converted
         load_model_state(built, state["model"], checkpoint)
     except ConfigError as exc:
         raise ConfigError(f"{exc}. The model {spec['name']!r} with arguments {spec.get('args') or {}} does not "
