@@ -282,6 +282,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         raise ConfigError("say which data to evaluate on: --data NAME [--data-arg KEY=VALUE …] or --config RUN.yaml")
     data = _dataset(data_cfg, {"split": args.split})
+    _feed_like_training(data, meta)
     metrics = evaluate(model, data, meta["num_classes"], ignore_index=meta.get("ignore_index", VOID),
                        device=args.device,
                        batch_size=args.batch_size)
@@ -293,6 +294,27 @@ def _evaluate(args: argparse.Namespace) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(jsonable(metrics), indent=2) + "\n")
     return 0
+
+
+def _feed_like_training(data: Any, meta: dict[str, Any]) -> None:
+    """Gives ``data`` the RGB normalisation the checkpoint was trained with (recorded by every phase), when it
+    applies none; refuses data normalised otherwise. Checkpoints that record nothing are taken as they are."""
+    from depthdistill.data import Compose, Normalize, rgb_normalization
+
+    if "rgb_normalization" not in meta:
+        return
+    trained, given = meta["rgb_normalization"], rgb_normalization(data)
+    if given == trained or (given is not None and trained is not None
+                            and all(abs(a - b) < 1e-6 for x, y in zip(given, trained) for a, b in zip(x, y))):
+        return
+    if given is None and hasattr(data, "transform"):
+        data.transform = Normalize(*trained) if data.transform is None else Compose([data.transform,
+                                                                                      Normalize(*trained)])
+        print(f"depthdistill: normalising RGB as in training (mean {trained[0]}, std {trained[1]})", file=sys.stderr)
+        return
+    raise ConfigError(f"the data's RGB normalisation {given} is not the one the checkpoint was trained with "
+                      f"({trained}; None: RGB in 0..1): the metrics would be silently wrong. Evaluate on data "
+                      "prepared as in training (--data-arg transform=eval, or no transform)")
 
 
 # ----------------------------------------------------------------------------------------------- predict

@@ -155,3 +155,30 @@ def test_print_config_shows_every_default(capsys):
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["train"]["lr"] == 0.01 and printed["train"]["momentum"] == 0.9
     assert printed["experiment"]["rows"] == ["TN", "SN"] and printed["model"]["name"] == "deeplab_vgg16"
+
+
+def test_evaluate_feeds_rgb_as_the_checkpoint_was_trained(tmp_path, capsys):
+    # a model trained on ImageNet-normalised RGB, evaluated on --data synthetic (no transform): the checkpoint's
+    # recorded normalisation is applied, and the numbers are the ones the Distiller measured on normalised data
+    from depthdistill.data import SyntheticRGBD, eval_transforms
+    from depthdistill.distill import Distiller
+    from depthdistill.models import deeplab_vgg16
+
+    size = (32, 40)
+    train = SyntheticRGBD(num_samples=4, size=size, split="train", transform=eval_transforms())
+    test = SyntheticRGBD(num_samples=3, size=size, split="test", transform=eval_transforms())
+    torch.manual_seed(0)
+    d = Distiller(deeplab_vgg16(train.num_classes, width=0.0625), train.num_classes, out_dir=tmp_path, batch_size=4,
+                  progress=False, log_echo=False, device="cpu", meta={"model": {"name": "deeplab_vgg16",
+                                                                               "args": {"width": 0.0625}}})
+    expected = d.evaluate(d.train_baseline(train, 1), test)["mean_iou"]
+    report = tmp_path / "m.json"
+    args = ["evaluate", "--checkpoint", str(tmp_path / "bl" / "model.pt"), "--data", "synthetic", "--data-arg",
+            "num_samples=3", "--data-arg", f"size=[{size[0]}, {size[1]}]", "--json", str(report)]
+    assert main(args) == 0
+    assert "normalising RGB as in training" in capsys.readouterr().err
+    assert json.loads(report.read_text())["mean_iou"] == pytest.approx(expected, abs=1e-9)
+    # data normalised otherwise is refused, not silently evaluated
+    other = args + ["--data-arg", "transform={preset: eval, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5]}"]
+    assert main(other) == 2
+    assert "not the one the checkpoint was trained with" in capsys.readouterr().err
