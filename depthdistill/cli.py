@@ -191,6 +191,7 @@ def _train(args: argparse.Namespace) -> int:
     train_set = _dataset(cfg.data, cfg.data.train)
     val_set = _dataset(cfg.data, cfg.data.val) if cfg.data.val is not None else None
     test_set = _dataset(cfg.data, cfg.data.test)
+    unlabelled = _dataset(cfg.data, cfg.data.unlabelled) if cfg.data.unlabelled is not None else None
     num_classes = cfg.num_classes or getattr(train_set, "num_classes", None)
     if not num_classes:
         raise ConfigError("num_classes is not set and the training set has no num_classes attribute; "
@@ -204,7 +205,7 @@ def _train(args: argparse.Namespace) -> int:
     e = cfg.experiment
     table = distiller.run_experiment(train_set, test_set, teacher_epochs=e.teacher_epochs,
                                      student_epochs=e.student_epochs, baseline_epochs=e.baseline_epochs,
-                                     val_data=val_set, rows=e.rows)
+                                     val_data=val_set, rows=e.rows, unlabelled_data=unlabelled)
     if is_main_process():
         print(table.to_markdown())
         print(f"results: {Path(cfg.out_dir) / 'results.json'}")

@@ -35,6 +35,8 @@ class DataConfig:
         train: Extra keyword arguments of the training split.
         val: Extra keyword arguments of a validation split, or ``null`` for none.
         test: Extra keyword arguments of the test split.
+        unlabelled: Extra keyword arguments of a split of unlabelled RGB-D frames (for ``distill.method:
+            unlabelled``, e.g. ``{split: unlabelled, num_samples: 576}``), or ``null`` for none.
     """
 
     name: str = "synthetic"
@@ -42,12 +44,15 @@ class DataConfig:
     train: dict[str, Any] = field(default_factory=lambda: {"split": "train"})
     val: dict[str, Any] | None = None
     test: dict[str, Any] = field(default_factory=lambda: {"split": "test"})
+    unlabelled: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         _require(isinstance(self.name, str) and bool(self.name), "data.name", "a dataset name", self.name)
         for key in ("args", "train", "test"):
             _require(isinstance(getattr(self, key), dict), f"data.{key}", "a mapping", getattr(self, key))
-        _require(self.val is None or isinstance(self.val, dict), "data.val", "a mapping or null", self.val)
+        for key in ("val", "unlabelled"):
+            value = getattr(self, key)
+            _require(value is None or isinstance(value, dict), f"data.{key}", "a mapping or null", value)
 
 
 @dataclass

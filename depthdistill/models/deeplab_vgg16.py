@@ -68,7 +68,7 @@ class DeepLabVGG16(nn.Module):
             depthdistill versions, which lacked it).
 
     The class attribute ``depth_aware_layers`` (:data:`DEPTH_AWARE_CNN_LAYERS`) names the layers Depth-aware CNN
-    makes depth-aware; the :class:`~depthdistill.Distiller`'s default recipe converts those.
+    makes depth-aware; the :class:`~depthdistill.Distiller`'s default preset converts those.
 
     Examples:
         >>> import torch

@@ -146,3 +146,19 @@ def test_the_distill_section_starts_from_its_preset_and_round_trips():
     assert cfg.distill == DistillSettings.from_preset("paper", depth_dropout=0.25,
                                                       student_loss="depthdistill.losses:CEPlusVTCE")
     assert RunConfig.from_dict(yaml.safe_load(yaml.safe_dump(cfg.to_dict()))) == cfg
+
+
+def test_a_run_file_trains_the_unlabelled_method_with_its_control(tmp_path, capsys):
+    from depthdistill.cli import main
+
+    run = {"out_dir": str(tmp_path / "run"), "model": {"name": "tests.tiny_rgbd:tiny_segmenter"},
+           "data": {"name": "tests.tiny_rgbd:TinyRGBD", "train": {"n": 8}, "test": {"n": 4, "split": "test"},
+                    "unlabelled": {"n": 8, "seed": 5, "labelled": False}},
+           "distill": {"preset": "paper", "method": "unlabelled"},
+           "experiment": {"rows": ["BL", "SN", "SN-RGB"], "teacher_epochs": 1, "student_epochs": 1},
+           "train": {"batch_size": 4, "lr": 0.05, "device": "cpu", "progress": False}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
+    assert main(["train", "--config", str(tmp_path / "run.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "| SN | RGB |" in out and "| SN-RGB | RGB |" in out
+    assert (tmp_path / "run" / "sn_rgb" / "model.pt").is_file()
