@@ -44,12 +44,14 @@ from depthdistill.models import deeplab_vgg16
 
 #: Student variants: settings of method "unlabelled" (the key names the variant in the records).
 VARIANTS: dict[str, dict[str, Any]] = {
+    # No depth dropout: the teacher here labels frames with depth, it is never run without it (dropout prepares the
+    # shared weights for the switch to plain convolutions, which a student from the initial weights never makes).
     "soft-init": {"student_start": "initial", "unlabelled_targets": "soft", "unlabelled_temperature": 2.0,
-                  "vtce": False},
+                  "vtce": False, "depth_dropout": 0.0},
     "soft-tn": {"student_start": "teacher", "unlabelled_targets": "soft", "unlabelled_temperature": 2.0,
-                "vtce": False},
+                "vtce": False, "depth_dropout": 0.5},
     "hard-init": {"student_start": "initial", "unlabelled_targets": "hard", "unlabelled_confidence": 0.7,
-                  "vtce": False},
+                  "vtce": False, "depth_dropout": 0.0},
 }
 ROWS = ("BL", "BL@cost", "TN", "SN", "SN-RGB")
 

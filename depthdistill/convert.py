@@ -29,8 +29,8 @@ from depthdistill.nn.context import DepthResize, check_depth_resize
 from depthdistill.nn.functional import DEFAULT_ALPHA
 from depthdistill.nn.mapping import DepthAwareMapping, check_mapping, depth_aware_type_for
 
-__all__ = ["convert_to_depth_aware", "convert_to_plain", "list_depth_aware", "depth_aware_record", "restore_depth_aware",
-           "LayerFilter"]
+__all__ = ["convert_to_depth_aware", "convert_to_plain", "list_depth_aware", "depth_aware_record",
+           "restore_depth_aware", "LayerFilter"]
 
 _log = logging.getLogger("depthdistill")
 

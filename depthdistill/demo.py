@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from depthdistill.distill import EXPERIMENT_ROWS, Distiller, ResultRow, ResultsTable
+from depthdistill.distill import EXPERIMENT_ROWS, ROW_NOTES, Distiller, ResultRow, ResultsTable
 
 __all__ = ["DemoPreset", "PRESETS", "demo_plan", "run_demo"]
 
@@ -58,34 +58,9 @@ PRESETS = {
 #: (docs/demo.md, 2026-11-30); the quick one under 10 s idle, 15–27 s on a busy machine (Python's start-up included).
 _DURATIONS = {"full": "about 11 minutes", "quick": "under a minute"}
 
-#: Each row in one line for the report (the table in :mod:`depthdistill.distill.experiment`'s docstring, in words,
-#: as the demo runs it: the default method) and the schedule whose epochs it trains (``None``: trains nothing).
-#: ``{epochs}`` is the row's own (as tested), ``{teacher_epochs}`` TN's; the report adds what it was tested on.
 #: The rows the demo trains: every row of the paper's method (SN-RGB is the control of methods that define one;
 #: the paper's control without depth is BL@TN+PS).
 DEMO_ROWS = tuple(row for row in EXPERIMENT_ROWS if row != "SN-RGB")
-
-_ROW_NOTES: dict[str, tuple[str | None, str]] = {
-    "BL": ("baseline", "the baseline: the plain network from its initial weights, trained with cross-entropy (CE) on "
-                       "RGB for {epochs}, as many as TN and SN together, so that a gain of SN is not merely more "
-                       "training"),
-    "BL@TN": ("teacher", "the baseline at the teacher's epochs: BL trained for {epochs} only, as many as TN, so that "
-                         "TN's gain from depth is seen at equal training"),
-    "TN": ("teacher", "the teacher network: the same network with depth-aware convolutions (D-Conv), from the "
-                      "initial weights, trained with CE on RGB-D for {epochs}"),
-    "TN→RGB": (None, "TN's trained weights run as plain convolutions on RGB, not trained further: what removing "
-                     "depth costs before the student trains"),
-    "SN": ("student", "the student network: TN's weights themselves (parameter sharing, PS) as plain convolutions, "
-                      "trained on RGB with CE plus variable-temperature cross-entropy (VTCE) against the frozen "
-                      "teacher for {epochs} after TN's {teacher_epochs}: the paper's method"),
-    "BL+VTCE": ("baseline", "ablation (the paper's Table 3): the plain network from its initial weights, trained on "
-                            "RGB with SN's loss (CE + VTCE against TN) for {epochs}: VTCE without parameter sharing"),
-    "BL+PS": ("student", "ablation (the paper's Table 3): a copy of TN's weights as plain convolutions, trained with "
-                         "CE alone on RGB for {epochs}: parameter sharing without VTCE"),
-    "BL@TN+PS": ("student", "the control for SN without depth: a copy of BL@TN trained on with CE on RGB for "
-                            "{epochs}, SN's two schedules with no depth anywhere (SN − BL@TN+PS is what the "
-                            "depth-trained teacher adds)"),
-}
 
 
 def _epochs(count: int) -> str:
@@ -114,7 +89,7 @@ def demo_plan(quick: bool = False) -> str:
     # BL and BL+VTCE keep run_experiment's default baseline_epochs, the teacher's and the student's together.
     epochs = {"teacher": preset.teacher_epochs, "student": preset.student_epochs,
               "baseline": preset.teacher_epochs + preset.student_epochs, None: 0}
-    rows = ", ".join(f"{row} ({epochs[_ROW_NOTES[row][0]]})" for row in DEMO_ROWS)
+    rows = ", ".join(f"{row} ({epochs[ROW_NOTES[row][0]]})" for row in DEMO_ROWS)
     head = (f"depthdistill demo --quick, a smoke run of seconds ({_DURATIONS['quick']} on a 2-core CPU; the full "
             f"preset takes {_DURATIONS['full']})" if quick
             else f"depthdistill demo, full preset: {_DURATIONS['full']} on a 2-core CPU (--quick: a smoke run of "
@@ -128,8 +103,9 @@ def demo_plan(quick: bool = False) -> str:
 
 
 def _row_note(row: ResultRow, teacher_epochs: int) -> str:
-    """The report's line on ``row``: what it is (from :data:`_ROW_NOTES`), with its epochs and test input."""
-    what = _ROW_NOTES[row.name][1].format(epochs=_epochs(row.epochs), teacher_epochs=_epochs(teacher_epochs))
+    """The report's line on ``row``: what it is (:data:`~depthdistill.distill.experiment.ROW_NOTES`), with its epochs
+    and test input."""
+    what = ROW_NOTES[row.name][1].format(epochs=_epochs(row.epochs), teacher_epochs=_epochs(teacher_epochs))
     return f"{what}; tested on {row.input}."
 
 
@@ -220,7 +196,8 @@ def _write_figures(out: Path, distiller: Distiller, table: ResultsTable, test) -
              f"at {info['preset']['size'][0]}x{info['preset']['size'][1]}, DeepLab-VGG16 at width "
              f"{info['preset']['width']}, TN {info['teacher_epochs']} epochs, SN {info['student_epochs']}, BL "
              f"{info['baseline_epochs']}; the Distiller's {distiller.settings.preset!r} preset "
-             f"({len(distiller.depth_aware_layers)} depth-aware layers, depth resized by {distiller.settings.depth_resize!r}, depth dropout "
+             f"({len(distiller.depth_aware_layers)} depth-aware layers, depth resized by "
+             f"{distiller.settings.depth_resize!r}, depth dropout "
              f"{distiller.settings.depth_dropout:g}); {info['total_seconds']} s of training and testing on "
              f"{distiller.device}.")
     if info.get("quick"):

@@ -20,7 +20,15 @@ import torch.nn.functional as F
 
 import depthdistill
 from depthdistill.distill import DistillSettings, convert_teacher, drop_depth, frozen_copy
-from depthdistill.engine import evaluate, poly_schedule, save_checkpoint, seed_everything, sgd, start_epoch, train_loader
+from depthdistill.engine import (
+    evaluate,
+    poly_schedule,
+    save_checkpoint,
+    seed_everything,
+    sgd,
+    start_epoch,
+    train_loader,
+)
 from depthdistill.engine.checkpoint import CHECKPOINT_FORMAT
 from depthdistill.labels import VOID
 

@@ -164,8 +164,8 @@ def _resume_run(tmp_path, stop_at=None):
             raise KeyboardInterrupt("simulated kill")
 
     torch.manual_seed(1)
-    d = Distiller(TinySegmenter(), NUM_CLASSES, "paper", out_dir=tmp_path, callbacks=[killer], resume=True, batch_size=2,
-                  lr=0.05, **FAST)
+    d = Distiller(TinySegmenter(), NUM_CLASSES, "paper", out_dir=tmp_path, callbacks=[killer], resume=True,
+                  batch_size=2, lr=0.05, **FAST)
     data = TinyRGBD(6)
     d.train_teacher(data, epochs=2)
     return d.train_student(data, epochs=2)

@@ -19,7 +19,6 @@ and is then only compiled (Python) or parsed and flag-checked (bash).
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import re

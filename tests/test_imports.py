@@ -74,7 +74,8 @@ def _type_checking_only(tree: ast.Module) -> set[int]:
     return hidden
 
 
-def _imports(modules: dict[str, ast.Module], runtime_only: bool = False) -> dict[str, list[tuple[str, str | None, int]]]:
+def _imports(modules: dict[str, ast.Module],
+             runtime_only: bool = False) -> dict[str, list[tuple[str, str | None, int]]]:
     """Per module: (imported module, imported name or None, line) for every import of a depthdistill module
     (``runtime_only``: leaving out those under ``if TYPE_CHECKING:``)."""
     found = {}

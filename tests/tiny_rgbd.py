@@ -20,7 +20,8 @@ class TinyRGBD(Dataset):
     num_classes = NUM_CLASSES
 
     def __init__(self, n: int = 8, size: int = 16, seed: int = 0, *, split: str = "train", with_depth: bool = True,
-                 bad_label: int | None = None, void: bool = True, rgb_signal: float = 0.3, labelled: bool = True) -> None:
+                 bad_label: int | None = None, void: bool = True, rgb_signal: float = 0.3,
+                 labelled: bool = True) -> None:
         self.n, self.size, self.seed = n, size, seed + (split != "train")
         self.labelled = labelled  # False: unlabelled frames, samples without "label"
         self.with_depth, self.bad_label, self.void, self.rgb_signal = with_depth, bad_label, void, rgb_signal

@@ -2,7 +2,14 @@
 experiment's rows."""
 
 from depthdistill.distill.distiller import Data, Distiller
-from depthdistill.distill.experiment import ABLATION_ROWS, DEFAULT_ROWS, EXPERIMENT_ROWS, row_folder, run_experiment
+from depthdistill.distill.experiment import (
+    ABLATION_ROWS,
+    DEFAULT_ROWS,
+    EXPERIMENT_ROWS,
+    ROW_NOTES,
+    row_folder,
+    run_experiment,
+)
 from depthdistill.distill.methods import METHODS, DepthRemoval, Method, get_method, register_method
 from depthdistill.distill.results import ResultRow, ResultsTable
 from depthdistill.distill.settings import (
@@ -24,6 +31,7 @@ __all__ = [
     "LAYER_CHOICES",
     "METHODS",
     "PRESETS",
+    "ROW_NOTES",
     "STUDENT_OPTIMIZERS",
     "TEACHER_SOURCES",
     "Data",

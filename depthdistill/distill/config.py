@@ -145,9 +145,9 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _require(isinstance(self.out_dir, str) and bool(self.out_dir), "out_dir", "a folder", self.out_dir)
-        _require(self.num_classes is None or (isinstance(self.num_classes, int) and not isinstance(self.num_classes, bool)
-                                              and self.num_classes >= 1), "num_classes", "an integer >= 1 or null",
-                 self.num_classes)
+        count = self.num_classes
+        _require(count is None or (isinstance(count, int) and not isinstance(count, bool) and count >= 1),
+                 "num_classes", "an integer >= 1 or null", count)
         _require(isinstance(self.ignore_index, int) and not isinstance(self.ignore_index, bool), "ignore_index",
                  "an integer", self.ignore_index)
         _require(isinstance(self.resume, bool), "resume", "true or false", self.resume)

@@ -43,13 +43,42 @@ from depthdistill.errors import ConfigError
 if TYPE_CHECKING:
     from depthdistill.distill.distiller import Data, Distiller
 
-__all__ = ["EXPERIMENT_ROWS", "DEFAULT_ROWS", "ABLATION_ROWS", "run_experiment", "row_folder"]
+__all__ = ["EXPERIMENT_ROWS", "DEFAULT_ROWS", "ABLATION_ROWS", "ROW_NOTES", "run_experiment", "row_folder"]
 
 #: Rows :func:`run_experiment` knows, in the order it reports them.
 EXPERIMENT_ROWS = ("BL", "BL@TN", "TN", "TN→RGB", "SN", "SN-RGB", "BL+VTCE", "BL+PS", "BL@TN+PS")
 #: The rows trained when none are asked for, and those ``ablations=True`` adds (the paper's Table 3).
 DEFAULT_ROWS = ("BL", "TN", "TN→RGB", "SN")
 ABLATION_ROWS = ("BL+VTCE", "BL+PS")
+
+
+#: Each row in one line (the module's table in words, for reports; SN as the default method trains it) and the
+#: schedule whose epochs it trains (``"teacher"``, ``"student"``, ``"baseline"``; ``None``: trains nothing).
+#: ``{epochs}`` is the row's own, ``{teacher_epochs}`` TN's.
+ROW_NOTES: dict[str, tuple[str | None, str]] = {
+    "BL": ("baseline", "the baseline: the plain network from its initial weights, trained with cross-entropy (CE) on "
+                       "RGB for {epochs}, as many as TN and SN together, so that a gain of SN is not merely more "
+                       "training"),
+    "BL@TN": ("teacher", "the baseline at the teacher's epochs: BL trained for {epochs} only, as many as TN, so that "
+                         "TN's gain from depth is seen at equal training"),
+    "TN": ("teacher", "the teacher network: the same network with depth-aware convolutions (D-Conv), from the "
+                      "initial weights, trained with CE on RGB-D for {epochs}"),
+    "TN→RGB": (None, "TN's trained weights run as plain convolutions on RGB, not trained further: what removing "
+                     "depth costs before the student trains"),
+    "SN": ("student", "the student network: TN's weights themselves (parameter sharing, PS) as plain convolutions, "
+                      "trained on RGB with CE plus variable-temperature cross-entropy (VTCE) against the frozen "
+                      "teacher for {epochs} after TN's {teacher_epochs}: the paper's method"),
+    "SN-RGB": ("student", "the control of a method without depth (the method's own, e.g. for \"unlabelled\" the same "
+                          "student with BL@TN labelling the unlabelled frames) for {epochs}: SN − SN-RGB is what depth "
+                          "adds"),
+    "BL+VTCE": ("baseline", "ablation (the paper's Table 3): the plain network from its initial weights, trained on "
+                            "RGB with SN's loss (CE + VTCE against TN) for {epochs}: VTCE without parameter sharing"),
+    "BL+PS": ("student", "ablation (the paper's Table 3): a copy of TN's weights as plain convolutions, trained with "
+                         "CE alone on RGB for {epochs}: parameter sharing without VTCE"),
+    "BL@TN+PS": ("student", "the control for SN without depth: a copy of BL@TN trained on with CE on RGB for "
+                            "{epochs}, SN's two schedules with no depth anywhere (SN − BL@TN+PS is what the "
+                            "depth-trained teacher adds)"),
+}
 
 
 def row_folder(row: str) -> str:

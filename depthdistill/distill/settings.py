@@ -19,8 +19,8 @@ from depthdistill.errors import ConfigError, ConfigTypeError
 from depthdistill.losses import DEFAULT_BETA, CEPlusVTCE, StudentLoss
 from depthdistill.nn import DEFAULT_ALPHA, DepthResize
 
-__all__ = ["DistillSettings", "PRESETS", "TEACHER_SOURCES", "STUDENT_OPTIMIZERS", "STUDENT_STARTS", "UNLABELLED_TARGETS",
-           "LAYER_CHOICES", "qualified_name"]
+__all__ = ["DistillSettings", "PRESETS", "TEACHER_SOURCES", "STUDENT_OPTIMIZERS", "STUDENT_STARTS",
+           "UNLABELLED_TARGETS", "LAYER_CHOICES", "qualified_name"]
 
 #: Where the student's soft targets come from: a frozen copy of the trained teacher, or the live shared weights.
 TEACHER_SOURCES = ("frozen", "live")

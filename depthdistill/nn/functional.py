@@ -76,7 +76,8 @@ def check_depth(x: Tensor, depth: Tensor, op: str) -> Tensor:
         torch.Size([1, 1, 4, 4])
     """
     if not isinstance(x, Tensor) or x.dim() != 4:
-        raise ConfigError(f"{op} expects x of shape (B, C, H, W), got {tuple(x.shape) if isinstance(x, Tensor) else x!r}")
+        shape = tuple(x.shape) if isinstance(x, Tensor) else x
+        raise ConfigError(f"{op} expects x of shape (B, C, H, W), got {shape!r}")
     depth = as_depth_map(depth)
     if depth.shape[0] != x.shape[0]:
         raise DepthError(f"depth has batch size {depth.shape[0]} but the features have {x.shape[0]}")

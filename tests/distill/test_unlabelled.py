@@ -35,7 +35,8 @@ def test_hard_targets_keep_only_the_confident_pixels():
     t = torch.tensor([[[[9.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 9.0]]]])
     got = unlabelled_loss(s, t, targets="hard", temperature=1.0, confidence=0.9)
     # two confident pixels: (0,0) is class 0, (1,1) class 2; the flat ones (top probability 1/3) are ignored
-    expected = (F.cross_entropy(s[:, :, 0, 0], torch.tensor([0])) + F.cross_entropy(s[:, :, 1, 1], torch.tensor([2]))) / 2
+    expected = (F.cross_entropy(s[:, :, 0, 0], torch.tensor([0]))
+                + F.cross_entropy(s[:, :, 1, 1], torch.tensor([2]))) / 2
     torch.testing.assert_close(got, expected)
     assert float(unlabelled_loss(s, t, targets="hard", temperature=1.0, confidence=1.0)) == 0.0
 
