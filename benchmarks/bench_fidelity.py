@@ -172,10 +172,9 @@ def _stats(values: list[float]) -> str:
     return f"{mean:.1f} ± {spread:.1f}" if len(values) > 1 else f"{mean:.1f}"
 
 
-def summarize(paths: list[Path], plot: Path | None) -> str:
-    """Markdown tables (mean ± std over seeds) of every (setting, size) and, with ``plot``, the BL-vs-SN figure."""
-    # A row measured again in another file (a later study that retrains its baseline and teachers) counts once:
-    # the first record of each (protocol, cell, seed, recipe, row) is kept.
+def load_records(paths: list[Path]) -> list[dict[str, Any]]:
+    """The rows of the result files, each counted once: a row measured again in another file (a later study that
+    retrains its baseline and teachers) keeps its first record of each (protocol, cell, seed, recipe, row)."""
     unique: dict[tuple, dict] = {}
     for path in paths:
         for line in path.read_text().splitlines():
@@ -184,7 +183,12 @@ def summarize(paths: list[Path], plot: Path | None) -> str:
                 key = (r["setting"], r["optim"], r["teacher_epochs"], r["student_epochs"], r["n_train"], r["seed"],
                        r["teacher"], r["student"], r["row"])
                 unique.setdefault(key, r)
-    records = list(unique.values())
+    return list(unique.values())
+
+
+def summarize(paths: list[Path], plot: Path | None) -> str:
+    """Markdown tables (mean ± std over seeds) of every (setting, size) and, with ``plot``, the BL-vs-SN figure."""
+    records = load_records(paths)
     out = []
     def group(r: dict) -> tuple:
         return r["setting"], r["optim"], r["teacher_epochs"], r["student_epochs"], r["n_train"]

@@ -210,15 +210,10 @@ FIDELITY_FILES = sorted((ROOT / "benchmarks" / "results" / "fidelity").glob("*.j
 
 def _fidelity_records() -> list[dict]:
     """The study's rows, each counted once, as ``bench_fidelity.summarize`` counts them."""
-    unique: dict[tuple, dict] = {}
-    for path in FIDELITY_FILES:
-        for line in path.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                key = (r["setting"], r["optim"], r["teacher_epochs"], r["student_epochs"], r["n_train"], r["seed"],
-                       r["teacher"], r["student"], r["row"])
-                unique.setdefault(key, r)
-    return list(unique.values())
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_fidelity import load_records
+
+    return load_records(FIDELITY_FILES)
 
 
 def test_fidelity_tables_are_the_summary_of_the_result_files():
