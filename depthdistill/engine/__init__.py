@@ -1,4 +1,5 @@
-"""Training machinery shared by every phase: the loop, checkpoints, logging, devices, data loaders, DDP."""
+"""Training machinery shared by every phase: the loop, its settings, resume, checkpoints, logging, devices, data
+loaders, DDP."""
 
 from depthdistill.engine.checkpoint import (
     capture_rng_state,
@@ -25,18 +26,10 @@ from depthdistill.engine.distributed import (
 )
 from depthdistill.engine.evaluate import OutputKey, evaluate, select_logits
 from depthdistill.engine.loader import eval_loader, start_epoch, train_loader
-from depthdistill.engine.loop import (
-    RESUME_SETTINGS,
-    Callback,
-    FitResult,
-    LoopState,
-    LossFn,
-    TrainSettings,
-    fit,
-    seed_everything,
-)
+from depthdistill.engine.loop import Callback, FitResult, LoopState, LossFn, fit, seed_everything
 from depthdistill.engine.optim import OptimizerFactory, SchedulerFactory, poly_schedule, sgd
 from depthdistill.engine.run_log import RunLog, progress
+from depthdistill.engine.settings import RESUME_SETTINGS, TrainSettings
 
 __all__ = [
     "RESUME_SETTINGS",

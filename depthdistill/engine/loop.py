@@ -8,12 +8,11 @@ channels_last, gradient accumulation, DDP, logging, checkpoints, NaN detection â
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ from torch.utils.data import DataLoader, Dataset
 from depthdistill.engine.checkpoint import (
     CHECKPOINT_FORMAT,
     capture_rng_state,
-    load_checkpoint,
     load_model_state,
     restore_rng_state,
     save_checkpoint,
@@ -34,103 +32,18 @@ from depthdistill.engine.checkpoint import (
 from depthdistill.engine.device import autocast, make_grad_scaler, move_batch, resolve_device
 from depthdistill.engine.distributed import all_reduce_sum, barrier, get_world_size, is_main_process, wrap_ddp
 from depthdistill.engine.loader import start_epoch, train_loader
-from depthdistill.engine.optim import (
-    DEFAULT_LR,
-    DEFAULT_MOMENTUM,
-    DEFAULT_POLY_POWER,
-    DEFAULT_WEIGHT_DECAY,
-    OptimizerFactory,
-    SchedulerFactory,
-    poly_schedule,
-    sgd,
-)
+from depthdistill.engine.optim import OptimizerFactory, SchedulerFactory, poly_schedule, sgd
+from depthdistill.engine.resume import carry_optimizer_state, resume_differences, resume_state
 from depthdistill.engine.run_log import RunLog, progress
-from depthdistill.errors import CheckpointError, ConfigError, ConfigTypeError, TrainingError
+from depthdistill.engine.settings import RESUME_SETTINGS, TrainSettings, check_count
+from depthdistill.errors import CheckpointError, ConfigError, TrainingError
 
+# TrainSettings and RESUME_SETTINGS live in engine.settings and stay importable from here, where callers found them.
 __all__ = ["TrainSettings", "LoopState", "FitResult", "LossFn", "Callback", "fit", "seed_everything",
            "RESUME_SETTINGS"]
 
-logger = logging.getLogger(__name__)
-
-#: Training settings that change what a phase computes: resuming it with other values is refused (device,
-#: workers, logging and evaluation batch size may change).
-RESUME_SETTINGS = ("batch_size", "lr", "momentum", "weight_decay", "poly_power", "grad_accum_steps", "seed", "amp")
-
 #: ``loss_fn(model, batch, epoch) -> {"loss": scalar tensor to minimise, other named scalar parts to log}``.
 LossFn = Callable[[nn.Module, dict, int], dict[str, torch.Tensor]]
-
-
-@dataclass
-class TrainSettings:
-    """How to train (every phase of a run uses the same settings).
-
-    Attributes:
-        batch_size: Samples per step and process (the paper: 1).
-        lr: Learning rate of the default SGD (the paper: 2.5e-4).
-        momentum: SGD momentum (DeepLab's 0.9; the paper is silent).
-        weight_decay: SGD weight decay (DeepLab's 5e-4).
-        poly_power: Power of the poly schedule (DeepLab's 0.9), stepped per optimiser step.
-        grad_accum_steps: Batches whose gradients are summed before each optimiser step.
-        num_workers: DataLoader worker processes.
-        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
-        amp: Mixed precision (float16 + gradient scaling on CUDA, bfloat16 on CPU).
-        channels_last: Keep model and images in channels_last memory format.
-        seed: Seeds Python, NumPy and torch at the start of each phase and the shuffling; ``None`` leaves the
-            global generators alone.
-        progress: Progress bars: ``None`` only when stderr is a terminal, or force ``True`` / ``False``.
-        log_every: Write a step record to the metrics log every this many optimiser steps (0: epochs only).
-        check_samples: Samples checked before training (spread over the set; ``None``: all of them). Every batch
-            is checked during training anyway.
-        eval_batch_size: Batch size for evaluation (default: ``batch_size``).
-
-    Examples:
-        >>> TrainSettings(lr=1e-3).momentum
-        0.9
-    """
-
-    batch_size: int = 1
-    lr: float = DEFAULT_LR
-    momentum: float = DEFAULT_MOMENTUM
-    weight_decay: float = DEFAULT_WEIGHT_DECAY
-    poly_power: float = DEFAULT_POLY_POWER
-    grad_accum_steps: int = 1
-    num_workers: int = 0
-    device: str = "auto"
-    amp: bool = False
-    channels_last: bool = False
-    seed: int | None = 0
-    progress: bool | None = None
-    log_every: int = 50
-    check_samples: int | None = 64
-    eval_batch_size: int | None = None
-
-    def __post_init__(self) -> None:
-        for name, low in (("batch_size", 1), ("grad_accum_steps", 1), ("num_workers", 0), ("log_every", 0)):
-            _check_count(getattr(self, name), name, low)
-        if self.eval_batch_size is not None:
-            _check_count(self.eval_batch_size, "eval_batch_size", 1)
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)):
-            raise ConfigTypeError(f"lr must be a number, got {self.lr!r}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"lr must be a finite number > 0, got {self.lr!r} (the paper uses 2.5e-4)")
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainSettings:
-        """Builds settings from a mapping, rejecting unknown keys with the list of known ones.
-
-        Examples:
-            >>> TrainSettings.from_dict({"batch_size": 4}).batch_size
-            4
-        """
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown training setting(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The settings as a plain dict."""
-        return asdict(self)
 
 
 @dataclass
@@ -201,72 +114,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _plan_differences(state: dict[str, Any], phase: str, epochs: int, settings: TrainSettings,
-                      identity: dict[str, Any]) -> list[str]:
-    """How the checkpoint's phase, epochs, settings and identity differ from the ones asked for now."""
-    differences = []
-    if state.get("phase") != phase:
-        differences.append(f"phase {state.get('phase')!r} (now {phase!r})")
-    if state.get("epochs") != epochs:
-        differences.append(f"planned for {state.get('epochs')} epochs (now {epochs})")
-    saved, now = state.get("settings") or {}, settings.to_dict()
-    differences += [f"{key}={saved[key]!r} (now {now[key]!r})" for key in RESUME_SETTINGS
-                    if key in saved and saved[key] != now[key]]
-    # Checkpoints written before identities were recorded have none: nothing of theirs can be compared.
-    saved_identity = state.get("identity", identity)
-    for key in sorted(set(saved_identity) | set(identity)):
-        before, after = saved_identity.get(key, "(not recorded)"), identity.get(key, "(not recorded)")
-        if before != after:
-            differences.append(f"{key}={before!r} (now {after!r})")
-    return differences
-
-
-def _optimizer_differences(saved: dict[str, Any], optimizer: torch.optim.Optimizer,
-                           saved_class: str | None) -> list[str]:
-    """How a custom optimiser's class and hyperparameters differ from the checkpoint's (``lr`` is the base lr)."""
-    name = type(optimizer).__name__
-    if saved_class is not None and saved_class != name:
-        return [f"optimizer {saved_class} (now {name})"]
-    now_groups, saved_groups = optimizer.state_dict()["param_groups"], saved["param_groups"]
-    if len(now_groups) != len(saved_groups):
-        return [f"{len(saved_groups)} optimizer parameter groups (now {len(now_groups)})"]
-    differences = []
-    for index, (before, after) in enumerate(zip(saved_groups, now_groups, strict=True)):
-        # "lr" follows the schedule; "initial_lr" is the base lr. Keys only one torch version has are skipped.
-        for key in sorted((set(before) & set(after)) - {"params", "lr"}):
-            if before[key] != after[key]:
-                shown = "lr" if key == "initial_lr" else key
-                group = f" (group {index})" if len(now_groups) > 1 else ""
-                differences.append(f"{name} {shown}{group}={before[key]!r} (now {after[key]!r})")
-    return differences
-
-
-def _resume_state(run_dir: Path, device: torch.device) -> tuple[dict[str, Any] | None, Path | None]:
-    """The checkpoint to resume from and its path: ``last.pt``, or ``model.pt`` of a finished phase whose
-    ``last.pt`` is missing or unreadable; ``(None, None)`` when there is none."""
-    last, final = run_dir / "last.pt", run_dir / "model.pt"
-    error = None
-    if last.is_file():
-        try:
-            return load_checkpoint(last, map_location=device), last
-        except CheckpointError as exc:
-            error = exc
-    if final.is_file():
-        try:
-            state = load_checkpoint(final, map_location=device)
-        except CheckpointError:
-            if error is not None:
-                raise error from None
-            raise
-        if state.get("epochs") is not None and state.get("epoch") == state["epochs"]:  # a finished phase
-            if error is not None:
-                logger.warning("%s; the phase had finished: its final weights load from %s", error, final)
-            return state, final
-    if error is not None:
-        raise error
-    return None, None
-
-
 def _reduce_parts(
     parts: dict[str, torch.Tensor], phase: str, epoch: int, batch: int, last_good: str
 ) -> dict[str, float]:
@@ -284,15 +131,6 @@ def _reduce_parts(
             "from the last checkpoint."
         )
     return values
-
-
-def _check_count(value: Any, name: str, low: int, where: str = "") -> None:
-    """Raises unless ``value`` is an int (not a bool, not a float) of at least ``low``."""
-    prefix = f"{where}: " if where else ""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigTypeError(f"{prefix}{name} must be an integer >= {low}, got {value!r} ({type(value).__name__})")
-    if value < low:
-        raise ConfigError(f"{prefix}{name} must be an integer >= {low}, got {value!r}")
 
 
 def fit(
@@ -382,7 +220,7 @@ def fit(
         0
     """
     settings = settings or TrainSettings()
-    _check_count(epochs, "epochs", 1, where=phase)
+    check_count(epochs, "epochs", 1, where=phase)
     log = log if log is not None else RunLog(None)
     run_dir = Path(run_dir) if run_dir is not None else None
     last_path = run_dir / "last.pt" if run_dir is not None else None
@@ -397,7 +235,7 @@ def fit(
     run = _build_run(model, loader, epochs, phase, settings, device, meta or {}, identity or {}, optimizer,
                      scheduler, optimizer_state, lr_scale)
 
-    state, source = _resume_state(run_dir, device) if resume and run_dir is not None else (None, None)
+    state, source = resume_state(run_dir, device) if resume and run_dir is not None else (None, None)
     if state is not None:
         _restore(run, state, source, custom_optimizer=optimizer is not None,
                  needs_optimizer_state=keep_optimizer_state, last_path=run_dir / "last.pt")
@@ -471,7 +309,7 @@ def _build_run(
     for group in opt.param_groups:
         group["lr"] *= lr_scale
     if optimizer_state is not None:
-        _carry_optimizer_state(opt, optimizer_state, phase)
+        carry_optimizer_state(opt, optimizer_state, phase)
     sched = (scheduler or poly_schedule(settings.poly_power))(opt, epochs * steps_per_epoch)
     scaler = make_grad_scaler(device, settings.amp)
     return _Run(model, loader, epochs, phase, settings, device, meta, identity, opt, sched, scaler, lr_scale)
@@ -486,11 +324,8 @@ def _restore(
     Raises a TrainingError naming every difference between the checkpoint's plan and this call's.
     """
     load_model_state(run.model, state["model"], source)
-    differences = _plan_differences(state, run.phase, run.epochs, run.settings, run.identity)
-    if state.get("lr_scale", run.lr_scale) != run.lr_scale:
-        differences.append(f"lr_scale={state['lr_scale']!r} (now {run.lr_scale!r})")
-    if custom_optimizer and "optimizer" in state:  # the settings say nothing about a custom optimiser
-        differences += _optimizer_differences(state["optimizer"], run.opt, state.get("optimizer_class"))
+    differences = resume_differences(state, run.phase, run.epochs, run.settings, run.identity, run.lr_scale,
+                                     run.opt if custom_optimizer else None)
     if differences:
         raise TrainingError(
             f"cannot resume {run.phase!r} from {source}: it was made with {'; '.join(differences)}. Resume with "
@@ -580,23 +415,6 @@ def _checkpoint(run: _Run, epoch: int, *, resumable: bool) -> dict[str, Any]:
     record.update(best_metric=run.best_metric, best_epoch=run.best_epoch, history=run.history,
                   settings=run.settings.to_dict(), lr_scale=run.lr_scale, meta=run.meta, identity=run.identity)
     return record
-
-
-def _carry_optimizer_state(opt: torch.optim.Optimizer, state: dict[str, Any], phase: str) -> None:
-    """Loads another optimiser's per-parameter state into ``opt``, keeping ``opt``'s own hyper-parameters."""
-    own_groups = [{k: v for k, v in group.items() if k != "params"} for group in opt.param_groups]
-    if [len(g["params"]) for g in state["param_groups"]] != [len(g["params"]) for g in opt.param_groups]:
-        raise ConfigError(f"{phase}: the carried optimiser state covers other parameters than this phase trains "
-                          "(a different model or requires_grad setting); start this phase with a fresh optimiser")
-    try:
-        opt.load_state_dict(state)
-    except (ValueError, KeyError) as error:
-        raise ConfigError(f"{phase}: cannot carry the earlier phase's optimiser state into "
-                          f"{type(opt).__name__}: {error}; use the same optimiser type or a fresh one") from error
-    for group, own in zip(opt.param_groups, own_groups, strict=True):
-        params = group["params"]
-        group.clear()  # drops the earlier phase's scheduler keys (initial_lr) with its hyper-parameters
-        group.update(own, params=params)
 
 
 def _notify(callbacks: Sequence[Callback], state: LoopState) -> None:
