@@ -4,7 +4,7 @@ import json
 import re
 from pathlib import Path
 
-from depthdistill import viz
+from depthdistill.viz import plots
 from depthdistill.cli import main
 from depthdistill.demo import DEMO_ROWS, PRESETS, demo_plan
 from depthdistill.engine.registry import load_model
@@ -12,13 +12,13 @@ from depthdistill.engine.registry import load_model
 
 def test_quick_demo_writes_everything_it_promises(tmp_path, capsys, monkeypatch):
     drawn = {}  # {file name: the matplotlib Figure saved to it}, to read the figures back
-    save = viz._save
+    save = plots._save
 
     def spy(fig, path):
         drawn[Path(path).name] = fig
         return save(fig, path)
 
-    monkeypatch.setattr(viz, "_save", spy)
+    monkeypatch.setattr(plots, "_save", spy)
     assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     results = json.loads((tmp_path / "results.json").read_text())

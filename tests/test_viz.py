@@ -10,6 +10,7 @@ from matplotlib import colormaps
 from PIL import Image
 
 from depthdistill import ConfigError, DepthError, ResultRow, ResultsTable, viz
+from depthdistill.viz import plots
 from depthdistill.data import IMAGENET_MEAN, IMAGENET_STD
 
 PALETTE = np.array([[10, 20, 30], [40, 50, 60], [70, 80, 90]], dtype=np.uint8)
@@ -19,13 +20,13 @@ PALETTE = np.array([[10, 20, 30], [40, 50, 60], [70, 80, 90]], dtype=np.uint8)
 def figures(monkeypatch):
     """Records each Figure a plot function saves, so tests can read back what was drawn."""
     drawn = []
-    save = viz._save
+    save = plots._save
 
     def spy(fig, path):
         drawn.append(fig)
         return save(fig, path)
 
-    monkeypatch.setattr(viz, "_save", spy)
+    monkeypatch.setattr(plots, "_save", spy)
     return drawn
 
 

@@ -1,30 +1,8 @@
-"""Pictures of a run: label colours, overlays, depth images, training plots and a one-page report (written by
-:mod:`depthdistill._report`, re-exported here).
+"""Figures of a run, each written as a PNG: training curves from the metrics log, the VTCE temperature, IoU per
+class, and a grid of samples with every model's prediction.
 
-Everything draws on matplotlib ``Figure`` objects rendered by the Agg backend: nothing opens a window, nothing
-touches pyplot's global state, and it works on a headless server. Plot functions write a PNG and return its path.
-
-Inputs may be ``torch.Tensor`` s or NumPy arrays. Conventions are the library's: RGB ``(3, H, W)`` float
-(normalised with the ImageNet mean and std of :mod:`depthdistill.data.transforms` unless told otherwise) or
-``(H, W, 3)`` uint8, depth ``(H, W)`` or ``(1, H, W)`` in metres with 0 (or non-finite) for missing, labels
-``(H, W)`` int with 255 = void.
-
-The metrics log read by :func:`plot_training_curves` is JSON lines, one object per line, as
-:class:`~depthdistill.engine.run_log.RunLog` writes it. The minimal schema read:
-
-* A record is an *epoch record* when it has ``"phase"`` (str) and ``"epoch"`` (int, 0-based) and neither
-  ``"step"`` (a per-step record) nor ``"test"`` (a final evaluation); other records are ignored.
-* Losses of different kinds get panels of their own, never one axis: the first panel is each phase's training
-  cross-entropy with the labels, its ``"ce"`` part where it logs one (a student trained with CE + VTCE) and else
-  its ``"loss"``: a phase that logs no ``"ce"`` is taken to train with CE alone, as the library's teacher and plain
-  phases do (a student loss of your own should log its CE part as ``"ce"``, as
-  :class:`~depthdistill.losses.CEPlusVTCE` does). A ``"vtce"`` part gets a panel of its own. Values are plotted
-  against the epoch (shown 1-based, like the console lines).
-* Phases are named in the legend by their experiment row (``bl_vtce`` → ``BL+VTCE``, the inverse of
-  :func:`depthdistill.distill.row_folder`) and drawn in the results table's order; other phase names are kept.
-* Each metric in ``metrics`` (default ``mean_iou``, ``mean_pixel_accuracy``, ``pixel_accuracy``) is taken from
-  ``"val_<metric>"`` or, failing that, ``"<metric>"``, as a fraction in [0, 1]; it is plotted in %.
-* ``null`` values are skipped; when an epoch of a phase appears twice (a resumed run), the last record wins.
+Figures are matplotlib ``Figure`` objects rendered by the Agg backend, never pyplot's; the metrics log's schema is
+described in :mod:`depthdistill.viz`.
 """
 
 from __future__ import annotations
@@ -42,37 +20,30 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from depthdistill._report import write_report
 from depthdistill.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from depthdistill.distill import EXPERIMENT_ROWS, row_folder
-from depthdistill.errors import ConfigError, DepthError
-from depthdistill.labels import VOID, label_palette
+from depthdistill.errors import ConfigError
 from depthdistill.losses import DEFAULT_BETA, vtce_temperature
+from depthdistill.viz.images import (
+    VOID_COLOR,
+    VOID_LABEL,
+    Array,
+    as_numpy,
+    check_palette,
+    colorize,
+    depth_to_image,
+    rgb_to_image,
+)
 
 __all__ = [
-    "HOLE_COLOR",
-    "VOID_COLOR",
-    "VOID_LABEL",
-    "colorize",
-    "depth_to_image",
-    "label_palette",
-    "overlay",
+    "DEFAULT_METRICS",
     "plot_per_class_iou",
     "plot_sample_grid",
     "plot_training_curves",
     "plot_vtce_schedule",
     "read_metrics_log",
-    "rgb_to_image",
-    "write_report",
 ]
 
-#: The label value of pixels that belong to no class (:data:`depthdistill.labels.VOID`).
-VOID_LABEL = VOID
-#: Colour of void pixels in :func:`colorize`.
-VOID_COLOR = (0, 0, 0)
-#: Colour of missing depth in :func:`depth_to_image`: white is far from both ends of viridis (dark purple near,
-#: yellow far), where black would hide among the nearest pixels.
-HOLE_COLOR = (255, 255, 255)
 DEFAULT_METRICS = ("mean_iou", "mean_pixel_accuracy", "pixel_accuracy")
 _METRIC_TITLES = {"mean_iou": "mIoU", "mean_pixel_accuracy": "mPA", "pixel_accuracy": "pixel accuracy"}
 #: Loss parts drawn on panels of their own after the CE panel, when a phase logs them: {key: (title, y label)}.
@@ -80,192 +51,6 @@ _LOSS_TERMS = {"vtce": ("training VTCE (the distillation term)", "VTCE, mean ove
 #: {phase name in the log: experiment row}, the inverse of ``row_folder``, in the results table's order.
 _ROW_OF_PHASE = {row_folder(row): row for row in EXPERIMENT_ROWS}
 _DPI = 120
-
-Array = Any  # a torch.Tensor or a NumPy array
-
-
-def _numpy(value: Array) -> np.ndarray:
-    if hasattr(value, "detach"):  # torch.Tensor, without importing torch here
-        value = value.detach().cpu().numpy()
-    return np.asarray(value)
-
-
-def _check_palette(palette: Array) -> np.ndarray:
-    table = _numpy(palette)
-    if table.ndim != 2 or table.shape[1] != 3 or len(table) == 0:
-        raise ConfigError(f"a palette is an (N, 3) array of RGB colours, got shape {table.shape}")
-    if table.dtype != np.uint8:
-        if not np.issubdtype(table.dtype, np.integer) or table.min() < 0 or table.max() > 255:
-            raise ConfigError("palette colours must be integers in 0..255 (uint8 RGB), "
-                              f"got dtype {table.dtype} with range {table.min()}..{table.max()}")
-        table = table.astype(np.uint8)
-    return table
-
-
-def _check_label(label: Array, num_colors: int) -> np.ndarray:
-    values = _numpy(label)
-    if values.ndim != 2:
-        raise ConfigError(f"a label map is (H, W), got shape {values.shape}")
-    if not np.issubdtype(values.dtype, np.integer):
-        raise ConfigError(f"a label map holds integer class indices, got dtype {values.dtype}; "
-                          "take the argmax of logits first")
-    bad = (values != VOID_LABEL) & ((values < 0) | (values >= num_colors))
-    if bad.any():
-        raise ConfigError(f"label values {sorted(set(values[bad].tolist()))[:5]} have no colour: the palette has "
-                          f"{num_colors} colours (classes 0..{num_colors - 1}, {VOID_LABEL} = void)")
-    return values
-
-
-def colorize(label: Array, palette: Array) -> np.ndarray:
-    """Paints a label map with a palette; void (255) pixels are black.
-
-    Args:
-        label: ``(H, W)`` integer class indices, 255 for void.
-        palette: ``(N, 3)`` uint8 RGB colours, one per class (e.g. :func:`label_palette`).
-
-    Returns:
-        ``(H, W, 3)`` uint8 RGB image.
-
-    Raises:
-        ConfigError: If the label is not a 2-D integer map or has a class without a colour.
-
-    Examples:
-        >>> import numpy as np
-        >>> palette = np.array([[255, 0, 0], [0, 0, 255]], dtype=np.uint8)
-        >>> colorize(np.array([[0, 1, 255]]), palette).tolist()
-        [[[255, 0, 0], [0, 0, 255], [0, 0, 0]]]
-    """
-    table = _check_palette(palette)
-    values = _check_label(label, len(table))
-    image = np.empty((*values.shape, 3), dtype=np.uint8)
-    void = values == VOID_LABEL
-    image[void] = VOID_COLOR
-    image[~void] = table[values[~void]]
-    return image
-
-
-def rgb_to_image(
-    rgb: Array,
-    mean: Sequence[float] | None = IMAGENET_MEAN,
-    std: Sequence[float] | None = IMAGENET_STD,
-) -> np.ndarray:
-    """Turns a network input back into a displayable image.
-
-    Args:
-        rgb: ``(3, H, W)`` float, normalised as ``(x - mean) / std`` from [0, 1] values; or ``(H, W, 3)``
-            uint8, returned unchanged.
-        mean: Per-channel mean used in the normalisation; ``None`` (with ``std=None``) when ``rgb`` is
-            already in [0, 1].
-        std: Per-channel standard deviation used in the normalisation.
-
-    Returns:
-        ``(H, W, 3)`` uint8 RGB (values outside [0, 1] after un-normalising are clipped).
-
-    Examples:
-        >>> import numpy as np
-        >>> rgb_to_image(np.zeros((3, 1, 1), dtype=np.float32)).tolist()  # the mean colour
-        [[[124, 116, 104]]]
-        >>> rgb_to_image(np.full((3, 1, 1), 0.5), mean=None, std=None).tolist()
-        [[[128, 128, 128]]]
-    """
-    image = _numpy(rgb)
-    if image.dtype == np.uint8:
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ConfigError(f"a uint8 image is (H, W, 3), got shape {image.shape}")
-        return image
-    if image.ndim != 3 or image.shape[0] != 3 or not np.issubdtype(image.dtype, np.floating):
-        raise ConfigError(f"rgb must be a (3, H, W) float tensor or an (H, W, 3) uint8 image, got shape "
-                          f"{image.shape} and dtype {image.dtype}")
-    if (mean is None) != (std is None):
-        raise ConfigError("give both mean and std (the normalisation to undo), or neither for [0, 1] input")
-    image = image.astype(np.float64)
-    if mean is not None:
-        image = image * np.asarray(std, dtype=np.float64)[:, None, None] + np.asarray(mean)[:, None, None]
-    return np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8).transpose(1, 2, 0)
-
-
-def overlay(
-    rgb: Array,
-    label: Array,
-    palette: Array,
-    alpha: float = 0.5,
-    mean: Sequence[float] | None = IMAGENET_MEAN,
-    std: Sequence[float] | None = IMAGENET_STD,
-) -> np.ndarray:
-    """Blends label colours over an image: ``(1 − alpha) · image + alpha · colour``; void pixels stay the image.
-
-    Args:
-        rgb: The image, in any form :func:`rgb_to_image` accepts.
-        label: ``(H, W)`` class indices (255 = void), the image's size.
-        palette: ``(N, 3)`` uint8 RGB colours.
-        alpha: Weight of the label colour, in [0, 1].
-        mean: Normalisation mean of a float ``rgb`` (see :func:`rgb_to_image`).
-        std: Normalisation standard deviation of a float ``rgb``.
-
-    Returns:
-        ``(H, W, 3)`` uint8 RGB.
-
-    Examples:
-        >>> import numpy as np
-        >>> image = np.full((1, 2, 3), 100, dtype=np.uint8)
-        >>> overlay(image, np.array([[0, 255]]), np.array([[200, 0, 0]], dtype=np.uint8), alpha=0.5).tolist()
-        [[[150, 50, 50], [100, 100, 100]]]
-    """
-    if not 0.0 <= alpha <= 1.0:
-        raise ConfigError(f"alpha must be in [0, 1], got {alpha}")
-    image = rgb_to_image(rgb, mean, std)
-    colors = colorize(label, palette)
-    if colors.shape[:2] != image.shape[:2]:
-        raise ConfigError(f"label {colors.shape[:2]} and image {image.shape[:2]} differ in size")
-    blended = np.round((1.0 - alpha) * image + alpha * colors).astype(np.uint8)
-    void = _numpy(label) == VOID_LABEL
-    blended[void] = image[void]
-    return blended
-
-
-def depth_to_image(
-    depth: Array,
-    min_depth: float | None = None,
-    max_depth: float | None = None,
-    cmap: str = "viridis",
-    hole_color: Sequence[int] = HOLE_COLOR,
-) -> np.ndarray:
-    """Colours a depth map (near = dark purple, far = yellow with viridis); missing depth gets ``hole_color``.
-
-    Missing means 0, negative or non-finite. The colour range is ``[min_depth, max_depth]``, by default the
-    valid pixels' own minimum and maximum. viridis never reaches white, so white holes stand out.
-
-    Args:
-        depth: ``(H, W)`` or ``(1, H, W)`` depth in metres.
-        min_depth: Depth drawn with the colour map's first colour (default: the nearest valid pixel).
-        max_depth: Depth drawn with its last colour (default: the farthest valid pixel).
-        cmap: A matplotlib colour map name.
-        hole_color: RGB colour of missing pixels.
-
-    Returns:
-        ``(H, W, 3)`` uint8 RGB.
-
-    Raises:
-        DepthError: If ``depth`` is not one 2-D map.
-
-    Examples:
-        >>> import numpy as np
-        >>> image = depth_to_image(np.array([[0.0, 1.0, 3.0]]))
-        >>> image[0, 0].tolist()  # the hole
-        [255, 255, 255]
-    """
-    values = _numpy(depth).astype(np.float64)
-    if values.ndim == 3 and values.shape[0] == 1:
-        values = values[0]
-    if values.ndim != 2:
-        raise DepthError(f"depth to draw must be (H, W) or (1, H, W), got shape {values.shape}")
-    valid = np.isfinite(values) & (values > 0)
-    low = min_depth if min_depth is not None else (values[valid].min() if valid.any() else 0.0)
-    high = max_depth if max_depth is not None else (values[valid].max() if valid.any() else 1.0)
-    scaled = np.clip((np.where(valid, values, low) - low) / max(high - low, 1e-12), 0.0, 1.0)
-    image = np.round(colormaps[cmap](scaled)[..., :3] * 255).astype(np.uint8)
-    image[~valid] = np.asarray(hole_color, dtype=np.uint8)
-    return image
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
@@ -333,7 +118,7 @@ def plot_training_curves(
 
     One panel for the training cross-entropy of every phase, one per other loss part logged (VTCE), then one per
     metric found in the log; losses of different kinds never share an axis. The legend names each phase by its
-    experiment row (BL, TN, SN, BL+VTCE …). See the module docstring for the schema.
+    experiment row (BL, TN, SN, BL+VTCE …). See :mod:`depthdistill.viz` for the schema.
 
     Args:
         log: Path of a JSON-lines metrics log, or its records already read.
@@ -472,7 +257,7 @@ def plot_per_class_iou(
     """
     if not rows:
         raise ConfigError("no rows to plot; give {row name: per-class IoU}")
-    values = {name: np.asarray(_numpy(ious), dtype=np.float64) for name, ious in rows.items()}
+    values = {name: np.asarray(as_numpy(ious), dtype=np.float64) for name, ious in rows.items()}
     shapes = {name: v.shape for name, v in values.items()}
     if len(set(shapes.values())) != 1 or len(next(iter(shapes.values()))) != 1 or not next(iter(shapes.values()))[0]:
         raise ConfigError(f"every row needs the same non-empty list of per-class IoUs, got shapes {shapes}")
@@ -503,7 +288,7 @@ def plot_per_class_iou(
 
 
 def _as_label_map(prediction: Array) -> np.ndarray:
-    values = _numpy(prediction)
+    values = as_numpy(prediction)
     return values.argmax(axis=0) if values.ndim == 3 else values
 
 
@@ -536,6 +321,7 @@ def plot_sample_grid(
 
     Examples:
         >>> import tempfile, pathlib, numpy as np
+        >>> from depthdistill.viz import label_palette
         >>> sample = {"rgb": np.zeros((3, 4, 4), np.float32), "depth": np.ones((1, 4, 4), np.float32),
         ...           "label": np.zeros((4, 4), np.int64), "id": "a"}
         >>> out = pathlib.Path(tempfile.mkdtemp()) / "grid.png"
@@ -547,7 +333,7 @@ def plot_sample_grid(
     for name, predicted in predictions.items():
         if len(predicted) != len(samples):
             raise ConfigError(f"{name!r} has {len(predicted)} predictions for {len(samples)} samples")
-    table = _check_palette(palette)
+    table = check_palette(palette)
     names = [str(c) for c in range(len(table))] if class_names is None else [str(n) for n in class_names]
     if len(names) != len(table):
         raise ConfigError(f"{len(names)} class names for a palette of {len(table)} colours")
@@ -559,10 +345,10 @@ def plot_sample_grid(
         missing = {"rgb", "depth", "label"} - set(sample)
         if missing:
             raise ConfigError(f"sample {row} lacks {sorted(missing)}; samples are dicts with rgb, depth, label")
-        depth = _numpy(sample["depth"]).astype(np.float64)
+        depth = as_numpy(sample["depth"]).astype(np.float64)
         valid = depth[np.isfinite(depth) & (depth > 0)]
         labels = [sample["label"], *(_as_label_map(predicted[row]) for predicted in predictions.values())]
-        shown.update(int(v) for label in labels for v in np.unique(_numpy(label)))
+        shown.update(int(v) for label in labels for v in np.unique(as_numpy(label)))
         images = [rgb_to_image(sample["rgb"], mean, std), depth_to_image(depth)]
         images += [colorize(label, palette) for label in labels]
         for col, image in enumerate(images):
