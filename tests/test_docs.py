@@ -223,7 +223,8 @@ def test_fidelity_tables_are_the_summary_of_the_result_files():
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
     page = (ROOT / "docs" / "fidelity.md").read_text()
-    tables = page[page.index("\n### "):page.index("\nThe files behind these tables")]
+    results = page.index("\n## Results")
+    tables = page[page.index("\n### ", results):page.index("\nThe files behind these tables")]
     want = summarize(FIDELITY_FILES, None)
     assert tables.strip() == want.strip()
 
@@ -276,3 +277,15 @@ def test_demo_table_is_the_committed_demo_results():
     want = [f"| {r['name']} | {r['input']} | {100 * r['mean_pixel_accuracy']:.1f} | {100 * r['mean_iou']:.1f} | "
             f"{100 * r['pixel_accuracy']:.1f} | {r['epochs']} |" for r in json.loads(DEMO_RESULTS.read_text())["rows"]]
     assert table == want
+
+
+UNLABELLED_FILES = sorted((ROOT / "benchmarks" / "results" / "unlabelled").glob("*.jsonl"))
+
+
+@pytest.mark.skipif(not UNLABELLED_FILES, reason="no result file of the unlabelled-data study is committed")
+def test_unlabelled_study_tables_are_the_summary_of_the_result_files():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_unlabelled import summarize
+
+    page = (ROOT / "docs" / "fidelity.md").read_text()
+    assert summarize(UNLABELLED_FILES).strip() in page
