@@ -274,10 +274,13 @@ def restore_depth_aware(module: nn.Module, record: dict[str, Any]) -> nn.Module:
         >>> type(layer).__name__, layer.alpha, layer.depth_resize
         ('DepthAwareConv2d', 4.0, 'avgpool')
     """
-    layers = list(record.get("depth_aware_layers") or [])
     alpha, resize = record.get("alpha", DEFAULT_ALPHA), record.get("depth_resize") or "nearest"
-    for name in layers:
-        convert_to_depth_aware(module, include=[name],
-                               alpha=alpha[name] if isinstance(alpha, dict) else alpha,
-                               depth_resize=resize[name] if isinstance(resize, dict) else resize)
+    # one conversion per (alpha, resize) the layers share: a single walk of the model when they all share one
+    groups: dict[tuple[float, str], list[str]] = {}
+    for name in record.get("depth_aware_layers") or []:
+        options = (alpha[name] if isinstance(alpha, dict) else alpha,
+                   resize[name] if isinstance(resize, dict) else resize)
+        groups.setdefault(options, []).append(name)
+    for (layer_alpha, layer_resize), names in groups.items():
+        convert_to_depth_aware(module, include=names, alpha=layer_alpha, depth_resize=layer_resize)
     return module

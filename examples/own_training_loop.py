@@ -22,6 +22,7 @@ import depthdistill
 from depthdistill.distill import DistillSettings, convert_teacher, drop_depth, frozen_copy
 from depthdistill.engine import (
     evaluate,
+    move_batch,
     poly_schedule,
     save_checkpoint,
     seed_everything,
@@ -44,7 +45,7 @@ def _epochs(model: nn.Module, data, epochs: int, loss_of, *, lr: float, batch_si
         model.train()
         start_epoch(loader, epoch, seed)
         for batch in loader:
-            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            batch = move_batch(batch, device, channels_last=False)
             loss = loss_of(model, batch, epoch)
             loss.backward()
             optimizer.step()

@@ -1,5 +1,9 @@
-"""The method's orchestration: the settings object, the Distiller, the phase pieces, the methods and the
-experiment's rows."""
+"""The method's orchestration: the settings object, the Distiller, the methods and the experiment's rows.
+
+The phase pieces a method is built from (:mod:`~depthdistill.distill.teacher`, :mod:`~depthdistill.distill.switch`,
+:mod:`~depthdistill.distill.student`) are imported from their modules; the building blocks an own training loop
+needs (``convert_teacher``, ``drop_depth``, ``frozen_copy``) are re-exported here.
+"""
 
 from depthdistill.distill.distiller import Data, Distiller
 from depthdistill.distill.experiment import (
@@ -20,9 +24,7 @@ from depthdistill.distill.settings import (
     DistillSettings,
     qualified_name,
 )
-from depthdistill.distill.student import student_loss_identity, teacher_logits, train_plain
-from depthdistill.distill.switch import remove_depth
-from depthdistill.distill.teacher import convert_teacher, drop_depth, frozen_copy, train_teacher
+from depthdistill.distill.teacher import convert_teacher, drop_depth, frozen_copy
 
 __all__ = [
     "ABLATION_ROWS",
@@ -47,11 +49,6 @@ __all__ = [
     "get_method",
     "qualified_name",
     "register_method",
-    "remove_depth",
     "row_folder",
     "run_experiment",
-    "student_loss_identity",
-    "teacher_logits",
-    "train_plain",
-    "train_teacher",
 ]

@@ -27,7 +27,6 @@ from depthdistill.engine.evaluate import select_logits
 from depthdistill.engine.loader import start_epoch, train_loader
 from depthdistill.errors import ConfigError
 from depthdistill.labels import VOID
-from depthdistill.nn import depth_context
 
 if TYPE_CHECKING:
     from depthdistill.distill.distiller import Data, Distiller
@@ -145,11 +144,8 @@ class UnlabelledDistillation(Method):
         _require(unlabelled_data)
         if distiller.teacher is None:
             distiller.train_teacher(train_data, teacher_epochs, val_data)
-        teacher = distiller.teacher.to(distiller.device)
-
-        def labeller(batch: dict) -> torch.Tensor:
-            with torch.no_grad(), depth_context(batch["depth"]):
-                return select_logits(teacher(batch["rgb"]), distiller.output_key)
+        # the frozen teacher fed RGB-D, as it gives any student its soft targets
+        labeller = student_phase.teacher_logits(distiller, distiller.model, "frozen")
 
         if distiller.settings.student_start == "teacher":
             student = switch.remove_depth(distiller, distiller.model, train_data)
