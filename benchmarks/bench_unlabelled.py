@@ -42,7 +42,8 @@ from depthdistill import Distiller
 from depthdistill.data import SyntheticRGBD, eval_transforms, train_transforms
 from depthdistill.models import deeplab_vgg16
 
-#: Student variants: settings of method "unlabelled" (the key names the variant in the records).
+#: Student variants: Distiller settings of the SN row (the key names the variant in the records); ``method``
+#: defaults to ``"unlabelled"``.
 VARIANTS: dict[str, dict[str, Any]] = {
     # No depth dropout: the teacher here labels frames with depth, it is never run without it (dropout prepares the
     # shared weights for the switch to plain convolutions, which a student from the initial weights never makes).
@@ -53,7 +54,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "hard-init": {"student_start": "initial", "unlabelled_targets": "hard", "unlabelled_confidence": 0.7,
                   "vtce": False, "depth_dropout": 0.0},
 }
-ROWS = ("BL", "BL@cost", "TN", "SN", "SN-RGB")
+ROWS = ("BL", "BL@cost", "BL@long", "TN", "SN", "SN-RGB")
+#: Methods whose SN continues from the TN row's teacher: TN is trained for them and their cost includes its time.
+TEACHER_METHODS = ("removal", "unlabelled")
+#: Rows that depend on neither the variant nor the unlabelled ratio: measured once per (setting, size, seed,
+#: epochs) and copied into the other cells (training is deterministic at one thread).
+SHARED_ROWS = ("BL", "BL@cost", "BL@long")
+
+
+def _settings(variant: str) -> dict[str, Any]:
+    return {"method": "unlabelled", **VARIANTS[variant]}
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
@@ -64,15 +74,37 @@ def _records(path: Path) -> list[dict[str, Any]]:
 
 def _key(r: dict[str, Any]) -> tuple:
     return (r["setting"], r["n_train"], r["ratio"], r["seed"], r["variant"], r["row"], r["teacher_epochs"],
-            r["student_epochs"])
+            r["student_epochs"], r.get("epochs"))
+
+
+def _row(base: dict[str, Any], row: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The fields naming one row of a cell (BL@long also names its epochs)."""
+    return {**base, "row": row, **({"epochs": args.long_factor * args.student_epochs} if row == "BL@long" else {})}
+
+
+def _shared(records: list[dict[str, Any]], wanted: dict[str, Any]) -> dict[str, Any] | None:
+    """A record of the same shared row in another cell (any ratio, any variant), if one was measured."""
+    same = ("setting", "n_train", "seed", "teacher_epochs", "student_epochs", "row")
+    return next((r for r in records if r.get("epochs") == wanted.get("epochs")
+                 and all(r[k] == wanted[k] for k in same)), None)
 
 
 def run_one(setting: str, n_train: int, ratio: float, seed: int, variant: str, args: argparse.Namespace) -> None:
     """Trains and tests every row of one cell that ``args.out`` does not hold yet."""
     base = {"setting": setting, "n_train": n_train, "ratio": ratio, "seed": seed, "variant": variant,
             "teacher_epochs": args.teacher_epochs, "student_epochs": args.student_epochs}
-    done = {_key(r) for r in _records(args.out)}
-    todo = [row for row in ROWS if _key({**base, "row": row}) not in done]
+    records = _records(args.out)
+    done = {_key(r) for r in records}
+    settings = _settings(variant)
+    skip = {"TN"} if settings["method"] not in TEACHER_METHODS else set()
+    wanted = tuple(r for r in ROWS if r not in skip and (r != "BL@long" or args.long_factor))
+    todo = [row for row in wanted if _key(_row(base, row, args)) not in done]
+    for row in [r for r in todo if r in SHARED_ROWS]:
+        measured = _shared(records, _row(base, row, args))
+        if measured is not None:
+            with open(args.out, "a", encoding="utf-8") as f:
+                f.write(json.dumps({**measured, **_row(base, row, args), "copied": True}) + "\n")
+            todo.remove(row)
     if not todo:
         return
     size = tuple(args.size)
@@ -84,36 +116,38 @@ def run_one(setting: str, n_train: int, ratio: float, seed: int, variant: str, a
     test = SyntheticRGBD(args.test, size, split="test", seed=seed, transform=eval_transforms(), cache=True, **scenes)
     torch.manual_seed(seed)
     model = deeplab_vgg16(train.num_classes, width=args.width)
-    d = Distiller(model, train.num_classes, "default", method="unlabelled", **VARIANTS[variant],
+    d = Distiller(model, train.num_classes, "default", **settings,
                   batch_size=args.batch, lr=args.lr, seed=seed, device="cpu", progress=False, log_every=0,
                   log_echo=False, optimizer=lambda params: torch.optim.Adam(params, lr=args.lr))
 
     def record(row: str, trained: torch.nn.Module, began: float, *, depth: bool = False) -> None:
         metrics = d.evaluate(trained, test, use_depth=depth)
-        fields = {**base, "row": row, "miou": metrics["mean_iou"], "mpa": metrics["mean_pixel_accuracy"],
+        fields = {**_row(base, row, args), "miou": metrics["mean_iou"], "mpa": metrics["mean_pixel_accuracy"],
                   "seconds": round(time.perf_counter() - began, 2),
                   "per_class_iou": [None if math.isnan(v) else v for v in metrics["per_class_iou"]]}
         with open(args.out, "a", encoding="utf-8") as f:
             f.write(json.dumps(fields) + "\n")
         print(f"  {row:8s} {variant:10s} mIoU {100 * fields['miou']:5.1f}  ({fields['seconds']:.0f} s)", flush=True)
 
-    epochs = {"BL": args.student_epochs, "BL@cost": args.teacher_epochs + args.student_epochs}
-    for row in ("BL", "BL@cost"):
+    epochs = {"BL": args.student_epochs, "BL@cost": args.teacher_epochs + args.student_epochs,
+              "BL@long": args.long_factor * args.student_epochs}
+    for row in SHARED_ROWS:
         if row in todo:
             began = time.perf_counter()
             record(row, d.train_baseline(train, epochs[row], name=row.lower().replace("@", "_")), began)
+    extra = {"unlabelled_data": unlabelled} if d.method.uses_unlabelled else {}
     if {"TN", "SN"} & set(todo):
+        if "TN" in wanted:
+            began = time.perf_counter()
+            d.train_teacher(train, args.teacher_epochs)
+            record("TN", d.teacher, began, depth=True)
         began = time.perf_counter()
-        d.train_teacher(train, args.teacher_epochs)
-        record("TN", d.teacher, began, depth=True)
-        began = time.perf_counter()
-        sn = d.train(train, teacher_epochs=args.teacher_epochs, student_epochs=args.student_epochs,
-                     unlabelled_data=unlabelled)
+        sn = d.train(train, teacher_epochs=args.teacher_epochs, student_epochs=args.student_epochs, **extra)
         record("SN", sn, began)
     if "SN-RGB" in todo:
         began = time.perf_counter()
         control = d.train_control(train, teacher_epochs=args.teacher_epochs, student_epochs=args.student_epochs,
-                                  unlabelled_data=unlabelled)
+                                  **extra)
         record("SN-RGB", control, began)
 
 
@@ -121,6 +155,12 @@ def _stats(values: list[float]) -> str:
     if len(values) < 2:
         return f"{values[0]:+.1f}" if values else "-"
     return f"{statistics.fmean(values):+.1f} ± {statistics.stdev(values):.1f}"
+
+
+def _seconds(rows: dict[str, dict[str, Any]], row: str, variant: str) -> float:
+    """A row's training time; SN of a method that continues from TN's teacher includes the teacher's."""
+    teacher = rows["TN"]["seconds"] if row == "SN" and _settings(variant)["method"] in TEACHER_METHODS else 0.0
+    return rows[row]["seconds"] + teacher
 
 
 def summarize(paths: list[Path]) -> str:
@@ -136,22 +176,26 @@ def summarize(paths: list[Path]) -> str:
                     (setting, n, ratio, variant, te, se):
                 rs.setdefault(r["seed"], {}).setdefault(r["row"], r)  # the first record of a row counts
         seeds = sorted(rs)
-        lines += [f"### {setting}, {n} labelled, {ratio:g}x unlabelled, {variant} (TN {te}, SN {se} epochs; "
-                  f"seeds {seeds})", "", "| row | mIoU % | s (× BL) |", "|---|---|---|"]
+        lines += [(f"### {setting}, {n} labelled, {ratio:g}x unlabelled, {variant} (TN {te}, SN {se} epochs; "
+                   f"seeds {seeds})"), "", "| row | mIoU % | cost (× BL) |", "|---|---|---|"]
         for row in ROWS:
-            have = [rs[s][row] for s in seeds if row in rs[s]]
+            have = [s for s in seeds if row in rs[s]]
             if not have:
                 continue
-            miou = [100 * r["miou"] for r in have]
-            cost = [r["seconds"] / rs[s]["BL"]["seconds"] for s, r in zip(seeds, have, strict=False)
+            miou = [100 * rs[s][row]["miou"] for s in have]
+            cost = [_seconds(rs[s], row, variant) / rs[s]["BL"]["seconds"] for s in have
                     if "BL" in rs[s] and rs[s]["BL"]["seconds"]]
             mean = statistics.fmean(miou)
             spread = f" ± {statistics.stdev(miou):.1f}" if len(miou) > 1 else ""
-            lines.append(f"| {row} | {mean:.1f}{spread} | {statistics.fmean(cost):.1f} |" if cost else
-                         f"| {row} | {mean:.1f}{spread} | - |")
+            label = f"{row} ({rs[have[0]][row]['epochs']} epochs)" if row == "BL@long" else row
+            lines.append(f"| {label} | {mean:.1f}{spread} | {statistics.fmean(cost):.1f} |" if cost else
+                         f"| {label} | {mean:.1f}{spread} | - |")
         lines += ["", "| difference (per seed) | mIoU points | per seed |", "|---|---|---|"]
-        for a, b in (("SN", "BL"), ("SN", "SN-RGB"), ("SN-RGB", "BL"), ("SN", "BL@cost"), ("TN", "BL")):
+        for a, b in (("SN", "BL"), ("SN", "SN-RGB"), ("SN-RGB", "BL"), ("SN", "BL@cost"), ("SN", "BL@long"),
+                     ("TN", "BL")):
             diffs = [100 * (rs[s][a]["miou"] - rs[s][b]["miou"]) for s in seeds if a in rs[s] and b in rs[s]]
+            if not diffs:
+                continue
             lines.append(f"| {a} − {b} | {_stats(diffs)} | {', '.join(f'{v:+.1f}' for v in diffs)} |")
         lines.append("")
     return "\n".join(lines)
@@ -172,6 +216,8 @@ def main() -> None:
     parser.add_argument("--width", type=float, default=0.125, help="DeepLab-VGG16 channel multiplier")
     parser.add_argument("--teacher-epochs", type=int, default=30)
     parser.add_argument("--student-epochs", type=int, default=30)
+    parser.add_argument("--long-factor", type=int, default=0,
+                        help="also train BL@long, BL for this many times the student's epochs (0: not)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3, help="Adam's learning rate (poly decay per phase)")
     args = parser.parse_args()

@@ -116,3 +116,26 @@ def test_compile_graphs_gives_the_counts_performance_md_quotes():
     page = (ROOT / "docs" / "performance.md").read_text()
     assert "with the context outside, **1 graph, 0 graph breaks**" in page
     assert "enters\n  the context itself, **2 graphs, 1 graph break**" in page
+
+
+def test_bench_unlabelled_measures_every_row_once_and_summarizes_per_seed_differences(tmp_path):
+    out = tmp_path / "u.jsonl"
+    toy = ["--out", str(out), "--seeds", "0", "--train", "4", "--test", "2", "--size", "16", "24", "--width",
+           "0.03", "--teacher-epochs", "1", "--student-epochs", "1", "--batch", "2", "--long-factor", "2"]
+    _run("bench_unlabelled.py", *toy, "--ratio", "1")
+    _run("bench_unlabelled.py", *toy, "--ratio", "1", "2")  # the 1x cell is done; 2x copies BL, BL@cost, BL@long
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    rows = [(r["ratio"], r["row"], r.get("copied", False)) for r in records]
+    trained = ["BL", "BL@cost", "BL@long", "TN", "SN", "SN-RGB"]
+    assert rows == [(1.0, row, False) for row in trained] + [(2.0, row, row.startswith("BL")) for row in trained]
+    assert [r["epochs"] for r in records if r["row"] == "BL@long"] == [2, 2]
+    first, copied = (next(r for r in records if r["row"] == "BL" and r["ratio"] == ratio) for ratio in (1.0, 2.0))
+    assert first["miou"] == copied["miou"]
+    lines = _run("bench_unlabelled.py", "--summarize", str(out))
+    for ratio in ("1x", "2x"):
+        cell = lines[lines.index(next(line for line in lines if f", {ratio} unlabelled" in line)):]
+        cell = cell[cell.index("| difference (per seed) | mIoU points | per seed |"):]
+        diffs = {row[0]: row for row in _table(cell[:cell.index("")])}
+        sn, bl = (100 * next(r["miou"] for r in records if r["row"] == row and f"{r['ratio']:g}x" == ratio)
+                  for row in ("SN", "BL"))
+        assert diffs["SN − BL"][1] == f"{sn - bl:+.1f}"
