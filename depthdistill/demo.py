@@ -1,11 +1,13 @@
-"""``depthdistill demo``: the method end to end on the built-in synthetic RGB-D data, in minutes on a CPU.
+"""``depthdistill demo``: the library's default end to end on the built-in synthetic RGB-D data, in minutes on a CPU.
 
-A slim DeepLab-VGG16 is trained as the baseline (BL, and BL@TN for the teacher's epochs only), the depth-aware teacher
-(TN), the shared-weight VTCE student (SN), the two ablations of the paper's Table 3 (BL+VTCE, BL+PS) and SN's control
-without depth (BL@TN+PS); every row is tested, with TN→RGB (the teacher's weights run as plain convolutions on RGB
-before any student training), and the table printed in the paper's form. The first line printed says what will be
-trained and for how long (:func:`demo_plan`); figures and a one-page report, with a line on every row, go to the
-output folder.
+The synthetic data has labelled scenes and three times as many unlabelled RGB-D frames, so the Distiller's
+default is the unlabelled-data method: a slim DeepLab-VGG16 is trained as the baseline (BL for the teacher's and
+the student's epochs together, BL@TN for the teacher's only: as many steps as the student), the depth-aware teacher
+(TN), the RGB student that also learns from TN's targets on the unlabelled frames (SN) and its control without
+depth (SN-RGB, BL@TN labelling the frames). With ``removal=True`` it runs the paper's depth removal instead, with
+TN→RGB, the two ablations of the paper's Table 3 (BL+VTCE, BL+PS) and SN's control without depth (BL@TN+PS). Every
+row is tested and the table printed in the paper's form. The first line printed says what will be trained and for
+how long (:func:`demo_plan`); figures and a one-page report, with a line on every row, go to the output folder.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from pathlib import Path
 
 import torch
 
-from depthdistill.distill import EXPERIMENT_ROWS, ROW_NOTES, Distiller, ResultRow, ResultsTable
+from depthdistill.distill import EXPERIMENT_ROWS, Distiller, ResultRow, ResultsTable
+from depthdistill.distill.experiment import row_note
+from depthdistill.distill.methods import Method, get_method
 
 __all__ = ["DemoPreset", "PRESETS", "demo_plan", "run_demo"]
 
@@ -26,7 +30,9 @@ class DemoPreset:
     """Sizes and schedule of one demo run.
 
     Attributes:
-        train_samples: Synthetic training scenes.
+        train_samples: Synthetic training scenes (labelled).
+        unlabelled_samples: Unlabelled synthetic RGB-D frames (``SyntheticRGBD(split="unlabelled")``); 0 runs the
+            paper's depth removal, which uses none.
         test_samples: Synthetic test scenes.
         size: Image ``(height, width)``.
         width: Channel multiplier of DeepLab-VGG16 (1.0 is the paper's model).
@@ -38,6 +44,7 @@ class DemoPreset:
     """
 
     train_samples: int
+    unlabelled_samples: int
     test_samples: int
     size: tuple[int, int]
     width: float
@@ -47,79 +54,104 @@ class DemoPreset:
     lr: float
 
 
-#: ``"full"``: long enough for depth to show (docs/demo.md); ``"quick"``: a smoke run.
+#: ``"full"``: the default method with unlabelled frames, long enough for depth to show (docs/demo.md; the
+#: setting of the unlabelled-data study in docs/fidelity.md); ``"quick"``: a smoke run; ``"removal"`` and
+#: ``"removal-quick"``: the paper's depth removal (``--removal``).
 PRESETS = {
-    "full": DemoPreset(train_samples=384, test_samples=96, size=(96, 128), width=0.125, teacher_epochs=25,
-                       student_epochs=10, batch_size=8, lr=2e-3),
-    "quick": DemoPreset(train_samples=24, test_samples=12, size=(48, 64), width=0.0625, teacher_epochs=2,
-                        student_epochs=1, batch_size=8, lr=2e-3),
+    "full": DemoPreset(train_samples=192, unlabelled_samples=576, test_samples=96, size=(72, 96), width=0.125,
+                       teacher_epochs=30, student_epochs=30, batch_size=8, lr=2e-3),
+    "quick": DemoPreset(train_samples=24, unlabelled_samples=48, test_samples=12, size=(48, 64), width=0.0625,
+                        teacher_epochs=2, student_epochs=1, batch_size=8, lr=2e-3),
+    "removal": DemoPreset(train_samples=384, unlabelled_samples=0, test_samples=96, size=(96, 128), width=0.125,
+                          teacher_epochs=25, student_epochs=10, batch_size=8, lr=2e-3),
+    "removal-quick": DemoPreset(train_samples=24, unlabelled_samples=0, test_samples=12, size=(48, 64),
+                                width=0.0625, teacher_epochs=2, student_epochs=1, batch_size=8, lr=2e-3),
 }
-#: How long a whole run of each preset takes on a 2-core CPU, as measured: the full preset 10 min 41 s idle
-#: (docs/demo.md, 2026-11-30); the quick one under 10 s idle, 15–27 s on a busy machine (Python's start-up included).
-_DURATIONS = {"full": "about 11 minutes", "quick": "under a minute"}
+#: How long a whole run of each preset takes on a 2-core CPU, as measured (docs/demo.md): the full preset
+#: FULL_DURATION; the removal preset 10 min 41 s idle (2026-11-30); the quick ones under 10 s idle, 15–27 s on a
+#: busy machine (Python's start-up included).
+_DURATIONS = {"full": "FULL_DURATION", "quick": "under a minute", "removal": "about 11 minutes",
+              "removal-quick": "under a minute"}
 
-#: The rows the demo trains: every row of the paper's method (SN-RGB is the control of methods that define one;
-#: the paper's control without depth is BL@TN+PS).
-DEMO_ROWS = tuple(row for row in EXPERIMENT_ROWS if row != "SN-RGB")
+#: The rows each demo trains. With unlabelled frames: the baselines, the teacher, the method and its control. The
+#: paper's method: every row but SN-RGB (its control without depth is BL@TN+PS).
+DEMO_ROWS = ("BL", "BL@TN", "TN", "SN", "SN-RGB")
+REMOVAL_ROWS = tuple(row for row in EXPERIMENT_ROWS if row != "SN-RGB")
+
+
+def _preset_name(quick: bool, removal: bool) -> str:
+    return ("removal" if removal else "full") if not quick else ("removal-quick" if removal else "quick")
+
+
+def _method(removal: bool) -> Method:
+    return get_method("removal" if removal else "unlabelled")
 
 
 def _epochs(count: int) -> str:
     return f"{count} epoch" if count == 1 else f"{count} epochs"
 
 
-def demo_plan(quick: bool = False) -> str:
+def demo_plan(quick: bool = False, removal: bool = False) -> str:
     """The first line ``depthdistill demo`` prints: what it will train, on what, and how long the run takes.
 
     Args:
-        quick: Describe the ``"quick"`` preset instead of ``"full"``.
+        quick: Describe the smoke run instead of the full one.
+        removal: Describe the paper's depth removal instead of the default with unlabelled frames.
 
     Returns:
         One line: the preset and its measured duration, every row with its epochs, the data, the model and the
         optimiser.
 
     Examples:
-        >>> line = demo_plan()
-        >>> line.startswith("depthdistill demo, full preset: about 11 minutes on a 2-core CPU")
+        >>> line = demo_plan(removal=True)
+        >>> line.startswith("depthdistill demo --removal, full preset: about 11 minutes on a 2-core CPU")
         True
         >>> "BL (35), BL@TN (25), TN (25), TN→RGB (0), SN (10)" in line
         True
     """
-    name = "quick" if quick else "full"
+    name = _preset_name(quick, removal)
     preset = PRESETS[name]
     # BL and BL+VTCE keep run_experiment's default baseline_epochs, the teacher's and the student's together.
     epochs = {"teacher": preset.teacher_epochs, "student": preset.student_epochs,
               "baseline": preset.teacher_epochs + preset.student_epochs, None: 0}
-    rows = ", ".join(f"{row} ({epochs[ROW_NOTES[row][0]]})" for row in DEMO_ROWS)
-    head = (f"depthdistill demo --quick, a smoke run of seconds ({_DURATIONS['quick']} on a 2-core CPU; the full "
-            f"preset takes {_DURATIONS['full']})" if quick
-            else f"depthdistill demo, full preset: {_DURATIONS['full']} on a 2-core CPU (--quick: a smoke run of "
-                 "seconds)")
+    demo_rows = REMOVAL_ROWS if removal else DEMO_ROWS
+    rows = ", ".join(f"{row} ({epochs[row_note(row)[0]]})" for row in demo_rows)
+    command = "depthdistill demo" + (" --removal" if removal else "")
+    full = _preset_name(False, removal)
+    head = (f"{command} --quick, a smoke run of seconds ({_DURATIONS[name]} on a 2-core CPU; the full "
+            f"preset takes {_DURATIONS[full]})" if quick
+            else f"{command}, full preset: {_DURATIONS[full]} on a 2-core CPU (--quick: a smoke run of seconds)")
+    method = (" the paper's depth removal;" if removal else
+              f" the unlabelled-data method (the default when unlabelled frames are given), {preset.unlabelled_samples} "
+              "unlabelled frames;")
     height, width = preset.size
-    return (f"{head}. Trains and tests {len(DEMO_ROWS)} rows, epochs in "
-            f"parentheses: {rows}; data: built-in synthetic RGB-D scenes, {preset.train_samples} train / "
+    return (f"{head}. Trains and tests {len(demo_rows)} rows, epochs in "
+            f"parentheses: {rows};{method} data: built-in synthetic RGB-D scenes, {preset.train_samples} train / "
             f"{preset.test_samples} test at {height}x{width}; model: DeepLab-VGG16 at width {preset.width:g}; "
             f"batch {preset.batch_size}, Adam at lr {preset.lr:g}. TN is tested on RGB-D, every other row on RGB; "
             "the report says what each row is.")
 
 
-def _row_note(row: ResultRow, teacher_epochs: int) -> str:
-    """The report's line on ``row``: what it is (:data:`~depthdistill.distill.experiment.ROW_NOTES`), with its epochs
-    and test input."""
-    what = ROW_NOTES[row.name][1].format(epochs=_epochs(row.epochs), teacher_epochs=_epochs(teacher_epochs))
+def _row_note(row: ResultRow, teacher_epochs: int, method: Method) -> str:
+    """The report's line on ``row``: what it is (:func:`~depthdistill.distill.experiment.row_note`, SN as
+    ``method`` trains it), with its epochs and test input."""
+    what = row_note(row.name, method)[1].format(epochs=_epochs(row.epochs), teacher_epochs=_epochs(teacher_epochs))
     return f"{what}; tested on {row.input}."
 
 
-def run_demo(out_dir: str | Path = "runs/demo", *, quick: bool = False, seed: int = 0, device: str = "auto",
-             progress: bool | None = None) -> ResultsTable:
-    """Trains and tests every row of :data:`DEMO_ROWS` on synthetic data; writes
-    results, figures and a report.
+def run_demo(out_dir: str | Path = "runs/demo", *, quick: bool = False, removal: bool = False, seed: int = 0,
+             device: str = "auto", progress: bool | None = None) -> ResultsTable:
+    """Trains and tests every row of :data:`DEMO_ROWS` (:data:`REMOVAL_ROWS` with ``removal``) on synthetic data;
+    writes results, figures and a report.
 
     Prints :func:`demo_plan` first, then each phase's epoch lines.
 
     Args:
         out_dir: Output folder: ``results.json``, ``metrics.jsonl``, the figures, ``report.md`` /
             ``report.html`` and each phase's checkpoints.
-        quick: Use the ``"quick"`` preset (a smoke run) instead of ``"full"``.
+        quick: A smoke run (preset ``"quick"`` / ``"removal-quick"``) instead of the full one.
+        removal: The paper's depth removal (presets ``"removal"``, ``"removal-quick"``, no unlabelled frames)
+            instead of the library's default with unlabelled frames.
         seed: Seed of the data and of every phase.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         progress: Progress bars (``None``: only on a terminal).
@@ -130,14 +162,14 @@ def run_demo(out_dir: str | Path = "runs/demo", *, quick: bool = False, seed: in
     Examples:
         >>> table = run_demo(tmp_path, quick=True, progress=False)  # doctest: +SKIP
         >>> [row.name for row in table]  # doctest: +SKIP
-        ['BL', 'BL@TN', 'TN', 'TN→RGB', 'SN', 'BL+VTCE', 'BL+PS', 'BL@TN+PS']
+        ['BL', 'BL@TN', 'TN', 'SN', 'SN-RGB']
     """
     from depthdistill.data import SyntheticRGBD, eval_transforms, train_transforms
     from depthdistill.models import deeplab_vgg16
 
     # First, before anything is rendered or trained: what this will cost the user, and what they will get.
-    print(demo_plan(quick), flush=True)
-    preset = PRESETS["quick" if quick else "full"]
+    print(demo_plan(quick, removal), flush=True)
+    preset = PRESETS[_preset_name(quick, removal)]
     out = Path(out_dir)
     # Flips and ImageNet normalisation only: the scenes already vary in layout, scale and colour.
     augment = train_transforms(preset.size, scale_range=None, color_jitter=0.0)
@@ -148,8 +180,12 @@ def run_demo(out_dir: str | Path = "runs/demo", *, quick: bool = False, seed: in
                           transform=augment, cache=True, realistic=True)
     test = SyntheticRGBD(num_samples=preset.test_samples, size=preset.size, split="test", seed=seed,
                          transform=eval_transforms(), cache=True, realistic=True)
+    unlabelled = None if removal else SyntheticRGBD(
+        num_samples=preset.unlabelled_samples, size=preset.size, split="unlabelled", seed=seed, transform=augment,
+        cache=True, realistic=True)
     torch.manual_seed(seed)
     model = deeplab_vgg16(train.num_classes, width=preset.width)
+    # No settings: the Distiller's default for the data given, the unlabelled-data method when frames are given.
     distiller = Distiller(
         model, train.num_classes, out_dir=out, batch_size=preset.batch_size, lr=preset.lr, seed=seed,
         device=device, progress=progress, log_every=0,
@@ -159,9 +195,9 @@ def run_demo(out_dir: str | Path = "runs/demo", *, quick: bool = False, seed: in
     started = time.perf_counter()
     table = distiller.run_experiment(train, test, teacher_epochs=preset.teacher_epochs,
                                      student_epochs=preset.student_epochs,
-                                     rows=DEMO_ROWS)
+                                     rows=REMOVAL_ROWS if removal else DEMO_ROWS, unlabelled_data=unlabelled)
     table.info.update({"preset": asdict(preset), "total_seconds": round(time.perf_counter() - started, 1),
-                       "class_names": list(train.class_names), "quick": quick})
+                       "class_names": list(train.class_names), "quick": quick, "removal": removal})
     table.save_json(out / "results.json")
     _write_figures(out, distiller, table, test)
     return table
@@ -173,12 +209,12 @@ def _write_figures(out: Path, distiller: Distiller, table: ResultsTable, test) -
     from depthdistill.nn import depth_context
     from depthdistill.removal import removal_report
 
-    images = {
-        "Training curves": viz.plot_training_curves(out / "metrics.jsonl", out / "training_curves.png"),
-        "VTCE temperature (Eq. 10)": viz.plot_vtce_schedule(out / "vtce_temperature.png"),
-        "IoU per class": viz.plot_per_class_iou({row.name: row.per_class_iou for row in table},
-                                                out / "per_class_iou.png", class_names=test.class_names),
-    }
+    removal = bool(table.info.get("removal"))
+    images = {"Training curves": viz.plot_training_curves(out / "metrics.jsonl", out / "training_curves.png")}
+    if removal:  # the other method has no VTCE
+        images["VTCE temperature (Eq. 10)"] = viz.plot_vtce_schedule(out / "vtce_temperature.png")
+    images["IoU per class"] = viz.plot_per_class_iou({row.name: row.per_class_iou for row in table},
+                                                     out / "per_class_iou.png", class_names=test.class_names)
     samples = [test[i] for i in range(min(4, len(test)))]
     batch = collate_rgbd(samples)
     predictions = {}
@@ -190,7 +226,6 @@ def _write_figures(out: Path, distiller: Distiller, table: ResultsTable, test) -
             predictions[name] = list(model(batch["rgb"].to(device)).argmax(1).cpu())
     images["Test samples: RGB | depth | ground truth | BL | TN | SN"] = viz.plot_sample_grid(
         samples, predictions, out / "samples.png", palette=test.palette, class_names=test.class_names)
-    removal = removal_report(distiller.teacher, batch)
     info = table.info
     notes = (f"Synthetic RGB-D scenes, {info['preset']['train_samples']} train / {info['preset']['test_samples']} test "
              f"at {info['preset']['size'][0]}x{info['preset']['size'][1]}, DeepLab-VGG16 at width "
@@ -203,11 +238,19 @@ def _write_figures(out: Path, distiller: Distiller, table: ResultsTable, test) -
     if info.get("quick"):
         notes = ("**A smoke run** (`--quick`): it checks that everything runs; too short for the numbers to say "
                  "anything about the method (run without `--quick` for that). " + notes)
-    head = ("layer", "mean H", "RMS D-Conv, RGB-D", "RMS plain, RGB", "plain / D-Conv")
-    body = [(r.name, f"{r.mean_h:.3f}", f"{r.rms_depth_aware:.4g}", f"{r.rms_plain:.4g}", f"{r.ratio:.2f}")
-            for r in removal.layers]
+    tables = {}
+    if removal:  # the student of the paper's method is the teacher with depth removed
+        head = ("layer", "mean H", "RMS D-Conv, RGB-D", "RMS plain, RGB", "plain / D-Conv")
+        body = [(r.name, f"{r.mean_h:.3f}", f"{r.rms_depth_aware:.4g}", f"{r.rms_plain:.4g}", f"{r.ratio:.2f}")
+                for r in removal_report(distiller.teacher, batch).layers]
+        tables["What removing depth changes in the teacher (depthdistill.removal_report, "
+               f"{len(samples)} test images)"] = (head, body)
+    else:
+        notes += (f" SN also learned from TN's targets on {info['preset']['unlabelled_samples']} unlabelled RGB-D "
+                  "frames (their RGB only), each of its steps a labelled and an unlabelled batch; "
+                  + ("BL@TN trained as many steps as SN, " if info["teacher_epochs"] == info["student_epochs"] else "")
+                  + "BL as many epochs as TN and SN together.")
     viz.write_report(out, table, images, title="depthdistill demo", notes=notes,
-                     row_notes={row.name: _row_note(row, info["teacher_epochs"]) for row in table},
-                     tables={"What removing depth changes in the teacher (depthdistill.removal_report, "
-                             f"{len(samples)} test images)": (head, body)})
+                     row_notes={row.name: _row_note(row, info["teacher_epochs"], distiller.method) for row in table},
+                     tables=tables)
     return images

@@ -6,11 +6,39 @@ from pathlib import Path
 
 from depthdistill.viz import plots
 from depthdistill.cli import main
-from depthdistill.demo import DEMO_ROWS, PRESETS, demo_plan
+from depthdistill.demo import DEMO_ROWS, PRESETS, REMOVAL_ROWS, demo_plan
+from depthdistill.distill import DistillSettings
 from depthdistill.engine.registry import load_model
 
 
-def test_quick_demo_writes_everything_it_promises(tmp_path, capsys, monkeypatch):
+def test_quick_demo_trains_the_default_with_unlabelled_frames_and_its_control(tmp_path, capsys):
+    assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads((tmp_path / "results.json").read_text())
+    names = [row["name"] for row in results["rows"]]
+    assert names == list(DEMO_ROWS) == ["BL", "BL@TN", "TN", "SN", "SN-RGB"]
+    assert results["info"]["distill"] == DistillSettings.from_preset("unlabelled").to_dict()
+    quick = PRESETS["quick"]
+    first = printed.splitlines()[0]
+    assert first.startswith("depthdistill demo --quick, a smoke run of seconds")
+    assert f"{quick.unlabelled_samples} unlabelled frames" in first
+    assert re.findall(r"(\S+) \((\d+)\)", first) == [(row["name"], str(row["epochs"])) for row in results["rows"]]
+    report = (tmp_path / "report.md").read_text()
+    for row in results["rows"]:
+        cells = (f"| {row['name']} | {row['input']} | {100 * row['mean_pixel_accuracy']:.1f} | "
+                 f"{100 * row['mean_iou']:.1f} |")
+        assert cells in printed and cells in report
+    notes = {line.split("**")[1]: line for line in report.splitlines() if line.startswith("- **")}
+    assert list(notes) == names
+    assert "unlabelled frames" in notes["SN"] and "BL@TN" in notes["SN-RGB"]  # the method's rows, not the paper's
+    assert "What removing depth changes" not in report and not (tmp_path / "vtce_temperature.png").exists()
+    # the student learned from the unlabelled frames; the control's labeller is BL@TN, trained once
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("phase") == "sn" and r.get("unlabelled", 0) > 0 for r in records)
+    assert [r["phase"] for r in records if r.get("epoch") == 0] == ["bl", "bl_tn", "tn", "sn", "sn_rgb"]
+
+
+def test_quick_removal_demo_writes_everything_it_promises(tmp_path, capsys, monkeypatch):
     drawn = {}  # {file name: the matplotlib Figure saved to it}, to read the figures back
     save = plots._save
 
@@ -19,7 +47,7 @@ def test_quick_demo_writes_everything_it_promises(tmp_path, capsys, monkeypatch)
         return save(fig, path)
 
     monkeypatch.setattr(plots, "_save", spy)
-    assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--quick", "--removal", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     results = json.loads((tmp_path / "results.json").read_text())
     names = [row["name"] for row in results["rows"]]
@@ -46,7 +74,7 @@ def test_quick_demo_writes_everything_it_promises(tmp_path, capsys, monkeypatch)
     # The first line says what will be trained, on what and for how long, before anything is: every row with the
     # epochs it then trained, the data, the model, and the time.
     first = printed.splitlines()[0]
-    assert first.startswith("depthdistill demo --quick, a smoke run of seconds")
+    assert first.startswith("depthdistill demo --removal --quick, a smoke run of seconds")
     assert "the full preset takes about 11 minutes" in first
     assert "synthetic RGB-D scenes, 24 train / 12 test at 48x64" in first and "DeepLab-VGG16 at width 0.0625" in first
     assert re.findall(r"(\S+) \((\d+)\)", first) == [(row["name"], str(row["epochs"])) for row in results["rows"]]
@@ -65,13 +93,21 @@ def test_quick_demo_writes_everything_it_promises(tmp_path, capsys, monkeypatch)
         "training cross-entropy (CE)", "training VTCE (the distillation term)"]
 
 
-def test_the_full_demo_announces_itself_with_its_measured_time():
+def test_the_full_demos_announce_themselves_with_their_measured_time():
     line = demo_plan()
-    assert line.startswith("depthdistill demo, full preset: about 11 minutes on a 2-core CPU (--quick: a smoke run")
+    assert line.startswith("depthdistill demo, full preset: FULL_DURATION on a 2-core CPU (--quick: a smoke run")
     full = PRESETS["full"]
-    assert f"{full.train_samples} train / {full.test_samples} test at 96x128" in line
+    assert f"{full.train_samples} train / {full.test_samples} test at 72x96" in line
+    assert f"{full.unlabelled_samples} unlabelled frames" in line
     baseline = full.teacher_epochs + full.student_epochs
-    assert (f"BL ({baseline}), BL@TN ({full.teacher_epochs}), TN ({full.teacher_epochs}), TN→RGB (0), "
-            f"SN ({full.student_epochs}), BL+VTCE ({baseline}), BL+PS ({full.student_epochs}), "
-            f"BL@TN+PS ({full.student_epochs})") in line
-    assert [name for name, _ in re.findall(r"(\S+) \((\d+)\)", line)] == list(DEMO_ROWS)
+    assert (f"BL ({baseline}), BL@TN ({full.teacher_epochs}), TN ({full.teacher_epochs}), SN ({full.student_epochs}), "
+            f"SN-RGB ({full.student_epochs})") in line
+    line = demo_plan(removal=True)
+    assert line.startswith("depthdistill demo --removal, full preset: about 11 minutes on a 2-core CPU")
+    removal = PRESETS["removal"]
+    assert f"{removal.train_samples} train / {removal.test_samples} test at 96x128" in line
+    baseline = removal.teacher_epochs + removal.student_epochs
+    assert (f"BL ({baseline}), BL@TN ({removal.teacher_epochs}), TN ({removal.teacher_epochs}), TN→RGB (0), "
+            f"SN ({removal.student_epochs}), BL+VTCE ({baseline}), BL+PS ({removal.student_epochs}), "
+            f"BL@TN+PS ({removal.student_epochs})") in line
+    assert [name for name, _ in re.findall(r"(\S+) \((\d+)\)", line)] == list(REMOVAL_ROWS)

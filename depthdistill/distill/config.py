@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from depthdistill.distill.experiment import EXPERIMENT_ROWS
-from depthdistill.distill.settings import DistillSettings
+from depthdistill.distill.settings import DistillSettings, default_preset
 from depthdistill.engine.loop import TrainSettings
 from depthdistill.errors import ConfigError, ConfigTypeError, MissingFileError
 from depthdistill.labels import VOID
@@ -36,7 +36,9 @@ class DataConfig:
         val: Extra keyword arguments of a validation split, or ``null`` for none.
         test: Extra keyword arguments of the test split.
         unlabelled: Extra keyword arguments of a split of unlabelled RGB-D frames (for ``distill.method:
-            unlabelled``, e.g. ``{split: unlabelled, num_samples: 576}``), or ``null`` for none.
+            unlabelled``, e.g. ``{split: unlabelled, num_samples: 576}``), or ``null`` for none. A run file with
+            such frames whose ``distill:`` names neither ``preset`` nor ``method`` runs the ``"unlabelled"`` preset
+            (:func:`~depthdistill.distill.settings.default_preset`).
     """
 
     name: str = "synthetic"
@@ -137,7 +139,15 @@ class RunConfig:
         Raises:
             ConfigError: On unknown keys or values of the wrong kind.
         """
-        return _build(cls, values or {}, "")
+        values = dict(values or {})
+        data, distill = values.get("data"), values.get("distill")
+        has_unlabelled = isinstance(data, dict) and data.get("unlabelled") is not None
+        # The Distiller's rule for settings left to the library (default_preset), for a run file: a file with
+        # unlabelled frames and no preset or method in its distill section runs the unlabelled-data preset.
+        chosen = isinstance(distill, dict) and bool({"preset", "method"} & set(distill))
+        if has_unlabelled and (distill is None or (isinstance(distill, dict) and not chosen)):
+            values["distill"] = {"preset": default_preset(has_unlabelled=True), **(distill or {})}
+        return _build(cls, values, "")
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain data (what ``--print-config`` shows and checkpoints store)."""

@@ -26,7 +26,7 @@ from depthdistill.data import collate_rgbd, rgb_normalization
 from depthdistill.distill import methods, teacher, switch, student
 from depthdistill.distill.experiment import run_experiment
 from depthdistill.distill.results import ResultsTable
-from depthdistill.distill.settings import DistillSettings
+from depthdistill.distill.settings import DistillSettings, default_preset
 from depthdistill.engine.checks import check_batch, check_dataset, check_model
 from depthdistill.engine.device import move_batch, resolve_device
 from depthdistill.engine.evaluate import OutputKey, evaluate, select_logits
@@ -56,7 +56,11 @@ class Distiller:
             A model returning a dict (torchvision's ``{"out": logits, "aux": …}``) works too, see ``output_key``.
         num_classes: Number of classes; labels are ``0..num_classes−1`` and ``ignore_index``.
         settings: The method's settings: a :class:`DistillSettings`, or the name of a preset (``"default"``,
-            ``"paper"``, see :data:`~depthdistill.distill.settings.PRESETS`).
+            ``"paper"``, ``"unlabelled"``, see :data:`~depthdistill.distill.settings.PRESETS`). ``None`` (the
+            default) chooses by the data (:func:`~depthdistill.distill.settings.default_preset`): ``"default"``
+            (the paper's depth removal), or ``"unlabelled"`` once :meth:`train`, :meth:`train_control` or
+            :meth:`run_experiment` is given unlabelled RGB-D frames before any phase trained, unless ``method`` is
+            among the overrides.
         train_settings: How to train (:class:`~depthdistill.engine.TrainSettings`).
         ignore_index: Void label, ignored by the losses and metrics.
         out_dir: Where each phase writes ``<out_dir>/<phase>/{last,best,model}.pt`` and the run writes
@@ -97,7 +101,7 @@ class Distiller:
         self,
         model: nn.Module,
         num_classes: int,
-        settings: DistillSettings | str = "default",
+        settings: DistillSettings | str | None = None,
         *,
         train_settings: TrainSettings | None = None,
         ignore_index: int = VOID,
@@ -119,18 +123,24 @@ class Distiller:
         if list_depth_aware(model):
             raise ConfigError("pass the plain model to Distiller: it converts the teacher itself (and keeps the "
                               "plain initial weights for the baseline); call depthdistill.convert_to_plain first")
-        if isinstance(settings, str):
-            settings = DistillSettings.from_preset(settings)
-        if not isinstance(settings, DistillSettings):
-            raise ConfigTypeError(f"settings must be a DistillSettings or a preset name, got {settings!r}")
         distill_fields = {f.name for f in fields(DistillSettings)}
         train_fields = {f.name for f in fields(TrainSettings)}
         unknown = sorted(set(overrides) - distill_fields - train_fields)
         if unknown:
             raise ConfigError(f"unknown Distiller argument(s) {unknown}; the method's settings are "
                               f"{sorted(distill_fields)}, the training settings {sorted(train_fields)}")
+        distill_overrides = {k: v for k, v in overrides.items() if k in distill_fields}
+        # Settings left to the library are chosen again when unlabelled frames arrive (_settle_preset).
+        self._chosen_by_data = settings is None and "method" not in distill_overrides
+        if settings is None:
+            settings = default_preset(has_unlabelled=False)
+        if isinstance(settings, str):
+            settings = DistillSettings.from_preset(settings)
+        if not isinstance(settings, DistillSettings):
+            raise ConfigTypeError(f"settings must be a DistillSettings or a preset name, got {settings!r}")
         #: The method's settings (:class:`DistillSettings`).
-        self.settings = settings.replace(**{k: v for k, v in overrides.items() if k in distill_fields})
+        self.settings = settings.replace(**distill_overrides)
+        self._distill_overrides = distill_overrides
         #: How every phase trains (:class:`~depthdistill.engine.TrainSettings`).
         self.train_settings = TrainSettings.from_dict({**(train_settings or TrainSettings()).to_dict(),
                                                        **{k: v for k, v in overrides.items() if k in train_fields}})
@@ -156,6 +166,8 @@ class Distiller:
         self.models: dict[str, nn.Module] = {}
         #: Names of the layers the teacher made depth-aware.
         self.depth_aware_layers: list[str] = []
+        # Baselines trained so far, by train_baseline's arguments: each is trained once per Distiller.
+        self._baselines: dict[tuple, nn.Module] = {}
         #: The :class:`~depthdistill.engine.FitResult` of every phase run so far, by phase name.
         self.fits: dict[str, FitResult] = {}
         # Cloned before anything trains: the baselines start from exactly the teacher's initial weights.
@@ -183,6 +195,7 @@ class Distiller:
             ConfigError: If unlabelled data is given to a method that does not use it, or missing for one that
                 needs it.
         """
+        self._settle_preset(unlabelled_data)
         self._check_unlabelled(unlabelled_data)
         return self.method.train(self, train_data, teacher_epochs=teacher_epochs, student_epochs=student_epochs,
                                  val_data=val_data, unlabelled_data=unlabelled_data)
@@ -191,10 +204,27 @@ class Distiller:
                       val_data: Data | None = None, unlabelled_data: Data | None = None) -> nn.Module:
         """The method's control without depth (:meth:`~depthdistill.distill.methods.Method.train_control`): the
         same training with an RGB model wherever the method uses depth."""
+        self._settle_preset(unlabelled_data)
         self._check_unlabelled(unlabelled_data)
         return self.method.train_control(self, train_data, teacher_epochs=teacher_epochs,
                                          student_epochs=student_epochs, val_data=val_data,
                                          unlabelled_data=unlabelled_data)
+
+    def _settle_preset(self, unlabelled_data: Data | None) -> None:
+        """Settings left to the library (``settings=None``, no ``method``) become the ``"unlabelled"`` preset when
+        unlabelled frames are given, before anything trained with the others."""
+        wanted = default_preset(has_unlabelled=unlabelled_data is not None)
+        if not self._chosen_by_data or self.settings.preset == wanted:
+            return
+        if self.fits:
+            raise ConfigError(
+                f"unlabelled frames were given after phases {sorted(self.fits)} trained with the "
+                f"{self.settings.preset!r} settings; for the unlabelled-data method give them to the first call "
+                f"(train / run_experiment) or create the Distiller with settings={wanted!r}")
+        self.settings = DistillSettings.from_preset(wanted, **self._distill_overrides)
+        self.method = methods.get_method(self.settings.method)
+        self.student_loss = self.settings.build_student_loss(self.ignore_index)
+        self.log.write({"event": "settings", "preset": wanted, "why": "unlabelled RGB-D frames were given"})
 
     def _check_unlabelled(self, unlabelled_data: Data | None) -> None:
         if unlabelled_data is not None and not self.method.uses_unlabelled:
@@ -269,13 +299,18 @@ class Distiller:
                        name: str = "bl") -> nn.Module:
         """The baseline (BL): a plain copy of the model from the initial weights, CE on RGB.
 
-        ``vtce=True`` gives the BL+VTCE ablation (needs the trained teacher). The live model is not touched.
+        ``vtce=True`` gives the BL+VTCE ablation (needs the trained teacher). The live model is not touched. A
+        baseline this Distiller trained already under the same name, epochs and data is returned again, not
+        retrained (e.g. BL@TN of :meth:`run_experiment` is the RGB labeller of the unlabelled method's control).
 
         Returns:
-            The trained baseline model (a new object).
+            The trained baseline model (a new object, or the one trained before under the same arguments).
         """
-        return student.train_plain(self, self.initial_copy(), train_data, epochs, val_data, use_teacher=vtce,
-                                   from_teacher=False, name=name)
+        key = (name, epochs, id(train_data), id(val_data), vtce)
+        if key not in self._baselines:
+            self._baselines[key] = student.train_plain(self, self.initial_copy(), train_data, epochs, val_data,
+                                                       use_teacher=vtce, from_teacher=False, name=name)
+        return self._baselines[key]
 
     # ------------------------------------------------------------------------------------------- evaluation
     def evaluate(self, model: nn.Module, data: Data, *, use_depth: bool | None = None) -> dict[str, Any]:
@@ -300,6 +335,7 @@ class Distiller:
                        rows: Sequence[str] | None = None, unlabelled_data: Data | None = None) -> ResultsTable:
         """Trains the paper's rows (BL, TN, SN, and with ``ablations`` BL+VTCE and BL+PS, or the ``rows`` asked for)
         and tests each one; see :func:`~depthdistill.distill.experiment.run_experiment` for every row."""
+        self._settle_preset(unlabelled_data)
         self._check_unlabelled(unlabelled_data)
         return run_experiment(self, train_data, test_data, teacher_epochs=teacher_epochs,
                               student_epochs=student_epochs, baseline_epochs=baseline_epochs, val_data=val_data,

@@ -42,8 +42,9 @@ from depthdistill.errors import ConfigError
 
 if TYPE_CHECKING:
     from depthdistill.distill.distiller import Data, Distiller
+    from depthdistill.distill.methods import Method
 
-__all__ = ["EXPERIMENT_ROWS", "DEFAULT_ROWS", "ABLATION_ROWS", "ROW_NOTES", "run_experiment", "row_folder"]
+__all__ = ["EXPERIMENT_ROWS", "DEFAULT_ROWS", "ABLATION_ROWS", "ROW_NOTES", "run_experiment", "row_folder", "row_note"]
 
 #: Rows :func:`run_experiment` knows, in the order it reports them.
 EXPERIMENT_ROWS = ("BL", "BL@TN", "TN", "TN→RGB", "SN", "SN-RGB", "BL+VTCE", "BL+PS", "BL@TN+PS")
@@ -79,6 +80,18 @@ ROW_NOTES: dict[str, tuple[str | None, str]] = {
                             "{epochs}, SN's two schedules with no depth anywhere (SN − BL@TN+PS is what the "
                             "depth-trained teacher adds)"),
 }
+
+
+def row_note(row: str, method: Method | None = None) -> tuple[str | None, str]:
+    """A row's schedule and one-line description (:data:`ROW_NOTES`), ``SN`` and ``SN-RGB`` as ``method`` trains
+    them (:attr:`~depthdistill.distill.methods.Method.row_notes`).
+
+    Examples:
+        >>> row_note("BL@TN")[0]
+        'teacher'
+    """
+    schedule, note = ROW_NOTES[row]
+    return schedule, (method.row_notes.get(row, note) if method is not None else note)
 
 
 def row_folder(row: str) -> str:
@@ -142,7 +155,11 @@ def _method_row(row: str) -> Callable[[_Plan, dict[str, _Trained]], _Trained]:
 #: How each row is trained, in training order (a row may use the rows before it), and the rows it needs.
 _ROWS: dict[str, tuple[tuple[str, ...], Callable[[_Plan, dict[str, _Trained]], _Trained]]] = {
     "BL": ((), lambda p, t: _plain_row(p, p.distiller.initial_copy(), "BL", p.baseline_epochs)),
-    "BL@TN": ((), lambda p, t: _plain_row(p, p.distiller.initial_copy(), "BL@TN", p.teacher_epochs)),
+    # Through train_baseline, so that a method's control needing the same model (the unlabelled method's RGB
+    # labeller) reuses it.
+    "BL@TN": ((), lambda p, t: _Trained(p.distiller.train_baseline(p.train_data, p.teacher_epochs, p.val_data,
+                                                                   name=row_folder("BL@TN")),
+                                        p.teacher_epochs, row_folder("BL@TN"))),
     "BL@TN+PS": (("BL@TN",), lambda p, t: _plain_row(p, copy.deepcopy(t["BL@TN"].model), "BL@TN+PS",
                                                      p.student_epochs,
                                                      lr_scale=p.distiller.settings.student_lr_scale)),

@@ -19,7 +19,7 @@ from depthdistill.errors import ConfigError, ConfigTypeError
 from depthdistill.losses import DEFAULT_BETA, CEPlusVTCE, StudentLoss
 from depthdistill.nn import DEFAULT_ALPHA, DepthResize
 
-__all__ = ["DistillSettings", "PRESETS", "TEACHER_SOURCES", "STUDENT_OPTIMIZERS", "STUDENT_STARTS",
+__all__ = ["DistillSettings", "PRESETS", "default_preset", "TEACHER_SOURCES", "STUDENT_OPTIMIZERS", "STUDENT_STARTS",
            "UNLABELLED_TARGETS", "LAYER_CHOICES", "qualified_name"]
 
 #: Where the student's soft targets come from: a frozen copy of the trained teacher, or the live shared weights.
@@ -36,14 +36,31 @@ UNLABELLED_TARGETS = ("soft", "hard")
 #: when the model names none), or every spatial convolution.
 LAYER_CHOICES = ("model", "all")
 
-#: Named starting points. ``"default"`` is the recipe whose student measured best in docs/fidelity.md: the model's
-#: own depth-aware layers, depth brought to each layer by average pooling, depth dropout 0.5. ``"paper"`` is the
-#: paper to the letter as we read it: every spatial convolution, nearest depth, no dropout. The other fields take
-#: their dataclass defaults in both.
+#: Named starting points. ``"default"`` is the depth-removal recipe whose student measured best in
+#: docs/fidelity.md: the model's own depth-aware layers, depth brought to each layer by average pooling, depth
+#: dropout 0.5. ``"paper"`` is the paper to the letter as we read it: every spatial convolution, nearest depth, no
+#: dropout. ``"unlabelled"`` is the recipe measured with unlabelled RGB-D frames (docs/fidelity.md): the depth
+#: teacher (no depth dropout: it always labels with depth) gives soft targets at T = 2 on the frames, the RGB student
+#: starts from the initial weights with CE on the labelled images. The other fields take their dataclass defaults.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {"layers": "model", "depth_resize": "avgpool", "depth_dropout": 0.5},
     "paper": {"layers": "all", "depth_resize": "nearest", "depth_dropout": 0.0},
+    "unlabelled": {"method": "unlabelled", "layers": "model", "depth_resize": "avgpool", "depth_dropout": 0.0,
+                   "vtce": False, "student_start": "initial", "unlabelled_targets": "soft",
+                   "unlabelled_temperature": 2.0},
 }
+
+
+def default_preset(has_unlabelled: bool) -> str:
+    """The preset a run gets when it names neither a preset nor a method: ``"unlabelled"`` when it has unlabelled
+    RGB-D frames (the one method measured to lift the RGB model above a baseline trained for as many steps, with a
+    control showing that depth is why; docs/fidelity.md), else ``"default"``.
+
+    Examples:
+        >>> default_preset(True), default_preset(False)
+        ('unlabelled', 'default')
+    """
+    return "unlabelled" if has_unlabelled else "default"
 
 
 def qualified_name(obj: Any) -> str:

@@ -111,11 +111,14 @@ def test_run_file_defaults_are_the_librarys_defaults():
     import inspect
 
     from depthdistill.distill import Distiller
+    from depthdistill.distill.settings import default_preset
     from depthdistill.engine.loop import TrainSettings
     from depthdistill.engine.optim import poly_schedule, sgd
 
     cfg, distiller = RunConfig(), inspect.signature(Distiller).parameters
-    assert cfg.distill == DistillSettings.from_preset(distiller["settings"].default)
+    # no settings: the library chooses by the data, as the run file does
+    assert distiller["settings"].default is None
+    assert cfg.distill == DistillSettings.from_preset(default_preset(has_unlabelled=False))
     assert cfg.ignore_index == distiller["ignore_index"].default == 255
     settings, optimiser = TrainSettings(), inspect.signature(sgd).parameters
     assert (settings.lr, settings.momentum, settings.weight_decay) == (2.5e-4, 0.9, 5e-4)

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from depthdistill.data import without_labels
-from depthdistill.distill import Distiller
+from depthdistill.distill import Distiller, DistillSettings
+from depthdistill.distill.config import RunConfig
 from depthdistill.distill.methods.unlabelled import unlabelled_loss
 from depthdistill.errors import ConfigError, DatasetError
 from tests.tiny_rgbd import NUM_CLASSES, TinyRGBD, TinySegmenter
@@ -80,9 +81,10 @@ def test_the_control_labels_with_an_rgb_model_and_never_uses_depth():
 
 def test_unlabelled_data_errors():
     labelled, unlabelled = TinyRGBD(4), without_labels(TinyRGBD(4, seed=7))
-    with pytest.raises(ConfigError, match="does not use unlabelled data"):
-        Distiller(_model(), NUM_CLASSES, **COMMON).train(labelled, teacher_epochs=1, student_epochs=1,
-                                                           unlabelled_data=unlabelled)
+    for chosen in ({"settings": "default"}, {"method": "removal"}):  # a method chosen is kept, and says why
+        with pytest.raises(ConfigError, match="does not use unlabelled data"):
+            Distiller(_model(), NUM_CLASSES, **chosen, **COMMON).train(labelled, teacher_epochs=1, student_epochs=1,
+                                                                       unlabelled_data=unlabelled)
     method = Distiller(_model(), NUM_CLASSES, method="unlabelled", **COMMON)
     with pytest.raises(ConfigError, match="needs unlabelled RGB-D frames"):
         method.train(labelled, teacher_epochs=1, student_epochs=1)
@@ -90,3 +92,60 @@ def test_unlabelled_data_errors():
         method.train(labelled, teacher_epochs=1, student_epochs=1, unlabelled_data=TinyRGBD(4, seed=7))
     with pytest.raises(ConfigError, match="defines no SN-RGB control row.*BL@TN\\+PS"):
         Distiller(_model(), NUM_CLASSES, **COMMON).train_control(labelled, teacher_epochs=1, student_epochs=1)
+
+
+def test_settings_left_to_the_library_become_the_unlabelled_preset_when_frames_are_given():
+    labelled, unlabelled = TinyRGBD(8), without_labels(TinyRGBD(8, seed=7))
+    auto = Distiller(_model(), NUM_CLASSES, alpha=4.0, **COMMON)
+    assert (auto.settings.preset, auto.method.name) == ("default", "removal")
+    student = auto.train(labelled, teacher_epochs=1, student_epochs=1, unlabelled_data=unlabelled)
+    assert auto.settings == DistillSettings.from_preset("unlabelled", alpha=4.0)  # the override is kept
+    # the same training as naming the preset
+    named = Distiller(_model(), NUM_CLASSES, "unlabelled", alpha=4.0, **COMMON)
+    expected = named.train(labelled, teacher_epochs=1, student_epochs=1, unlabelled_data=unlabelled)
+    for p, q in zip(student.parameters(), expected.parameters(), strict=True):
+        assert torch.equal(p, q)
+    # without frames the library's choice stays the depth-removal default
+    plain = Distiller(_model(), NUM_CLASSES, **COMMON)
+    plain.train(labelled, teacher_epochs=1, student_epochs=1)
+    assert (plain.settings.preset, plain.method.name) == ("default", "removal")
+
+
+def test_frames_given_after_a_phase_trained_with_other_settings_are_refused():
+    labelled, unlabelled = TinyRGBD(4), without_labels(TinyRGBD(4, seed=7))
+    d = Distiller(_model(), NUM_CLASSES, **COMMON)
+    d.train_teacher(labelled, 1)
+    with pytest.raises(ConfigError, match=r"after phases \['tn'\] trained with the 'default' settings.*"
+                                          r"settings='unlabelled'"):
+        d.train(labelled, teacher_epochs=1, student_epochs=1, unlabelled_data=unlabelled)
+
+
+def test_a_run_file_with_unlabelled_frames_and_no_method_runs_the_unlabelled_preset():
+    frames = {"data": {"unlabelled": {"split": "unlabelled", "num_samples": 8}}}
+    assert RunConfig.from_dict(frames).distill == DistillSettings.from_preset("unlabelled")
+    assert RunConfig.from_dict({**frames, "distill": {"alpha": 4.0}}).distill == \
+        DistillSettings.from_preset("unlabelled", alpha=4.0)
+    for chosen in ({"preset": "paper", "method": "unlabelled"}, {"method": "unlabelled"}):
+        assert RunConfig.from_dict({**frames, "distill": chosen}).distill == DistillSettings.from_dict(chosen)
+    assert RunConfig.from_dict({}).distill == DistillSettings()
+
+
+def test_the_controls_rgb_labeller_is_the_experiments_bl_at_tn_trained_once(monkeypatch):
+    from depthdistill.distill import student as student_phase
+
+    labelled, unlabelled = TinyRGBD(8), without_labels(TinyRGBD(8, seed=7))
+    trained = []
+    train_plain = student_phase.train_plain
+
+    def counting(distiller, model, *args, name, **kwargs):
+        trained.append(name)
+        return train_plain(distiller, model, *args, name=name, **kwargs)
+
+    monkeypatch.setattr(student_phase, "train_plain", counting)
+    d = Distiller(_model(), NUM_CLASSES, "unlabelled", **COMMON)
+    d.run_experiment(labelled, TinyRGBD(4, seed=1), teacher_epochs=1, student_epochs=1,
+                     rows=["BL@TN", "SN-RGB"], unlabelled_data=unlabelled)
+    assert trained.count("bl_tn") == 1
+    # a baseline with other epochs is another model
+    assert d.train_baseline(labelled, 2, name="bl_tn") is not d.models["BL@TN"]
+    assert trained.count("bl_tn") == 2

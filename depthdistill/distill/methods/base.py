@@ -34,6 +34,9 @@ class Method(ABC):
     summary: ClassVar[str]
     #: Whether the method trains on unlabelled RGB-D frames (``unlabelled_data``); others refuse them.
     uses_unlabelled: ClassVar[bool] = False
+    #: What the method's rows are, in the form of :data:`~depthdistill.distill.experiment.ROW_NOTES` (``{epochs}``,
+    #: ``{teacher_epochs}``), for ``SN`` and ``SN-RGB`` where they differ from the paper's method there.
+    row_notes: ClassVar[dict[str, str]] = {}
 
     @abstractmethod
     def train(self, distiller: Distiller, train_data: Data, *, teacher_epochs: int, student_epochs: int,

@@ -138,6 +138,13 @@ class UnlabelledDistillation(Method):
     name: ClassVar[str] = "unlabelled"
     summary: ClassVar[str] = "the depth teacher labels unlabelled RGB-D; the RGB student learns from its targets"
     uses_unlabelled: ClassVar[bool] = True
+    row_notes: ClassVar[dict[str, str]] = {
+        "SN": ("the student network: the plain network trained on RGB for {epochs}, per step on a labelled batch "
+               "(CE) and a batch of unlabelled frames whose targets are TN's predictions from their RGB-D: depth "
+               "reaches the RGB model only through those targets"),
+        "SN-RGB": ("the control without depth: SN's training with BL@TN, trained on RGB only, labelling the "
+                   "unlabelled frames instead of TN, for {epochs}: SN − SN-RGB is what depth adds"),
+    }
 
     def train(self, distiller: Distiller, train_data: Data, *, teacher_epochs: int, student_epochs: int,
               val_data: Data | None = None, unlabelled_data: Data | None = None) -> nn.Module:
