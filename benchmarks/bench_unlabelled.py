@@ -40,6 +40,7 @@ from bench_dconv import machine_description
 
 from depthdistill import Distiller
 from depthdistill.data import SyntheticRGBD, eval_transforms, train_transforms
+from depthdistill.data.synthetic import CLASS_NAMES
 from depthdistill.models import deeplab_vgg16
 
 #: Student variants: Distiller settings of the SN row (the key names the variant in the records); ``method``
@@ -97,7 +98,7 @@ def run_one(setting: str, n_train: int, ratio: float, seed: int, variant: str, a
     done = {_key(r) for r in records}
     settings = _settings(variant)
     skip = {"TN"} if settings["method"] not in TEACHER_METHODS else set()
-    wanted = tuple(r for r in ROWS if r not in skip and (r != "BL@long" or args.long_factor))
+    wanted = tuple(r for r in ROWS if r not in skip and r in args.rows and (r != "BL@long" or args.long_factor))
     todo = [row for row in wanted if _key(_row(base, row, args)) not in done]
     for row in [r for r in todo if r in SHARED_ROWS]:
         measured = _shared(records, _row(base, row, args))
@@ -163,18 +164,43 @@ def _seconds(rows: dict[str, dict[str, Any]], row: str, variant: str) -> float:
     return rows[row]["seconds"] + teacher
 
 
+def _cells(paths: list[Path]) -> list[tuple[tuple, dict[int, dict[str, dict[str, Any]]]]]:
+    """Every cell (setting, labelled, ratio, variant, TN epochs, SN epochs) with its records by seed and row."""
+    cells: dict[tuple, dict[int, dict[str, dict[str, Any]]]] = {}
+    for r in (r for p in paths for r in _records(p)):
+        key = (r["setting"], r["n_train"], r["ratio"], r["variant"], r["teacher_epochs"], r["student_epochs"])
+        cells.setdefault(key, {}).setdefault(r["seed"], {}).setdefault(r["row"], r)  # a row's first record counts
+    return sorted(cells.items())
+
+
+def _diffs(rs: dict[int, dict[str, dict[str, Any]]], a: str, b: str) -> list[float]:
+    return [100 * (rows[a]["miou"] - rows[b]["miou"]) for _, rows in sorted(rs.items()) if a in rows and b in rows]
+
+
+def overview(paths: list[Path]) -> str:
+    """One line per cell that has SN: what it trains on and for how long, its per-seed gains over BL, over its
+    control and over the longer baselines (mean ± std), and its cost relative to BL."""
+    lines = ["| SN (variant) | scenes | labelled | unlabelled | TN + SN epochs | seeds | SN − BL | SN − SN-RGB "
+             "| SN − BL@cost | SN − BL@long | cost (× BL) |", "|---" * 11 + "|"]
+    for (setting, n, ratio, variant, te, se), rs in _cells(paths):
+        have = [s for s in sorted(rs) if "SN" in rs[s]]
+        if not have:
+            continue
+        method = _settings(variant)["method"]
+        teacher = te if method in TEACHER_METHODS else 0
+        cost = [_seconds(rs[s], "SN", variant) / rs[s]["BL"]["seconds"] for s in have if "BL" in rs[s]]
+        long = [rs[s]["BL@long"]["epochs"] for s in have if "BL@long" in rs[s]]
+        cells = [_stats(_diffs(rs, "SN", b)) for b in ("BL", "SN-RGB", "BL@cost", "BL@long")]
+        cells[3] += f" ({long[0]} ep)" if long else ""
+        lines.append(f"| {method} ({variant}) | {setting} | {n} | {ratio:g}× | {teacher} + {se} | {len(have)} | "
+                     + " | ".join(cells) + (f" | {statistics.fmean(cost):.1f} |" if cost else " | - |"))
+    return "\n".join(lines)
+
+
 def summarize(paths: list[Path]) -> str:
     """Markdown tables: each row's mIoU and seconds, and the per-seed differences, mean ± std over seeds."""
-    records = [r for p in paths for r in _records(p)]
-    cells = sorted({(r["setting"], r["n_train"], r["ratio"], r["variant"], r["teacher_epochs"], r["student_epochs"])
-                    for r in records})
     lines = []
-    for setting, n, ratio, variant, te, se in cells:
-        rs = {}
-        for r in records:
-            if (r["setting"], r["n_train"], r["ratio"], r["variant"], r["teacher_epochs"], r["student_epochs"]) == \
-                    (setting, n, ratio, variant, te, se):
-                rs.setdefault(r["seed"], {}).setdefault(r["row"], r)  # the first record of a row counts
+    for (setting, n, ratio, variant, te, se), rs in _cells(paths):
         seeds = sorted(rs)
         lines += [(f"### {setting}, {n} labelled, {ratio:g}x unlabelled, {variant} (TN {te}, SN {se} epochs; "
                    f"seeds {seeds})"), "", "| row | mIoU % | cost (× BL) |", "|---|---|---|"]
@@ -193,12 +219,27 @@ def summarize(paths: list[Path]) -> str:
         lines += ["", "| difference (per seed) | mIoU points | per seed |", "|---|---|---|"]
         for a, b in (("SN", "BL"), ("SN", "SN-RGB"), ("SN-RGB", "BL"), ("SN", "BL@cost"), ("SN", "BL@long"),
                      ("TN", "BL")):
-            diffs = [100 * (rs[s][a]["miou"] - rs[s][b]["miou"]) for s in seeds if a in rs[s] and b in rs[s]]
+            diffs = _diffs(rs, a, b)
             if not diffs:
                 continue
             lines.append(f"| {a} − {b} | {_stats(diffs)} | {', '.join(f'{v:+.1f}' for v in diffs)} |")
-        lines.append("")
+        lines += ["", *_per_class(rs, seeds), ""]
     return "\n".join(lines)
+
+
+def _per_class(rs: dict[int, dict[str, dict[str, Any]]], seeds: list[int]) -> list[str]:
+    """Per-class IoU (%), mean over the seeds where the class occurs in the test scenes, for every row."""
+    rows = [row for row in ROWS if any(row in rs[s] for s in seeds)]
+    lines = ["| class | " + " | ".join(rows) + " |", "|---" * (len(rows) + 1) + "|"]
+    n_classes = len(next(iter(rs[seeds[0]].values()))["per_class_iou"])
+    for c in range(n_classes):
+        cells = []
+        for row in rows:
+            values = [100 * rs[s][row]["per_class_iou"][c] for s in seeds
+                      if row in rs[s] and rs[s][row]["per_class_iou"][c] is not None]
+            cells.append(f"{statistics.fmean(values):.1f}" if values else "-")
+        lines.append(f"| {CLASS_NAMES[c]} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main() -> None:
@@ -206,6 +247,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, help="JSON-lines file the rows are appended to")
     parser.add_argument("--summarize", type=Path, nargs="+", help="print the tables of these files and exit")
+    parser.add_argument("--overview", action="store_true", help="with --summarize: one line per cell only")
     parser.add_argument("--settings", nargs="+", default=["realistic"], choices=["depth-only", "realistic"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--train", type=int, nargs="+", default=[192], help="labelled-set sizes")
@@ -216,13 +258,14 @@ def main() -> None:
     parser.add_argument("--width", type=float, default=0.125, help="DeepLab-VGG16 channel multiplier")
     parser.add_argument("--teacher-epochs", type=int, default=30)
     parser.add_argument("--student-epochs", type=int, default=30)
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS, help="the rows to measure")
     parser.add_argument("--long-factor", type=int, default=0,
                         help="also train BL@long, BL for this many times the student's epochs (0: not)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3, help="Adam's learning rate (poly decay per phase)")
     args = parser.parse_args()
     if args.summarize:
-        print(summarize(args.summarize))
+        print(overview(args.summarize) if args.overview else summarize(args.summarize))
         return
     if args.out is None:
         parser.error("--out is required to run the study")
