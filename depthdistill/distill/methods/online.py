@@ -143,6 +143,14 @@ class OnlineDistillation(Method):
 
     name: ClassVar[str] = "online"
     summary: ClassVar[str] = "teacher and student trained together, the student against the teacher's current logits"
+    #: How reports describe its rows (read by main's experiment reports, ``Method.row_notes``).
+    row_notes: ClassVar[dict[str, str]] = {
+        "SN": ("the student network: the plain network from its initial weights trained on RGB for {epochs} beside "
+               "a depth-aware teacher trained at the same time on RGB-D from the same weights, with CE plus the "
+               "teacher's current soft targets (KL at T, weight ramped up)"),
+        "SN-RGB": ("the control without depth: SN's training with an RGB peer (the plain network from the same "
+                   "initial weights, CE on RGB) in the teacher's place, for {epochs}: SN − SN-RGB is what depth adds"),
+    }
 
     def train(self, distiller: Distiller, train_data: Data, *, teacher_epochs: int, student_epochs: int,
               val_data: Data | None = None, unlabelled_data: Data | None = None) -> nn.Module:
