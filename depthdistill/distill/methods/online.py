@@ -143,7 +143,7 @@ class OnlineDistillation(Method):
 
     name: ClassVar[str] = "online"
     summary: ClassVar[str] = "teacher and student trained together, the student against the teacher's current logits"
-    #: How reports describe its rows (read by main's experiment reports, ``Method.row_notes``).
+    #: How reports describe its SN and SN-RGB rows (``Method.row_notes``).
     row_notes: ClassVar[dict[str, str]] = {
         "SN": ("the student network: the plain network from its initial weights trained on RGB for {epochs} beside "
                "a depth-aware teacher trained at the same time on RGB-D from the same weights, with CE plus the "
