@@ -355,7 +355,16 @@ class Distiller:
         Raises:
             ConfigError: If the output is not a ``(B, num_classes, H, W)`` tensor at the labels' size.
         """
-        logits = select_logits(model(batch["rgb"]), self.output_key)
+        return self.checked_logits(model(batch["rgb"]), batch)
+
+    def checked_logits(self, output: Any, batch: dict) -> torch.Tensor:
+        """The logits in a model's ``output`` (``output_key``), checked as :meth:`forward` checks them: for a phase
+        whose one forward call returns several models' outputs (method ``"online"``).
+
+        Raises:
+            ConfigError: If they are not a ``(B, num_classes, H, W)`` tensor at the labels' size.
+        """
+        logits = select_logits(output, self.output_key)
         if not isinstance(logits, torch.Tensor):
             raise ConfigError(f"the model returned a {type(logits).__name__}; the Distiller needs a logits tensor "
                               "(B,C,H,W): pass output_key (a dict key or a function output -> logits) or wrap the "

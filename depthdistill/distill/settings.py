@@ -122,6 +122,11 @@ class DistillSettings:
         unlabelled_temperature: Temperature of the soft targets on unlabelled frames.
         unlabelled_weight: Weight of the unlabelled term beside the labelled loss.
         unlabelled_confidence: Hard targets: the labeller's top probability a pixel needs to count.
+        online_weight: Method ``"online"``: the full weight of the student's soft-target term beside its CE.
+        online_temperature: Method ``"online"``: the temperature of the soft targets (KL at ``T``, times ``T²``).
+        online_ramp_epochs: Method ``"online"``: the soft-target weight rises linearly over this many epochs,
+            ``online_weight · min(1, e / online_ramp_epochs)`` at epoch ``e`` from 0 (0: full weight from the
+            start).
 
     Raises:
         ConfigError: If a value is out of range or unknown (the message names the field, the value and the
@@ -157,6 +162,10 @@ class DistillSettings:
     unlabelled_temperature: float = 2.0
     unlabelled_weight: float = 1.0
     unlabelled_confidence: float = 0.0
+    # method "online": teacher and student trained together, the student against the teacher's current logits
+    online_weight: float = 1.0
+    online_temperature: float = 2.0
+    online_ramp_epochs: int = 5
 
     def __post_init__(self) -> None:
         _choice("preset", self.preset, tuple(PRESETS))
@@ -190,6 +199,11 @@ class DistillSettings:
         _number("unlabelled_temperature", self.unlabelled_temperature, low=0.0, open_low=True)
         _number("unlabelled_weight", self.unlabelled_weight, low=0.0)
         _number("unlabelled_confidence", self.unlabelled_confidence, low=0.0, high=1.0)
+        _number("online_weight", self.online_weight, low=0.0)
+        _number("online_temperature", self.online_temperature, low=0.0, open_low=True)
+        if isinstance(self.online_ramp_epochs, bool) or not isinstance(self.online_ramp_epochs, int) \
+                or self.online_ramp_epochs < 0:
+            raise ConfigError(f"online_ramp_epochs must be an integer >= 0, got {self.online_ramp_epochs!r}")
 
     def _freeze_filter(self, name: str) -> None:
         """Globs given as a list are kept as a tuple: the settings stay immutable and comparable."""

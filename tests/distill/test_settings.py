@@ -35,6 +35,10 @@ BAD = [
     ("vtce_schedule", "not-a-name", ConfigTypeError), ("student_loss", 3, ConfigTypeError),
     ("student_lr_scale", 0, ConfigError), ("student_lr_scale", -1.0, ConfigError),
     ("student_optimizer", "keep", ConfigError), ("method", "", ConfigTypeError),
+    ("online_weight", -0.5, ConfigError), ("online_weight", "1", ConfigTypeError),
+    ("online_temperature", 0.0, ConfigError), ("online_temperature", math.inf, ConfigError),
+    ("online_ramp_epochs", -1, ConfigError), ("online_ramp_epochs", 2.5, ConfigError),
+    ("online_ramp_epochs", True, ConfigError),
 ]
 
 
