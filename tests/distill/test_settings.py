@@ -35,6 +35,10 @@ BAD = [
     ("vtce_schedule", "not-a-name", ConfigTypeError), ("student_loss", 3, ConfigTypeError),
     ("student_lr_scale", 0, ConfigError), ("student_lr_scale", -1.0, ConfigError),
     ("student_optimizer", "keep", ConfigError), ("method", "", ConfigTypeError),
+    ("aux_depth_layer", "", ConfigTypeError), ("aux_depth_layer", 3, ConfigTypeError),
+    ("aux_depth_weight", -0.5, ConfigError), ("aux_depth_weight", math.nan, ConfigError),
+    ("aux_depth_weight", "1", ConfigTypeError), ("aux_depth_scale_invariance", 1.5, ConfigError),
+    ("aux_depth_scale_invariance", -0.1, ConfigError),
 ]
 
 
