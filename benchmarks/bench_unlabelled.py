@@ -53,6 +53,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
                 "vtce": False, "depth_dropout": 0.5},
     "hard-init": {"student_start": "initial", "unlabelled_targets": "hard", "unlabelled_confidence": 0.7,
                   "vtce": False, "depth_dropout": 0.0},
+    # Depth as an auxiliary target (no teacher, no unlabelled frames): CE plus a depth head on fc7 (the default
+    # layer), scale-invariant log loss at weight 0.5; SN-RGB trains against another image's depth.
+    "aux-depth": {"method": "aux_depth", "aux_depth_weight": 0.5},
 }
 ROWS = ("BL", "BL@cost", "BL@long", "TN", "SN", "SN-RGB")
 #: Methods whose SN continues from the TN row's teacher: TN is trained for them and their cost includes its time.
