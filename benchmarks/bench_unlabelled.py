@@ -56,6 +56,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # Depth as an auxiliary target (no teacher, no unlabelled frames): CE plus a depth head on fc7 (the default
     # layer), scale-invariant log loss at weight 0.5; SN-RGB trains against another image's depth.
     "aux-depth": {"method": "aux_depth", "aux_depth_weight": 0.5},
+    "aux-depth-w0.1": {"method": "aux_depth", "aux_depth_weight": 0.1},  # is the loss at 0.5 only too strong?
 }
 ROWS = ("BL", "BL@cost", "BL@long", "TN", "SN", "SN-RGB")
 #: Methods whose SN continues from the TN row's teacher: TN is trained for them and their cost includes its time.
