@@ -58,6 +58,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # soft-target weight ramped up over the first 5; no depth dropout, as the teacher always runs with depth.
     "online": {"method": "online", "online_weight": 1.0, "online_temperature": 2.0, "online_ramp_epochs": 5,
                "depth_dropout": 0.0},
+    # Depth as an auxiliary target (no teacher, no unlabelled frames): CE plus a depth head on fc7 (the default
+    # layer), scale-invariant log loss at weight 0.5; SN-RGB trains against another image's depth.
+    "aux-depth": {"method": "aux_depth", "aux_depth_weight": 0.5},
+    "aux-depth-w0.1": {"method": "aux_depth", "aux_depth_weight": 0.1},  # is the loss at 0.5 only too strong?
 }
 ROWS = ("BL", "BL@cost", "BL@long", "TN", "SN", "SN-RGB")
 #: Methods whose SN continues from the TN row's teacher: TN is trained for them and their cost includes its time.

@@ -127,6 +127,12 @@ class DistillSettings:
         online_ramp_epochs: Method ``"online"``: the soft-target weight rises linearly over this many epochs,
             ``online_weight · min(1, e / online_ramp_epochs)`` at epoch ``e`` from 0 (0: full weight from the
             start).
+        aux_depth_layer: Method ``"aux_depth"``: the module (a name of ``model.named_modules()``) whose output
+            feeds the auxiliary depth head; ``None``: the model's second-to-last ``nn.Conv2d`` in module order, the
+            last convolution before the classifier (``classifier.3``, fc7, in DeepLab-VGG16).
+        aux_depth_weight: Method ``"aux_depth"``: weight λ of the depth loss beside the cross-entropy.
+        aux_depth_scale_invariance: Method ``"aux_depth"``: λ_si of the scale-invariant log loss, 0 (plain squared
+            log error) to 1 (blind to one global scale per image); Eigen et al. trained with 0.5.
 
     Raises:
         ConfigError: If a value is out of range or unknown (the message names the field, the value and the
@@ -166,6 +172,10 @@ class DistillSettings:
     online_weight: float = 1.0
     online_temperature: float = 2.0
     online_ramp_epochs: int = 5
+    # method "aux_depth": CE plus an auxiliary head predicting depth from one layer's features
+    aux_depth_layer: str | None = None
+    aux_depth_weight: float = 0.5
+    aux_depth_scale_invariance: float = 0.5
 
     def __post_init__(self) -> None:
         _choice("preset", self.preset, tuple(PRESETS))
@@ -204,6 +214,11 @@ class DistillSettings:
         if isinstance(self.online_ramp_epochs, bool) or not isinstance(self.online_ramp_epochs, int) \
                 or self.online_ramp_epochs < 0:
             raise ConfigError(f"online_ramp_epochs must be an integer >= 0, got {self.online_ramp_epochs!r}")
+        if self.aux_depth_layer is not None and (not isinstance(self.aux_depth_layer, str) or not self.aux_depth_layer):
+            raise ConfigTypeError(f"aux_depth_layer must be a module name of the model (see model.named_modules()) "
+                                  f"or None for the default, got {self.aux_depth_layer!r}")
+        _number("aux_depth_weight", self.aux_depth_weight, low=0.0)
+        _number("aux_depth_scale_invariance", self.aux_depth_scale_invariance, low=0.0, high=1.0)
 
     def _freeze_filter(self, name: str) -> None:
         """Globs given as a list are kept as a tuple: the settings stay immutable and comparable."""

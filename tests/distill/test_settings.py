@@ -39,6 +39,10 @@ BAD = [
     ("online_temperature", 0.0, ConfigError), ("online_temperature", math.inf, ConfigError),
     ("online_ramp_epochs", -1, ConfigError), ("online_ramp_epochs", 2.5, ConfigError),
     ("online_ramp_epochs", True, ConfigError),
+    ("aux_depth_layer", "", ConfigTypeError), ("aux_depth_layer", 3, ConfigTypeError),
+    ("aux_depth_weight", -0.5, ConfigError), ("aux_depth_weight", math.nan, ConfigError),
+    ("aux_depth_weight", "1", ConfigTypeError), ("aux_depth_scale_invariance", 1.5, ConfigError),
+    ("aux_depth_scale_invariance", -0.1, ConfigError),
 ]
 
 

@@ -3,20 +3,22 @@
 
 from __future__ import annotations
 
+from depthdistill.distill.methods.aux_depth import AuxiliaryDepth
 from depthdistill.distill.methods.base import Method
 from depthdistill.distill.methods.online import OnlineDistillation
 from depthdistill.distill.methods.removal import DepthRemoval
 from depthdistill.distill.methods.unlabelled import UnlabelledDistillation
 from depthdistill.errors import ConfigError, ConfigTypeError
 
-__all__ = ["METHODS", "Method", "DepthRemoval", "UnlabelledDistillation", "OnlineDistillation", "get_method",
-           "register_method"]
+__all__ = ["METHODS", "Method", "AuxiliaryDepth", "DepthRemoval", "OnlineDistillation", "UnlabelledDistillation",
+           "get_method", "register_method"]
 
 #: Method name (``DistillSettings.method``) → class.
 METHODS: dict[str, type[Method]] = {
     DepthRemoval.name: DepthRemoval,
     UnlabelledDistillation.name: UnlabelledDistillation,
     OnlineDistillation.name: OnlineDistillation,
+    AuxiliaryDepth.name: AuxiliaryDepth,
 }
 
 
