@@ -20,7 +20,7 @@ from depthdistill.losses import DEFAULT_BETA, CEPlusVTCE, StudentLoss
 from depthdistill.nn import DEFAULT_ALPHA, DepthResize
 
 __all__ = ["DistillSettings", "PRESETS", "TEACHER_SOURCES", "STUDENT_OPTIMIZERS", "STUDENT_STARTS",
-           "UNLABELLED_TARGETS", "LAYER_CHOICES", "qualified_name"]
+           "UNLABELLED_TARGETS", "CONSISTENCY_CONTROLS", "LAYER_CHOICES", "qualified_name"]
 
 #: Where the student's soft targets come from: a frozen copy of the trained teacher, or the live shared weights.
 TEACHER_SOURCES = ("frozen", "live")
@@ -31,6 +31,9 @@ STUDENT_OPTIMIZERS = ("fresh", "carry")
 STUDENT_STARTS = ("teacher", "initial")
 #: What the student learns on unlabelled frames: the labeller's softened distribution, or its confident arg-max.
 UNLABELLED_TARGETS = ("soft", "hard")
+#: The consistency method's control (row ``SN-RGB``): its depth pass run on another image's depth, or replaced by
+#: a plain pass on the horizontally flipped image.
+CONSISTENCY_CONTROLS = ("shuffled_depth", "augment")
 #: Which layers the teacher makes depth-aware when ``include`` is not given: the model's own list
 #: (``model.depth_aware_layers``, e.g. Depth-aware CNN's six for ``deeplab_vgg16``; every spatial convolution
 #: when the model names none), or every spatial convolution.
@@ -105,6 +108,13 @@ class DistillSettings:
         unlabelled_temperature: Temperature of the soft targets on unlabelled frames.
         unlabelled_weight: Weight of the unlabelled term beside the labelled loss.
         unlabelled_confidence: Hard targets: the labeller's top probability a pixel needs to count.
+        consistency_weight: Method ``"consistency"``: weight ``w`` of ``T² · KL(depth pass ‖ plain pass)``.
+        consistency_temperature: Method ``"consistency"``: temperature ``T`` of that term.
+        consistency_depth_ce: Method ``"consistency"``: the loss includes the cross-entropy of the depth pass (of
+            the control's second pass in its row ``SN-RGB``), not only of the plain one.
+        consistency_control: Method ``"consistency"``: its control (row ``SN-RGB``, :data:`CONSISTENCY_CONTROLS`):
+            ``"shuffled_depth"``, the depth pass given another image's depth; ``"augment"``, a plain pass on the
+            horizontally flipped image instead of the depth pass (no depth anywhere).
 
     Raises:
         ConfigError: If a value is out of range or unknown (the message names the field, the value and the
@@ -140,6 +150,11 @@ class DistillSettings:
     unlabelled_temperature: float = 2.0
     unlabelled_weight: float = 1.0
     unlabelled_confidence: float = 0.0
+    # method "consistency": the depth pass teaches the plain pass in the same weights
+    consistency_weight: float = 1.0
+    consistency_temperature: float = 2.0
+    consistency_depth_ce: bool = True
+    consistency_control: str = "shuffled_depth"
 
     def __post_init__(self) -> None:
         _choice("preset", self.preset, tuple(PRESETS))
@@ -173,6 +188,11 @@ class DistillSettings:
         _number("unlabelled_temperature", self.unlabelled_temperature, low=0.0, open_low=True)
         _number("unlabelled_weight", self.unlabelled_weight, low=0.0)
         _number("unlabelled_confidence", self.unlabelled_confidence, low=0.0, high=1.0)
+        _number("consistency_weight", self.consistency_weight, low=0.0)
+        _number("consistency_temperature", self.consistency_temperature, low=0.0, open_low=True)
+        if not isinstance(self.consistency_depth_ce, bool):
+            raise ConfigTypeError(f"consistency_depth_ce must be true or false, got {self.consistency_depth_ce!r}")
+        _choice("consistency_control", self.consistency_control, CONSISTENCY_CONTROLS)
 
     def _freeze_filter(self, name: str) -> None:
         """Globs given as a list are kept as a tuple: the settings stay immutable and comparable."""

@@ -35,6 +35,10 @@ BAD = [
     ("vtce_schedule", "not-a-name", ConfigTypeError), ("student_loss", 3, ConfigTypeError),
     ("student_lr_scale", 0, ConfigError), ("student_lr_scale", -1.0, ConfigError),
     ("student_optimizer", "keep", ConfigError), ("method", "", ConfigTypeError),
+    ("consistency_weight", -0.5, ConfigError), ("consistency_weight", math.inf, ConfigError),
+    ("consistency_weight", "1", ConfigTypeError), ("consistency_temperature", 0.0, ConfigError),
+    ("consistency_temperature", math.nan, ConfigError), ("consistency_depth_ce", 1, ConfigTypeError),
+    ("consistency_control", "rgb", ConfigError),
 ]
 
 

@@ -4,16 +4,19 @@
 from __future__ import annotations
 
 from depthdistill.distill.methods.base import Method
+from depthdistill.distill.methods.consistency import ConsistencyTraining
 from depthdistill.distill.methods.removal import DepthRemoval
 from depthdistill.distill.methods.unlabelled import UnlabelledDistillation
 from depthdistill.errors import ConfigError, ConfigTypeError
 
-__all__ = ["METHODS", "Method", "DepthRemoval", "UnlabelledDistillation", "get_method", "register_method"]
+__all__ = ["METHODS", "Method", "DepthRemoval", "UnlabelledDistillation", "ConsistencyTraining", "get_method",
+           "register_method"]
 
 #: Method name (``DistillSettings.method``) → class.
 METHODS: dict[str, type[Method]] = {
     DepthRemoval.name: DepthRemoval,
     UnlabelledDistillation.name: UnlabelledDistillation,
+    ConsistencyTraining.name: ConsistencyTraining,
 }
 
 
