@@ -120,10 +120,29 @@ def _depth_aware(model: nn.Module, settings: DistillSettings) -> Iterator[None]:
         convert_to_plain(model)
 
 
+@contextmanager
+def _running_statistics_kept(model: nn.Module) -> Iterator[None]:
+    """The running statistics of ``model``'s normalisation layers (BatchNorm …) as they were before the block:
+    the deployed plain model normalises with them, so they must be the plain pass's, not the depth pass's.
+
+    The block updates copies, and the originals are put back: changing them in place would break the backward of
+    the plain pass, whose graph holds them."""
+    kept = [(layer, name, buffer) for layer in model.modules() if getattr(layer, "track_running_stats", False)
+            for name, buffer in layer.named_buffers(recurse=False)]
+    for layer, name, buffer in kept:
+        setattr(layer, name, buffer.clone())
+    try:
+        yield
+    finally:
+        for layer, name, buffer in kept:
+            setattr(layer, name, buffer)
+
+
 def depth_pass(distiller: Distiller, student: nn.Module,
                pick_depth: Callable[[torch.Tensor], torch.Tensor] | None = None) -> SecondPass:
     """Pass D: ``student``'s layers made depth-aware as the teacher's for this forward only, fed the batch's depth
-    (or ``pick_depth(depth)``), with the settings' depth dropout.
+    (or ``pick_depth(depth)``), with the settings' depth dropout. Normalisation layers normalise with the pass's
+    own batch statistics in training, but their running statistics stay the plain pass's.
 
     ``student`` is the model itself (the forward may go through a DDP wrapper of it, whose layer names differ).
     """
@@ -131,7 +150,8 @@ def depth_pass(distiller: Distiller, student: nn.Module,
 
     def second(model: nn.Module, batch: dict) -> torch.Tensor:
         depth = batch["depth"] if pick_depth is None else pick_depth(batch["depth"])
-        with _depth_aware(student, s), depth_context(drop_depth(depth, s.depth_dropout)):
+        with _depth_aware(student, s), _running_statistics_kept(student), \
+                depth_context(drop_depth(depth, s.depth_dropout)):
             return distiller.forward(model, batch)
 
     return second
