@@ -57,9 +57,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "hard-init": {"student_start": "initial", "unlabelled_targets": "hard", "unlabelled_confidence": 0.7,
                   "vtce": False, "depth_dropout": 0.0},
     # Method "consistency" (no teacher, no unlabelled frames): a depth pass teaches the plain pass in the same
-    # weights; its SN-RGB is the depth pass on another image's depth. No depth dropout: the plain pass already is
-    # the pass without depth.
-    "consistency": {"method": "consistency", "consistency_weight": 1.0, "depth_dropout": 0.0},
+    # weights; the SN-RGB of these two is the depth pass on another image's depth. No depth dropout: the plain pass
+    # already is the pass without depth.
+    "consistency": {"method": "consistency", "consistency_weight": 1.0, "consistency_control": "shuffled_depth",
+                    "depth_dropout": 0.0},
+    # the same without the depth pass's own CE: only the plain pass learns from the labels
+    "consistency-noce": {"method": "consistency", "consistency_weight": 1.0, "consistency_depth_ce": False,
+                         "consistency_control": "shuffled_depth", "depth_dropout": 0.0},
 }
 ROWS = ("BL", "BL@cost", "BL@long", "TN", "SN", "SN-RGB")
 #: Methods whose SN continues from the TN row's teacher: TN is trained for them and their cost includes its time.

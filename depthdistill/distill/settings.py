@@ -31,9 +31,9 @@ STUDENT_OPTIMIZERS = ("fresh", "carry")
 STUDENT_STARTS = ("teacher", "initial")
 #: What the student learns on unlabelled frames: the labeller's softened distribution, or its confident arg-max.
 UNLABELLED_TARGETS = ("soft", "hard")
-#: The consistency method's control (row ``SN-RGB``): its depth pass run on another image's depth, or replaced by
-#: a plain pass on the horizontally flipped image.
-CONSISTENCY_CONTROLS = ("shuffled_depth", "augment")
+#: The consistency method's control (row ``SN-RGB``): its depth pass replaced by a plain pass on the horizontally
+#: flipped image, or run on another image's depth.
+CONSISTENCY_CONTROLS = ("augment", "shuffled_depth")
 #: Which layers the teacher makes depth-aware when ``include`` is not given: the model's own list
 #: (``model.depth_aware_layers``, e.g. Depth-aware CNN's six for ``deeplab_vgg16``; every spatial convolution
 #: when the model names none), or every spatial convolution.
@@ -113,8 +113,8 @@ class DistillSettings:
         consistency_depth_ce: Method ``"consistency"``: the loss includes the cross-entropy of the depth pass (of
             the control's second pass in its row ``SN-RGB``), not only of the plain one.
         consistency_control: Method ``"consistency"``: its control (row ``SN-RGB``, :data:`CONSISTENCY_CONTROLS`):
-            ``"shuffled_depth"``, the depth pass given another image's depth; ``"augment"``, a plain pass on the
-            horizontally flipped image instead of the depth pass (no depth anywhere).
+            ``"augment"``, a plain pass on the horizontally flipped image instead of the depth pass (no depth
+            anywhere); ``"shuffled_depth"``, the depth pass given another image's depth.
 
     Raises:
         ConfigError: If a value is out of range or unknown (the message names the field, the value and the
@@ -154,7 +154,7 @@ class DistillSettings:
     consistency_weight: float = 1.0
     consistency_temperature: float = 2.0
     consistency_depth_ce: bool = True
-    consistency_control: str = "shuffled_depth"
+    consistency_control: str = "augment"
 
     def __post_init__(self) -> None:
         _choice("preset", self.preset, tuple(PRESETS))

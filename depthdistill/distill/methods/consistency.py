@@ -8,9 +8,10 @@ what is deployed. The loss is ``CE(P) + CE(D) + w · T² · KL(softmax(z_D/T) �
 detached: the depth pass teaches the plain pass, and both learn from the labels. There is no teacher phase; the
 model starts from the initial weights and trains for the student's epochs.
 
-Its control (row ``SN-RGB``) keeps everything but the image's own depth: pass D on another image's depth
-(``consistency_control="shuffled_depth"``), or a plain pass on the horizontally flipped image in its place
-(``"augment"``, no depth anywhere). SN − SN-RGB is then what this image's depth adds.
+Its control (row ``SN-RGB``) keeps everything but the image's own depth: a plain pass on the horizontally
+flipped image in place of pass D (``consistency_control="augment"``, no depth anywhere), or pass D on another
+image's depth (``"shuffled_depth"``). SN − SN-RGB is then what this image's depth adds over a second view of the
+image, or over another image's depth.
 """
 
 from __future__ import annotations
