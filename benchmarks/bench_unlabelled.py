@@ -11,6 +11,9 @@ Distiller trains, from exactly those initial weights and on the same data:
 * ``SN-RGB``: its control: the same student with BL@TN (the plain model trained on RGB for ``teacher_epochs``)
   as the labeller, so no depth anywhere.
 
+A variant may name another method (:data:`VARIANTS`): then SN and SN-RGB are that method and its control, and a
+method without a teacher phase (``"consistency"``: one model, a depth pass teaching the plain pass) has no TN row.
+
 Each row is one JSON line in ``--out`` as soon as it is measured (with its training seconds; a rerun skips what the
 file holds); ``--summarize`` prints mean ± standard deviation over seeds of every row and of the per-seed
 differences SN − BL, SN − SN-RGB, SN-RGB − BL, never a best seed.
@@ -62,6 +65,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # layer), scale-invariant log loss at weight 0.5; SN-RGB trains against another image's depth.
     "aux-depth": {"method": "aux_depth", "aux_depth_weight": 0.5},
     "aux-depth-w0.1": {"method": "aux_depth", "aux_depth_weight": 0.1},  # is the loss at 0.5 only too strong?
+    # Method "consistency" (no teacher, no unlabelled frames): a depth pass teaches the plain pass in the same
+    # weights; the SN-RGB of these two is the depth pass on another image's depth. No depth dropout: the plain pass
+    # already is the pass without depth.
+    "consistency": {"method": "consistency", "consistency_weight": 1.0, "consistency_control": "shuffled_depth",
+                    "depth_dropout": 0.0},
+    # the same without the depth pass's own CE: only the plain pass learns from the labels
+    "consistency-noce": {"method": "consistency", "consistency_weight": 1.0, "consistency_depth_ce": False,
+                         "consistency_control": "shuffled_depth", "depth_dropout": 0.0},
 }
 ROWS = ("BL", "BL@cost", "BL@long", "TN", "SN", "SN-RGB")
 #: Methods whose SN continues from the TN row's teacher: TN is trained for them and their cost includes its time.

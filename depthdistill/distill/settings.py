@@ -21,6 +21,8 @@ from depthdistill.nn import DEFAULT_ALPHA, DepthResize
 
 __all__ = ["DistillSettings", "PRESETS", "default_preset", "TEACHER_SOURCES", "STUDENT_OPTIMIZERS", "STUDENT_STARTS",
            "UNLABELLED_TARGETS", "LAYER_CHOICES", "qualified_name"]
+__all__ = ["DistillSettings", "PRESETS", "TEACHER_SOURCES", "STUDENT_OPTIMIZERS", "STUDENT_STARTS",
+           "UNLABELLED_TARGETS", "CONSISTENCY_CONTROLS", "LAYER_CHOICES", "qualified_name"]
 
 #: Where the student's soft targets come from: a frozen copy of the trained teacher, or the live shared weights.
 TEACHER_SOURCES = ("frozen", "live")
@@ -31,6 +33,9 @@ STUDENT_OPTIMIZERS = ("fresh", "carry")
 STUDENT_STARTS = ("teacher", "initial")
 #: What the student learns on unlabelled frames: the labeller's softened distribution, or its confident arg-max.
 UNLABELLED_TARGETS = ("soft", "hard")
+#: The consistency method's control (row ``SN-RGB``): its depth pass replaced by a plain pass on the horizontally
+#: flipped image, or run on another image's depth.
+CONSISTENCY_CONTROLS = ("augment", "shuffled_depth")
 #: Which layers the teacher makes depth-aware when ``include`` is not given: the model's own list
 #: (``model.depth_aware_layers``, e.g. Depth-aware CNN's six for ``deeplab_vgg16``; every spatial convolution
 #: when the model names none), or every spatial convolution.
@@ -133,6 +138,13 @@ class DistillSettings:
         aux_depth_weight: Method ``"aux_depth"``: weight λ of the depth loss beside the cross-entropy.
         aux_depth_scale_invariance: Method ``"aux_depth"``: λ_si of the scale-invariant log loss, 0 (plain squared
             log error) to 1 (blind to one global scale per image); Eigen et al. trained with 0.5.
+        consistency_weight: Method ``"consistency"``: weight ``w`` of ``T² · KL(depth pass ‖ plain pass)``.
+        consistency_temperature: Method ``"consistency"``: temperature ``T`` of that term.
+        consistency_depth_ce: Method ``"consistency"``: the loss includes the cross-entropy of the depth pass (of
+            the control's second pass in its row ``SN-RGB``), not only of the plain one.
+        consistency_control: Method ``"consistency"``: its control (row ``SN-RGB``, :data:`CONSISTENCY_CONTROLS`):
+            ``"augment"``, a plain pass on the horizontally flipped image instead of the depth pass (no depth
+            anywhere); ``"shuffled_depth"``, the depth pass given another image's depth.
 
     Raises:
         ConfigError: If a value is out of range or unknown (the message names the field, the value and the
@@ -176,6 +188,11 @@ class DistillSettings:
     aux_depth_layer: str | None = None
     aux_depth_weight: float = 0.5
     aux_depth_scale_invariance: float = 0.5
+    # method "consistency": the depth pass teaches the plain pass in the same weights
+    consistency_weight: float = 1.0
+    consistency_temperature: float = 2.0
+    consistency_depth_ce: bool = True
+    consistency_control: str = "augment"
 
     def __post_init__(self) -> None:
         _choice("preset", self.preset, tuple(PRESETS))
@@ -219,6 +236,11 @@ class DistillSettings:
                                   f"or None for the default, got {self.aux_depth_layer!r}")
         _number("aux_depth_weight", self.aux_depth_weight, low=0.0)
         _number("aux_depth_scale_invariance", self.aux_depth_scale_invariance, low=0.0, high=1.0)
+        _number("consistency_weight", self.consistency_weight, low=0.0)
+        _number("consistency_temperature", self.consistency_temperature, low=0.0, open_low=True)
+        if not isinstance(self.consistency_depth_ce, bool):
+            raise ConfigTypeError(f"consistency_depth_ce must be true or false, got {self.consistency_depth_ce!r}")
+        _choice("consistency_control", self.consistency_control, CONSISTENCY_CONTROLS)
 
     def _freeze_filter(self, name: str) -> None:
         """Globs given as a list are kept as a tuple: the settings stay immutable and comparable."""

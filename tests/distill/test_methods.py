@@ -61,7 +61,7 @@ def test_registering_checks_the_class_and_the_name(registry):
     with pytest.raises(ConfigError, match="already registered"):
         register_method(Clash)
     # every registered name is listed (the built-in ones and any the session added)
-    assert {"removal", "unlabelled", "aux_depth"} <= set(METHODS)
+    assert {"removal", "unlabelled", "aux_depth", "online", "consistency"} <= set(METHODS)
     with pytest.raises(ConfigError, match=r"unknown method 'nope'; registered: " + re.escape(str(sorted(METHODS)))):
         get_method("nope")
 

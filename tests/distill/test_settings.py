@@ -43,6 +43,10 @@ BAD = [
     ("aux_depth_weight", -0.5, ConfigError), ("aux_depth_weight", math.nan, ConfigError),
     ("aux_depth_weight", "1", ConfigTypeError), ("aux_depth_scale_invariance", 1.5, ConfigError),
     ("aux_depth_scale_invariance", -0.1, ConfigError),
+    ("consistency_weight", -0.5, ConfigError), ("consistency_weight", math.inf, ConfigError),
+    ("consistency_weight", "1", ConfigTypeError), ("consistency_temperature", 0.0, ConfigError),
+    ("consistency_temperature", math.nan, ConfigError), ("consistency_depth_ce", 1, ConfigTypeError),
+    ("consistency_control", "rgb", ConfigError),
 ]
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from depthdistill.distill.methods.aux_depth import AuxiliaryDepth
 from depthdistill.distill.methods.base import Method
+from depthdistill.distill.methods.consistency import ConsistencyTraining
 from depthdistill.distill.methods.online import OnlineDistillation
 from depthdistill.distill.methods.removal import DepthRemoval
 from depthdistill.distill.methods.unlabelled import UnlabelledDistillation
 from depthdistill.errors import ConfigError, ConfigTypeError
 
-__all__ = ["METHODS", "Method", "AuxiliaryDepth", "DepthRemoval", "OnlineDistillation", "UnlabelledDistillation",
-           "get_method", "register_method"]
+__all__ = ["METHODS", "Method", "AuxiliaryDepth", "ConsistencyTraining", "DepthRemoval", "OnlineDistillation",
+           "UnlabelledDistillation", "get_method", "register_method"]
 
 #: Method name (``DistillSettings.method``) → class.
 METHODS: dict[str, type[Method]] = {
@@ -19,6 +20,7 @@ METHODS: dict[str, type[Method]] = {
     UnlabelledDistillation.name: UnlabelledDistillation,
     OnlineDistillation.name: OnlineDistillation,
     AuxiliaryDepth.name: AuxiliaryDepth,
+    ConsistencyTraining.name: ConsistencyTraining,
 }
 
 
