@@ -53,6 +53,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
                 "vtce": False, "depth_dropout": 0.5},
     "hard-init": {"student_start": "initial", "unlabelled_targets": "hard", "unlabelled_confidence": 0.7,
                   "vtce": False, "depth_dropout": 0.0},
+    # The paper's method on its two schedules (no unlabelled frames: they are generated but not used), each with
+    # its control SN-RGB (BL@TN as the teacher, on the same schedule).
+    "removal": {"method": "removal"},
+    "removal-one": {"method": "removal", "schedule": "one"},
 }
 ROWS = ("BL", "BL@cost", "BL@long", "TN", "SN", "SN-RGB")
 #: Methods whose SN continues from the TN row's teacher: TN is trained for them and their cost includes its time.
@@ -139,7 +143,7 @@ def run_one(setting: str, n_train: int, ratio: float, seed: int, variant: str, a
     if {"TN", "SN"} & set(todo):
         if "TN" in wanted:
             began = time.perf_counter()
-            d.train_teacher(train, args.teacher_epochs)
+            d.train_teacher(train, args.teacher_epochs, student_epochs=args.student_epochs)
             record("TN", d.teacher, began, depth=True)
         began = time.perf_counter()
         sn = d.train(train, teacher_epochs=args.teacher_epochs, student_epochs=args.student_epochs, **extra)

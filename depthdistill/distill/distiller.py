@@ -135,6 +135,10 @@ class Distiller:
         self.train_settings = TrainSettings.from_dict({**(train_settings or TrainSettings()).to_dict(),
                                                        **{k: v for k, v in overrides.items() if k in train_fields}})
         self.method = methods.get_method(self.settings.method)
+        if self.settings.schedule not in self.method.schedules:
+            raise ConfigError(f"method {self.method.name!r} trains with schedule {list(self.method.schedules)}, got "
+                              f"schedule={self.settings.schedule!r} (one schedule over both phases is method "
+                              "'removal''s)")
         self.model = model
         self.num_classes = num_classes
         self.ignore_index = int(ignore_index)
@@ -148,8 +152,12 @@ class Distiller:
         self.log = RunLog(self.out_dir / "metrics.jsonl" if self.out_dir else None, echo=log_echo)
         #: The loss of every phase that learns from the teacher (built from the settings).
         self.student_loss: StudentLoss = self.settings.build_student_loss(self.ignore_index)
-        #: The teacher phase's final optimiser state, kept when ``student_optimizer="carry"``.
+        #: The teacher phase's final optimiser state, kept when the student carries it
+        #: (:attr:`DistillSettings.carries_optimizer_state`).
         self.teacher_optimizer_state: dict[str, Any] | None = None
+        #: With ``schedule="one"``: the teacher's and the student's epochs of the one learning-rate schedule the
+        #: teacher phase began (the student phase goes on with it); ``None`` otherwise.
+        self.shared_schedule: tuple[int, int] | None = None
         #: The frozen teacher (eval mode, no gradients), set when the teacher phase ends.
         self.teacher: nn.Module | None = None
         #: The trained model of every row of the last :meth:`run_experiment`, by row name (TN is depth-aware).
@@ -202,7 +210,7 @@ class Distiller:
                               "method='unlabelled' (DistillSettings(method='unlabelled')) to learn from it")
 
     def train_teacher(self, train_data: Data, epochs: int, val_data: Data | None = None, *,
-                      name: str = "tn") -> nn.Module:
+                      name: str = "tn", student_epochs: int | None = None) -> nn.Module:
         """Teacher phase: converts the live model to depth-aware in place and trains it with CE on RGB-D.
 
         The layers become depth-aware with the settings' α and depth resize, recorded on each layer, so the
@@ -214,6 +222,9 @@ class Distiller:
             epochs: Epochs to train.
             val_data: Optional validation set, evaluated with depth after every epoch (selects ``best.pt``).
             name: The phase's name and folder under ``out_dir``.
+            student_epochs: The student phase's epochs that follow, needed with ``schedule="one"`` (the teacher's
+                decay is planned over both phases; :meth:`train` and :meth:`run_experiment` pass it); unused with
+                ``"per_phase"``.
 
         Returns:
             The live model, now the teacher. The same object becomes the student in :meth:`train_student`;
@@ -223,8 +234,9 @@ class Distiller:
             DepthError: If the training data has no depth.
             DatasetError: If labels are out of range or samples are malformed.
             TrainingError: If the loss becomes NaN (the last good checkpoint is kept).
+            ConfigError: With ``schedule="one"`` and no ``student_epochs``.
         """
-        return teacher.train_teacher(self, train_data, epochs, val_data, name=name)
+        return teacher.train_teacher(self, train_data, epochs, val_data, name=name, student_epochs=student_epochs)
 
     def train_student(self, train_data: Data, epochs: int, val_data: Data | None = None, *,
                       share_parameters: bool | None = None, vtce: bool | None = None,
@@ -234,7 +246,9 @@ class Distiller:
 
         With ``share_parameters`` (PS, the paper's method) the live teacher's layers are reverted to plain
         convolutions in place, so the student's Parameter objects *are* the trained teacher's (rescaled first when
-        ``calibrate_removal`` is on; trained with ``student_lr_scale`` and ``student_optimizer``). Without it the
+        ``calibrate_removal`` is on; trained with ``student_lr_scale`` and ``student_optimizer``, and with
+        ``schedule="one"`` on the teacher's optimiser and learning-rate decay, for the epochs
+        :meth:`train_teacher` planned). Without it the
         student is a plain copy of the model loaded with the initial weights (the BL+VTCE ablation). ``e`` in
         ``T(e)`` is the student phase's epoch index, from 0. VTCE is averaged over non-void pixels.
 
@@ -251,6 +265,7 @@ class Distiller:
 
         Raises:
             TrainingError: If the teacher is needed (PS or VTCE) but has not been trained.
+            ConfigError: With PS and ``schedule="one"``, if ``epochs`` is not what the teacher planned.
         """
         share = self.settings.share_parameters if share_parameters is None else bool(share_parameters)
         use_teacher = self.settings.vtce if vtce is None else bool(vtce)
@@ -359,7 +374,8 @@ class Distiller:
     def fit_phase(self, name: str, model: nn.Module, loss_fn: LossFn, train_data: Data, epochs: int,
                   val_data: Data | None, *, needs_depth: bool, lr_scale: float = 1.0,
                   optimizer_state: dict[str, Any] | None = None, keep_optimizer_state: bool = False,
-                  distillation: dict[str, Any] | None = None) -> FitResult:
+                  distillation: dict[str, Any] | None = None, schedule_start: int = 0,
+                  schedule_epochs: int | None = None) -> FitResult:
         """Trains one phase with :func:`~depthdistill.engine.fit` in ``out_dir/<name>``, with the Distiller's
         optimiser, schedule, callbacks, log and resume check; records the result in :attr:`fits`.
 
@@ -375,6 +391,8 @@ class Distiller:
             optimizer_state: An earlier phase's optimiser state to carry on.
             keep_optimizer_state: Return the final optimiser state in the result.
             distillation: What the phase learns from (student loss, teacher source), part of its identity.
+            schedule_start: Epochs of the learning-rate schedule earlier phases trained (this phase continues it).
+            schedule_epochs: Epochs the schedule is planned over (default: it ends with this phase).
 
         Returns:
             The phase's :class:`~depthdistill.engine.FitResult`.
@@ -403,6 +421,7 @@ class Distiller:
             evaluate=evaluate, check=check, optimizer=self.optimizer, scheduler=self.scheduler,
             callbacks=self.callbacks, resume=self.resume, meta=meta, identity=identity, log=self.log,
             optimizer_state=optimizer_state, keep_optimizer_state=keep_optimizer_state, lr_scale=lr_scale,
+            schedule_start=schedule_start, schedule_epochs=schedule_epochs,
         )
         return self.fits[name]
 

@@ -20,7 +20,7 @@ from depthdistill.losses import DEFAULT_BETA, CEPlusVTCE, StudentLoss
 from depthdistill.nn import DEFAULT_ALPHA, DepthResize
 
 __all__ = ["DistillSettings", "PRESETS", "TEACHER_SOURCES", "STUDENT_OPTIMIZERS", "STUDENT_STARTS",
-           "UNLABELLED_TARGETS", "LAYER_CHOICES", "qualified_name"]
+           "UNLABELLED_TARGETS", "LAYER_CHOICES", "SCHEDULES", "qualified_name"]
 
 #: Where the student's soft targets come from: a frozen copy of the trained teacher, or the live shared weights.
 TEACHER_SOURCES = ("frozen", "live")
@@ -35,6 +35,9 @@ UNLABELLED_TARGETS = ("soft", "hard")
 #: (``model.depth_aware_layers``, e.g. Depth-aware CNN's six for ``deeplab_vgg16``; every spatial convolution
 #: when the model names none), or every spatial convolution.
 LAYER_CHOICES = ("model", "all")
+#: How the learning rate decays over a method's phases: each phase its own decay, or one optimiser and one decay
+#: over the teacher's and the student's epochs together.
+SCHEDULES = ("per_phase", "one")
 
 #: Named starting points. ``"default"`` is the recipe whose student measured best in docs/fidelity.md: the model's
 #: own depth-aware layers, depth brought to each layer by average pooling, depth dropout 0.5. ``"paper"`` is the
@@ -96,7 +99,8 @@ class DistillSettings:
             ``vtce_schedule``, the paper's ``CE + VTCE``.
         student_lr_scale: The student phase's learning rate relative to the teacher's.
         student_optimizer: ``"fresh"``: the student phase starts a new optimiser; ``"carry"``: it carries the
-            teacher's per-parameter optimiser state on (:data:`STUDENT_OPTIMIZERS`).
+            teacher's per-parameter optimiser state on (:data:`STUDENT_OPTIMIZERS`). ``schedule="one"`` always
+            carries it.
         student_start: Method ``"unlabelled"``: the student starts from the teacher's weights as plain
             convolutions (``"teacher"``) or from the initial weights (``"initial"``) (:data:`STUDENT_STARTS`).
         unlabelled_targets: Method ``"unlabelled"``: ``"soft"`` (KL to the labeller's distribution at
@@ -105,6 +109,10 @@ class DistillSettings:
         unlabelled_temperature: Temperature of the soft targets on unlabelled frames.
         unlabelled_weight: Weight of the unlabelled term beside the labelled loss.
         unlabelled_confidence: Hard targets: the labeller's top probability a pixel needs to count.
+        schedule: Method ``"removal"``: ``"per_phase"``, each phase decays its learning rate over its own epochs;
+            ``"one"``, one optimiser and one decay over the teacher's and the student's epochs: the student
+            carries the teacher's optimiser state and its learning rate goes on from where the teacher's decay
+            stopped (:data:`SCHEDULES`; needs ``student_lr_scale=1``).
 
     Raises:
         ConfigError: If a value is out of range or unknown (the message names the field, the value and the
@@ -140,6 +148,8 @@ class DistillSettings:
     unlabelled_temperature: float = 2.0
     unlabelled_weight: float = 1.0
     unlabelled_confidence: float = 0.0
+    # method "removal": one optimiser and one learning-rate decay over teacher and student (issue #18 item 3)
+    schedule: str = "per_phase"
 
     def __post_init__(self) -> None:
         _choice("preset", self.preset, tuple(PRESETS))
@@ -173,6 +183,11 @@ class DistillSettings:
         _number("unlabelled_temperature", self.unlabelled_temperature, low=0.0, open_low=True)
         _number("unlabelled_weight", self.unlabelled_weight, low=0.0)
         _number("unlabelled_confidence", self.unlabelled_confidence, low=0.0, high=1.0)
+        _choice("schedule", self.schedule, SCHEDULES)
+        if self.schedule == "one" and self.student_lr_scale != 1.0:
+            raise ConfigError(f"schedule='one' continues the teacher's learning rate into the student phase, so "
+                              f"student_lr_scale must be 1.0, got {self.student_lr_scale!r}; use "
+                              "schedule='per_phase' to restart the student at a scaled rate")
 
     def _freeze_filter(self, name: str) -> None:
         """Globs given as a list are kept as a tuple: the settings stay immutable and comparable."""
@@ -244,6 +259,17 @@ class DistillSettings:
         return {k: v for k, v in self.to_dict().items() if k != "preset"}
 
     # ------------------------------------------------------------------------------------------------ reading
+    @property
+    def carries_optimizer_state(self) -> bool:
+        """Whether a student that starts from the teacher's weights carries the teacher's optimiser state on
+        (``student_optimizer="carry"``, or one schedule over both phases).
+
+        Examples:
+            >>> DistillSettings().carries_optimizer_state, DistillSettings(schedule="one").carries_optimizer_state
+            (False, True)
+        """
+        return self.student_optimizer == "carry" or self.schedule == "one"
+
     def layer_filter(self, model: Any) -> LayerFilter | None:
         """The ``include`` filter that picks the teacher's depth-aware layers of ``model`` (``None``: every one).
 

@@ -50,7 +50,7 @@ def resume_state(run_dir: Path, device: torch.device) -> tuple[dict[str, Any] | 
 
 def resume_differences(
     state: dict[str, Any], phase: str, epochs: int, settings: TrainSettings, identity: dict[str, Any],
-    lr_scale: float, custom_optimizer: torch.optim.Optimizer | None,
+    lr_scale: float, custom_optimizer: torch.optim.Optimizer | None, lr_schedule: tuple[int, int] | None = None,
 ) -> list[str]:
     """How a checkpoint differs from the call that would resume it, each difference in words (none: it may).
 
@@ -63,10 +63,22 @@ def resume_differences(
         lr_scale: The learning rate's scale now.
         custom_optimizer: The optimiser built by the caller's own factory, compared by class and hyper-parameters
             with the checkpoint's; ``None`` for the default SGD, which the settings describe already.
+        lr_schedule: ``(start, epochs)`` of the learning-rate schedule this phase trains on (default
+            ``(0, epochs)``: its own).
     """
     differences = _plan_differences(state, phase, epochs, settings, identity)
     if state.get("lr_scale", lr_scale) != lr_scale:
         differences.append(f"lr_scale={state['lr_scale']!r} (now {lr_scale!r})")
+    # The schedule around this phase: its epochs before the phase and after it ((0, 0): the phase's own, as in
+    # checkpoints written before shared schedules existed). The phase's own epochs are compared above.
+    saved = (0, 0)
+    if state.get("lr_schedule"):
+        saved_start, saved_total = state["lr_schedule"]
+        saved = (saved_start, saved_total - saved_start - state["epochs"])
+    start, total = lr_schedule or (0, epochs)
+    if saved != (start, total - start - epochs):
+        differences.append(f"a learning-rate schedule with {saved[0]} epochs before this phase and {saved[1]} after "
+                           f"it (now {start} and {total - start - epochs})")
     if custom_optimizer is not None and "optimizer" in state:  # the settings say nothing about a custom optimiser
         differences += _optimizer_differences(state["optimizer"], custom_optimizer, state.get("optimizer_class"))
     return differences

@@ -34,6 +34,8 @@ class Method(ABC):
     summary: ClassVar[str]
     #: Whether the method trains on unlabelled RGB-D frames (``unlabelled_data``); others refuse them.
     uses_unlabelled: ClassVar[bool] = False
+    #: The values of ``DistillSettings.schedule`` the method trains with; the Distiller refuses the others.
+    schedules: ClassVar[tuple[str, ...]] = ("per_phase",)
 
     @abstractmethod
     def train(self, distiller: Distiller, train_data: Data, *, teacher_epochs: int, student_epochs: int,
@@ -58,7 +60,7 @@ class Method(ABC):
         method uses depth, so that SN − SN-RGB is what depth adds.
 
         Raises:
-            ConfigError: If the method defines none (the paper's method: its control is the row ``BL@TN+PS``).
+            ConfigError: If the method defines none.
         """
-        raise ConfigError(f"method {self.name!r} defines no SN-RGB control row"
-                          + ("; its control without depth is the row BL@TN+PS" if self.name == "removal" else ""))
+        raise ConfigError(f"method {self.name!r} defines no SN-RGB control row; compare it with the rows BL@TN+PS "
+                          "(the teacher's and the student's schedules with no depth) or BL instead")
