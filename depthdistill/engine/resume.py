@@ -7,6 +7,7 @@ continued with settings, an identity or an optimiser other than those the checkp
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Any
@@ -125,13 +126,18 @@ def _optimizer_differences(saved: dict[str, Any], optimizer: torch.optim.Optimiz
 
 
 def carry_optimizer_state(opt: torch.optim.Optimizer, state: dict[str, Any], phase: str) -> None:
-    """Loads another optimiser's per-parameter state into ``opt``, keeping ``opt``'s own hyper-parameters."""
+    """Loads a copy of another optimiser's per-parameter state into ``opt``, keeping ``opt``'s own
+    hyper-parameters.
+
+    A copy: ``load_state_dict`` keeps the very tensors it is given, which ``opt`` then updates in place, and the
+    state must stay as the earlier phase left it for every later phase that carries it (BL+PS and SN both do).
+    """
     own_groups = [{k: v for k, v in group.items() if k != "params"} for group in opt.param_groups]
     if [len(g["params"]) for g in state["param_groups"]] != [len(g["params"]) for g in opt.param_groups]:
         raise ConfigError(f"{phase}: the carried optimiser state covers other parameters than this phase trains "
                           "(a different model or requires_grad setting); start this phase with a fresh optimiser")
     try:
-        opt.load_state_dict(state)
+        opt.load_state_dict(copy.deepcopy(state))
     except (ValueError, KeyError) as error:
         raise ConfigError(f"{phase}: cannot carry the earlier phase's optimiser state into "
                           f"{type(opt).__name__}: {error}; use the same optimiser type or a fresh one") from error
