@@ -35,6 +35,7 @@ BAD = [
     ("vtce_schedule", "not-a-name", ConfigTypeError), ("student_loss", 3, ConfigTypeError),
     ("student_lr_scale", 0, ConfigError), ("student_lr_scale", -1.0, ConfigError),
     ("student_optimizer", "keep", ConfigError), ("method", "", ConfigTypeError),
+    ("schedule", "joint", ConfigError), ("schedule", None, ConfigError),
 ]
 
 
@@ -54,6 +55,8 @@ def test_unknown_fields_presets_and_relabelling_are_refused():
         DistillSettings().replace(preset="paper")
     with pytest.raises(ConfigError, match="student_loss replaces"):
         DistillSettings(student_loss=CEPlusVTCE(), beta=0.5)
+    with pytest.raises(ConfigError, match=r"schedule='one' continues .* student_lr_scale must be 1.0, got 0.5"):
+        DistillSettings(schedule="one", student_lr_scale=0.5)
 
 
 def test_settings_are_frozen_and_lists_of_globs_become_tuples():
@@ -81,7 +84,8 @@ def test_identity_names_every_field_but_the_preset_and_differs_when_any_value_do
     assert set(base.identity()) == {f.name for f in dataclasses.fields(DistillSettings)} - {"preset"}
     assert DistillSettings.from_preset("paper", layers="model", depth_resize="avgpool",
                                        depth_dropout=0.5).identity() == base.identity()  # same values, same run
-    for field, value in [("alpha", 4.0), ("depth_dropout", 0.0), ("student_lr_scale", 0.5), ("beta", 0.5)]:
+    for field, value in [("alpha", 4.0), ("depth_dropout", 0.0), ("student_lr_scale", 0.5), ("beta", 0.5),
+                         ("schedule", "one")]:
         assert base.replace(**{field: value}).identity() != base.identity(), field
 
 
