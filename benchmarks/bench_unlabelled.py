@@ -6,10 +6,11 @@ Distiller trains, from exactly those initial weights and on the same data:
 * ``BL``: the plain model on the labelled RGB images, CE, for ``student_epochs`` (the student's own steps);
 * ``BL@cost``: the same for ``teacher_epochs + student_epochs`` (a baseline given more of the method's cost);
 * ``TN``: the depth-aware teacher on the labelled RGB-D, ``teacher_epochs``, tested on RGB-D;
-* ``SN``: method ``"unlabelled"``: the student, per step a labelled batch (CE) and an unlabelled batch (the
-  teacher's targets, the teacher fed RGB-D, the student RGB), ``student_epochs``;
+* ``SN``: the variant's method, by default ``"unlabelled"``: the student, per step a labelled batch (CE) and an
+  unlabelled batch (the teacher's targets, the teacher fed RGB-D, the student RGB), ``student_epochs``; the
+  variants ``removal`` and ``removal-one`` are the paper's method on its two schedules (``DistillSettings.schedule``);
 * ``SN-RGB``: its control: the same student with BL@TN (the plain model trained on RGB for ``teacher_epochs``)
-  as the labeller, so no depth anywhere.
+  as the labeller (for ``removal``: as the teacher), so no depth anywhere.
 
 Each row is one JSON line in ``--out`` as soon as it is measured (with its training seconds; a rerun skips what the
 file holds); ``--summarize`` prints mean ± standard deviation over seeds of every row and of the per-seed
