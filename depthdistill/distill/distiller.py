@@ -136,9 +136,8 @@ class Distiller:
                                                        **{k: v for k, v in overrides.items() if k in train_fields}})
         self.method = methods.get_method(self.settings.method)
         if self.settings.schedule not in self.method.schedules:
-            raise ConfigError(f"method {self.method.name!r} trains with schedule {list(self.method.schedules)}, got "
-                              f"schedule={self.settings.schedule!r} (one schedule over both phases is method "
-                              "'removal''s)")
+            raise ConfigError(f"method {self.method.name!r} trains with schedule {list(self.method.schedules)} only, "
+                              f"got schedule={self.settings.schedule!r}")
         self.model = model
         self.num_classes = num_classes
         self.ignore_index = int(ignore_index)

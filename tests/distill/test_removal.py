@@ -90,7 +90,8 @@ def test_one_schedule_needs_the_students_epochs_up_front_and_the_same_lr_for_bot
         d.train_student(TinyRGBD(8), 3)
     with pytest.raises(ConfigError, match="student_lr_scale must be 1.0"):
         Distiller(_model(), NUM_CLASSES, schedule="one", student_lr_scale=0.5)
-    with pytest.raises(ConfigError, match=r"method 'unlabelled' trains with schedule \['per_phase'\]"):
+    with pytest.raises(ConfigError, match=r"method 'unlabelled' trains with schedule \['per_phase'\] only, got "
+                                          r"schedule='one'"):
         Distiller(_model(), NUM_CLASSES, method="unlabelled", schedule="one")
 
 
