@@ -6,10 +6,11 @@ Distiller trains, from exactly those initial weights and on the same data:
 * ``BL``: the plain model on the labelled RGB images, CE, for ``student_epochs`` (the student's own steps);
 * ``BL@cost``: the same for ``teacher_epochs + student_epochs`` (a baseline given more of the method's cost);
 * ``TN``: the depth-aware teacher on the labelled RGB-D, ``teacher_epochs``, tested on RGB-D;
-* ``SN``: method ``"unlabelled"``: the student, per step a labelled batch (CE) and an unlabelled batch (the
-  teacher's targets, the teacher fed RGB-D, the student RGB), ``student_epochs``;
+* ``SN``: the variant's method, by default ``"unlabelled"``: the student, per step a labelled batch (CE) and an
+  unlabelled batch (the teacher's targets, the teacher fed RGB-D, the student RGB), ``student_epochs``; the
+  variants ``removal`` and ``removal-one`` are the paper's method on its two schedules (``DistillSettings.schedule``);
 * ``SN-RGB``: its control: the same student with BL@TN (the plain model trained on RGB for ``teacher_epochs``)
-  as the labeller, so no depth anywhere.
+  as the labeller (for ``removal``: as the teacher), so no depth anywhere.
 
 A variant may name another method (:data:`VARIANTS`): then SN and SN-RGB are that method and its control, and a
 method without a teacher phase (``"consistency"``: one model, a depth pass teaching the plain pass) has no TN row.
@@ -73,6 +74,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the same without the depth pass's own CE: only the plain pass learns from the labels
     "consistency-noce": {"method": "consistency", "consistency_weight": 1.0, "consistency_depth_ce": False,
                          "consistency_control": "shuffled_depth", "depth_dropout": 0.0},
+    # The paper's method on its two schedules (no unlabelled frames: they are generated but not used), each with
+    # its control SN-RGB (BL@TN as the teacher, on the same schedule).
+    "removal": {"method": "removal"},
+    "removal-one": {"method": "removal", "schedule": "one"},
 }
 ROWS = ("BL", "BL@cost", "BL@long", "TN", "SN", "SN-RGB")
 #: Methods whose SN continues from the TN row's teacher: TN is trained for them and their cost includes its time.
@@ -159,7 +164,7 @@ def run_one(setting: str, n_train: int, ratio: float, seed: int, variant: str, a
     if {"TN", "SN"} & set(todo):
         if "TN" in wanted:
             began = time.perf_counter()
-            d.train_teacher(train, args.teacher_epochs)
+            d.train_teacher(train, args.teacher_epochs, student_epochs=args.student_epochs)
             record("TN", d.teacher, began, depth=True)
         began = time.perf_counter()
         sn = d.train(train, teacher_epochs=args.teacher_epochs, student_epochs=args.student_epochs, **extra)

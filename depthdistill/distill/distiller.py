@@ -138,16 +138,14 @@ class Distiller:
             settings = DistillSettings.from_preset(settings)
         if not isinstance(settings, DistillSettings):
             raise ConfigTypeError(f"settings must be a DistillSettings or a preset name, got {settings!r}")
-        #: The method's settings (:class:`DistillSettings`).
-        self.settings = settings.replace(**distill_overrides)
         self._distill_overrides = distill_overrides
         #: How every phase trains (:class:`~depthdistill.engine.TrainSettings`).
         self.train_settings = TrainSettings.from_dict({**(train_settings or TrainSettings()).to_dict(),
                                                        **{k: v for k, v in overrides.items() if k in train_fields}})
-        self.method = methods.get_method(self.settings.method)
         self.model = model
         self.num_classes = num_classes
         self.ignore_index = int(ignore_index)
+        self._adopt(settings.replace(**distill_overrides))
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.output_key = output_key
         self.optimizer, self.scheduler = optimizer, scheduler
@@ -156,10 +154,12 @@ class Distiller:
         self.meta = {"model": model_spec(model), **(meta or {})}
         self.device = resolve_device(self.train_settings.device)
         self.log = RunLog(self.out_dir / "metrics.jsonl" if self.out_dir else None, echo=log_echo)
-        #: The loss of every phase that learns from the teacher (built from the settings).
-        self.student_loss: StudentLoss = self.settings.build_student_loss(self.ignore_index)
-        #: The teacher phase's final optimiser state, kept when ``student_optimizer="carry"``.
+        #: The teacher phase's final optimiser state, kept when the student carries it
+        #: (:attr:`DistillSettings.carries_optimizer_state`).
         self.teacher_optimizer_state: dict[str, Any] | None = None
+        #: With ``schedule="one"``: the teacher's and the student's epochs of the one learning-rate schedule the
+        #: teacher phase began (the student phase goes on with it); ``None`` otherwise.
+        self.shared_schedule: tuple[int, int] | None = None
         #: The frozen teacher (eval mode, no gradients), set when the teacher phase ends.
         self.teacher: nn.Module | None = None
         #: The trained model of every row of the last :meth:`run_experiment`, by row name (TN is depth-aware).
@@ -210,6 +210,19 @@ class Distiller:
                                          student_epochs=student_epochs, val_data=val_data,
                                          unlabelled_data=unlabelled_data)
 
+    def _adopt(self, settings: DistillSettings) -> None:
+        """Makes ``settings`` this Distiller's, with the method and the student loss they name."""
+        method = methods.get_method(settings.method)
+        if settings.schedule not in method.schedules:
+            raise ConfigError(f"method {method.name!r} trains with schedule {list(method.schedules)} only, "
+                              f"got schedule={settings.schedule!r}")
+        #: The method's settings (:class:`DistillSettings`).
+        self.settings = settings
+        #: The method the settings name (:class:`~depthdistill.distill.methods.Method`).
+        self.method = method
+        #: The loss of every phase that learns from the teacher (built from the settings).
+        self.student_loss: StudentLoss = settings.build_student_loss(self.ignore_index)
+
     def _settle_preset(self, unlabelled_data: Data | None) -> None:
         """Settings left to the library (``settings=None``, no ``method``) become the ``"unlabelled"`` preset when
         unlabelled frames are given, before anything trained with the others."""
@@ -221,9 +234,7 @@ class Distiller:
                 f"unlabelled frames were given after phases {sorted(self.fits)} trained with the "
                 f"{self.settings.preset!r} settings; for the unlabelled-data method give them to the first call "
                 f"(train / run_experiment) or create the Distiller with settings={wanted!r}")
-        self.settings = DistillSettings.from_preset(wanted, **self._distill_overrides)
-        self.method = methods.get_method(self.settings.method)
-        self.student_loss = self.settings.build_student_loss(self.ignore_index)
+        self._adopt(DistillSettings.from_preset(wanted, **self._distill_overrides))
         self.log.write({"event": "settings", "preset": wanted, "why": "unlabelled RGB-D frames were given"})
 
     def _check_unlabelled(self, unlabelled_data: Data | None) -> None:
@@ -232,7 +243,7 @@ class Distiller:
                               "method='unlabelled' (DistillSettings(method='unlabelled')) to learn from it")
 
     def train_teacher(self, train_data: Data, epochs: int, val_data: Data | None = None, *,
-                      name: str = "tn") -> nn.Module:
+                      name: str = "tn", student_epochs: int | None = None) -> nn.Module:
         """Teacher phase: converts the live model to depth-aware in place and trains it with CE on RGB-D.
 
         The layers become depth-aware with the settings' α and depth resize, recorded on each layer, so the
@@ -244,6 +255,9 @@ class Distiller:
             epochs: Epochs to train.
             val_data: Optional validation set, evaluated with depth after every epoch (selects ``best.pt``).
             name: The phase's name and folder under ``out_dir``.
+            student_epochs: The student phase's epochs that follow, needed with ``schedule="one"`` (the teacher's
+                decay is planned over both phases; :meth:`train` and :meth:`run_experiment` pass it); unused with
+                ``"per_phase"``.
 
         Returns:
             The live model, now the teacher. The same object becomes the student in :meth:`train_student`;
@@ -253,8 +267,9 @@ class Distiller:
             DepthError: If the training data has no depth.
             DatasetError: If labels are out of range or samples are malformed.
             TrainingError: If the loss becomes NaN (the last good checkpoint is kept).
+            ConfigError: With ``schedule="one"`` and no ``student_epochs``.
         """
-        return teacher.train_teacher(self, train_data, epochs, val_data, name=name)
+        return teacher.train_teacher(self, train_data, epochs, val_data, name=name, student_epochs=student_epochs)
 
     def train_student(self, train_data: Data, epochs: int, val_data: Data | None = None, *,
                       share_parameters: bool | None = None, vtce: bool | None = None,
@@ -264,7 +279,9 @@ class Distiller:
 
         With ``share_parameters`` (PS, the paper's method) the live teacher's layers are reverted to plain
         convolutions in place, so the student's Parameter objects *are* the trained teacher's (rescaled first when
-        ``calibrate_removal`` is on; trained with ``student_lr_scale`` and ``student_optimizer``). Without it the
+        ``calibrate_removal`` is on; trained with ``student_lr_scale`` and ``student_optimizer``, and with
+        ``schedule="one"`` on the teacher's optimiser and learning-rate decay, for the epochs
+        :meth:`train_teacher` planned). Without it the
         student is a plain copy of the model loaded with the initial weights (the BL+VTCE ablation). ``e`` in
         ``T(e)`` is the student phase's epoch index, from 0. VTCE is averaged over non-void pixels.
 
@@ -281,6 +298,7 @@ class Distiller:
 
         Raises:
             TrainingError: If the teacher is needed (PS or VTCE) but has not been trained.
+            ConfigError: With PS and ``schedule="one"``, if ``epochs`` is not what the teacher planned.
         """
         share = self.settings.share_parameters if share_parameters is None else bool(share_parameters)
         use_teacher = self.settings.vtce if vtce is None else bool(vtce)
@@ -404,7 +422,8 @@ class Distiller:
     def fit_phase(self, name: str, model: nn.Module, loss_fn: LossFn, train_data: Data, epochs: int,
                   val_data: Data | None, *, needs_depth: bool, lr_scale: float = 1.0,
                   optimizer_state: dict[str, Any] | None = None, keep_optimizer_state: bool = False,
-                  distillation: dict[str, Any] | None = None) -> FitResult:
+                  distillation: dict[str, Any] | None = None, schedule_start: int = 0,
+                  schedule_epochs: int | None = None) -> FitResult:
         """Trains one phase with :func:`~depthdistill.engine.fit` in ``out_dir/<name>``, with the Distiller's
         optimiser, schedule, callbacks, log and resume check; records the result in :attr:`fits`.
 
@@ -420,6 +439,8 @@ class Distiller:
             optimizer_state: An earlier phase's optimiser state to carry on.
             keep_optimizer_state: Return the final optimiser state in the result.
             distillation: What the phase learns from (student loss, teacher source), part of its identity.
+            schedule_start: Epochs of the learning-rate schedule earlier phases trained (this phase continues it).
+            schedule_epochs: Epochs the schedule is planned over (default: it ends with this phase).
 
         Returns:
             The phase's :class:`~depthdistill.engine.FitResult`.
@@ -448,6 +469,7 @@ class Distiller:
             evaluate=evaluate, check=check, optimizer=self.optimizer, scheduler=self.scheduler,
             callbacks=self.callbacks, resume=self.resume, meta=meta, identity=identity, log=self.log,
             optimizer_state=optimizer_state, keep_optimizer_state=keep_optimizer_state, lr_scale=lr_scale,
+            schedule_start=schedule_start, schedule_epochs=schedule_epochs,
         )
         return self.fits[name]
 

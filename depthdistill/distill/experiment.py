@@ -20,8 +20,10 @@ With the default method (``"removal"``) SN is TN's weights (the same ones) train
 over BL is not merely more training. BL@TN+PS is the control for SN: the same two schedules with no depth anywhere,
 so SN − BL@TN+PS is what the depth-trained teacher adds, and BL@TN+PS − BL what splitting training in two costs.
 SN-RGB is the control a method defines for itself (:meth:`~depthdistill.distill.methods.Method.train_control`):
-for ``"unlabelled"``, the same student with BL@TN as the labeller of the unlabelled frames, so SN − SN-RGB is what
-depth adds there.
+for ``"removal"``, SN's pipeline with BL@TN as the teacher (CE + the student loss against its own frozen copy, RGB
+in, on SN's schedule); for ``"unlabelled"``, the same student with BL@TN as the labeller of the unlabelled frames;
+so SN − SN-RGB is what depth adds. With ``schedule="one"`` SN (and BL+PS, SN without VTCE) and SN-RGB go on with
+their teacher's optimiser and learning-rate decay; every other row decays over its own epochs.
 """
 
 from __future__ import annotations
@@ -69,9 +71,9 @@ ROW_NOTES: dict[str, tuple[str | None, str]] = {
     "SN": ("student", "the student network: TN's weights themselves (parameter sharing, PS) as plain convolutions, "
                       "trained on RGB with CE plus variable-temperature cross-entropy (VTCE) against the frozen "
                       "teacher for {epochs} after TN's {teacher_epochs}: the paper's method"),
-    "SN-RGB": ("student", "the control of a method without depth (the method's own, e.g. for \"unlabelled\" the same "
-                          "student with BL@TN labelling the unlabelled frames) for {epochs}: SN − SN-RGB is what depth "
-                          "adds"),
+    "SN-RGB": ("student", "the control of a method without depth (the method's own: for the paper's, SN's training "
+                          "with BL@TN as the teacher; for \"unlabelled\", the same student with BL@TN labelling the "
+                          "unlabelled frames) for {epochs}: SN − SN-RGB is what depth adds"),
     "BL+VTCE": ("baseline", "ablation (the paper's Table 3): the plain network from its initial weights, trained on "
                             "RGB with SN's loss (CE + VTCE against TN) for {epochs}: VTCE without parameter sharing"),
     "BL+PS": ("student", "ablation (the paper's Table 3): a copy of TN's weights as plain convolutions, trained with "
@@ -135,7 +137,8 @@ def _plain_row(plan: _Plan, start: nn.Module, row: str, epochs: int, *, use_teac
 
 def _teacher(plan: _Plan, trained: dict[str, _Trained]) -> _Trained:
     d = plan.distiller
-    d.train_teacher(plan.train_data, plan.teacher_epochs, plan.val_data, name=row_folder("TN"))
+    d.train_teacher(plan.train_data, plan.teacher_epochs, plan.val_data, name=row_folder("TN"),
+                    student_epochs=plan.student_epochs)
     return _Trained(d.teacher, plan.teacher_epochs, row_folder("TN"))
 
 

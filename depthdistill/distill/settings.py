@@ -20,9 +20,7 @@ from depthdistill.losses import DEFAULT_BETA, CEPlusVTCE, StudentLoss
 from depthdistill.nn import DEFAULT_ALPHA, DepthResize
 
 __all__ = ["DistillSettings", "PRESETS", "default_preset", "TEACHER_SOURCES", "STUDENT_OPTIMIZERS", "STUDENT_STARTS",
-           "UNLABELLED_TARGETS", "LAYER_CHOICES", "qualified_name"]
-__all__ = ["DistillSettings", "PRESETS", "TEACHER_SOURCES", "STUDENT_OPTIMIZERS", "STUDENT_STARTS",
-           "UNLABELLED_TARGETS", "CONSISTENCY_CONTROLS", "LAYER_CHOICES", "qualified_name"]
+           "UNLABELLED_TARGETS", "CONSISTENCY_CONTROLS", "LAYER_CHOICES", "SCHEDULES", "qualified_name"]
 
 #: Where the student's soft targets come from: a frozen copy of the trained teacher, or the live shared weights.
 TEACHER_SOURCES = ("frozen", "live")
@@ -40,6 +38,9 @@ CONSISTENCY_CONTROLS = ("augment", "shuffled_depth")
 #: (``model.depth_aware_layers``, e.g. Depth-aware CNN's six for ``deeplab_vgg16``; every spatial convolution
 #: when the model names none), or every spatial convolution.
 LAYER_CHOICES = ("model", "all")
+#: How the learning rate decays over a method's phases: each phase its own decay, or one optimiser and one decay
+#: over the teacher's and the student's epochs together.
+SCHEDULES = ("per_phase", "one")
 
 #: Named starting points. ``"default"`` is the depth-removal recipe whose student measured best in
 #: docs/fidelity.md: the model's own depth-aware layers, depth brought to each layer by average pooling, depth
@@ -118,7 +119,8 @@ class DistillSettings:
             ``vtce_schedule``, the paper's ``CE + VTCE``.
         student_lr_scale: The student phase's learning rate relative to the teacher's.
         student_optimizer: ``"fresh"``: the student phase starts a new optimiser; ``"carry"``: it carries the
-            teacher's per-parameter optimiser state on (:data:`STUDENT_OPTIMIZERS`).
+            teacher's per-parameter optimiser state on (:data:`STUDENT_OPTIMIZERS`). ``schedule="one"`` always
+            carries it.
         student_start: Method ``"unlabelled"``: the student starts from the teacher's weights as plain
             convolutions (``"teacher"``) or from the initial weights (``"initial"``) (:data:`STUDENT_STARTS`).
         unlabelled_targets: Method ``"unlabelled"``: ``"soft"`` (KL to the labeller's distribution at
@@ -145,6 +147,10 @@ class DistillSettings:
         consistency_control: Method ``"consistency"``: its control (row ``SN-RGB``, :data:`CONSISTENCY_CONTROLS`):
             ``"augment"``, a plain pass on the horizontally flipped image instead of the depth pass (no depth
             anywhere); ``"shuffled_depth"``, the depth pass given another image's depth.
+        schedule: Method ``"removal"``: ``"per_phase"``, each phase decays its learning rate over its own epochs;
+            ``"one"``, one optimiser and one decay over the teacher's and the student's epochs: the student
+            carries the teacher's optimiser state and its learning rate goes on from where the teacher's decay
+            stopped (:data:`SCHEDULES`; needs ``student_lr_scale=1``).
 
     Raises:
         ConfigError: If a value is out of range or unknown (the message names the field, the value and the
@@ -193,6 +199,8 @@ class DistillSettings:
     consistency_temperature: float = 2.0
     consistency_depth_ce: bool = True
     consistency_control: str = "augment"
+    # method "removal": one optimiser and one learning-rate decay over teacher and student (issue #18 item 3)
+    schedule: str = "per_phase"
 
     def __post_init__(self) -> None:
         _choice("preset", self.preset, tuple(PRESETS))
@@ -241,6 +249,11 @@ class DistillSettings:
         if not isinstance(self.consistency_depth_ce, bool):
             raise ConfigTypeError(f"consistency_depth_ce must be true or false, got {self.consistency_depth_ce!r}")
         _choice("consistency_control", self.consistency_control, CONSISTENCY_CONTROLS)
+        _choice("schedule", self.schedule, SCHEDULES)
+        if self.schedule == "one" and self.student_lr_scale != 1.0:
+            raise ConfigError(f"schedule='one' continues the teacher's learning rate into the student phase, so "
+                              f"student_lr_scale must be 1.0, got {self.student_lr_scale!r}; use "
+                              "schedule='per_phase' to restart the student at a scaled rate")
 
     def _freeze_filter(self, name: str) -> None:
         """Globs given as a list are kept as a tuple: the settings stay immutable and comparable."""
@@ -312,6 +325,17 @@ class DistillSettings:
         return {k: v for k, v in self.to_dict().items() if k != "preset"}
 
     # ------------------------------------------------------------------------------------------------ reading
+    @property
+    def carries_optimizer_state(self) -> bool:
+        """Whether a student that starts from the teacher's weights carries the teacher's optimiser state on
+        (``student_optimizer="carry"``, or one schedule over both phases).
+
+        Examples:
+            >>> DistillSettings().carries_optimizer_state, DistillSettings(schedule="one").carries_optimizer_state
+            (False, True)
+        """
+        return self.student_optimizer == "carry" or self.schedule == "one"
+
     def layer_filter(self, model: Any) -> LayerFilter | None:
         """The ``include`` filter that picks the teacher's depth-aware layers of ``model`` (``None``: every one).
 

@@ -20,7 +20,7 @@ from depthdistill.nn import depth_context
 if TYPE_CHECKING:
     from depthdistill.distill.distiller import Data, Distiller
 
-__all__ = ["train_plain", "teacher_logits", "student_loss_identity", "checked_parts"]
+__all__ = ["train_plain", "teacher_logits", "student_loss_identity", "checked_parts", "continued_schedule"]
 
 #: ``teacher(batch) -> logits``: the soft targets of one RGB-D batch.
 TeacherLogits = Callable[[dict], torch.Tensor]
@@ -88,14 +88,37 @@ def student_loss_identity(loss: StudentLoss) -> dict[str, Any]:
     return identity
 
 
+def continued_schedule(planned: tuple[int, int] | None, epochs: int, where: str) -> dict[str, int]:
+    """The :meth:`~depthdistill.Distiller.fit_phase` keywords of a student phase that goes on with the learning-rate
+    schedule its teacher began (``planned``: the teacher's and the student's epochs, see
+    :func:`~depthdistill.distill.teacher.shared_schedule`); none when the teacher's schedule was its own.
+
+    Raises:
+        ConfigError: If ``epochs`` is not the student's epochs the teacher planned.
+
+    Examples:
+        >>> continued_schedule((3, 2), 2, "sn"), continued_schedule(None, 5, "sn")
+        ({'schedule_start': 3, 'schedule_epochs': 5}, {})
+    """
+    if planned is None:
+        return {}
+    teacher_epochs, student_epochs = planned
+    if epochs != student_epochs:
+        raise ConfigError(f"{where}: schedule='one' planned the teacher's learning-rate decay for {student_epochs} "
+                          f"student epochs, got epochs={epochs}: train the student for {student_epochs}, or the "
+                          f"teacher again with student_epochs={epochs}")
+    return {"schedule_start": teacher_epochs, "schedule_epochs": teacher_epochs + student_epochs}
+
+
 def train_plain(distiller: Distiller, student: nn.Module, train_data: Data, epochs: int, val_data: Data | None, *,
                 use_teacher: bool, from_teacher: bool, name: str, lr_scale: float = 1.0) -> nn.Module:
     """Trains a plain model on RGB: with the distiller's student loss against the teacher (``use_teacher``) or
     with CE.
 
     ``from_teacher``: the model starts from the teacher's weights (SN, BL+PS), so the student settings apply
-    (``student_lr_scale`` replaces ``lr_scale``; ``student_optimizer``; the soft targets may come from the live
-    weights) and its starting CE is logged.
+    (``student_lr_scale`` replaces ``lr_scale``; ``student_optimizer``; ``schedule="one"``: the teacher's optimiser
+    state and learning-rate decay go on; the soft targets may come from the live weights) and its starting CE is
+    logged.
     """
     s = distiller.settings
     distiller.check_data(train_data, needs_depth=use_teacher, where=f"{name} training data")
@@ -113,11 +136,12 @@ def train_plain(distiller: Distiller, student: nn.Module, train_data: Data, epoc
         return checked_parts(distiller.student_loss(logits, targets(batch).float(), batch["label"], epoch))
 
     if from_teacher:
-        carried = distiller.teacher_optimizer_state if s.student_optimizer == "carry" else None
-        if s.student_optimizer == "carry" and carried is None:
-            raise TrainingError("student_optimizer='carry' needs the teacher phase's optimiser state: train the "
-                                "teacher with this Distiller first")
-        plan.update(lr_scale=s.student_lr_scale, optimizer_state=carried)
+        carried = distiller.teacher_optimizer_state if s.carries_optimizer_state else None
+        if s.carries_optimizer_state and carried is None:
+            raise TrainingError(f"student_optimizer={s.student_optimizer!r} with schedule={s.schedule!r} needs the "
+                                "teacher phase's optimiser state: train the teacher with this Distiller first")
+        plan.update(lr_scale=s.student_lr_scale, optimizer_state=carried,
+                    **continued_schedule(distiller.shared_schedule, epochs, name))
         _log_start(distiller, student, train_data, name, carried is not None)
     distiller.fit_phase(name, student, loss_fn, train_data, epochs, val_data, needs_depth=use_teacher, **plan)
     return student
@@ -133,7 +157,8 @@ def _log_start(distiller: Distiller, student: nn.Module, train_data: Data, name:
     student.train()
     optimizer = "carried" if carried else "fresh"
     distiller.log.write({"phase": name, "event": "student_start", "start_ce": start_ce,
-                         "lr_scale": s.student_lr_scale, "optimizer": optimizer, "calibrated": s.calibrate_removal})
+                         "lr_scale": s.student_lr_scale, "optimizer": optimizer, "schedule": s.schedule,
+                         "calibrated": s.calibrate_removal})
     distiller.log.say(name, f"starts from the teacher's weights as plain convolutions: CE {start_ce:.4g} on the "
                             f"first training batch, lr x{s.student_lr_scale:g} of the teacher's, {optimizer} "
-                            f"optimiser state, calibrated: {s.calibrate_removal}")
+                            f"optimiser state, schedule {s.schedule}, calibrated: {s.calibrate_removal}")

@@ -13,13 +13,14 @@ import torch.nn.functional as F
 from depthdistill.convert import convert_to_depth_aware, list_depth_aware
 from depthdistill.distill.settings import DistillSettings
 from depthdistill.engine.distributed import get_rank, get_world_size
+from depthdistill.engine.settings import check_count
 from depthdistill.errors import ConfigError
 from depthdistill.nn import depth_context
 
 if TYPE_CHECKING:
     from depthdistill.distill.distiller import Data, Distiller
 
-__all__ = ["train_teacher", "convert_teacher", "drop_depth", "frozen_copy"]
+__all__ = ["train_teacher", "convert_teacher", "drop_depth", "frozen_copy", "shared_schedule"]
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:
@@ -72,6 +73,28 @@ def drop_depth(depth: torch.Tensor, probability: float) -> torch.Tensor:
     return torch.where(dropped.view(-1, *([1] * (depth.dim() - 1))), torch.ones_like(depth), depth)
 
 
+def shared_schedule(schedule: str, teacher_epochs: int, student_epochs: int | None, *,
+                    where: str) -> tuple[int, int] | None:
+    """``(teacher_epochs, student_epochs)`` of the one learning-rate schedule a teacher phase begins with
+    ``schedule="one"``; ``None`` with ``"per_phase"`` (each phase decays over its own epochs).
+
+    Raises:
+        ConfigError: With ``"one"`` and no ``student_epochs`` (or not an integer >= 1).
+
+    Examples:
+        >>> shared_schedule("one", 3, 2, where="tn"), shared_schedule("per_phase", 3, None, where="tn")
+        ((3, 2), None)
+    """
+    if schedule == "per_phase":
+        return None
+    if student_epochs is None:
+        raise ConfigError(f"{where}: schedule='one' decays the learning rate once over the teacher's and the "
+                          "student's epochs, so the teacher phase needs the student's: pass student_epochs= "
+                          "(Distiller.train and run_experiment do)")
+    check_count(student_epochs, "student_epochs", 1, where=where)
+    return teacher_epochs, student_epochs
+
+
 def convert_teacher(model: nn.Module, settings: DistillSettings | str = "default") -> nn.Module:
     """Makes ``model`` depth-aware in place as the Distiller's teacher phase does: the layers the settings pick
     (:meth:`~depthdistill.distill.settings.DistillSettings.layer_filter`), their α and depth resize.
@@ -98,14 +121,21 @@ def convert_teacher(model: nn.Module, settings: DistillSettings | str = "default
 
 
 def train_teacher(distiller: Distiller, train_data: Data, epochs: int, val_data: Data | None, *,
-                  name: str) -> nn.Module:
+                  name: str, student_epochs: int | None = None) -> nn.Module:
     """Converts the distiller's live model to depth-aware in place (its settings' layers, α and depth resize) and
     trains it with CE on RGB-D, with depth dropout; keeps a :func:`frozen_copy` as ``distiller.teacher``.
 
+    With ``schedule="one"`` the learning rate decays over ``epochs + student_epochs`` (the student phase goes on
+    with it: ``distiller.shared_schedule``).
+
     Returns:
         The live model, now the teacher.
+
+    Raises:
+        ConfigError: With ``schedule="one"`` and no ``student_epochs``.
     """
     s, model = distiller.settings, distiller.model
+    schedule = shared_schedule(s.schedule, epochs, student_epochs, where=name)
     convert_teacher(model, s)
     distiller.depth_aware_layers = list_depth_aware(model)
     distiller.check_data(train_data, needs_depth=True, where=f"{name} training data")
@@ -122,7 +152,9 @@ def train_teacher(distiller: Distiller, train_data: Data, epochs: int, val_data:
         return {"loss": F.cross_entropy(logits.float(), batch["label"], ignore_index=distiller.ignore_index)}
 
     result = distiller.fit_phase(name, model, loss_fn, train_data, epochs, val_data, needs_depth=True,
-                                 keep_optimizer_state=s.student_optimizer == "carry")
+                                 keep_optimizer_state=s.carries_optimizer_state,
+                                 **({} if schedule is None else {"schedule_epochs": sum(schedule)}))
     distiller.teacher_optimizer_state = result.optimizer_state
+    distiller.shared_schedule = schedule
     distiller.teacher = frozen_copy(model)
     return model

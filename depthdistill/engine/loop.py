@@ -11,6 +11,7 @@ import contextlib
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,6 +156,8 @@ def fit(
     optimizer_state: dict[str, Any] | None = None,
     keep_optimizer_state: bool = False,
     lr_scale: float = 1.0,
+    schedule_start: int = 0,
+    schedule_epochs: int | None = None,
 ) -> FitResult:
     """Trains ``model`` in place for ``epochs`` epochs of ``loss_fn``.
 
@@ -199,6 +202,13 @@ def fit(
         lr_scale: Multiplies the learning rate of every parameter group of the optimiser (the default one or
             ``optimizer``'s) before the schedule is built, e.g. a student phase's lr relative to its teacher's.
             Resuming with another scale is refused.
+        schedule_start: Epochs of the learning-rate schedule that earlier phases trained: this phase's first step
+            takes the rate the schedule reaches after ``schedule_start`` epochs of this phase's steps, so a phase
+            continues a decay an earlier one began (with that phase's ``optimizer_state``, one optimiser and one
+            schedule over both).
+        schedule_epochs: Epochs the schedule is planned over (default ``schedule_start + epochs``: the decay ends
+            with this phase); more leaves the rest of the decay to a later phase. Resuming with another
+            ``schedule_start`` or ``schedule_epochs`` is refused.
 
     Returns:
         A :class:`FitResult`.
@@ -232,8 +242,11 @@ def fit(
                           pin_memory=device.type == "cuda")
     if not lr_scale > 0:
         raise ConfigError(f"{phase}: lr_scale must be > 0, got {lr_scale!r}")
+    check_count(schedule_start, "schedule_start", 0, where=phase)
+    schedule_epochs = schedule_start + epochs if schedule_epochs is None else schedule_epochs
+    check_count(schedule_epochs, "schedule_epochs", schedule_start + epochs, where=phase)
     run = _build_run(model, loader, epochs, phase, settings, device, meta or {}, identity or {}, optimizer,
-                     scheduler, optimizer_state, lr_scale)
+                     scheduler, optimizer_state, lr_scale, (schedule_start, schedule_epochs))
 
     state, source = resume_state(run_dir, device) if resume and run_dir is not None else (None, None)
     if state is not None:
@@ -288,6 +301,7 @@ class _Run:
     sched: Any
     scaler: Any
     lr_scale: float = 1.0
+    lr_schedule: tuple[int, int] = (0, 0)
     first_epoch: int = 0
     global_step: int = 0
     best_metric: float | None = None
@@ -300,9 +314,10 @@ def _build_run(
     model: nn.Module, loader: DataLoader, epochs: int, phase: str, settings: TrainSettings, device: torch.device,
     meta: dict[str, Any], identity: dict[str, Any], optimizer: OptimizerFactory | None,
     scheduler: SchedulerFactory | None, optimizer_state: dict[str, Any] | None, lr_scale: float,
+    lr_schedule: tuple[int, int],
 ) -> _Run:
-    """The optimiser (scaled, with an earlier phase's state carried in), the schedule over every step, the grad
-    scaler."""
+    """The optimiser (scaled, with an earlier phase's state carried in), the schedule over every step of
+    ``lr_schedule = (start, epochs)`` advanced to its ``start``, the grad scaler."""
     steps_per_epoch = math.ceil(len(loader) / settings.grad_accum_steps)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = (optimizer or sgd(settings.lr, settings.momentum, settings.weight_decay))(params)
@@ -310,9 +325,17 @@ def _build_run(
         group["lr"] *= lr_scale
     if optimizer_state is not None:
         carry_optimizer_state(opt, optimizer_state, phase)
-    sched = (scheduler or poly_schedule(settings.poly_power))(opt, epochs * steps_per_epoch)
+    start, planned = lr_schedule
+    sched = (scheduler or poly_schedule(settings.poly_power))(opt, planned * steps_per_epoch)
+    # Stepping the schedule itself works for any scheduler a factory builds; no optimiser step has been taken yet,
+    # which torch would warn about, on purpose here.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+        for _ in range(start * steps_per_epoch):
+            sched.step()
     scaler = make_grad_scaler(device, settings.amp)
-    return _Run(model, loader, epochs, phase, settings, device, meta, identity, opt, sched, scaler, lr_scale)
+    return _Run(model, loader, epochs, phase, settings, device, meta, identity, opt, sched, scaler, lr_scale,
+                lr_schedule)
 
 
 def _restore(
@@ -325,7 +348,7 @@ def _restore(
     """
     load_model_state(run.model, state["model"], source)
     differences = resume_differences(state, run.phase, run.epochs, run.settings, run.identity, run.lr_scale,
-                                     run.opt if custom_optimizer else None)
+                                     run.opt if custom_optimizer else None, run.lr_schedule)
     if differences:
         raise TrainingError(
             f"cannot resume {run.phase!r} from {source}: it was made with {'; '.join(differences)}. Resume with "
@@ -413,7 +436,8 @@ def _checkpoint(run: _Run, epoch: int, *, resumable: bool) -> dict[str, Any]:
         record.update(optimizer=run.opt.state_dict(), optimizer_class=type(run.opt).__name__,
                       scheduler=run.sched.state_dict(), scaler=run.scaler.state_dict(), rng=capture_rng_state())
     record.update(best_metric=run.best_metric, best_epoch=run.best_epoch, history=run.history,
-                  settings=run.settings.to_dict(), lr_scale=run.lr_scale, meta=run.meta, identity=run.identity)
+                  settings=run.settings.to_dict(), lr_scale=run.lr_scale,
+                  lr_schedule=list(run.lr_schedule), meta=run.meta, identity=run.identity)
     return record
 
 

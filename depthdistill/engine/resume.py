@@ -7,6 +7,7 @@ continued with settings, an identity or an optimiser other than those the checkp
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ def resume_state(run_dir: Path, device: torch.device) -> tuple[dict[str, Any] | 
 
 def resume_differences(
     state: dict[str, Any], phase: str, epochs: int, settings: TrainSettings, identity: dict[str, Any],
-    lr_scale: float, custom_optimizer: torch.optim.Optimizer | None,
+    lr_scale: float, custom_optimizer: torch.optim.Optimizer | None, lr_schedule: tuple[int, int] | None = None,
 ) -> list[str]:
     """How a checkpoint differs from the call that would resume it, each difference in words (none: it may).
 
@@ -63,10 +64,22 @@ def resume_differences(
         lr_scale: The learning rate's scale now.
         custom_optimizer: The optimiser built by the caller's own factory, compared by class and hyper-parameters
             with the checkpoint's; ``None`` for the default SGD, which the settings describe already.
+        lr_schedule: ``(start, epochs)`` of the learning-rate schedule this phase trains on (default
+            ``(0, epochs)``: its own).
     """
     differences = _plan_differences(state, phase, epochs, settings, identity)
     if state.get("lr_scale", lr_scale) != lr_scale:
         differences.append(f"lr_scale={state['lr_scale']!r} (now {lr_scale!r})")
+    # The schedule around this phase: its epochs before the phase and after it ((0, 0): the phase's own, as in
+    # checkpoints written before shared schedules existed). The phase's own epochs are compared above.
+    saved = (0, 0)
+    if state.get("lr_schedule"):
+        saved_start, saved_total = state["lr_schedule"]
+        saved = (saved_start, saved_total - saved_start - state["epochs"])
+    start, total = lr_schedule or (0, epochs)
+    if saved != (start, total - start - epochs):
+        differences.append(f"a learning-rate schedule with {saved[0]} epochs before this phase and {saved[1]} after "
+                           f"it (now {start} and {total - start - epochs})")
     if custom_optimizer is not None and "optimizer" in state:  # the settings say nothing about a custom optimiser
         differences += _optimizer_differences(state["optimizer"], custom_optimizer, state.get("optimizer_class"))
     return differences
@@ -113,13 +126,18 @@ def _optimizer_differences(saved: dict[str, Any], optimizer: torch.optim.Optimiz
 
 
 def carry_optimizer_state(opt: torch.optim.Optimizer, state: dict[str, Any], phase: str) -> None:
-    """Loads another optimiser's per-parameter state into ``opt``, keeping ``opt``'s own hyper-parameters."""
+    """Loads a copy of another optimiser's per-parameter state into ``opt``, keeping ``opt``'s own
+    hyper-parameters.
+
+    A copy: ``load_state_dict`` keeps the very tensors it is given, which ``opt`` then updates in place, and the
+    state must stay as the earlier phase left it for every later phase that carries it (BL+PS and SN both do).
+    """
     own_groups = [{k: v for k, v in group.items() if k != "params"} for group in opt.param_groups]
     if [len(g["params"]) for g in state["param_groups"]] != [len(g["params"]) for g in opt.param_groups]:
         raise ConfigError(f"{phase}: the carried optimiser state covers other parameters than this phase trains "
                           "(a different model or requires_grad setting); start this phase with a fresh optimiser")
     try:
-        opt.load_state_dict(state)
+        opt.load_state_dict(copy.deepcopy(state))
     except (ValueError, KeyError) as error:
         raise ConfigError(f"{phase}: cannot carry the earlier phase's optimiser state into "
                           f"{type(opt).__name__}: {error}; use the same optimiser type or a fresh one") from error

@@ -46,6 +46,8 @@ def test_a_registered_toy_method_is_what_the_sn_row_trains(registry):
     for p, q in zip(d.models["SN"].parameters(), d.models["BL"].parameters(), strict=True):
         assert torch.equal(p, q)
     assert table["SN"].mean_iou == table["BL"].mean_iou and table["SN"].epochs == 1
+    with pytest.raises(ConfigError, match="'toy_ce' defines no SN-RGB control row; compare it with the rows BL@TN"):
+        d.train_control(train, teacher_epochs=1, student_epochs=1)
     default = Distiller(_model(), NUM_CLASSES, **common)
     default.run_experiment(train, test, teacher_epochs=1, student_epochs=1, rows=["SN"])
     assert default.teacher is not None  # the paper's method trains its teacher

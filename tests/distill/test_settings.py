@@ -47,6 +47,7 @@ BAD = [
     ("consistency_weight", "1", ConfigTypeError), ("consistency_temperature", 0.0, ConfigError),
     ("consistency_temperature", math.nan, ConfigError), ("consistency_depth_ce", 1, ConfigTypeError),
     ("consistency_control", "rgb", ConfigError),
+    ("schedule", "joint", ConfigError), ("schedule", None, ConfigError),
 ]
 
 
@@ -66,6 +67,8 @@ def test_unknown_fields_presets_and_relabelling_are_refused():
         DistillSettings().replace(preset="paper")
     with pytest.raises(ConfigError, match="student_loss replaces"):
         DistillSettings(student_loss=CEPlusVTCE(), beta=0.5)
+    with pytest.raises(ConfigError, match=r"schedule='one' continues .* student_lr_scale must be 1.0, got 0.5"):
+        DistillSettings(schedule="one", student_lr_scale=0.5)
 
 
 def test_settings_are_frozen_and_lists_of_globs_become_tuples():
@@ -93,7 +96,8 @@ def test_identity_names_every_field_but_the_preset_and_differs_when_any_value_do
     assert set(base.identity()) == {f.name for f in dataclasses.fields(DistillSettings)} - {"preset"}
     assert DistillSettings.from_preset("paper", layers="model", depth_resize="avgpool",
                                        depth_dropout=0.5).identity() == base.identity()  # same values, same run
-    for field, value in [("alpha", 4.0), ("depth_dropout", 0.0), ("student_lr_scale", 0.5), ("beta", 0.5)]:
+    for field, value in [("alpha", 4.0), ("depth_dropout", 0.0), ("student_lr_scale", 0.5), ("beta", 0.5),
+                         ("schedule", "one")]:
         assert base.replace(**{field: value}).identity() != base.identity(), field
 
 

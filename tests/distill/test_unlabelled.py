@@ -90,8 +90,6 @@ def test_unlabelled_data_errors():
         method.train(labelled, teacher_epochs=1, student_epochs=1)
     with pytest.raises(DatasetError, match="have a 'label'"):
         method.train(labelled, teacher_epochs=1, student_epochs=1, unlabelled_data=TinyRGBD(4, seed=7))
-    with pytest.raises(ConfigError, match="defines no SN-RGB control row.*BL@TN\\+PS"):
-        Distiller(_model(), NUM_CLASSES, **COMMON).train_control(labelled, teacher_epochs=1, student_epochs=1)
 
 
 def test_settings_left_to_the_library_become_the_unlabelled_preset_when_frames_are_given():

@@ -122,3 +122,34 @@ def test_settings_validation():
         TrainSettings(lr=0)
     with pytest.raises(ConfigError, match="epochs"):
         fit(nn.Conv2d(3, 2, 1), _ce, TinyRGBD(1), 0, settings=_quiet())
+
+
+def test_a_phase_continues_a_schedule_an_earlier_phase_began(tmp_path):
+    lrs = []
+
+    def spy(state: LoopState):
+        if state.event == "step_end":
+            lrs.append(state.optimizer.param_groups[0]["lr"])
+
+    # epochs 1..2 of a schedule over 4 epochs of 2 steps: the rates after steps 3..6 of 8
+    _train(_quiet(batch_size=2, lr=0.5, poly_power=0.9), epochs=2, callbacks=[spy], schedule_start=1,
+           schedule_epochs=4, run_dir=tmp_path)
+    assert lrs == pytest.approx([0.5 * (1 - t / 8) ** 0.9 for t in range(3, 7)])
+    with pytest.raises(TrainingError, match=r"schedule with 1 epochs before this phase and 1 after it \(now 0 and 0\)"):
+        _train(_quiet(batch_size=2, lr=0.5, poly_power=0.9), epochs=2, run_dir=tmp_path, resume=True)
+    with pytest.raises(ConfigError, match="schedule_epochs must be an integer >= 3"):
+        _train(_quiet(), epochs=2, schedule_start=1, schedule_epochs=2)
+    with pytest.raises(ConfigError, match="schedule_start must be an integer >= 0"):
+        _train(_quiet(), schedule_start=-1)
+
+
+def test_a_carried_optimizer_state_is_copied_not_trained_in_place():
+    _, first = _train(_quiet(batch_size=2), keep_optimizer_state=True,
+                      optimizer=lambda params: torch.optim.Adam(params, lr=1e-2))
+    before = {k: {n: v.clone() for n, v in s.items()} for k, s in first.optimizer_state["state"].items()}
+    _train(_quiet(batch_size=2), optimizer_state=first.optimizer_state,
+           optimizer=lambda params: torch.optim.Adam(params, lr=1e-2))
+    # a second phase carrying the same state (SN after BL+PS) starts from it as the first phase left it
+    for key, state in first.optimizer_state["state"].items():
+        for name, value in state.items():
+            assert torch.equal(value, before[key][name]), (key, name)

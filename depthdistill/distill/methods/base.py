@@ -37,6 +37,8 @@ class Method(ABC):
     #: What the method's rows are, in the form of :data:`~depthdistill.distill.experiment.ROW_NOTES` (``{epochs}``,
     #: ``{teacher_epochs}``), for ``SN`` and ``SN-RGB`` where they differ from the paper's method there.
     row_notes: ClassVar[dict[str, str]] = {}
+    #: The values of ``DistillSettings.schedule`` the method trains with; the Distiller refuses the others.
+    schedules: ClassVar[tuple[str, ...]] = ("per_phase",)
 
     @abstractmethod
     def train(self, distiller: Distiller, train_data: Data, *, teacher_epochs: int, student_epochs: int,
@@ -61,7 +63,7 @@ class Method(ABC):
         method uses depth, so that SN − SN-RGB is what depth adds.
 
         Raises:
-            ConfigError: If the method defines none (the paper's method: its control is the row ``BL@TN+PS``).
+            ConfigError: If the method defines none.
         """
-        raise ConfigError(f"method {self.name!r} defines no SN-RGB control row"
-                          + ("; its control without depth is the row BL@TN+PS" if self.name == "removal" else ""))
+        raise ConfigError(f"method {self.name!r} defines no SN-RGB control row; compare it with the rows BL@TN+PS "
+                          "(the teacher's and the student's schedules with no depth) or BL instead")
