@@ -1,23 +1,25 @@
-"""Does depth in training make the RGB model better when the depth teacher labels unlabelled RGB-D frames?
+"""Does depth in training make the RGB model better? Each method against the baselines and its own control.
 
-For every (scene setting, labelled-set size, unlabelled ratio, seed) a slim DeepLab-VGG16 is built once and one
-Distiller trains, from exactly those initial weights and on the same data:
+For every (scene setting, labelled-set size, unlabelled ratio, variant, seed) a slim DeepLab-VGG16 is built once
+and one Distiller trains, from exactly those initial weights and on the same data:
 
 * ``BL``: the plain model on the labelled RGB images, CE, for ``student_epochs`` (the student's own steps);
 * ``BL@cost``: the same for ``teacher_epochs + student_epochs`` (a baseline given more of the method's cost);
-* ``TN``: the depth-aware teacher on the labelled RGB-D, ``teacher_epochs``, tested on RGB-D;
-* ``SN``: the variant's method, by default ``"unlabelled"``: the student, per step a labelled batch (CE) and an
-  unlabelled batch (the teacher's targets, the teacher fed RGB-D, the student RGB), ``student_epochs``; the
-  variants ``removal`` and ``removal-one`` are the paper's method on its two schedules (``DistillSettings.schedule``);
-* ``SN-RGB``: its control: the same student with BL@TN (the plain model trained on RGB for ``teacher_epochs``)
-  as the labeller (for ``removal``: as the teacher), so no depth anywhere.
+* ``BL@long``: with ``--long-factor k``, the same for ``k · student_epochs`` (a baseline trained to convergence);
+* ``TN``: the depth-aware teacher on the labelled RGB-D, ``teacher_epochs``, tested on RGB-D (methods that train
+  one: :data:`TEACHER_METHODS`);
+* ``SN``: the variant's method (:data:`VARIANTS`; by default ``"unlabelled"``: the student, per step a labelled
+  batch (CE) and an unlabelled batch (the teacher's targets, the teacher fed RGB-D, the student RGB),
+  ``student_epochs``; ``removal`` / ``removal-one``: the paper's method on its two schedules; ``online``,
+  ``aux-depth``, ``consistency``: the other methods);
+* ``SN-RGB``: the method's control without depth (for ``"unlabelled"`` the same student with BL@TN as the
+  labeller).
 
-A variant may name another method (:data:`VARIANTS`): then SN and SN-RGB are that method and its control, and a
-method without a teacher phase (``"consistency"``: one model, a depth pass teaching the plain pass) has no TN row.
-
-Each row is one JSON line in ``--out`` as soon as it is measured (with its training seconds; a rerun skips what the
-file holds); ``--summarize`` prints mean ± standard deviation over seeds of every row and of the per-seed
-differences SN − BL, SN − SN-RGB, SN-RGB − BL, never a best seed.
+BL, BL@cost and BL@long depend on neither the variant nor the ratio: measured once per (setting, size, seed,
+epochs) in a file and copied into its other cells. Each row is one JSON line in ``--out`` as soon as it is measured
+(with its training seconds and per-class IoU; a rerun skips what the file holds); ``--summarize`` prints, per cell,
+mean ± standard deviation over seeds of every row and of the per-seed differences (SN − BL, SN − SN-RGB, …), never
+a best seed, and each row's IoU per class; with ``--overview`` one line per cell.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_unlabelled.py --out unlabelled.jsonl            # the study (hours)
     python benchmarks/bench_unlabelled.py --summarize unlabelled.jsonl                       # the tables
@@ -203,9 +205,10 @@ def _diffs(rs: dict[int, dict[str, dict[str, Any]]], a: str, b: str) -> list[flo
 
 def overview(paths: list[Path]) -> str:
     """One line per cell that has SN: what it trains on and for how long, its per-seed gains over BL, over its
-    control and over the longer baselines (mean ± std), and its cost relative to BL."""
+    control and over the longer baselines (mean ± std), and its training time relative to BL (the median over
+    seeds: a seed timed on a busier machine does not move it)."""
     lines = ["| SN (variant) | scenes | labelled | unlabelled | TN + SN epochs | seeds | SN − BL | SN − SN-RGB "
-             "| SN − BL@cost | SN − BL@long | cost (× BL) |", "|---" * 11 + "|"]
+             "| SN − BL@cost | SN − BL@long | time (× BL) |", "|---" * 11 + "|"]
     for (setting, n, ratio, variant, te, se), rs in _cells(paths):
         have = [s for s in sorted(rs) if "SN" in rs[s]]
         if not have:
@@ -217,17 +220,18 @@ def overview(paths: list[Path]) -> str:
         cells = [_stats(_diffs(rs, "SN", b)) for b in ("BL", "SN-RGB", "BL@cost", "BL@long")]
         cells[3] += f" ({long[0]} ep)" if long else ""
         lines.append(f"| {method} ({variant}) | {setting} | {n} | {ratio:g}× | {teacher} + {se} | {len(have)} | "
-                     + " | ".join(cells) + (f" | {statistics.fmean(cost):.1f} |" if cost else " | - |"))
+                     + " | ".join(cells) + (f" | {statistics.median(cost):.1f} |" if cost else " | - |"))
     return "\n".join(lines)
 
 
 def summarize(paths: list[Path]) -> str:
-    """Markdown tables: each row's mIoU and seconds, and the per-seed differences, mean ± std over seeds."""
+    """Markdown tables: each row's mIoU (mean ± std over seeds) and training time relative to BL (median over
+    seeds), the per-seed differences (mean ± std) and each row's IoU per class."""
     lines = []
     for (setting, n, ratio, variant, te, se), rs in _cells(paths):
         seeds = sorted(rs)
         lines += [(f"### {setting}, {n} labelled, {ratio:g}x unlabelled, {variant} (TN {te}, SN {se} epochs; "
-                   f"seeds {seeds})"), "", "| row | mIoU % | cost (× BL) |", "|---|---|---|"]
+                   f"seeds {seeds})"), "", "| row | mIoU % | time (× BL) |", "|---|---|---|"]
         for row in ROWS:
             have = [s for s in seeds if row in rs[s]]
             if not have:
@@ -238,7 +242,7 @@ def summarize(paths: list[Path]) -> str:
             mean = statistics.fmean(miou)
             spread = f" ± {statistics.stdev(miou):.1f}" if len(miou) > 1 else ""
             label = f"{row} ({rs[have[0]][row]['epochs']} epochs)" if row == "BL@long" else row
-            lines.append(f"| {label} | {mean:.1f}{spread} | {statistics.fmean(cost):.1f} |" if cost else
+            lines.append(f"| {label} | {mean:.1f}{spread} | {statistics.median(cost):.1f} |" if cost else
                          f"| {label} | {mean:.1f}{spread} | - |")
         lines += ["", "| difference (per seed) | mIoU points | per seed |", "|---|---|---|"]
         for a, b in (("SN", "BL"), ("SN", "SN-RGB"), ("SN-RGB", "BL"), ("SN", "BL@cost"), ("SN", "BL@long"),
