@@ -168,9 +168,10 @@ def run_one(setting: str, n_train: int, ratio: float, seed: int, variant: str, a
             began = time.perf_counter()
             d.train_teacher(train, args.teacher_epochs, student_epochs=args.student_epochs)
             record("TN", d.teacher, began, depth=True)
-        began = time.perf_counter()
-        sn = d.train(train, teacher_epochs=args.teacher_epochs, student_epochs=args.student_epochs, **extra)
-        record("SN", sn, began)
+        if "SN" in todo:
+            began = time.perf_counter()
+            sn = d.train(train, teacher_epochs=args.teacher_epochs, student_epochs=args.student_epochs, **extra)
+            record("SN", sn, began)
     if "SN-RGB" in todo:
         began = time.perf_counter()
         control = d.train_control(train, teacher_epochs=args.teacher_epochs, student_epochs=args.student_epochs,

@@ -68,9 +68,9 @@ PRESETS = {
                                 width=0.0625, teacher_epochs=2, student_epochs=1, batch_size=8, lr=2e-3),
 }
 #: How long a whole run of each preset takes on a 2-core CPU, as measured (docs/demo.md): the full preset
-#: FULL_DURATION; the removal preset 10 min 41 s idle (2026-11-30); the quick ones under 10 s idle, 15–27 s on a
-#: busy machine (Python's start-up included).
-_DURATIONS = {"full": "FULL_DURATION", "quick": "under a minute", "removal": "about 11 minutes",
+#: 9 min 44 s idle (2026-12-07); the removal preset 10 min 41 s idle (2026-11-30); the quick ones under 10 s
+#: idle, 15–27 s on a busy machine (Python's start-up included).
+_DURATIONS = {"full": "about 10 minutes", "quick": "under a minute", "removal": "about 11 minutes",
               "removal-quick": "under a minute"}
 
 #: The rows each demo trains. With unlabelled frames: the baselines, the teacher, the method and its control. The

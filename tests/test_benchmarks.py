@@ -129,6 +129,9 @@ def test_bench_unlabelled_measures_every_row_once_and_summarizes_per_seed_differ
     trained = ["BL", "BL@cost", "BL@long", "TN", "SN", "SN-RGB"]
     assert rows == [(1.0, row, False) for row in trained] + [(2.0, row, row.startswith("BL")) for row in trained]
     assert [r["epochs"] for r in records if r["row"] == "BL@long"] == [2, 2]
+    only = tmp_path / "only.jsonl"  # --rows trains those rows and nothing else
+    _run("bench_unlabelled.py", *toy[2:], "--out", str(only), "--ratio", "1", "--rows", "BL", "TN")
+    assert [json.loads(line)["row"] for line in only.read_text().splitlines()] == ["BL", "TN"]
     first, copied = (next(r for r in records if r["row"] == "BL" and r["ratio"] == ratio) for ratio in (1.0, 2.0))
     assert first["miou"] == copied["miou"]
     lines = _run("bench_unlabelled.py", "--summarize", str(out))

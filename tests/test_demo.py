@@ -95,7 +95,7 @@ def test_quick_removal_demo_writes_everything_it_promises(tmp_path, capsys, monk
 
 def test_the_full_demos_announce_themselves_with_their_measured_time():
     line = demo_plan()
-    assert line.startswith("depthdistill demo, full preset: FULL_DURATION on a 2-core CPU (--quick: a smoke run")
+    assert line.startswith("depthdistill demo, full preset: about 10 minutes on a 2-core CPU (--quick: a smoke run")
     full = PRESETS["full"]
     assert f"{full.train_samples} train / {full.test_samples} test at 72x96" in line
     assert f"{full.unlabelled_samples} unlabelled frames" in line
