@@ -122,8 +122,8 @@ def demo_plan(quick: bool = False, removal: bool = False) -> str:
             f"preset takes {_DURATIONS[full]})" if quick
             else f"{command}, full preset: {_DURATIONS[full]} on a 2-core CPU (--quick: a smoke run of seconds)")
     method = (" the paper's depth removal;" if removal else
-              f" the unlabelled-data method (the default when unlabelled frames are given), {preset.unlabelled_samples} "
-              "unlabelled frames;")
+              " the unlabelled-data method (the default when unlabelled frames are given), "
+              f"{preset.unlabelled_samples} unlabelled frames;")
     height, width = preset.size
     return (f"{head}. Trains and tests {len(demo_rows)} rows, epochs in "
             f"parentheses: {rows};{method} data: built-in synthetic RGB-D scenes, {preset.train_samples} train / "
