@@ -20,7 +20,7 @@ import torch
 
 from depthdistill.distill import EXPERIMENT_ROWS, Distiller, ResultRow, ResultsTable
 from depthdistill.distill.experiment import row_note
-from depthdistill.distill.methods import Method, get_method
+from depthdistill.distill.methods import Method
 
 __all__ = ["DemoPreset", "PRESETS", "demo_plan", "run_demo"]
 
@@ -81,10 +81,6 @@ REMOVAL_ROWS = tuple(row for row in EXPERIMENT_ROWS if row != "SN-RGB")
 
 def _preset_name(quick: bool, removal: bool) -> str:
     return ("removal" if removal else "full") if not quick else ("removal-quick" if removal else "quick")
-
-
-def _method(removal: bool) -> Method:
-    return get_method("removal" if removal else "unlabelled")
 
 
 def _epochs(count: int) -> str:

@@ -167,7 +167,7 @@ class Distiller:
         #: Names of the layers the teacher made depth-aware.
         self.depth_aware_layers: list[str] = []
         # Baselines trained so far, by train_baseline's arguments: each is trained once per Distiller.
-        self._baselines: dict[tuple, nn.Module] = {}
+        self._baselines: dict[tuple, tuple[Data, Data | None, nn.Module]] = {}
         #: The :class:`~depthdistill.engine.FitResult` of every phase run so far, by phase name.
         self.fits: dict[str, FitResult] = {}
         # Cloned before anything trains: the baselines start from exactly the teacher's initial weights.
@@ -326,9 +326,11 @@ class Distiller:
         """
         key = (name, epochs, id(train_data), id(val_data), vtce)
         if key not in self._baselines:
-            self._baselines[key] = student.train_plain(self, self.initial_copy(), train_data, epochs, val_data,
-                                                       use_teacher=vtce, from_teacher=False, name=name)
-        return self._baselines[key]
+            model = student.train_plain(self, self.initial_copy(), train_data, epochs, val_data, use_teacher=vtce,
+                                        from_teacher=False, name=name)
+            # The data are kept with the model: alive, their ids cannot be taken by other data objects.
+            self._baselines[key] = (train_data, val_data, model)
+        return self._baselines[key][2]
 
     # ------------------------------------------------------------------------------------------- evaluation
     def evaluate(self, model: nn.Module, data: Data, *, use_depth: bool | None = None) -> dict[str, Any]:

@@ -3,6 +3,8 @@ with cross-entropy alone; the piece behind SN, BL, BL+VTCE, BL+PS and BL@TN+PS."
 
 from __future__ import annotations
 
+import contextlib
+
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +22,8 @@ from depthdistill.nn import depth_context
 if TYPE_CHECKING:
     from depthdistill.distill.distiller import Data, Distiller
 
-__all__ = ["train_plain", "teacher_logits", "student_loss_identity", "checked_parts", "continued_schedule"]
+__all__ = ["train_plain", "teacher_logits", "frozen_logits", "student_loss_identity", "checked_parts",
+           "continued_schedule"]
 
 #: ``teacher(batch) -> logits``: the soft targets of one RGB-D batch.
 TeacherLogits = Callable[[dict], torch.Tensor]
@@ -36,13 +39,7 @@ def teacher_logits(distiller: Distiller, student: nn.Module, source: str) -> Tea
     if distiller.teacher is None:
         raise TrainingError("VTCE needs the trained teacher: call train_teacher first")
     if source == "frozen":
-        teacher = distiller.teacher.to(distiller.device)
-
-        def frozen(batch: dict) -> torch.Tensor:
-            with torch.no_grad(), depth_context(batch["depth"]):
-                return select_logits(teacher(batch["rgb"]), distiller.output_key)
-
-        return frozen
+        return frozen_logits(distiller, distiller.teacher, depth=True)
 
     s, layers = distiller.settings, list(distiller.depth_aware_layers)
 
@@ -59,6 +56,26 @@ def teacher_logits(distiller: Distiller, student: nn.Module, source: str) -> Tea
             student.train()
 
     return live
+
+
+def frozen_logits(distiller: Distiller, model: nn.Module, *, depth: bool) -> TeacherLogits:
+    """``batch -> logits`` of a frozen ``model`` (no gradients) on the batch's RGB, under its depth when ``depth``
+    (a depth-aware teacher); the labeller of every soft target, the RGB models of the controls included.
+
+    Examples:
+        >>> import types
+        >>> net = torch.nn.Conv2d(3, 2, 1)
+        >>> d = types.SimpleNamespace(device=torch.device("cpu"), output_key=None)
+        >>> frozen_logits(d, net, depth=False)({"rgb": torch.zeros(1, 3, 2, 2)}).shape
+        torch.Size([1, 2, 2, 2])
+    """
+    model = model.to(distiller.device)
+
+    def logits(batch: dict) -> torch.Tensor:
+        with torch.no_grad(), depth_context(batch["depth"]) if depth else contextlib.nullcontext():
+            return select_logits(model(batch["rgb"]), distiller.output_key)
+
+    return logits
 
 
 def checked_parts(parts: Any) -> dict[str, torch.Tensor]:

@@ -13,7 +13,6 @@ from depthdistill.distill import student as student_phase
 from depthdistill.distill.experiment import row_folder
 from depthdistill.distill.methods.base import Method
 from depthdistill.distill.teacher import frozen_copy, shared_schedule
-from depthdistill.engine.evaluate import select_logits
 
 if TYPE_CHECKING:
     from depthdistill.distill.distiller import Data, Distiller
@@ -64,12 +63,11 @@ class DepthRemoval(Method):
         first = distiller.fit_phase(teacher_name, model, ce, train_data, teacher_epochs, val_data, needs_depth=False,
                                     keep_optimizer_state=s.carries_optimizer_state,
                                     **({} if plan is None else {"schedule_epochs": sum(plan)}))
-        rgb_teacher = frozen_copy(model).to(distiller.device)
+        rgb_teacher = student_phase.frozen_logits(distiller, frozen_copy(model), depth=False)
 
         def distil(model: nn.Module, batch: dict, epoch: int) -> dict[str, torch.Tensor]:
             logits = distiller.forward(model, batch).float()
-            with torch.no_grad():
-                targets = select_logits(rgb_teacher(batch["rgb"]), distiller.output_key).float()
+            targets = rgb_teacher(batch).float()
             return student_phase.checked_parts(distiller.student_loss(logits, targets, batch["label"], epoch))
 
         name = row_folder("SN-RGB")

@@ -167,12 +167,7 @@ class UnlabelledDistillation(Method):
         labelling the frames from their RGB; the student starts from its weights or the initial ones."""
         _require(unlabelled_data)
         baseline = distiller.train_baseline(train_data, teacher_epochs, val_data, name=row_folder("BL@TN"))
-        rgb_teacher = frozen_copy(baseline).to(distiller.device)
-
-        def labeller(batch: dict) -> torch.Tensor:
-            with torch.no_grad():
-                return select_logits(rgb_teacher(batch["rgb"]), distiller.output_key)
-
+        labeller = student_phase.frozen_logits(distiller, frozen_copy(baseline), depth=False)
         start = copy.deepcopy(baseline) if distiller.settings.student_start == "teacher" else distiller.initial_copy()
         return train_with_unlabelled(distiller, start, train_data, unlabelled_data, student_epochs, val_data,
                                      labeller=labeller, name=row_folder("SN-RGB"))
