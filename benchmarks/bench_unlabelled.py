@@ -13,7 +13,9 @@ and one Distiller trains, from exactly those initial weights and on the same dat
   ``student_epochs``; ``removal`` / ``removal-one``: the paper's method on its two schedules; ``online``,
   ``aux-depth``, ``consistency``: the other methods);
 * ``SN-RGB``: the method's control without depth (for ``"unlabelled"`` the same student with BL@TN as the
-  labeller).
+  labeller);
+* ``SN-RGB@long``: with ``--long-factor``, the unlabelled method's control with BL@long as the labeller (an RGB
+  labeller trained as long as the longest baseline: is it the teacher's depth or its training that helps?).
 
 BL, BL@cost and BL@long depend on neither the variant nor the ratio: measured once per (setting, size, seed,
 epochs) in a file and copied into its other cells. Each row is one JSON line in ``--out`` as soon as it is measured
@@ -81,7 +83,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "removal": {"method": "removal"},
     "removal-one": {"method": "removal", "schedule": "one"},
 }
-ROWS = ("BL", "BL@cost", "BL@long", "TN", "SN", "SN-RGB")
+ROWS = ("BL", "BL@cost", "BL@long", "TN", "SN", "SN-RGB", "SN-RGB@long")
+#: Rows that need ``--long-factor``.
+LONG_ROWS = ("BL@long", "SN-RGB@long")
 #: Methods whose SN continues from the TN row's teacher: TN is trained for them and their cost includes its time.
 TEACHER_METHODS = ("removal", "unlabelled")
 #: Rows that depend on neither the variant nor the unlabelled ratio: measured once per (setting, size, seed,
@@ -105,8 +109,8 @@ def _key(r: dict[str, Any]) -> tuple:
 
 
 def _row(base: dict[str, Any], row: str, args: argparse.Namespace) -> dict[str, Any]:
-    """The fields naming one row of a cell (BL@long also names its epochs)."""
-    return {**base, "row": row, **({"epochs": args.long_factor * args.student_epochs} if row == "BL@long" else {})}
+    """The fields naming one row of a cell (BL@long also names its epochs, SN-RGB@long its labeller's)."""
+    return {**base, "row": row, **({"epochs": args.long_factor * args.student_epochs} if row in LONG_ROWS else {})}
 
 
 def _shared(records: list[dict[str, Any]], wanted: dict[str, Any]) -> dict[str, Any] | None:
@@ -124,7 +128,8 @@ def run_one(setting: str, n_train: int, ratio: float, seed: int, variant: str, a
     done = {_key(r) for r in records}
     settings = _settings(variant)
     skip = {"TN"} if settings["method"] not in TEACHER_METHODS else set()
-    wanted = tuple(r for r in ROWS if r not in skip and r in args.rows and (r != "BL@long" or args.long_factor))
+    skip |= {"SN-RGB@long"} if settings["method"] != "unlabelled" else set()
+    wanted = tuple(r for r in ROWS if r not in skip and r in args.rows and (r not in LONG_ROWS or args.long_factor))
     todo = [row for row in wanted if _key(_row(base, row, args)) not in done]
     for row in [r for r in todo if r in SHARED_ROWS]:
         measured = _shared(records, _row(base, row, args))
@@ -143,9 +148,13 @@ def run_one(setting: str, n_train: int, ratio: float, seed: int, variant: str, a
     test = SyntheticRGBD(args.test, size, split="test", seed=seed, transform=eval_transforms(), cache=True, **scenes)
     torch.manual_seed(seed)
     model = deeplab_vgg16(train.num_classes, width=args.width)
-    d = Distiller(model, train.num_classes, "default", **settings,
-                  batch_size=args.batch, lr=args.lr, seed=seed, device="cpu", progress=False, log_every=0,
-                  log_echo=False, optimizer=lambda params: torch.optim.Adam(params, lr=args.lr))
+
+    def distiller(start: torch.nn.Module, **more: Any) -> Distiller:
+        return Distiller(start, train.num_classes, "default", **settings, **more, batch_size=args.batch, lr=args.lr,
+                         seed=seed, device="cpu", progress=False, log_every=0, log_echo=False,
+                         optimizer=lambda params: torch.optim.Adam(params, lr=args.lr))
+
+    d = distiller(model)
 
     def record(row: str, trained: torch.nn.Module, began: float, *, depth: bool = False) -> None:
         metrics = d.evaluate(trained, test, use_depth=depth)
@@ -177,6 +186,13 @@ def run_one(setting: str, n_train: int, ratio: float, seed: int, variant: str, a
         control = d.train_control(train, teacher_epochs=args.teacher_epochs, student_epochs=args.student_epochs,
                                   **extra)
         record("SN-RGB", control, began)
+    if "SN-RGB@long" in todo:
+        began = time.perf_counter()
+        # a Distiller of its own, from the same initial weights: the labeller's epochs are a setting
+        longer = distiller(d.initial_copy(), control_labeller_epochs=epochs["BL@long"])
+        control = longer.train_control(train, teacher_epochs=args.teacher_epochs,
+                                       student_epochs=args.student_epochs, **extra)
+        record("SN-RGB@long", control, began)
 
 
 def _stats(values: list[float]) -> str:
@@ -242,12 +258,13 @@ def summarize(paths: list[Path]) -> str:
                     if "BL" in rs[s] and rs[s]["BL"]["seconds"]]
             mean = statistics.fmean(miou)
             spread = f" ± {statistics.stdev(miou):.1f}" if len(miou) > 1 else ""
-            label = f"{row} ({rs[have[0]][row]['epochs']} epochs)" if row == "BL@long" else row
+            label = {"BL@long": f"{row} ({rs[have[0]][row].get('epochs')} epochs)",
+                     "SN-RGB@long": f"{row} (labeller {rs[have[0]][row].get('epochs')} epochs)"}.get(row, row)
             lines.append(f"| {label} | {mean:.1f}{spread} | {statistics.median(cost):.1f} |" if cost else
                          f"| {label} | {mean:.1f}{spread} | - |")
         lines += ["", "| difference (per seed) | mIoU points | per seed |", "|---|---|---|"]
         for a, b in (("SN", "BL"), ("SN", "SN-RGB"), ("SN-RGB", "BL"), ("SN", "BL@cost"), ("SN", "BL@long"),
-                     ("TN", "BL")):
+                     ("SN", "SN-RGB@long"), ("SN-RGB@long", "BL@long"), ("TN", "BL")):
             diffs = _diffs(rs, a, b)
             if not diffs:
                 continue

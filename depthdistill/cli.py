@@ -163,8 +163,8 @@ def _train(args: argparse.Namespace) -> int:
 
     Writes to out_dir: one folder per trained row (bl, bl_tn, tn, sn, bl_vtce, bl_ps, bl_tn_ps) with last.pt
     (full training state, every epoch), best.pt (best validation epoch) and model.pt (the final weights, usable
-    by evaluate / predict / export), plus metrics.jsonl, results.json and config.yaml (the complete run file used, written
-    when training starts). An out_dir that already holds a run is refused unless --resume continues
+    by evaluate / predict / export), plus metrics.jsonl, results.json and config.yaml (the complete run file used,
+    written when training starts). An out_dir that already holds a run is refused unless --resume continues
     it.
     The model is built after seeding with train.seed, so two runs of one run file train the same weights.
     Under `torchrun --nproc_per_node=N` it trains with DDP; rank 0 alone writes.

@@ -124,7 +124,8 @@ def _as_batches(batch: Batch | Iterable[Batch], where: str) -> list[Batch]:
         try:
             batches = list(batch)
         except TypeError:
-            raise ConfigError(f"{where} takes a batch dict or an iterable of them, got {type(batch).__name__}") from None
+            raise ConfigError(f"{where} takes a batch dict or an iterable of them, "
+                              f"got {type(batch).__name__}") from None
     if not batches:
         raise ConfigError(f"{where} got no batch; give it at least one dict with 'rgb' and 'depth'")
     for i, b in enumerate(batches):

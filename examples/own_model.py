@@ -41,7 +41,7 @@ def by_hand(model: nn.Module, batch: dict) -> nn.Module:
     loss = F.cross_entropy(logits, batch["label"], ignore_index=255) + depthdistill.vtce_loss(
         logits, soft, depthdistill.vtce_temperature(0), mask=batch["label"] != 255)   # 7. CE + VTCE
     loss.backward(), opt.step()                                                  # 8. the student learns
-    return student                                                               # 9. a plain model: save, export, deploy
+    return student                                                               # 9. plain model: save, export, deploy
 
 
 def main() -> None:

@@ -126,9 +126,9 @@ def test_bench_unlabelled_measures_every_row_once_and_summarizes_per_seed_differ
     _run("bench_unlabelled.py", *toy, "--ratio", "1", "2")  # the 1x cell is done; 2x copies BL, BL@cost, BL@long
     records = [json.loads(line) for line in out.read_text().splitlines()]
     rows = [(r["ratio"], r["row"], r.get("copied", False)) for r in records]
-    trained = ["BL", "BL@cost", "BL@long", "TN", "SN", "SN-RGB"]
+    trained = ["BL", "BL@cost", "BL@long", "TN", "SN", "SN-RGB", "SN-RGB@long"]
     assert rows == [(1.0, row, False) for row in trained] + [(2.0, row, row.startswith("BL")) for row in trained]
-    assert [r["epochs"] for r in records if r["row"] == "BL@long"] == [2, 2]
+    assert [r["epochs"] for r in records if r["row"] in ("BL@long", "SN-RGB@long")] == [2, 2, 2, 2]
     only = tmp_path / "only.jsonl"  # --rows trains those rows and nothing else
     _run("bench_unlabelled.py", *toy[2:], "--out", str(only), "--ratio", "1", "--rows", "BL", "TN")
     assert [json.loads(line)["row"] for line in only.read_text().splitlines()] == ["BL", "TN"]

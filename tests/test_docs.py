@@ -255,7 +255,8 @@ def test_fidelity_ranges_quoted_in_prose_are_the_result_files():
     fidelity = " ".join((ROOT / "docs" / "fidelity.md").read_text().split())
     assert f"the paper's recipe ends {paper[0]}–{paper[1]} mIoU below" in readme
     assert f"depth dropout) {default[0]}–{default[1]} below" in readme
-    assert f"({default[0]} to {default[1]} mIoU below); the paper's recipe ends {paper[0]} to {paper[1]} below" in fidelity
+    assert (f"({default[0]} to {default[1]} mIoU below); the paper's recipe ends {paper[0]} to {paper[1]} below"
+            in fidelity)
     positive = {key: m for key, m in means.items() if m > 0 and key[0] != "nodepth"}
     assert {(t, s, c[4]): round(m, 2) for (t, s, c), m in positive.items()} == {("dacnn6+drop", "ce", 384): 0.02}
     assert "at 384 images, +0.02 ± 0.1" in fidelity

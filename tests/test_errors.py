@@ -113,7 +113,8 @@ def test_depth_aware_ops_and_conversion_raise_library_errors():
     bad_calls = [
         (lambda: depth_aware_conv2d(x, d, w, padding="wide"), r"padding must be .*'same'.*got 'wide'"),
         (lambda: depth_aware_conv2d(x, d, w, impl="fast"), r"impl must be one of \('auto'.*got 'fast'"),
-        (lambda: depth_aware_conv2d(x, d, w, alpha=-1.0), r"alpha must be a finite number >= 0 \(per metre\), got -1.0"),
+        (lambda: depth_aware_conv2d(x, d, w, alpha=-1.0),
+         r"alpha must be a finite number >= 0 \(per metre\), got -1.0"),
         (lambda: depth_aware_conv2d(x, d, w, stride=2, padding="same"), r"padding='same' needs stride 1"),
         (lambda: depth_aware_conv2d(x[0], d, w), r"x of shape \(B, C, H, W\), got \(2, 5, 5\)"),
         (lambda: depth_context(d, resize="cubic").__enter__(), r"resize must be one of .*'avgpool'.*got 'cubic'"),

@@ -112,7 +112,8 @@ def test_evaluate_refuses_a_corrupt_model_pt(tmp_path, capsys):
     trained = _baseline(tmp_path)
     checkpoint = tmp_path / "bl" / "model.pt"
     _flip_tensor_bytes(checkpoint, trained.state_dict()["conv1.weight"], count=200)
-    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", "tests.tiny_rgbd:TinyRGBD", "--data-arg", "n=2"]) == 2
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", "tests.tiny_rgbd:TinyRGBD",
+                 "--data-arg", "n=2"]) == 2
     assert "model.pt is corrupt" in capsys.readouterr().err
 
 

@@ -129,6 +129,9 @@ class DistillSettings:
         unlabelled_temperature: Temperature of the soft targets on unlabelled frames.
         unlabelled_weight: Weight of the unlabelled term beside the labelled loss.
         unlabelled_confidence: Hard targets: the labeller's top probability a pixel needs to count.
+        control_labeller_epochs: Method ``"unlabelled"``: epochs of the RGB labeller of its control (row
+            ``SN-RGB``); ``None``: the teacher's epochs (the labeller is row ``BL@TN``). A labeller trained longer
+            asks whether the teacher's depth or only its extra training makes the difference.
         online_weight: Method ``"online"``: the full weight of the student's soft-target term beside its CE.
         online_temperature: Method ``"online"``: the temperature of the soft targets (KL at ``T``, times ``T²``).
         online_ramp_epochs: Method ``"online"``: the soft-target weight rises linearly over this many epochs,
@@ -186,6 +189,7 @@ class DistillSettings:
     unlabelled_temperature: float = 2.0
     unlabelled_weight: float = 1.0
     unlabelled_confidence: float = 0.0
+    control_labeller_epochs: int | None = None
     # method "online": teacher and student trained together, the student against the teacher's current logits
     online_weight: float = 1.0
     online_temperature: float = 2.0
@@ -234,6 +238,11 @@ class DistillSettings:
         _number("unlabelled_temperature", self.unlabelled_temperature, low=0.0, open_low=True)
         _number("unlabelled_weight", self.unlabelled_weight, low=0.0)
         _number("unlabelled_confidence", self.unlabelled_confidence, low=0.0, high=1.0)
+        if self.control_labeller_epochs is not None and (isinstance(self.control_labeller_epochs, bool) or not
+                                                         isinstance(self.control_labeller_epochs, int)
+                                                         or self.control_labeller_epochs < 1):
+            raise ConfigError(f"control_labeller_epochs must be an integer >= 1 or None (the teacher's epochs), "
+                              f"got {self.control_labeller_epochs!r}")
         _number("online_weight", self.online_weight, low=0.0)
         _number("online_temperature", self.online_temperature, low=0.0, open_low=True)
         if isinstance(self.online_ramp_epochs, bool) or not isinstance(self.online_ramp_epochs, int) \

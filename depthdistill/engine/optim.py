@@ -15,8 +15,8 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from depthdistill.errors import ConfigError
 
-__all__ = ["DEFAULT_LR", "DEFAULT_MOMENTUM", "DEFAULT_POLY_POWER", "DEFAULT_WEIGHT_DECAY", "OptimizerFactory", "SchedulerFactory",
-           "sgd", "poly_schedule"]
+__all__ = ["DEFAULT_LR", "DEFAULT_MOMENTUM", "DEFAULT_POLY_POWER", "DEFAULT_WEIGHT_DECAY", "OptimizerFactory",
+           "SchedulerFactory", "sgd", "poly_schedule"]
 
 #: ``factory(parameters) -> Optimizer``.
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], Optimizer]

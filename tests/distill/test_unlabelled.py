@@ -147,3 +147,23 @@ def test_the_controls_rgb_labeller_is_the_experiments_bl_at_tn_trained_once(monk
     # a baseline with other epochs is another model
     assert d.train_baseline(labelled, 2, name="bl_tn") is not d.models["BL@TN"]
     assert trained.count("bl_tn") == 2
+
+
+def test_the_controls_labeller_can_train_longer_than_the_teacher():
+    labelled, unlabelled = TinyRGBD(8), without_labels(TinyRGBD(8, seed=7))
+    d = Distiller(_model(), NUM_CLASSES, "unlabelled", control_labeller_epochs=3, **COMMON)
+    control = d.train_control(labelled, teacher_epochs=1, student_epochs=1, unlabelled_data=unlabelled)
+    assert list(d.fits) == ["sn_rgb_labeller", "sn_rgb"] and len(d.fits["sn_rgb_labeller"].history) == 3
+    # the labeller is the baseline trained for those epochs (trained once: the memo returns it again)
+    reference = Distiller(_model(), NUM_CLASSES, "unlabelled", **COMMON).train_baseline(labelled, 3)
+    for p, q in zip(d.train_baseline(labelled, 3, name="sn_rgb_labeller").parameters(), reference.parameters(),
+                    strict=True):
+        assert torch.equal(p, q)
+    assert list(d.fits) == ["sn_rgb_labeller", "sn_rgb"]
+    usual = Distiller(_model(), NUM_CLASSES, "unlabelled", **COMMON)
+    usual_control = usual.train_control(labelled, teacher_epochs=1, student_epochs=1, unlabelled_data=unlabelled)
+    assert list(usual.fits) == ["bl_tn", "sn_rgb"]
+    assert not all(torch.equal(p, q) for p, q in zip(control.parameters(), usual_control.parameters()))
+    for bad in (0, 1.5, True):
+        with pytest.raises(ConfigError, match="control_labeller_epochs must be an integer >= 1"):
+            DistillSettings(control_labeller_epochs=bad)

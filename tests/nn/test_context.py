@@ -97,7 +97,8 @@ def test_depth_moves_to_feature_device_and_is_memoised():
     with depth_context(depth):
         a, _ = depth_at(torch.zeros(1, 1, 4, 4), "nearest", "layer")
         b, _ = depth_at(torch.zeros(1, 2, 4, 4), "nearest", "layer")
-        on_meta, _ = depth_at(torch.zeros(1, 1, 4, 4, device="meta"), "nearest", "layer")  # a device other than the depth's
+        # a device other than the depth's
+        on_meta, _ = depth_at(torch.zeros(1, 1, 4, 4, device="meta"), "nearest", "layer")
     assert a is b  # one resize per resolution and device
     assert a.device == depth.device and a.dtype == torch.float64  # the depth's values, not rounded to the features'
     torch.testing.assert_close(a, depth[..., ::2, ::2], rtol=0, atol=0)

@@ -142,8 +142,9 @@ class UnlabelledDistillation(Method):
         "SN": ("the student network: the plain network trained on RGB for {epochs}, per step on a labelled batch "
                "(CE) and a batch of unlabelled frames whose targets are TN's predictions from their RGB-D: depth "
                "reaches the RGB model only through those targets"),
-        "SN-RGB": ("the control without depth: SN's training with BL@TN, trained on RGB only, labelling the "
-                   "unlabelled frames instead of TN, for {epochs}: SN − SN-RGB is what depth adds"),
+        "SN-RGB": ("the control without depth: SN's training with BL@TN (or BL trained for the settings' "
+                   "control_labeller_epochs), trained on RGB only, labelling the unlabelled frames instead of TN, "
+                   "for {epochs}: SN − SN-RGB is what depth adds"),
     }
 
     def train(self, distiller: Distiller, train_data: Data, *, teacher_epochs: int, student_epochs: int,
@@ -163,10 +164,13 @@ class UnlabelledDistillation(Method):
 
     def train_control(self, distiller: Distiller, train_data: Data, *, teacher_epochs: int, student_epochs: int,
                       val_data: Data | None = None, unlabelled_data: Data | None = None) -> nn.Module:
-        """The same student with an RGB labeller: BL trained for the teacher's epochs (``bl_tn``), its frozen copy
-        labelling the frames from their RGB; the student starts from its weights or the initial ones."""
+        """The same student with an RGB labeller: BL trained for the teacher's epochs (row ``BL@TN``) or for the
+        settings' ``control_labeller_epochs`` (phase ``sn_rgb_labeller``), its frozen copy labelling the frames
+        from their RGB; the student starts from its weights or the initial ones."""
         _require(unlabelled_data)
-        baseline = distiller.train_baseline(train_data, teacher_epochs, val_data, name=row_folder("BL@TN"))
+        epochs = distiller.settings.control_labeller_epochs or teacher_epochs
+        name = row_folder("BL@TN") if epochs == teacher_epochs else f"{row_folder('SN-RGB')}_labeller"
+        baseline = distiller.train_baseline(train_data, epochs, val_data, name=name)
         labeller = student_phase.frozen_logits(distiller, frozen_copy(baseline), depth=False)
         start = copy.deepcopy(baseline) if distiller.settings.student_start == "teacher" else distiller.initial_copy()
         return train_with_unlabelled(distiller, start, train_data, unlabelled_data, student_epochs, val_data,
