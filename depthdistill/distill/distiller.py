@@ -425,7 +425,7 @@ class Distiller:
                   val_data: Data | None, *, needs_depth: bool, lr_scale: float = 1.0,
                   optimizer_state: dict[str, Any] | None = None, keep_optimizer_state: bool = False,
                   distillation: dict[str, Any] | None = None, schedule_start: int = 0,
-                  schedule_epochs: int | None = None) -> FitResult:
+                  schedule_epochs: int | None = None, deployable: nn.Module | None = None) -> FitResult:
         """Trains one phase with :func:`~depthdistill.engine.fit` in ``out_dir/<name>``, with the Distiller's
         optimiser, schedule, callbacks, log and resume check; records the result in :attr:`fits`.
 
@@ -443,6 +443,8 @@ class Distiller:
             distillation: What the phase learns from (student loss, teacher source), part of its identity.
             schedule_start: Epochs of the learning-rate schedule earlier phases trained (this phase continues it).
             schedule_epochs: Epochs the schedule is planned over (default: it ends with this phase).
+            deployable: The part of ``model`` that ``model.pt`` and ``best.pt`` hold and that ``evaluate`` /
+                ``predict`` / ``export`` rebuild (default: all of it), e.g. the student of a pair trained together.
 
         Returns:
             The phase's :class:`~depthdistill.engine.FitResult`.
@@ -454,7 +456,8 @@ class Distiller:
             identity["distillation"] = distillation
         # the model's conversion (load_model rebuilds a teacher from it), then what trained it
         meta = {**self.meta, "phase": name, "num_classes": self.num_classes, "ignore_index": self.ignore_index,
-                **depth_aware_record(model), "distill": self.settings.to_dict()}
+                **depth_aware_record(model if deployable is None else deployable),
+                "distill": self.settings.to_dict()}
         palette = getattr(getattr(train_data, "dataset", train_data), "palette", None)
         if palette is not None and len(palette) == self.num_classes:
             meta["palette"] = [[int(c) for c in colour] for colour in palette]  # predict paints with it
@@ -471,7 +474,7 @@ class Distiller:
             evaluate=evaluate, check=check, optimizer=self.optimizer, scheduler=self.scheduler,
             callbacks=self.callbacks, resume=self.resume, meta=meta, identity=identity, log=self.log,
             optimizer_state=optimizer_state, keep_optimizer_state=keep_optimizer_state, lr_scale=lr_scale,
-            schedule_start=schedule_start, schedule_epochs=schedule_epochs,
+            schedule_start=schedule_start, schedule_epochs=schedule_epochs, deployable=deployable,
         )
         return self.fits[name]
 

@@ -158,6 +158,7 @@ def fit(
     lr_scale: float = 1.0,
     schedule_start: int = 0,
     schedule_epochs: int | None = None,
+    deployable: nn.Module | None = None,
 ) -> FitResult:
     """Trains ``model`` in place for ``epochs`` epochs of ``loss_fn``.
 
@@ -209,6 +210,9 @@ def fit(
         schedule_epochs: Epochs the schedule is planned over (default ``schedule_start + epochs``: the decay ends
             with this phase); more leaves the rest of the decay to a later phase. Resuming with another
             ``schedule_start`` or ``schedule_epochs`` is refused.
+        deployable: The part of ``model`` that ``model.pt`` and ``best.pt`` hold (default: all of it), when what
+            trains is more than what is deployed (a student trained inside a pair, a model with a training-only
+            head): those files then load into the deployed model itself. ``last.pt`` holds all of ``model``.
 
     Returns:
         A :class:`FitResult`.
@@ -217,7 +221,8 @@ def fit(
         TrainingError: If the loss is NaN or infinite (the last checkpoint is kept), or resuming from a
             checkpoint of another phase, epoch count, setting of :data:`RESUME_SETTINGS` or ``identity`` (the
             differences are named).
-        CheckpointError: If the checkpoint to resume from is corrupt.
+        CheckpointError: If the checkpoint to resume from is corrupt, or a finished phase's ``last.pt`` is
+            unreadable and its ``model.pt`` holds only ``deployable``.
         ConfigError: If the checkpoint holds another model's weights.
 
     Examples:
@@ -247,6 +252,7 @@ def fit(
     check_count(schedule_epochs, "schedule_epochs", schedule_start + epochs, where=phase)
     run = _build_run(model, loader, epochs, phase, settings, device, meta or {}, identity or {}, optimizer,
                      scheduler, optimizer_state, lr_scale, (schedule_start, schedule_epochs))
+    run.deployable = model if deployable is None else deployable
 
     state, source = resume_state(run_dir, device) if resume and run_dir is not None else (None, None)
     if state is not None:
@@ -308,6 +314,8 @@ class _Run:
     best_epoch: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: int | None = None
+    #: What model.pt and best.pt hold (fit's ``deployable``).
+    deployable: nn.Module | None = None
 
 
 def _build_run(
@@ -346,6 +354,9 @@ def _restore(
 
     Raises a TrainingError naming every difference between the checkpoint's plan and this call's.
     """
+    if "optimizer" not in state and run.deployable is not run.model:
+        raise CheckpointError(f"{last_path} is unreadable, and {source} holds only the deployed part of "
+                              f"{run.phase!r}'s model: train {run.phase!r} again (remove {last_path.parent})")
     load_model_state(run.model, state["model"], source)
     differences = resume_differences(state, run.phase, run.epochs, run.settings, run.identity, run.lr_scale,
                                      run.opt if custom_optimizer else None, run.lr_schedule)
@@ -422,7 +433,7 @@ def _validate(
         run.best_metric, run.best_epoch = float(value), epoch
         if run_dir is not None and is_main_process():
             save_checkpoint({"format": CHECKPOINT_FORMAT, "phase": run.phase, "epoch": epoch + 1,
-                             "model": run.model.state_dict(), "metric": {best_key: run.best_metric},
+                             "model": run.deployable.state_dict(), "metric": {best_key: run.best_metric},
                              "meta": run.meta}, run_dir / "best.pt")
     return {f"val_{k}": v for k, v in metrics.items() if isinstance(v, float)}
 
@@ -431,7 +442,7 @@ def _checkpoint(run: _Run, epoch: int, *, resumable: bool) -> dict[str, Any]:
     """The checkpoint record after ``epoch`` epochs: ``last.pt`` (``resumable``: with the optimiser, schedule,
     scaler and RNG states) or ``model.pt`` (the weights and the phase's record only)."""
     record = {"format": CHECKPOINT_FORMAT, "phase": run.phase, "epoch": epoch, "epochs": run.epochs,
-              "global_step": run.global_step, "model": run.model.state_dict()}
+              "global_step": run.global_step, "model": (run.model if resumable else run.deployable).state_dict()}
     if resumable:
         record.update(optimizer=run.opt.state_dict(), optimizer_class=type(run.opt).__name__,
                       scheduler=run.sched.state_dict(), scaler=run.scaler.state_dict(), rng=capture_rng_state())

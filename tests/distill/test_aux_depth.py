@@ -18,6 +18,7 @@ from depthdistill.distill.methods.aux_depth import (
     default_aux_depth_layer,
     si_log_loss,
 )
+from depthdistill.engine.registry import load_model
 from depthdistill.errors import ConfigError, DepthError
 from depthdistill.models import deeplab_vgg16
 from tests.tiny_rgbd import NUM_CLASSES, TinyRGBD, TinySegmenter
@@ -79,10 +80,10 @@ def test_weight_zero_is_the_ce_baseline_bit_for_bit_and_a_positive_weight_is_not
     assert list(active.fits) == ["sn"]  # no teacher phase
 
 
-def test_the_returned_model_is_the_plain_model_without_head_or_hooks():
+def test_the_returned_model_is_the_plain_model_without_head_or_hooks(tmp_path):
     model = _model()
     keys = list(model.state_dict())
-    d = Distiller(model, NUM_CLASSES, method="aux_depth", **COMMON)
+    d = Distiller(model, NUM_CLASSES, method="aux_depth", out_dir=tmp_path, **COMMON)
     trained = d.train(TinyRGBD(8), teacher_epochs=3, student_epochs=1)
     assert type(trained) is TinySegmenter and list(trained.state_dict()) == keys
     assert list_depth_aware(trained) == []
@@ -90,6 +91,11 @@ def test_the_returned_model_is_the_plain_model_without_head_or_hooks():
     assert trained(torch.randn(1, 3, 16, 16)).shape == (1, NUM_CLASSES, 16, 16)
     control = d.train_control(TinyRGBD(8), teacher_epochs=3, student_epochs=1)
     assert list(control.state_dict()) == keys and all(not m._forward_hooks for m in control.modules())
+    # model.pt holds the model without its head: what evaluate / predict / export rebuild
+    for folder, expected in (("sn", trained), ("sn_rgb", control)):
+        rebuilt, _ = load_model(tmp_path / folder / "model.pt", model={"name": "tests.tiny_rgbd:TinySegmenter"})
+        # parameters: the forward above, in training mode, moved the returned model's BatchNorm statistics
+        assert all(torch.equal(p, q) for p, q in zip(rebuilt.parameters(), expected.parameters(), strict=True))
 
 
 def test_the_default_layer_is_the_last_convolution_before_the_classifier():

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from depthdistill.convert import list_depth_aware
 from depthdistill.distill import Distiller
+from depthdistill.engine.registry import load_model
 from depthdistill.engine.checkpoint import load_checkpoint
 from depthdistill.errors import DepthError
 from depthdistill.nn import depth_context
@@ -108,11 +109,13 @@ def test_the_student_is_plain_the_teacher_trained_with_depth_and_the_control_nev
     with torch.no_grad(), depth_context(torch.ones_like(sample["depth"][None])):
         without = d.teacher(rgb)
     assert not torch.allclose(with_depth, without)
-    # One checkpoint holds both models; the control's holds no depth-aware layer.
-    sn, control = (load_checkpoint(tmp_path / name / "model.pt") for name in ("sn", "sn_rgb"))
-    assert sn["meta"]["depth_aware_layers"] == ["partner.conv1", "partner.conv2"]
-    assert control["meta"]["depth_aware_layers"] == []
-    assert set(sn["model"]) == set(control["model"]) == {f"{who}.{k}" for who in ("student", "partner") for k in keys}
+    # last.pt holds both models (to resume); model.pt the student alone, which load_model rebuilds as trained.
+    for name, row in (("sn", "SN"), ("sn_rgb", "SN-RGB")):
+        last = load_checkpoint(tmp_path / name / "last.pt")
+        assert set(last["model"]) == {f"{who}.{k}" for who in ("student", "partner") for k in keys}
+        assert load_checkpoint(tmp_path / name / "model.pt")["meta"]["depth_aware_layers"] == []
+        rebuilt, _ = load_model(tmp_path / name / "model.pt", model={"name": "tests.tiny_rgbd:TinySegmenter"})
+        assert list_depth_aware(rebuilt) == [] and _states_equal(rebuilt.state_dict(), d.models[row].state_dict())
     # The control needs no depth at all; the method refuses data without it.
     rgb_only = TinyRGBD(8, with_depth=False)
     Distiller(_model(), NUM_CLASSES, method="online", **COMMON).train_control(rgb_only, teacher_epochs=1,

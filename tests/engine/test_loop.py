@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from tests.tiny_rgbd import TinyRGBD, TinySegmenter
 
 from depthdistill.engine import LoopState, RunLog, TrainSettings, fit, progress
-from depthdistill.errors import ConfigError, TrainingError
+from depthdistill.errors import CheckpointError, ConfigError, TrainingError
 
 
 def _ce(model, batch, epoch):
@@ -153,3 +153,29 @@ def test_a_carried_optimizer_state_is_copied_not_trained_in_place():
     for key, state in first.optimizer_state["state"].items():
         for name, value in state.items():
             assert torch.equal(value, before[key][name]), (key, name)
+
+
+def test_a_deployable_part_is_what_model_pt_and_best_pt_hold_and_last_pt_holds_everything(tmp_path):
+    torch.manual_seed(0)
+    student, head = TinySegmenter(norm=False, dropout=0.0), nn.Conv2d(3, 1, 1)  # the head: training only
+    model = nn.ModuleDict({"student": student, "head": head})
+
+    def loss(m, batch, epoch):
+        extra = m["head"](batch["rgb"]).pow(2).mean()
+        return {"loss": _ce(m["student"], batch, epoch)["loss"] + extra}
+
+    data, settings = TinyRGBD(4, void=False), _quiet(batch_size=2, lr=0.1)
+    fit(model, loss, data, 1, settings=settings, run_dir=tmp_path, log=RunLog(None, echo=False),
+        evaluate=lambda m: {"mean_iou": 0.5}, deployable=student)
+    for name in ("model.pt", "best.pt"):
+        saved = torch.load(tmp_path / name, weights_only=False)["model"]
+        assert saved.keys() == student.state_dict().keys()
+        assert all(torch.equal(v, student.state_dict()[k]) for k, v in saved.items())
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["model"].keys() == model.state_dict().keys()
+    # a finished phase resumes from last.pt; with it unreadable, model.pt alone cannot restore the head
+    fit(model, loss, data, 1, settings=settings, run_dir=tmp_path, log=RunLog(None, echo=False), resume=True,
+        deployable=student)
+    (tmp_path / "last.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"last.pt is unreadable, and .*model.pt holds only the deployed part"):
+        fit(model, loss, data, 1, settings=settings, run_dir=tmp_path, log=RunLog(None, echo=False), resume=True,
+            deployable=student)

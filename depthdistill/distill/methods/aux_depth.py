@@ -252,7 +252,8 @@ def train_aux_depth(distiller: Distiller, train_data: Data, epochs: int, val_dat
         return {"loss": ce + s.aux_depth_weight * depth_loss, "ce": ce.detach(), "depth": depth_loss.detach()}
 
     try:
-        distiller.fit_phase(name, trained, loss_fn, train_data, epochs, val_data, needs_depth=True)
+        distiller.fit_phase(name, trained, loss_fn, train_data, epochs, val_data, needs_depth=True,
+                            deployable=model)
     finally:
         trained.release()
     return model

@@ -127,7 +127,8 @@ def train_online(distiller: Distiller, train_data: Data, epochs: int, val_data: 
         return {"loss": ce + weight * kl + partner_ce, "ce": ce.detach(), "kl": kl.detach(),
                 "partner_ce": partner_ce.detach(), "weight": torch.tensor(weight, device=ce.device)}
 
-    distiller.fit_phase(name, pair, loss_fn, train_data, epochs, val_data, needs_depth=with_depth)
+    distiller.fit_phase(name, pair, loss_fn, train_data, epochs, val_data, needs_depth=with_depth,
+                        deployable=pair.student)
     return pair
 
 
