@@ -12,8 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from depthdistill.convert import convert_to_depth_aware, convert_to_plain
 from depthdistill.distill.settings import qualified_name
+from depthdistill.distill.teacher import as_teacher
 from depthdistill.engine.evaluate import select_logits
 from depthdistill.errors import ConfigError, TrainingError
 from depthdistill.losses import CEPlusVTCE, StudentLoss
@@ -41,19 +41,16 @@ def teacher_logits(distiller: Distiller, student: nn.Module, source: str) -> Tea
     if source == "frozen":
         return frozen_logits(distiller, distiller.teacher, depth=True)
 
-    s, layers = distiller.settings, list(distiller.depth_aware_layers)
-
     def live(batch: dict) -> torch.Tensor:
         # The shared weights as they are now, run as the depth-aware teacher (eval mode: no dropout, BN
         # running statistics), then back to the plain student in train mode.
-        convert_to_depth_aware(student, alpha=s.alpha, depth_resize=s.depth_resize, include=layers)
-        student.eval()
-        try:
-            with torch.no_grad(), depth_context(batch["depth"]):
-                return select_logits(student(batch["rgb"]), distiller.output_key)
-        finally:
-            convert_to_plain(student)
-            student.train()
+        with as_teacher(student, distiller.settings, distiller.depth_aware_layers):
+            student.eval()
+            try:
+                with torch.no_grad(), depth_context(batch["depth"]):
+                    return select_logits(student(batch["rgb"]), distiller.output_key)
+            finally:
+                student.train()
 
     return live
 

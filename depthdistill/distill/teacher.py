@@ -4,13 +4,15 @@ two building blocks it is made of that own training loops can use too: depth dro
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from depthdistill.convert import convert_to_depth_aware, list_depth_aware
+from depthdistill.convert import convert_to_depth_aware, convert_to_plain, list_depth_aware
 from depthdistill.distill.settings import DistillSettings
 from depthdistill.engine.distributed import get_rank, get_world_size
 from depthdistill.engine.settings import check_count
@@ -20,7 +22,7 @@ from depthdistill.nn import depth_context
 if TYPE_CHECKING:
     from depthdistill.distill.distiller import Data, Distiller
 
-__all__ = ["train_teacher", "convert_teacher", "drop_depth", "frozen_copy", "shared_schedule"]
+__all__ = ["train_teacher", "convert_teacher", "as_teacher", "drop_depth", "frozen_copy", "shared_schedule"]
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:
@@ -118,6 +120,32 @@ def convert_teacher(model: nn.Module, settings: DistillSettings | str = "default
     s = DistillSettings.from_preset(settings) if isinstance(settings, str) else settings
     return convert_to_depth_aware(model, alpha=s.alpha, depth_resize=s.depth_resize, include=s.layer_filter(model),
                                   exclude=s.exclude)
+
+
+@contextmanager
+def as_teacher(model: nn.Module, settings: DistillSettings,
+               layers: list[str] | None = None) -> Iterator[nn.Module]:
+    """``model`` depth-aware as the teacher inside the block (:func:`convert_teacher`, or exactly the named
+    ``layers``, with the settings' α and depth resize); plain again after it. The Parameters are the same objects
+    (only the layers' classes change), so outside the block the model, its checkpoints and its validation are the
+    plain one: the live teacher of ``teacher_source="live"`` and the consistency method's depth pass.
+
+    Examples:
+        >>> from depthdistill import list_depth_aware
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 4, 3))
+        >>> with as_teacher(net, DistillSettings(layers="all")):
+        ...     inside = list_depth_aware(net)
+        >>> inside, list_depth_aware(net)
+        (['0', '1'], [])
+    """
+    if layers is None:
+        convert_teacher(model, settings)
+    else:
+        convert_to_depth_aware(model, alpha=settings.alpha, depth_resize=settings.depth_resize, include=list(layers))
+    try:
+        yield model
+    finally:
+        convert_to_plain(model)
 
 
 def train_teacher(distiller: Distiller, train_data: Data, epochs: int, val_data: Data | None, *,

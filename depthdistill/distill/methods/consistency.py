@@ -28,8 +28,7 @@ from depthdistill.convert import convert_to_plain, list_depth_aware
 from depthdistill.distill.experiment import row_folder
 from depthdistill.distill.methods.base import Method
 from depthdistill.distill.methods.unlabelled import unlabelled_loss
-from depthdistill.distill.settings import DistillSettings
-from depthdistill.distill.teacher import convert_teacher, drop_depth
+from depthdistill.distill.teacher import as_teacher, convert_teacher, drop_depth
 from depthdistill.errors import DepthError
 from depthdistill.nn import depth_context
 
@@ -111,17 +110,6 @@ def other_depth(depth: torch.Tensor, donors: torch.Tensor) -> torch.Tensor:
 
 
 @contextmanager
-def _depth_aware(model: nn.Module, settings: DistillSettings) -> Iterator[None]:
-    """``model``'s layers depth-aware as the teacher's for the block, plain again after it (the same Parameters:
-    only the classes change, so checkpoints, validation and the model between steps are the plain one)."""
-    convert_teacher(model, settings)
-    try:
-        yield
-    finally:
-        convert_to_plain(model)
-
-
-@contextmanager
 def _running_statistics_kept(model: nn.Module) -> Iterator[None]:
     """The running statistics of ``model``'s normalisation layers (BatchNorm …) as they were before the block:
     the deployed plain model normalises with them, so they must be the plain pass's, not the depth pass's.
@@ -151,7 +139,7 @@ def depth_pass(distiller: Distiller, student: nn.Module,
 
     def second(model: nn.Module, batch: dict) -> torch.Tensor:
         depth = batch["depth"] if pick_depth is None else pick_depth(batch["depth"])
-        with _depth_aware(student, s), _running_statistics_kept(student), \
+        with as_teacher(student, s), _running_statistics_kept(student), \
                 depth_context(drop_depth(depth, s.depth_dropout)):
             return distiller.forward(model, batch)
 
