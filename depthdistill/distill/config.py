@@ -79,7 +79,8 @@ class ExperimentConfig:
     """``experiment:`` — what to train and for how long.
 
     Attributes:
-        rows: Any of ``BL``, ``BL@TN``, ``TN``, ``TN→RGB``, ``SN``, ``BL+VTCE``, ``BL+PS``, ``BL@TN+PS``.
+        rows: Any of :data:`~depthdistill.distill.experiment.EXPERIMENT_ROWS` (``BL``, ``BL@TN``, ``TN``, ``TN→RGB``,
+            ``SN``, ``SN-RGB``, ``BL+VTCE``, ``BL+PS``, ``BL@TN+PS``).
         teacher_epochs: Epochs of TN.
         student_epochs: Epochs of SN and BL+PS.
         baseline_epochs: Epochs of BL and BL+VTCE (``null``: teacher + student epochs).

@@ -147,6 +147,21 @@ def test_the_sn_rgb_row_of_an_experiment_is_the_removal_control():
     assert all(math.isfinite(r.mean_iou) for r in table)
 
 
+def test_per_phase_the_controls_teacher_is_the_experiments_bl_at_tn_trained_once():
+    starts = []
+    d = Distiller(_model(), NUM_CLASSES, "paper", **COMMON,
+                  callbacks=[lambda state: starts.append(state.phase) if state.event == "epoch_start" else None])
+    table = d.run_experiment(TinyRGBD(8), TinyRGBD(4, seed=1), teacher_epochs=2, student_epochs=1,
+                             rows=["BL@TN", "SN-RGB"])
+    assert starts.count("bl_tn") == 2 and starts.count("sn_rgb") == 1  # two epochs, one training
+    assert [r.name for r in table] == ["BL@TN", "SN-RGB"]
+    # the row's model is not the one the control trained on
+    reference = Distiller(_model(), NUM_CLASSES, "paper", **COMMON).train_baseline(TinyRGBD(8), 2)
+    assert all(torch.equal(p, q) for p, q in zip(d.models["BL@TN"].parameters(), reference.parameters(), strict=True))
+    assert not all(torch.equal(p, q) for p, q in zip(d.models["SN-RGB"].parameters(), reference.parameters(),
+                                                        strict=True))
+
+
 def _resumable_run(path, stop_at=None):
     """Teacher 2 epochs, student 2 epochs on one schedule; optionally killed at (phase, epoch, batch)."""
     def killer(state):

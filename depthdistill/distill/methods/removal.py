@@ -3,6 +3,7 @@ convolutions and trained on RGB with the student loss against the frozen teacher
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -46,23 +47,30 @@ class DepthRemoval(Method):
         its frozen copy (RGB in) for ``student_epochs``, with the student phase's learning-rate scale, optimiser
         state and schedule as SN's. Depth is never read, so the data need none.
 
-        With ``schedule="per_phase"`` the teacher is exactly the row BL@TN (its folder, ``bl_tn``); with
-        ``"one"`` its decay runs over both phases, so it trains in a folder of its own (``sn_rgb_tn``). The soft
+        With ``schedule="per_phase"`` the teacher is exactly the row BL@TN (its folder, ``bl_tn``; trained once per
+        Distiller by :meth:`~depthdistill.Distiller.train_baseline`, unless ``student_optimizer="carry"`` needs its
+        optimiser state); with ``"one"`` its decay runs over both phases, so it trains in a folder of its own (``sn_rgb_tn``). The soft
         targets always come from the frozen copy: the live weights run without depth are the student itself.
         """
         s = distiller.settings
         plan = shared_schedule(s.schedule, teacher_epochs, student_epochs, where=row_folder("SN-RGB"))
         teacher_name = row_folder("BL@TN") if plan is None else f"{row_folder('SN-RGB')}_tn"
-        model = distiller.initial_copy()
-        distiller.check_data(train_data, needs_depth=False, where=f"{teacher_name} training data")
+        optimizer_state = None
+        if plan is None and not s.carries_optimizer_state:
+            # the row BL@TN itself, trained once per Distiller (with that row, or by the unlabelled method's control)
+            model = copy.deepcopy(distiller.train_baseline(train_data, teacher_epochs, val_data, name=teacher_name))
+        else:
+            model = distiller.initial_copy()
+            distiller.check_data(train_data, needs_depth=False, where=f"{teacher_name} training data")
 
-        def ce(model: nn.Module, batch: dict, epoch: int) -> dict[str, torch.Tensor]:
-            logits = distiller.forward(model, batch).float()
-            return {"loss": F.cross_entropy(logits, batch["label"], ignore_index=distiller.ignore_index)}
+            def ce(model: nn.Module, batch: dict, epoch: int) -> dict[str, torch.Tensor]:
+                logits = distiller.forward(model, batch).float()
+                return {"loss": F.cross_entropy(logits, batch["label"], ignore_index=distiller.ignore_index)}
 
-        first = distiller.fit_phase(teacher_name, model, ce, train_data, teacher_epochs, val_data, needs_depth=False,
-                                    keep_optimizer_state=s.carries_optimizer_state,
-                                    **({} if plan is None else {"schedule_epochs": sum(plan)}))
+            optimizer_state = distiller.fit_phase(
+                teacher_name, model, ce, train_data, teacher_epochs, val_data, needs_depth=False,
+                keep_optimizer_state=s.carries_optimizer_state,
+                **({} if plan is None else {"schedule_epochs": sum(plan)})).optimizer_state
         rgb_teacher = student_phase.frozen_logits(distiller, frozen_copy(model), depth=False)
 
         def distil(model: nn.Module, batch: dict, epoch: int) -> dict[str, torch.Tensor]:
@@ -72,7 +80,7 @@ class DepthRemoval(Method):
 
         name = row_folder("SN-RGB")
         distiller.fit_phase(name, model, distil, train_data, student_epochs, val_data, needs_depth=False,
-                            lr_scale=s.student_lr_scale, optimizer_state=first.optimizer_state,
+                            lr_scale=s.student_lr_scale, optimizer_state=optimizer_state,
                             distillation={"loss": student_phase.student_loss_identity(distiller.student_loss),
                                           "teacher_source": "frozen RGB"},
                             **student_phase.continued_schedule(plan, student_epochs, name))
