@@ -10,6 +10,7 @@ import torch
 import torch.multiprocessing as mp
 from tests.tiny_rgbd import NUM_CLASSES, TinyRGBD, TinySegmenter
 
+from depthdistill.data import without_labels
 from depthdistill.distill import Distiller
 from depthdistill.engine import get_world_size, init_distributed, is_distributed, shutdown_distributed
 
@@ -63,6 +64,45 @@ def test_two_processes_agree_match_one_process_with_the_whole_batch_and_only_ran
     assert epochs == [("tn", 0), ("sn", 0)]
     assert [r["event"] for r in records if "event" in r] == ["teacher_start", "student_start"]
     assert sorted(p.name for p in (tmp_path / "ddp" / "sn").iterdir()) == ["last.pt", "model.pt"]
+
+
+#: Methods whose step runs more than one forward (a second batch, a second pass, a partner) under DDP.
+METHODS = ("unlabelled", "online", "aux_depth", "consistency")
+
+
+def _method_data(method: str) -> dict:
+    return {"unlabelled_data": without_labels(TinyRGBD(8, seed=7))} if method == "unlabelled" else {}
+
+
+def _methods_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    init_distributed()
+    for method in METHODS:
+        torch.manual_seed(0)
+        d = Distiller(TinySegmenter(norm=False, dropout=0.0), NUM_CLASSES, method=method, **SETTINGS)
+        student = d.train(TinyRGBD(4), teacher_epochs=1, student_epochs=1, **_method_data(method))
+        torch.save(student.state_dict(), os.path.join(out_dir, f"{method}{rank}.result"))
+    shutdown_distributed()
+    os._exit(0)
+
+
+def test_every_method_under_two_processes_matches_one_process_with_the_whole_batch(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_methods_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    for method in METHODS:
+        ranks = [torch.load(tmp_path / f"{method}{r}.result", weights_only=True) for r in range(2)]
+        torch.manual_seed(0)
+        d = Distiller(TinySegmenter(norm=False, dropout=0.0), NUM_CLASSES, method=method,
+                      **{**SETTINGS, "batch_size": 2})
+        student = d.train(TinyRGBD(4), teacher_epochs=1, student_epochs=1, **_method_data(method))
+        for key, value in student.state_dict().items():
+            assert torch.equal(ranks[0][key], ranks[1][key]), (method, key)
+            torch.testing.assert_close(ranks[0][key], value, rtol=1e-5, atol=1e-6, msg=f"{method} {key}")
+        assert not all(torch.equal(v, d.initial_state[k]) for k, v in student.state_dict().items())
 
 
 def test_cli_train_under_torchrun_with_two_processes(tmp_path):

@@ -49,8 +49,9 @@ class DepthRemoval(Method):
 
         With ``schedule="per_phase"`` the teacher is exactly the row BL@TN (its folder, ``bl_tn``; trained once per
         Distiller by :meth:`~depthdistill.Distiller.train_baseline`, unless ``student_optimizer="carry"`` needs its
-        optimiser state); with ``"one"`` its decay runs over both phases, so it trains in a folder of its own (``sn_rgb_tn``). The soft
-        targets always come from the frozen copy: the live weights run without depth are the student itself.
+        optimiser state); with ``"one"`` its decay runs over both phases, so it trains in a folder of its own
+        (``sn_rgb_tn``). The soft targets always come from the frozen copy: the live weights run without depth are
+        the student itself.
         """
         s = distiller.settings
         plan = shared_schedule(s.schedule, teacher_epochs, student_epochs, where=row_folder("SN-RGB"))
