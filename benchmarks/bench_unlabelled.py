@@ -7,7 +7,7 @@ and one Distiller trains, from exactly those initial weights and on the same dat
 * ``BL@cost``: the same for ``teacher_epochs + student_epochs`` (a baseline given more of the method's cost);
 * ``BL@long``: with ``--long-factor k``, the same for ``k · student_epochs`` (a baseline trained to convergence);
 * ``TN``: the depth-aware teacher on the labelled RGB-D, ``teacher_epochs``, tested on RGB-D (methods that train
-  one: :data:`TEACHER_METHODS`);
+  one: ``Method.trains_teacher``);
 * ``SN``: the variant's method (:data:`VARIANTS`; by default ``"unlabelled"``: the student, per step a labelled
   batch (CE) and an unlabelled batch (the teacher's targets, the teacher fed RGB-D, the student RGB),
   ``student_epochs``; ``removal`` / ``removal-one``: the paper's method on its two schedules; ``online``,
@@ -49,6 +49,7 @@ from bench_dconv import machine_description
 from depthdistill import Distiller
 from depthdistill.data import SyntheticRGBD, eval_transforms, train_transforms
 from depthdistill.data.synthetic import CLASS_NAMES
+from depthdistill.distill.methods import METHODS
 from depthdistill.models import deeplab_vgg16
 
 #: Student variants: Distiller settings of the SN row (the key names the variant in the records); ``method``
@@ -86,8 +87,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
 ROWS = ("BL", "BL@cost", "BL@long", "TN", "SN", "SN-RGB", "SN-RGB@long")
 #: Rows that need ``--long-factor``.
 LONG_ROWS = ("BL@long", "SN-RGB@long")
-#: Methods whose SN continues from the TN row's teacher: TN is trained for them and their cost includes its time.
-TEACHER_METHODS = ("removal", "unlabelled")
 #: Rows that depend on neither the variant nor the unlabelled ratio: measured once per (setting, size, seed,
 #: epochs) and copied into the other cells (training is deterministic at one thread).
 SHARED_ROWS = ("BL", "BL@cost", "BL@long")
@@ -95,6 +94,11 @@ SHARED_ROWS = ("BL", "BL@cost", "BL@long")
 
 def _settings(variant: str) -> dict[str, Any]:
     return {"method": "unlabelled", **VARIANTS[variant]}
+
+
+def _trains_teacher(variant: str) -> bool:
+    """Whether the variant's SN continues from the TN row's teacher: TN is trained for it, its cost includes TN's."""
+    return METHODS[_settings(variant)["method"]].trains_teacher
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
@@ -127,7 +131,7 @@ def run_one(setting: str, n_train: int, ratio: float, seed: int, variant: str, a
     records = _records(args.out)
     done = {_key(r) for r in records}
     settings = _settings(variant)
-    skip = {"TN"} if settings["method"] not in TEACHER_METHODS else set()
+    skip = {"TN"} if not _trains_teacher(variant) else set()
     skip |= {"SN-RGB@long"} if settings["method"] != "unlabelled" else set()
     wanted = tuple(r for r in ROWS if r not in skip and r in args.rows and (r not in LONG_ROWS or args.long_factor))
     todo = [row for row in wanted if _key(_row(base, row, args)) not in done]
@@ -203,7 +207,7 @@ def _stats(values: list[float]) -> str:
 
 def _seconds(rows: dict[str, dict[str, Any]], row: str, variant: str) -> float:
     """A row's training time; SN of a method that continues from TN's teacher includes the teacher's."""
-    teacher = rows["TN"]["seconds"] if row == "SN" and _settings(variant)["method"] in TEACHER_METHODS else 0.0
+    teacher = rows["TN"]["seconds"] if row == "SN" and _trains_teacher(variant) else 0.0
     return rows[row]["seconds"] + teacher
 
 
@@ -231,7 +235,7 @@ def overview(paths: list[Path]) -> str:
         if not have:
             continue
         method = _settings(variant)["method"]
-        teacher = te if method in TEACHER_METHODS else 0
+        teacher = te if _trains_teacher(variant) else 0
         cost = [_seconds(rs[s], "SN", variant) / rs[s]["BL"]["seconds"] for s in have if "BL" in rs[s]]
         long = [rs[s]["BL@long"]["epochs"] for s in have if "BL@long" in rs[s]]
         cells = [_stats(_diffs(rs, "SN", b)) for b in ("BL", "SN-RGB", "BL@cost", "BL@long")]

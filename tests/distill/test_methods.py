@@ -73,3 +73,14 @@ def test_the_default_method_is_teacher_then_shared_weight_student():
     d = Distiller(_model(), NUM_CLASSES, "paper", batch_size=4, progress=False, log_echo=False, device="cpu")
     student = d.train(train, teacher_epochs=1, student_epochs=1)
     assert student is d.model and list(d.fits) == ["tn", "sn"] and "vtce" in d.fits["sn"].history[0]
+
+
+@pytest.mark.parametrize("name", ["removal", "unlabelled", "online", "aux_depth", "consistency"])
+def test_trains_teacher_says_whether_sn_trains_the_teacher_phase(name):
+    from depthdistill.data import without_labels
+
+    d = Distiller(_model(), NUM_CLASSES, method=name, batch_size=4, lr=0.05, progress=False, log_echo=False,
+                  device="cpu")
+    extra = {"unlabelled_data": without_labels(TinyRGBD(4, seed=7))} if METHODS[name].uses_unlabelled else {}
+    d.train(TinyRGBD(4), teacher_epochs=1, student_epochs=1, **extra)
+    assert ("tn" in d.fits) is METHODS[name].trains_teacher

@@ -276,6 +276,7 @@ class AuxiliaryDepth(Method):
     """
 
     name: ClassVar[str] = "aux_depth"
+    trains_teacher: ClassVar[bool] = False
     summary: ClassVar[str] = "CE plus an auxiliary head predicting depth (scale-invariant log loss) from one layer"
 
     def train(self, distiller: Distiller, train_data: Data, *, teacher_epochs: int, student_epochs: int,

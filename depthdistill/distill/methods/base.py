@@ -34,6 +34,9 @@ class Method(ABC):
     summary: ClassVar[str]
     #: Whether the method trains on unlabelled RGB-D frames (``unlabelled_data``); others refuse them.
     uses_unlabelled: ClassVar[bool] = False
+    #: Whether its SN builds on the teacher phase (row ``TN``, ``teacher_epochs``); ``False`` for methods that
+    #: train no separate teacher, whose ``teacher_epochs`` is unused.
+    trains_teacher: ClassVar[bool] = True
     #: What the method's rows are, in the form of :data:`~depthdistill.distill.experiment.ROW_NOTES` (``{epochs}``,
     #: ``{teacher_epochs}``), for ``SN`` and ``SN-RGB`` where they differ from the paper's method there.
     row_notes: ClassVar[dict[str, str]] = {}

@@ -185,6 +185,7 @@ class ConsistencyTraining(Method):
     """
 
     name: ClassVar[str] = "consistency"
+    trains_teacher: ClassVar[bool] = False
     summary: ClassVar[str] = "one model, a depth pass and a plain pass per step: depth teaches the plain computation"
 
     def train(self, distiller: Distiller, train_data: Data, *, teacher_epochs: int, student_epochs: int,

@@ -143,6 +143,7 @@ class OnlineDistillation(Method):
     """
 
     name: ClassVar[str] = "online"
+    trains_teacher: ClassVar[bool] = False
     summary: ClassVar[str] = "teacher and student trained together, the student against the teacher's current logits"
     #: How reports describe its SN and SN-RGB rows (``Method.row_notes``).
     row_notes: ClassVar[dict[str, str]] = {
