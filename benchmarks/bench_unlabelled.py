@@ -63,6 +63,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
                 "vtce": False, "depth_dropout": 0.5},
     "hard-init": {"student_start": "initial", "unlabelled_targets": "hard", "unlabelled_confidence": 0.7,
                   "vtce": False, "depth_dropout": 0.0},
+    # the soft targets sharper or softer than T = 2
+    "soft-init-t1": {"student_start": "initial", "unlabelled_targets": "soft", "unlabelled_temperature": 1.0,
+                     "vtce": False, "depth_dropout": 0.0},
+    "soft-init-t4": {"student_start": "initial", "unlabelled_targets": "soft", "unlabelled_temperature": 4.0,
+                     "vtce": False, "depth_dropout": 0.0},
     # Method "online" (no unlabelled frames): teacher and student trained together for the student's epochs, the
     # soft-target weight ramped up over the first 5; no depth dropout, as the teacher always runs with depth.
     "online": {"method": "online", "online_weight": 1.0, "online_temperature": 2.0, "online_ramp_epochs": 5,
