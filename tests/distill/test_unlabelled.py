@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from depthdistill.data import without_labels
+from depthdistill.data import collate_rgbd, without_labels
 from depthdistill.distill import Distiller, DistillSettings
 from depthdistill.distill.config import RunConfig
 from depthdistill.distill.methods.unlabelled import unlabelled_loss
@@ -167,3 +167,29 @@ def test_the_controls_labeller_can_train_longer_than_the_teacher():
     for bad in (0, 1.5, True):
         with pytest.raises(ConfigError, match="control_labeller_epochs must be an integer >= 1"):
             DistillSettings(control_labeller_epochs=bad)
+
+
+class _CountingReads(torch.utils.data.Dataset):
+    def __init__(self, data):
+        self.data, self.reads = data, 0
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, index):
+        self.reads += 1
+        return self.data[index]
+
+
+@pytest.mark.parametrize("loader", [False, True])
+def test_one_epoch_passes_once_over_the_unlabelled_frames_also_when_the_labelled_data_is_a_loader(loader):
+    labelled = TinyRGBD(8)
+    if loader:  # batches of 2: four steps per epoch, whatever the settings' batch size
+        labelled = torch.utils.data.DataLoader(labelled, batch_size=2, collate_fn=collate_rgbd)
+    frames = _CountingReads(without_labels(TinyRGBD(16, seed=7)))
+    reads = []
+    d = Distiller(_model(), NUM_CLASSES, "unlabelled", **COMMON, callbacks=[
+        lambda state: reads.append(frames.reads) if (state.phase, state.event) == ("sn", "epoch_end") else None])
+    d.train_teacher(TinyRGBD(8), 1)
+    d.train(labelled, teacher_epochs=1, student_epochs=3, unlabelled_data=frames)
+    assert [b - a for a, b in zip(reads, reads[1:])] == [16, 16]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 from depthdistill.distill import student as student_phase
 from depthdistill.distill import switch
@@ -23,6 +24,7 @@ from depthdistill.distill.experiment import row_folder
 from depthdistill.distill.methods.base import Method
 from depthdistill.distill.teacher import frozen_copy
 from depthdistill.engine.device import move_batch
+from depthdistill.engine.distributed import get_world_size
 from depthdistill.engine.evaluate import select_logits
 from depthdistill.engine.loader import start_epoch, train_loader
 from depthdistill.errors import ConfigError
@@ -88,9 +90,12 @@ class _Stream:
 
 
 def _unlabelled_batch_size(distiller: Distiller, labelled: Data, unlabelled: Data) -> int:
-    """So that one epoch over the labelled images also passes once over the unlabelled frames."""
-    size = distiller.train_settings.batch_size
-    return max(1, round(size * len(unlabelled) / len(labelled)))
+    """So that one epoch over the labelled images also passes once over the unlabelled frames (a DataLoader of
+    frames keeps its own batch size)."""
+    if isinstance(labelled, DataLoader):
+        # its batches are the steps of an epoch on this process; the frames are sharded over the processes
+        return max(1, round(len(unlabelled) / get_world_size() / len(labelled)))
+    return max(1, round(distiller.train_settings.batch_size * len(unlabelled) / len(labelled)))
 
 
 def train_with_unlabelled(distiller: Distiller, student: nn.Module, train_data: Data, unlabelled_data: Data,
