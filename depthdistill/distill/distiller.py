@@ -383,6 +383,12 @@ class Distiller:
 
         Raises:
             ConfigError: If they are not a ``(B, num_classes, H, W)`` tensor at the labels' size.
+
+        Examples:
+            >>> d = Distiller(nn.Conv2d(3, 2, 3, padding=1), 2, output_key="out", progress=False, device="cpu")
+            >>> batch = {"rgb": torch.rand(1, 3, 4, 4), "label": torch.zeros(1, 4, 4, dtype=torch.long)}
+            >>> d.checked_logits({"out": torch.zeros(1, 2, 4, 4), "aux": None}, batch).shape
+            torch.Size([1, 2, 4, 4])
         """
         logits = select_logits(output, self.output_key)
         if not isinstance(logits, torch.Tensor):

@@ -219,9 +219,7 @@ class DistillSettings:
         for name in ("calibrate_removal", "share_parameters", "vtce"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigTypeError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if isinstance(self.calibration_batches, bool) or not isinstance(self.calibration_batches, int) \
-                or self.calibration_batches < 1:
-            raise ConfigError(f"calibration_batches must be an integer >= 1, got {self.calibration_batches!r}")
+        _integer("calibration_batches", self.calibration_batches, low=1)
         _choice("teacher_source", self.teacher_source, TEACHER_SOURCES)
         _number("beta", self.beta, low=0.0)
         for name in ("vtce_schedule", "student_loss"):
@@ -238,16 +236,12 @@ class DistillSettings:
         _number("unlabelled_temperature", self.unlabelled_temperature, low=0.0, open_low=True)
         _number("unlabelled_weight", self.unlabelled_weight, low=0.0)
         _number("unlabelled_confidence", self.unlabelled_confidence, low=0.0, high=1.0)
-        if self.control_labeller_epochs is not None and (isinstance(self.control_labeller_epochs, bool) or not
-                                                         isinstance(self.control_labeller_epochs, int)
-                                                         or self.control_labeller_epochs < 1):
-            raise ConfigError(f"control_labeller_epochs must be an integer >= 1 or None (the teacher's epochs), "
-                              f"got {self.control_labeller_epochs!r}")
+        if self.control_labeller_epochs is not None:
+            _integer("control_labeller_epochs", self.control_labeller_epochs, low=1,
+                     alternative=" or None (the teacher's epochs)")
         _number("online_weight", self.online_weight, low=0.0)
         _number("online_temperature", self.online_temperature, low=0.0, open_low=True)
-        if isinstance(self.online_ramp_epochs, bool) or not isinstance(self.online_ramp_epochs, int) \
-                or self.online_ramp_epochs < 0:
-            raise ConfigError(f"online_ramp_epochs must be an integer >= 0, got {self.online_ramp_epochs!r}")
+        _integer("online_ramp_epochs", self.online_ramp_epochs, low=0)
         if self.aux_depth_layer is not None and (not isinstance(self.aux_depth_layer, str) or not self.aux_depth_layer):
             raise ConfigTypeError(f"aux_depth_layer must be a module name of the model (see model.named_modules()) "
                                   f"or None for the default, got {self.aux_depth_layer!r}")
@@ -386,6 +380,11 @@ def _known(values: dict[str, Any], what: str) -> None:
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def _integer(name: str, value: Any, *, low: int, alternative: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{name} must be an integer >= {low}{alternative}, got {value!r}")
 
 
 def _number(name: str, value: Any, *, low: float, high: float = math.inf, open_low: bool = False) -> None:

@@ -4,7 +4,6 @@ with cross-entropy alone; the piece behind SN, BL, BL+VTCE, BL+PS and BL@TN+PS."
 from __future__ import annotations
 
 import contextlib
-
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 

@@ -251,8 +251,8 @@ def fit(
     schedule_epochs = schedule_start + epochs if schedule_epochs is None else schedule_epochs
     check_count(schedule_epochs, "schedule_epochs", schedule_start + epochs, where=phase)
     run = _build_run(model, loader, epochs, phase, settings, device, meta or {}, identity or {}, optimizer,
-                     scheduler, optimizer_state, lr_scale, (schedule_start, schedule_epochs))
-    run.deployable = model if deployable is None else deployable
+                     scheduler, optimizer_state, lr_scale, (schedule_start, schedule_epochs),
+                     model if deployable is None else deployable)
 
     state, source = resume_state(run_dir, device) if resume and run_dir is not None else (None, None)
     if state is not None:
@@ -306,6 +306,8 @@ class _Run:
     opt: torch.optim.Optimizer
     sched: Any
     scaler: Any
+    #: What model.pt and best.pt hold (fit's ``deployable``): ``model`` or a part of it.
+    deployable: nn.Module
     lr_scale: float = 1.0
     lr_schedule: tuple[int, int] = (0, 0)
     first_epoch: int = 0
@@ -314,15 +316,13 @@ class _Run:
     best_epoch: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: int | None = None
-    #: What model.pt and best.pt hold (fit's ``deployable``).
-    deployable: nn.Module | None = None
 
 
 def _build_run(
     model: nn.Module, loader: DataLoader, epochs: int, phase: str, settings: TrainSettings, device: torch.device,
     meta: dict[str, Any], identity: dict[str, Any], optimizer: OptimizerFactory | None,
     scheduler: SchedulerFactory | None, optimizer_state: dict[str, Any] | None, lr_scale: float,
-    lr_schedule: tuple[int, int],
+    lr_schedule: tuple[int, int], deployable: nn.Module,
 ) -> _Run:
     """The optimiser (scaled, with an earlier phase's state carried in), the schedule over every step of
     ``lr_schedule = (start, epochs)`` advanced to its ``start``, the grad scaler."""
@@ -342,8 +342,8 @@ def _build_run(
         for _ in range(start * steps_per_epoch):
             sched.step()
     scaler = make_grad_scaler(device, settings.amp)
-    return _Run(model, loader, epochs, phase, settings, device, meta, identity, opt, sched, scaler, lr_scale,
-                lr_schedule)
+    return _Run(model, loader, epochs, phase, settings, device, meta, identity, opt, sched, scaler, deployable,
+                lr_scale, lr_schedule)
 
 
 def _restore(
