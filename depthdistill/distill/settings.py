@@ -149,7 +149,8 @@ class DistillSettings:
             the control's second pass in its row ``SN-RGB``), not only of the plain one.
         consistency_control: Method ``"consistency"``: its control (row ``SN-RGB``, :data:`CONSISTENCY_CONTROLS`):
             ``"augment"``, a plain pass on the horizontally flipped image instead of the depth pass (no depth
-            anywhere); ``"shuffled_depth"``, the depth pass given another image's depth.
+            anywhere); ``"shuffled_depth"``, the depth pass given another image's depth (that of the next sample of
+            the training set, a map-style dataset).
         schedule: Method ``"removal"``: ``"per_phase"``, each phase decays its learning rate over its own epochs;
             ``"one"``, one optimiser and one decay over the teacher's and the student's epochs: the student
             carries the teacher's optimiser state and its learning rate goes on from where the teacher's decay

@@ -1,5 +1,5 @@
 """The auxiliary-depth method: its scale-invariant log loss, its training against the CE baseline, the plain model it
-returns, its layer choice, and its control's depth targets."""
+returns, its layer choice, and its control."""
 
 from __future__ import annotations
 
@@ -8,18 +8,12 @@ import math
 import pytest
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader
 
 from depthdistill.convert import list_depth_aware
 from depthdistill.distill import Distiller
-from depthdistill.distill.methods.aux_depth import (
-    ShiftedDepth,
-    _WithDepthHead,
-    default_aux_depth_layer,
-    si_log_loss,
-)
+from depthdistill.distill.methods.aux_depth import _WithDepthHead, default_aux_depth_layer, si_log_loss
 from depthdistill.engine.registry import load_model
-from depthdistill.errors import ConfigError, DepthError
+from depthdistill.errors import ConfigError
 from depthdistill.models import deeplab_vgg16
 from tests.tiny_rgbd import NUM_CLASSES, TinyRGBD, TinySegmenter
 
@@ -151,36 +145,6 @@ def test_the_head_reads_the_layers_output_as_returned_even_before_an_inplace_rel
     wrapped(x)
     assert len(seen) == 1 and wrapped.log_depth is None  # no head outside training
     assert wrapped.release() is model and not model[0]._forward_hooks
-
-
-class _Augmented(TinyRGBD):
-    """TinyRGBD with a random draw in every read, as a data transform makes."""
-
-    def __getitem__(self, index):
-        sample = super().__getitem__(index)
-        return {**sample, "rgb": sample["rgb"] + torch.rand(())}
-
-
-def test_the_control_trains_each_image_against_another_images_depth():
-    data = _Augmented(5)
-    shifted = ShiftedDepth(data)
-    assert len(shifted) == 5
-    for i in range(5):
-        torch.manual_seed(i)
-        own = data[i]
-        torch.manual_seed(i)
-        got = shifted[i]
-        donor = data[(i + 1) % 5]
-        assert torch.equal(got["depth"], donor["depth"]) and not torch.equal(got["depth"], own["depth"])
-        # the sample's own RGB (with its own random draw), label and id
-        assert torch.equal(got["rgb"], own["rgb"]) and torch.equal(got["label"], own["label"])
-        assert got["id"] == own["id"]
-    with pytest.raises(ConfigError, match="at least two"):
-        ShiftedDepth(TinyRGBD(1))
-    with pytest.raises(ConfigError, match="not a DataLoader"):
-        ShiftedDepth(DataLoader(TinyRGBD(4)))
-    with pytest.raises(DepthError, match="needs depth"):
-        ShiftedDepth(TinyRGBD(2, with_depth=False))[0]
 
 
 def test_the_control_is_the_row_sn_rgb_and_trains_with_batch_size_one():

@@ -7,12 +7,13 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
+from torch.utils.data import DataLoader
 
 from depthdistill import depth_context, list_depth_aware
 from depthdistill.data import collate_rgbd
 from depthdistill.distill import Distiller, convert_teacher
-from depthdistill.distill.methods.consistency import consistency_loss, depth_pass, flip_pass, other_depth
-from depthdistill.errors import DepthError
+from depthdistill.distill.methods.consistency import consistency_loss, depth_pass, flip_pass
+from depthdistill.errors import ConfigError, DepthError
 from tests.tiny_rgbd import NUM_CLASSES, TinyRGBD, TinySegmenter
 
 COMMON = dict(batch_size=4, lr=0.05, progress=False, log_echo=False, device="cpu")
@@ -83,7 +84,7 @@ def test_pass_d_is_the_depth_aware_model_on_rgbd_and_pass_p_the_plain_convolutio
         with depth_context(torch.ones_like(batch["depth"])):
             constant = teacher(batch["rgb"])
         z_d = depth_pass(d, student)(student, batch)
-        shuffled = depth_pass(d, student, lambda depth: other_depth(depth, depth))(student, batch)
+        shuffled = depth_pass(d, student)(student, {**batch, "depth": batch["depth"].roll(1, 0)})
         assert list_depth_aware(student) == []  # depth-aware for the pass only
         z_p = d.forward(student, batch)
     assert torch.equal(z_d, expected_d) and torch.equal(shuffled, expected_shuffled)
@@ -136,28 +137,28 @@ def test_weight_zero_without_the_depth_ce_is_the_ce_baseline_bit_for_bit():
         assert not all(torch.equal(p, q) for p, q in zip(other.parameters(), baseline.parameters())), settings
 
 
-def test_other_depth_gives_every_sample_another_images_depth():
-    depth = torch.arange(1.0, 5.0).view(4, 1, 1, 1).expand(4, 1, 3, 3)
-    moved = other_depth(depth, depth[:2])
-    for i in range(4):
-        assert not torch.equal(moved[i], depth[i])
-        assert any(torch.equal(moved[i], depth[j]) for j in range(4))
-    assert sorted(moved[:, 0, 0, 0].tolist()) == [1.0, 2.0, 3.0, 4.0]  # each image's depth goes to one other
-    donors = torch.stack([torch.full((1, 2, 2), 1.0), torch.full((1, 2, 2), 7.0)])
-    alone = torch.full((1, 1, 4, 4), 1.0)  # a batch of one with the first donor's depth gets the second's
-    assert torch.equal(other_depth(alone, donors), torch.full((1, 1, 4, 4), 7.0))
-    assert torch.equal(other_depth(torch.full((1, 1, 4, 4), 3.0), donors), alone)
-    with pytest.raises(DepthError, match="batch size of 2"):
-        other_depth(alone, donors[:1])
+def test_the_shuffled_depth_control_is_sn_trained_with_each_image_given_the_next_images_depth():
+    data = TinyRGBD(6)
+    by_hand = [{**data[i], "depth": data[(i + 1) % 6]["depth"]} for i in range(6)]
+    control = _distiller(consistency_control="shuffled_depth").train_control(data, teacher_epochs=1,
+                                                                             student_epochs=2)
+    sn = _distiller().train(by_hand, teacher_epochs=1, student_epochs=2)
+    for (name, p), q in zip(control.state_dict().items(), sn.state_dict().values()):
+        assert torch.equal(p, q), name
+    own = _distiller().train(data, teacher_epochs=1, student_epochs=2)  # the image's own depth trains otherwise
+    assert not all(torch.equal(p, q) for p, q in zip(control.parameters(), own.parameters()))
 
 
 def test_the_shuffled_depth_control_trains_at_any_batch_size_and_returns_a_plain_model():
-    data = TinyRGBD(5)  # batches of 4 and 1: the roll, then a donor
+    data = TinyRGBD(5)  # batches of 4 and 1
     d = _distiller(consistency_control="shuffled_depth")
     control = d.train_control(data, teacher_epochs=1, student_epochs=1)
     assert list(d.fits) == ["sn_rgb"] and list_depth_aware(control) == []
     assert d.depth_aware_layers == ["conv1", "conv2"]
     assert d.fits["sn_rgb"].history[0]["consistency"] > 0
+    with pytest.raises(ConfigError, match="not a DataLoader"):
+        d.train_control(DataLoader(data, batch_size=4, collate_fn=collate_rgbd), teacher_epochs=1,
+                        student_epochs=1)
 
 
 def test_the_augment_control_uses_no_depth():

@@ -4,8 +4,9 @@ small head that predicts each image's depth map from one intermediate layer's fe
 Depth is never an input here, only a target: the head is attached for training (a forward hook on the layer) and
 dropped afterwards, so the deployable model is the plain model itself. The loss of the head is the scale-invariant
 log loss of Eigen et al. (NIPS 2014). The control (row ``SN-RGB``) is the same training with every image's depth
-target replaced by *another* image's depth (:class:`ShiftedDepth`): the head still regularises the shared features,
-but what it learns no longer belongs to the image, so SN − SN-RGB is what the image's own depth adds.
+target replaced by *another* image's depth (:class:`~depthdistill.distill.methods.shifted_depth.ShiftedDepth`):
+the head still regularises the shared features, but what it learns no longer belongs to the image, so SN − SN-RGB
+is what the image's own depth adds.
 """
 
 from __future__ import annotations
@@ -15,18 +16,18 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
 
 from depthdistill.distill.experiment import row_folder
 from depthdistill.distill.methods.base import Method
+from depthdistill.distill.methods.shifted_depth import ShiftedDepth
 from depthdistill.engine.distributed import unwrap
-from depthdistill.errors import ConfigError, DepthError
+from depthdistill.errors import ConfigError
 from depthdistill.nn import valid_depth
 
 if TYPE_CHECKING:
     from depthdistill.distill.distiller import Data, Distiller
 
-__all__ = ["AuxiliaryDepth", "ShiftedDepth", "default_aux_depth_layer", "si_log_loss"]
+__all__ = ["AuxiliaryDepth", "default_aux_depth_layer", "si_log_loss"]
 
 #: Width of the head's hidden 3×3 convolution (fewer when the layer has fewer channels): small beside the model.
 _HEAD_CHANNELS = 64
@@ -90,60 +91,6 @@ def default_aux_depth_layer(model: nn.Module) -> str:
 
 def _layer_names(model: nn.Module) -> list[str]:
     return [name for name, _ in model.named_modules() if name]
-
-
-class ShiftedDepth(Dataset):
-    """The control's data: sample ``i`` of ``data`` with the depth map of sample ``(i + 1) mod n``.
-
-    Every image trains against another image's depth, whatever the batch size (1 included) and the shuffling. The
-    other sample is read with torch's random generator forked (the one the data transforms draw from), so sample
-    ``i``'s own augmentation draws (its RGB, label and crop) are those it gets in ``data``; the borrowed depth gets
-    the same draws (a transform that flips the image flips the borrowed depth too).
-
-    Args:
-        data: A map-style dataset of RGB-D samples of one size, at least two.
-
-    Raises:
-        ConfigError: If ``data`` is a DataLoader or has fewer than two samples.
-
-    Examples:
-        >>> data = [{"rgb": torch.zeros(3, 2, 2), "depth": torch.full((1, 2, 2), float(i)), "id": str(i)}
-        ...         for i in range(1, 4)]
-        >>> [float(ShiftedDepth(data)[i]["depth"][0, 0, 0]) for i in range(3)]
-        [2.0, 3.0, 1.0]
-    """
-
-    def __init__(self, data: Any) -> None:
-        if isinstance(data, DataLoader):
-            raise ConfigError("the aux_depth control shifts depth between samples of a dataset: pass the training "
-                              "dataset itself, not a DataLoader")
-        if len(data) < 2:
-            raise ConfigError(f"the aux_depth control needs at least two training images (each trains against "
-                              f"another's depth), got {len(data)}")
-        #: The wrapped data (also where the Distiller finds its palette and RGB normalisation).
-        self.dataset = data
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict:
-        other = (index + 1) % len(self.dataset)
-        # The forked generators make the borrowed read draw what this sample's own read draws next, and leave the
-        # stream as if it had not happened: the control sees the same images as SN.
-        with torch.random.fork_rng(devices=[]):
-            donor = self.dataset[other]
-        sample = dict(self.dataset[index])
-        for s, i in ((sample, index), (donor, other)):
-            if "depth" not in s:
-                raise DepthError(f"the aux_depth control needs depth in every training sample; sample {i} "
-                                 f"({s.get('id', i)!r}) has none")
-        if donor["depth"].shape != sample["depth"].shape:
-            raise DepthError(f"the aux_depth control trains sample {sample.get('id', index)!r} against the depth of "
-                             f"{donor.get('id', other)!r}, but their depth maps are {tuple(sample['depth'].shape)} "
-                             f"and {tuple(donor['depth'].shape)}: give images of one size (crop or resize them "
-                             "alike)")
-        sample["depth"] = donor["depth"]
-        return sample
 
 
 class _WithDepthHead(nn.Module):
@@ -287,5 +234,5 @@ class AuxiliaryDepth(Method):
                       val_data: Data | None = None, unlabelled_data: Data | None = None) -> nn.Module:
         """The same training, each image's depth target another image's: sample ``i`` trains against the depth of
         sample ``(i + 1) mod n`` of the training set (:class:`ShiftedDepth`; a map-style dataset is needed)."""
-        return train_aux_depth(distiller, ShiftedDepth(train_data), student_epochs, val_data,
-                               name=row_folder("SN-RGB"))
+        shifted = ShiftedDepth(train_data, control="the aux_depth control")
+        return train_aux_depth(distiller, shifted, student_epochs, val_data, name=row_folder("SN-RGB"))

@@ -10,8 +10,8 @@ model starts from the initial weights and trains for the student's epochs.
 
 Its control (row ``SN-RGB``) keeps everything but the image's own depth: a plain pass on the horizontally
 flipped image in place of pass D (``consistency_control="augment"``, no depth anywhere), or pass D on another
-image's depth (``"shuffled_depth"``). SN − SN-RGB is then what this image's depth adds over a second view of the
-image, or over another image's depth.
+image's depth (``"shuffled_depth"``, the same data as ``aux_depth``'s control). SN − SN-RGB is then what this
+image's depth adds over a second view of the image, or over another image's depth.
 """
 
 from __future__ import annotations
@@ -27,15 +27,15 @@ import torch.nn.functional as F
 from depthdistill.convert import convert_to_plain, list_depth_aware
 from depthdistill.distill.experiment import row_folder
 from depthdistill.distill.methods.base import Method
+from depthdistill.distill.methods.shifted_depth import ShiftedDepth
 from depthdistill.distill.methods.unlabelled import unlabelled_loss
 from depthdistill.distill.teacher import as_teacher, convert_teacher, drop_depth
-from depthdistill.errors import DepthError
 from depthdistill.nn import depth_context
 
 if TYPE_CHECKING:
     from depthdistill.distill.distiller import Data, Distiller
 
-__all__ = ["ConsistencyTraining", "consistency_loss", "other_depth", "depth_pass", "flip_pass", "train_consistency"]
+__all__ = ["ConsistencyTraining", "consistency_loss", "depth_pass", "flip_pass", "train_consistency"]
 
 #: ``second(model, batch) -> logits``: the pass whose distribution (detached) the plain pass learns to match.
 SecondPass = Callable[[nn.Module, dict], torch.Tensor]
@@ -75,40 +75,6 @@ def consistency_loss(plain_logits: torch.Tensor, second_logits: torch.Tensor, la
             "consistency": kl.detach()}
 
 
-def other_depth(depth: torch.Tensor, donors: torch.Tensor) -> torch.Tensor:
-    """Each sample's depth replaced by another image's, for the shuffled-depth control.
-
-    In a batch of two or more, the maps are rolled by one (sample ``i`` gets sample ``i − 1``'s, the first the
-    last's): a permutation that leaves no sample its own. A batch of one has no other image: it gets the first of
-    ``donors`` (fixed depth maps from the training set) that differs from its own map, resized (nearest) to its size.
-
-    Args:
-        depth: ``(B, 1, H, W)`` depth of one batch.
-        donors: ``(K, 1, h, w)`` depth maps of other training images, for batches of one.
-
-    Returns:
-        ``(B, 1, H, W)``, another image's depth for every sample.
-
-    Raises:
-        DepthError: If a batch of one finds no donor with another depth map.
-
-    Examples:
-        >>> depth = torch.arange(3.0).view(3, 1, 1, 1) + 1
-        >>> other_depth(depth, depth).flatten().tolist()
-        [3.0, 1.0, 2.0]
-    """
-    if depth.shape[0] > 1:
-        return depth.roll(1, dims=0)
-    # compared at the batch's size: a donor is another image only if its map differs there
-    resized = F.interpolate(donors.to(depth), size=depth.shape[-2:], mode="nearest")
-    donor = next((d for d in resized if not torch.equal(d, depth[0])), None)
-    if donor is None:
-        raise DepthError("consistency_control='shuffled_depth' gives a batch of one the depth of another training "
-                         "image, but the training set's first images all have this batch's depth map: use "
-                         "consistency_control='augment' or a batch size of 2 or more")
-    return donor[None]
-
-
 @contextmanager
 def _running_statistics_kept(model: nn.Module) -> Iterator[None]:
     """The running statistics of ``model``'s normalisation layers (BatchNorm …) as they were before the block:
@@ -127,10 +93,9 @@ def _running_statistics_kept(model: nn.Module) -> Iterator[None]:
             setattr(layer, name, buffer)
 
 
-def depth_pass(distiller: Distiller, student: nn.Module,
-               pick_depth: Callable[[torch.Tensor], torch.Tensor] | None = None) -> SecondPass:
-    """Pass D: ``student``'s layers made depth-aware as the teacher's for this forward only, fed the batch's depth
-    (or ``pick_depth(depth)``), with the settings' depth dropout. Normalisation layers normalise with the pass's
+def depth_pass(distiller: Distiller, student: nn.Module) -> SecondPass:
+    """Pass D: ``student``'s layers made depth-aware as the teacher's for this forward only, fed the batch's depth,
+    with the settings' depth dropout. Normalisation layers normalise with the pass's
     own batch statistics in training, but their running statistics stay the plain pass's.
 
     ``student`` is the model itself (the forward may go through a DDP wrapper of it, whose layer names differ).
@@ -138,9 +103,8 @@ def depth_pass(distiller: Distiller, student: nn.Module,
     s = distiller.settings
 
     def second(model: nn.Module, batch: dict) -> torch.Tensor:
-        depth = batch["depth"] if pick_depth is None else pick_depth(batch["depth"])
         with as_teacher(student, s), _running_statistics_kept(student), \
-                depth_context(drop_depth(depth, s.depth_dropout)):
+                depth_context(drop_depth(batch["depth"], s.depth_dropout)):
             return distiller.forward(model, batch)
 
     return second
@@ -198,16 +162,17 @@ class ConsistencyTraining(Method):
 
     def train_control(self, distiller: Distiller, train_data: Data, *, teacher_epochs: int, student_epochs: int,
                       val_data: Data | None = None, unlabelled_data: Data | None = None) -> nn.Module:
-        """The same training without this image's depth: pass D on another image's depth (``"shuffled_depth"``,
-        :func:`other_depth`) or a plain pass on the flipped image instead (``"augment"``, :func:`flip_pass`)."""
+        """The same training without this image's depth: pass D on another image's depth (``"shuffled_depth"``:
+        sample ``i`` gets the depth of sample ``(i + 1) mod n`` of the training set,
+        :class:`~depthdistill.distill.methods.shifted_depth.ShiftedDepth`; a map-style dataset is needed) or a
+        plain pass on the flipped image instead (``"augment"``, :func:`flip_pass`)."""
         name, control = row_folder("SN-RGB"), distiller.settings.consistency_control
         shuffled = control == "shuffled_depth"
         distiller.check_data(train_data, needs_depth=shuffled, where=f"{name} training data")
         if shuffled:
-            # read before the phase seeds and trains, so a batch of one draws nothing from the training's RNG
-            donors = torch.cat([batch["depth"] for batch in distiller.sample_batches(train_data, 2)])[:2]
+            train_data = ShiftedDepth(train_data, control="consistency_control='shuffled_depth'")
             student = _start(distiller, name, "control: pass D on another image's depth", depth=True)
-            second = depth_pass(distiller, student, lambda depth: other_depth(depth, donors))
+            second = depth_pass(distiller, student)
         else:
             student = _start(distiller, name, "control: a plain pass on the flipped image, no depth", depth=False)
             second = flip_pass(distiller)
