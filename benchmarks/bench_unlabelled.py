@@ -72,10 +72,19 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # soft-target weight ramped up over the first 5; no depth dropout, as the teacher always runs with depth.
     "online": {"method": "online", "online_weight": 1.0, "online_temperature": 2.0, "online_ramp_epochs": 5,
                "depth_dropout": 0.0},
+    # the sweep of the screen: a smaller soft-target weight; the full weight reached at half the student's epochs,
+    # when the co-trained teacher is better than at epoch 5
+    "online-w0.3": {"method": "online", "online_weight": 0.3, "online_temperature": 2.0, "online_ramp_epochs": 5,
+                    "depth_dropout": 0.0},
+    "online-ramp15": {"method": "online", "online_weight": 1.0, "online_temperature": 2.0, "online_ramp_epochs": 15,
+                      "depth_dropout": 0.0},
     # Depth as an auxiliary target (no teacher, no unlabelled frames): CE plus a depth head on fc7 (the default
     # layer), scale-invariant log loss at weight 0.5; SN-RGB trains against another image's depth.
     "aux-depth": {"method": "aux_depth", "aux_depth_weight": 0.5},
     "aux-depth-w0.1": {"method": "aux_depth", "aux_depth_weight": 0.1},  # is the loss at 0.5 only too strong?
+    # the sweep: smaller still, and the head on conv4_3 (DeepLab-VGG16's features.21), where geometry is nearer
+    "aux-depth-w0.02": {"method": "aux_depth", "aux_depth_weight": 0.02},
+    "aux-depth-conv4": {"method": "aux_depth", "aux_depth_weight": 0.1, "aux_depth_layer": "features.21"},
     # Method "consistency" (no teacher, no unlabelled frames): a depth pass teaches the plain pass in the same
     # weights; the SN-RGB of these two is the depth pass on another image's depth. No depth dropout: the plain pass
     # already is the pass without depth.
@@ -84,6 +93,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the same without the depth pass's own CE: only the plain pass learns from the labels
     "consistency-noce": {"method": "consistency", "consistency_weight": 1.0, "consistency_depth_ce": False,
                          "consistency_control": "shuffled_depth", "depth_dropout": 0.0},
+    # the sweep: a lighter consistency term, and T = 1 (the raw distributions)
+    "consistency-w0.3": {"method": "consistency", "consistency_weight": 0.3, "consistency_control": "shuffled_depth",
+                         "depth_dropout": 0.0},
+    "consistency-t1": {"method": "consistency", "consistency_weight": 1.0, "consistency_temperature": 1.0,
+                       "consistency_control": "shuffled_depth", "depth_dropout": 0.0},
     # The paper's method on its two schedules (no unlabelled frames: they are generated but not used), each with
     # its control SN-RGB (BL@TN as the teacher, on the same schedule).
     "removal": {"method": "removal"},
