@@ -17,6 +17,10 @@ and one Distiller trains, from exactly those initial weights and on the same dat
 * ``SN-RGB@long``: with ``--long-factor``, the unlabelled method's control with BL@long as the labeller (an RGB
   labeller trained as long as the longest baseline: is it the teacher's depth or its training that helps?).
 
+With ``--start-epochs K`` the "initial weights" of every row are those of an RGB model the user already has: BL
+trained for K epochs from the seeded initialisation (row ``start``), so BL is that model trained on for the
+student's epochs and SN is the method applied to it (does depth add to a converged RGB model?).
+
 BL, BL@cost and BL@long depend on neither the variant nor the ratio: measured once per (setting, size, seed,
 epochs) in a file and copied into its other cells. Each row is one JSON line in ``--out`` as soon as it is measured
 (with its training seconds and per-class IoU; a rerun skips what the file holds); ``--summarize`` prints, per cell,
@@ -103,7 +107,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "removal": {"method": "removal"},
     "removal-one": {"method": "removal", "schedule": "one"},
 }
-ROWS = ("BL", "BL@cost", "BL@long", "TN", "SN", "SN-RGB", "SN-RGB@long")
+ROWS = ("start", "BL", "BL@cost", "BL@long", "TN", "SN", "SN-RGB", "SN-RGB@long")
 #: Rows that need ``--long-factor``.
 LONG_ROWS = ("BL@long", "SN-RGB@long")
 #: Rows that depend on neither the variant nor the unlabelled ratio: measured once per (setting, size, seed,
@@ -128,7 +132,7 @@ def _records(path: Path) -> list[dict[str, Any]]:
 
 def _key(r: dict[str, Any]) -> tuple:
     return (r["setting"], r["n_train"], r["ratio"], r["seed"], r["variant"], r["row"], r["teacher_epochs"],
-            r["student_epochs"], r.get("epochs"))
+            r["student_epochs"], r.get("epochs"), r.get("start_epochs", 0))
 
 
 def _row(base: dict[str, Any], row: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -140,18 +144,21 @@ def _shared(records: list[dict[str, Any]], wanted: dict[str, Any]) -> dict[str, 
     """A record of the same shared row in another cell (any ratio, any variant), if one was measured."""
     same = ("setting", "n_train", "seed", "teacher_epochs", "student_epochs", "row")
     return next((r for r in records if r.get("epochs") == wanted.get("epochs")
+                 and r.get("start_epochs", 0) == wanted.get("start_epochs", 0)
                  and all(r[k] == wanted[k] for k in same)), None)
 
 
 def run_one(setting: str, n_train: int, ratio: float, seed: int, variant: str, args: argparse.Namespace) -> None:
     """Trains and tests every row of one cell that ``args.out`` does not hold yet."""
     base = {"setting": setting, "n_train": n_train, "ratio": ratio, "seed": seed, "variant": variant,
-            "teacher_epochs": args.teacher_epochs, "student_epochs": args.student_epochs}
+            "teacher_epochs": args.teacher_epochs, "student_epochs": args.student_epochs,
+            **({"start_epochs": args.start_epochs} if args.start_epochs else {})}
     records = _records(args.out)
     done = {_key(r) for r in records}
     settings = _settings(variant)
     skip = {"TN"} if not _trains_teacher(variant) else set()
     skip |= {"SN-RGB@long"} if settings["method"] != "unlabelled" else set()
+    skip |= {"start"} if not args.start_epochs else set()
     wanted = tuple(r for r in ROWS if r not in skip and r in args.rows and (r not in LONG_ROWS or args.long_factor))
     todo = [row for row in wanted if _key(_row(base, row, args)) not in done]
     for row in [r for r in todo if r in SHARED_ROWS]:
@@ -160,7 +167,7 @@ def run_one(setting: str, n_train: int, ratio: float, seed: int, variant: str, a
             with open(args.out, "a", encoding="utf-8") as f:
                 f.write(json.dumps({**measured, **_row(base, row, args), "copied": True}) + "\n")
             todo.remove(row)
-    if not todo:
+    if not set(todo) - {"start"}:  # the start model alone is only the other rows' initial weights
         return
     size = tuple(args.size)
     scenes = {"realistic": True} if setting == "realistic" else {}
@@ -188,6 +195,14 @@ def run_one(setting: str, n_train: int, ratio: float, seed: int, variant: str, a
             f.write(json.dumps(fields) + "\n")
         print(f"  {row:8s} {variant:10s} mIoU {100 * fields['miou']:5.1f}  ({fields['seconds']:.0f} s)", flush=True)
 
+    if args.start_epochs:
+        # BL trained for the start epochs becomes the initial weights of every row (deterministic at one thread,
+        # so a rerun that needs other rows trains the same start model again)
+        began = time.perf_counter()
+        model = d.train_baseline(train, args.start_epochs, name="start")
+        if "start" in todo:
+            record("start", model, began)
+        d = distiller(model)
     epochs = {"BL": args.student_epochs, "BL@cost": args.teacher_epochs + args.student_epochs,
               "BL@long": args.long_factor * args.student_epochs}
     for row in SHARED_ROWS:
@@ -234,7 +249,8 @@ def _cells(paths: list[Path]) -> list[tuple[tuple, dict[int, dict[str, dict[str,
     """Every cell (setting, labelled, ratio, variant, TN epochs, SN epochs) with its records by seed and row."""
     cells: dict[tuple, dict[int, dict[str, dict[str, Any]]]] = {}
     for r in (r for p in paths for r in _records(p)):
-        key = (r["setting"], r["n_train"], r["ratio"], r["variant"], r["teacher_epochs"], r["student_epochs"])
+        key = (r["setting"], r["n_train"], r["ratio"], r["variant"], r["teacher_epochs"], r["student_epochs"],
+               r.get("start_epochs", 0))
         cells.setdefault(key, {}).setdefault(r["seed"], {}).setdefault(r["row"], r)  # a row's first record counts
     return sorted(cells.items())
 
@@ -249,7 +265,7 @@ def overview(paths: list[Path]) -> str:
     seeds: a seed timed on a busier machine does not move it)."""
     lines = ["| SN (variant) | scenes | labelled | unlabelled | TN + SN epochs | seeds | SN − BL | SN − SN-RGB "
              "| SN − BL@cost | SN − BL@long | time (× BL) |", "|---" * 11 + "|"]
-    for (setting, n, ratio, variant, te, se), rs in _cells(paths):
+    for (setting, n, ratio, variant, te, se, start), rs in _cells(paths):
         have = [s for s in sorted(rs) if "SN" in rs[s]]
         if not have:
             continue
@@ -259,7 +275,8 @@ def overview(paths: list[Path]) -> str:
         long = [rs[s]["BL@long"]["epochs"] for s in have if "BL@long" in rs[s]]
         cells = [_stats(_diffs(rs, "SN", b)) for b in ("BL", "SN-RGB", "BL@cost", "BL@long")]
         cells[3] += f" ({long[0]} ep)" if long else ""
-        lines.append(f"| {method} ({variant}) | {setting} | {n} | {ratio:g}× | {teacher} + {se} | {len(have)} | "
+        schedule = (f"BL {start} → " if start else "") + f"{teacher} + {se}"
+        lines.append(f"| {method} ({variant}) | {setting} | {n} | {ratio:g}× | {schedule} | {len(have)} | "
                      + " | ".join(cells) + (f" | {statistics.median(cost):.1f} |" if cost else " | - |"))
     return "\n".join(lines)
 
@@ -268,9 +285,10 @@ def summarize(paths: list[Path]) -> str:
     """Markdown tables: each row's mIoU (mean ± std over seeds) and training time relative to BL (median over
     seeds), the per-seed differences (mean ± std) and each row's IoU per class."""
     lines = []
-    for (setting, n, ratio, variant, te, se), rs in _cells(paths):
+    for (setting, n, ratio, variant, te, se, start), rs in _cells(paths):
         seeds = sorted(rs)
-        lines += [(f"### {setting}, {n} labelled, {ratio:g}x unlabelled, {variant} (TN {te}, SN {se} epochs; "
+        lines += [(f"### {setting}, {n} labelled, {ratio:g}x unlabelled, {variant} ("
+                   + (f"every row from BL trained {start} epochs; " if start else "") + f"TN {te}, SN {se} epochs; "
                    f"seeds {seeds})"), "", "| row | mIoU % | time (× BL) |", "|---|---|---|"]
         for row in ROWS:
             have = [s for s in seeds if row in rs[s]]
@@ -287,7 +305,8 @@ def summarize(paths: list[Path]) -> str:
                          f"| {label} | {mean:.1f}{spread} | - |")
         lines += ["", "| difference (per seed) | mIoU points | per seed |", "|---|---|---|"]
         for a, b in (("SN", "BL"), ("SN", "SN-RGB"), ("SN-RGB", "BL"), ("SN", "BL@cost"), ("SN", "BL@long"),
-                     ("SN", "SN-RGB@long"), ("SN-RGB@long", "BL@long"), ("TN", "BL")):
+                     ("SN", "SN-RGB@long"), ("SN-RGB@long", "BL@long"), ("TN", "BL"), ("BL", "start"),
+                     ("SN", "start")):
             diffs = _diffs(rs, a, b)
             if not diffs:
                 continue
@@ -330,6 +349,8 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS, help="the rows to measure")
     parser.add_argument("--long-factor", type=int, default=0,
                         help="also train BL@long, BL for this many times the student's epochs (0: not)")
+    parser.add_argument("--start-epochs", type=int, default=0,
+                        help="start every row from BL trained for this many epochs (0: from the initialisation)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3, help="Adam's learning rate (poly decay per phase)")
     args = parser.parse_args()

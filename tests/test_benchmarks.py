@@ -7,6 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from depthdistill.data import SyntheticRGBD, train_transforms
+from depthdistill.models import deeplab_vgg16
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -148,3 +152,48 @@ def test_bench_unlabelled_measures_every_row_once_and_summarizes_per_seed_differ
         sn, bl = (100 * next(r["miou"] for r in records if r["row"] == name and r["ratio"] == ratio)
                   for name in ("SN", "BL"))
         assert row[6] == f"{sn - bl:+.1f}" and row[9].endswith("(2 ep)")
+
+
+
+def test_bench_unlabelled_start_epochs_starts_every_row_from_the_baseline_trained_that_long(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_unlabelled
+
+    starts = []  # the initial weights of every Distiller the study builds
+
+    def spy(model, *args, **kwargs):
+        starts.append({k: v.clone() for k, v in model.state_dict().items()})
+        return real(model, *args, **kwargs)
+
+    real = bench_unlabelled.Distiller
+    monkeypatch.setattr(bench_unlabelled, "Distiller", spy)
+    out = tmp_path / "u.jsonl"
+    monkeypatch.setattr(sys, "argv", [
+        "bench_unlabelled.py", "--out", str(out), "--seeds", "0", "--train", "4", "--test", "2", "--size", "16", "24",
+        "--width", "0.03", "--teacher-epochs", "1", "--student-epochs", "1", "--batch", "2", "--ratio", "1",
+        "--start-epochs", "2"])
+    bench_unlabelled.main()
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["row"], r["start_epochs"]) for r in records] == [
+        (row, 2) for row in ("start", "BL", "BL@cost", "TN", "SN", "SN-RGB")]
+
+    # by hand: BL, CE on the labelled RGB for 2 epochs from the seed's initial weights
+    torch.manual_seed(0)
+    model = deeplab_vgg16(8, width=0.03)
+    train = SyntheticRGBD(4, (16, 24), split="train", seed=0, realistic=True, cache=True,
+                          transform=train_transforms((16, 24), scale_range=None, color_jitter=0.0))
+    assert all(torch.equal(starts[0][k], v) for k, v in model.state_dict().items())
+    d = real(model, 8, "default", **bench_unlabelled._settings("soft-init"), batch_size=2, lr=2e-3, seed=0,
+             device="cpu", progress=False, log_every=0, log_echo=False,
+             optimizer=lambda params: torch.optim.Adam(params, lr=2e-3))
+    expected = d.train_baseline(train, 2).state_dict()
+    assert len(starts) == 2 and not torch.equal(starts[1]["classifier.6.weight"], starts[0]["classifier.6.weight"])
+    assert all(torch.equal(starts[1][k], v) for k, v in expected.items())
+
+    rows = {r["row"]: r for r in records}
+    overview = bench_unlabelled.overview([out])
+    assert [row[4] for row in _table(overview.splitlines())] == ["BL 2 → 1 + 1"]
+    lines = bench_unlabelled.summarize([out]).splitlines()
+    assert lines[0].startswith("### realistic, 4 labelled, 1x unlabelled, soft-init (every row from BL trained 2 ")
+    diffs = {row[0]: row[1] for row in _table(lines) if row[0] in ("BL − start", "SN − start")}
+    assert diffs == {f"{a} − start": f"{100 * (rows[a]['miou'] - rows['start']['miou']):+.1f}" for a in ("BL", "SN")}
