@@ -246,7 +246,8 @@ def _seconds(rows: dict[str, dict[str, Any]], row: str, variant: str) -> float:
 
 
 def _cells(paths: list[Path]) -> list[tuple[tuple, dict[int, dict[str, dict[str, Any]]]]]:
-    """Every cell (setting, labelled, ratio, variant, TN epochs, SN epochs) with its records by seed and row."""
+    """Every cell (setting, labelled, ratio, variant, TN epochs, SN epochs, start epochs: 0 from the
+    initialisation) with its records by seed and row."""
     cells: dict[tuple, dict[int, dict[str, dict[str, Any]]]] = {}
     for r in (r for p in paths for r in _records(p)):
         key = (r["setting"], r["n_train"], r["ratio"], r["variant"], r["teacher_epochs"], r["student_epochs"],

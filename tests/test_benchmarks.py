@@ -154,7 +154,6 @@ def test_bench_unlabelled_measures_every_row_once_and_summarizes_per_seed_differ
         assert row[6] == f"{sn - bl:+.1f}" and row[9].endswith("(2 ep)")
 
 
-
 def test_bench_unlabelled_start_epochs_starts_every_row_from_the_baseline_trained_that_long(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import bench_unlabelled
