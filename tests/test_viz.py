@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from matplotlib import colormaps
+from matplotlib import colormaps, colors
 from PIL import Image
 
 from depthdistill import ConfigError, DepthError, ResultRow, ResultsTable, viz
@@ -248,6 +248,24 @@ def test_per_class_iou_bars(tmp_path, figures):
         viz.plot_per_class_iou({"BL": [0.1], "TN": [0.1, 0.2]}, tmp_path / "x.png")
     with pytest.raises(ConfigError, match="2 class names for 3 classes"):
         viz.plot_per_class_iou(rows, tmp_path / "x.png", class_names=["a", "b"])
+
+
+def test_a_row_has_one_colour_in_the_training_curves_and_the_per_class_bars(tmp_path, figures):
+    from depthdistill.distill import row_folder
+
+    # the demo's table: a row of its own ("start") first, then experiment rows that skip some of the full table's
+    names = ["start", "BL", "BL@TN", "TN", "SN", "SN-RGB"]
+    viz.plot_training_curves([{"phase": row_folder(n) if n != "start" else n, "epoch": 0, "loss": 1.0}
+                              for n in names], tmp_path / "curves.png")
+    viz.plot_per_class_iou({name: [0.5, 0.5] for name in names}, tmp_path / "iou.png")
+    curves = {line.get_label(): colors.to_rgba(line.get_color()) for line in figures[0].axes[0].lines}
+    bars = {bars.get_label().split(" (")[0]: bars.patches[0].get_facecolor() for bars in figures[1].axes[0].containers}
+    assert set(curves) == set(bars) == set(names)
+    assert all(curves[name] == pytest.approx(bars[name]) for name in names)
+    # an experiment row's colour is its place in the full table, whatever else is drawn: SN after TN→RGB's
+    tab10 = colormaps["tab10"]
+    assert curves["SN"] == pytest.approx(tab10(4)) and curves["BL"] == pytest.approx(tab10(0))
+    assert len({tuple(c) for c in curves.values()}) == len(names)
 
 
 def _sample(i, size=(6, 8)):

@@ -53,6 +53,15 @@ _ROW_OF_PHASE = {row_folder(row): row for row in EXPERIMENT_ROWS}
 _DPI = 120
 
 
+def _row_colours(names: Sequence[str]) -> dict[str, tuple[float, float, float, float]]:
+    """A colour per name, the same for a row in every figure of a run: an experiment row's is its place in
+    :data:`~depthdistill.distill.EXPERIMENT_ROWS` in tab10, whatever else is drawn; other names (a phase or row of
+    the caller's own) take the colours left free, in the order given."""
+    fixed = {name: EXPERIMENT_ROWS.index(name) % 10 for name in names if name in EXPERIMENT_ROWS}
+    free = iter([i for i in range(10) if i not in fixed.values()] + list(range(10)))
+    return {name: colormaps["tab10"](fixed[name] if name in fixed else next(free)) for name in names}
+
+
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -158,15 +167,12 @@ def plot_training_curves(
 
     fig = Figure(figsize=(4.2 * len(panels) + 1.2, 3.4), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    # Rows in the results table's order and with its colours (plot_per_class_iou's for the full table), so one
-    # row looks the same in every figure; other phases follow in log order.
+    # Rows in the results table's order and with plot_per_class_iou's colours; other phases follow in log order.
     table_order = {phase: index for index, phase in enumerate(_ROW_OF_PHASE)}
     phases = sorted(dict.fromkeys(phase for _, _, series, _ in panels for phase in series),
                     key=lambda phase: table_order.get(phase, len(table_order)))
-    indices = {phase: table_order[phase] % 10 for phase in phases if phase in table_order}
-    free = iter([i for i in range(10) if i not in indices.values()] + list(range(10)))  # phases of no table row
-    indices.update({phase: next(free) for phase in phases if phase not in indices})
-    colors = {phase: colormaps["tab10"](index) for phase, index in indices.items()}
+    colours = _row_colours([_ROW_OF_PHASE.get(phase, phase) for phase in phases])
+    colors = {phase: colours[_ROW_OF_PHASE.get(phase, phase)] for phase in phases}
     style = {"marker": "o", "markersize": 3}
     for ax, (title, ylabel, series, scale) in zip(axes, panels, strict=True):
         for phase, (epochs, values) in series.items():
@@ -235,7 +241,8 @@ def plot_per_class_iou(
     out_path: str | os.PathLike,
     class_names: Sequence[str] | None = None,
 ) -> Path:
-    """Grouped bars of IoU per class, one colour per row (BL, TN, SN …); the legend gives each row's mIoU.
+    """Grouped bars of IoU per class, one colour per row (BL, TN, SN …, each row's colour that of its training
+    curve in :func:`plot_training_curves`); the legend gives each row's mIoU.
 
     A NaN IoU (class absent from the test set) draws no bar and is left out of the row's mean; a class with no
     IoU in any row is marked "n/a".
@@ -269,12 +276,13 @@ def plot_per_class_iou(
     fig = Figure(figsize=(max(6.0, 0.22 * num_classes * len(values) + 2.0), 3.8), layout="constrained")
     ax = fig.subplots()
     step = 0.8 / len(values)
+    colours = _row_colours(list(values))
     for index, (name, ious) in enumerate(values.items()):
         positions = np.arange(num_classes) - 0.4 + step * (index + 0.5)
         present = ~np.isnan(ious)
         mean = 100 * ious[present].mean() if present.any() else math.nan
         ax.bar(positions[present], 100 * ious[present], width=step, label=f"{name} (mIoU {mean:.1f}%)",
-               color=colormaps["tab10"](index % 10))
+               color=colours[name])
     ax.set_xticks(np.arange(num_classes), names, rotation=45 if num_classes > 8 else 0,
                   ha="right" if num_classes > 8 else "center")
     for index in np.flatnonzero(np.isnan(np.stack(list(values.values()))).all(axis=0)):
