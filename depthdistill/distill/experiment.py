@@ -46,7 +46,8 @@ if TYPE_CHECKING:
     from depthdistill.distill.distiller import Data, Distiller
     from depthdistill.distill.methods import Method
 
-__all__ = ["EXPERIMENT_ROWS", "DEFAULT_ROWS", "ABLATION_ROWS", "ROW_NOTES", "run_experiment", "row_folder", "row_note"]
+__all__ = ["EXPERIMENT_ROWS", "DEFAULT_ROWS", "ABLATION_ROWS", "ROW_NOTES", "evaluate_row", "run_experiment",
+           "row_folder", "row_note"]
 
 #: Rows :func:`run_experiment` knows, in the order it reports them.
 EXPERIMENT_ROWS = ("BL", "BL@TN", "TN", "TN→RGB", "SN", "SN-RGB", "BL+VTCE", "BL+PS", "BL@TN+PS")
@@ -182,6 +183,32 @@ _ROWS: dict[str, tuple[tuple[str, ...], Callable[[_Plan, dict[str, _Trained]], _
 }
 
 
+def evaluate_row(distiller: Distiller, name: str, model: nn.Module, test_data: Data, *, epochs: int, phase: str,
+                 use_depth: bool = False) -> ResultRow:
+    """Tests a model ``distiller`` trained and makes its table row; the test metrics also go to the run's log.
+
+    Args:
+        distiller: The Distiller that trained ``model`` (its phase ``phase`` gives the row's training seconds).
+        name: The row's name.
+        model: The trained model.
+        test_data: RGB-D test samples.
+        epochs: Epochs the row's own phase trained (0: none, and no training seconds).
+        phase: The phase that trained it (:func:`row_folder` of the row for the experiment's rows).
+        use_depth: Test on RGB-D (a depth-aware model) rather than RGB.
+
+    Returns:
+        The row: mPA, mIoU, pixel accuracy, IoU per class, epochs and training seconds.
+    """
+    metrics = distiller.evaluate(model, test_data, use_depth=use_depth)
+    distiller.log.write({"phase": phase, "row": name,
+                         "test": {k: v for k, v in metrics.items() if k != "confusion_matrix"}})
+    return ResultRow(name=name, input="RGB-D" if use_depth else "RGB",
+                     mean_pixel_accuracy=metrics["mean_pixel_accuracy"], mean_iou=metrics["mean_iou"],
+                     pixel_accuracy=metrics["pixel_accuracy"], epochs=epochs,
+                     seconds=round(distiller.fits[phase].seconds, 3) if epochs else 0.0,
+                     per_class_iou=metrics["per_class_iou"])
+
+
 def run_experiment(distiller: Distiller, train_data: Data, test_data: Data, *, teacher_epochs: int,
                    student_epochs: int, baseline_epochs: int | None = None, val_data: Data | None = None,
                    ablations: bool = False, rows: Sequence[str] | None = None,
@@ -228,17 +255,8 @@ def run_experiment(distiller: Distiller, train_data: Data, test_data: Data, *, t
     table_rows = []
     for row in (r for r in EXPERIMENT_ROWS if r in wanted):
         done = trained[row]
-        depth = row == "TN"
-        metrics = distiller.evaluate(done.model, test_data, use_depth=depth)
-        table_rows.append(ResultRow(
-            name=row, input="RGB-D" if depth else "RGB",
-            mean_pixel_accuracy=metrics["mean_pixel_accuracy"], mean_iou=metrics["mean_iou"],
-            pixel_accuracy=metrics["pixel_accuracy"], epochs=done.epochs,
-            seconds=round(distiller.fits[done.phase].seconds, 3) if done.epochs else 0.0,
-            per_class_iou=metrics["per_class_iou"],
-        ))
-        distiller.log.write({"phase": done.phase, "row": row,
-                             "test": {k: v for k, v in metrics.items() if k != "confusion_matrix"}})
+        table_rows.append(evaluate_row(distiller, row, done.model, test_data, epochs=done.epochs, phase=done.phase,
+                                       use_depth=row == "TN"))
     table = ResultsTable(table_rows, info={
         "num_classes": distiller.num_classes, "distill": distiller.settings.to_dict(),
         "beta": getattr(distiller.student_loss, "beta", None), "depth_aware_layers": distiller.depth_aware_layers,
