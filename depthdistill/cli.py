@@ -373,8 +373,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------------------------------------- demo
-@command("demo", help="the default method end to end on built-in synthetic data with unlabelled frames: BL, TN, SN "
-                      "and its control",
+@command("demo", help="the default method end to end on built-in synthetic data with unlabelled frames: an RGB "
+                      "model trained to convergence, then BL, TN, SN and its control from it",
          arguments=[
              arg("--out", default="runs/demo", help="output folder (default: runs/demo)"),
              arg("--quick", action="store_true", help="a smoke run of seconds instead of minutes"),
@@ -384,10 +384,11 @@ def _export(args: argparse.Namespace) -> int:
              arg("--device", default="auto", help="auto (CUDA if available), cpu or cuda (default: auto)"),
          ])
 def _demo(args: argparse.Namespace) -> int:
-    """Trains a slim DeepLab-VGG16 on the built-in synthetic RGB-D scenes, labelled and unlabelled, as the baselines
-    (BL, BL@TN), the depth-aware teacher (TN), the default method's RGB student (SN: it also learns from TN's
-    targets on the unlabelled frames) and its control without depth (SN-RGB); with --removal the paper's depth
-    removal, its ablations BL+VTCE and BL+PS, TN→RGB and BL@TN+PS. Tests every row (TN on RGB-D, the others on
+    """Trains a slim DeepLab-VGG16 on the built-in synthetic RGB-D scenes, labelled and unlabelled: first on RGB to
+    convergence (start), then from start's weights as the baselines (BL, BL@TN), the depth-aware teacher (TN), the
+    default method's RGB student (SN: it also learns from TN's targets on the unlabelled frames) and its control
+    without depth (SN-RGB); with --removal, from the initialisation, the paper's depth removal, its ablations
+    BL+VTCE and BL+PS, TN→RGB and BL@TN+PS. Tests every row (TN on RGB-D, the others on
     RGB) and prints the table in the paper's form. Writes results.json, metrics.jsonl, figures (training curves,
     per-class IoU, sample grid; the VTCE temperature with --removal) and report.md / report.html to --out.
     """

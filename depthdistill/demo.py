@@ -1,12 +1,14 @@
 """``depthdistill demo``: the library's default end to end on the built-in synthetic RGB-D data, in minutes on a CPU.
 
 The synthetic data has labelled scenes and three times as many unlabelled RGB-D frames, so the Distiller's
-default is the unlabelled-data method: a slim DeepLab-VGG16 is trained as the baseline (BL for the teacher's and
-the student's epochs together, BL@TN for the teacher's only: as many steps as the student), the depth-aware teacher
-(TN), the RGB student that also learns from TN's targets on the unlabelled frames (SN) and its control without
-depth (SN-RGB, BL@TN labelling the frames). With ``removal=True`` it runs the paper's depth removal instead, with
-TN→RGB, the two ablations of the paper's Table 3 (BL+VTCE, BL+PS) and SN's control without depth (BL@TN+PS). Every
-row is tested and the table printed in the paper's form. The first line printed says what will be trained and for
+default is the unlabelled-data method, applied as docs/fidelity.md measured it to pay: to an RGB model trained to
+convergence. A slim DeepLab-VGG16 is first trained on RGB (row ``start``: the model a user already has); from its
+weights are trained the baseline (BL for the teacher's and the student's epochs together, BL@TN for the teacher's
+only: as many steps as the student), the depth-aware teacher (TN), the RGB student that also learns from TN's
+targets on the unlabelled frames (SN) and its control without depth (SN-RGB, BL@TN labelling the frames). With
+``removal=True`` it runs the paper's depth removal instead, from the initialisation, with TN→RGB, the two ablations
+of the paper's Table 3 (BL+VTCE, BL+PS) and SN's control without depth (BL@TN+PS). Every row is tested and the
+table printed in the paper's form. The first line printed says what will be trained and for
 how long (:func:`demo_plan`); figures and a one-page report, with a line on every row, go to the output folder.
 """
 
@@ -19,7 +21,7 @@ from pathlib import Path
 import torch
 
 from depthdistill.distill import EXPERIMENT_ROWS, Distiller, ResultRow, ResultsTable
-from depthdistill.distill.experiment import row_note
+from depthdistill.distill.experiment import evaluate_row, row_note
 from depthdistill.distill.methods import Method
 
 __all__ = ["DemoPreset", "PRESETS", "demo_plan", "run_demo"]
@@ -41,6 +43,8 @@ class DemoPreset:
         batch_size: Images per step.
         lr: Learning rate of Adam (the demo's choice for a short schedule from scratch; the paper's SGD at
             2.5e-4 with batch 1 needs far more steps than a demo can spend).
+        start_epochs: Epochs of BL trained first (row ``start``), whose weights every other row starts from: the
+            converged RGB model a user hands the Distiller; 0: every row starts from the seeded initialisation.
     """
 
     train_samples: int
@@ -52,29 +56,32 @@ class DemoPreset:
     student_epochs: int
     batch_size: int
     lr: float
+    start_epochs: int = 0
 
 
-#: ``"full"``: the default method with unlabelled frames, long enough for depth to show (docs/demo.md; the
-#: setting of the unlabelled-data study in docs/fidelity.md); ``"quick"``: a smoke run; ``"removal"`` and
-#: ``"removal-quick"``: the paper's depth removal (``--removal``).
+#: ``"full"``: the default method with unlabelled frames applied to a converged RGB model (docs/demo.md; the
+#: setting of the unlabelled-data study from a converged start in docs/fidelity.md, 150 epochs being where BL stops
+#: gaining at 192 labelled images); ``"quick"``: a smoke run; ``"removal"`` and ``"removal-quick"``: the paper's
+#: depth removal (``--removal``), from the initialisation as the paper trains it.
 PRESETS = {
     "full": DemoPreset(train_samples=192, unlabelled_samples=576, test_samples=96, size=(72, 96), width=0.125,
-                       teacher_epochs=30, student_epochs=30, batch_size=8, lr=2e-3),
+                       teacher_epochs=30, student_epochs=30, batch_size=8, lr=2e-3, start_epochs=150),
     "quick": DemoPreset(train_samples=24, unlabelled_samples=48, test_samples=12, size=(48, 64), width=0.0625,
-                        teacher_epochs=2, student_epochs=1, batch_size=8, lr=2e-3),
+                        teacher_epochs=2, student_epochs=1, batch_size=8, lr=2e-3, start_epochs=2),
     "removal": DemoPreset(train_samples=384, unlabelled_samples=0, test_samples=96, size=(96, 128), width=0.125,
                           teacher_epochs=25, student_epochs=10, batch_size=8, lr=2e-3),
     "removal-quick": DemoPreset(train_samples=24, unlabelled_samples=0, test_samples=12, size=(48, 64),
                                 width=0.0625, teacher_epochs=2, student_epochs=1, batch_size=8, lr=2e-3),
 }
 #: How long a whole run of each preset takes on a 2-core CPU, as measured (docs/demo.md): the full preset
-#: 9 min 44 s idle (2026-12-07); the removal preset 10 min 41 s idle (2026-11-30); the quick ones under 10 s
-#: idle, 15–27 s on a busy machine (Python's start-up included).
-_DURATIONS = {"full": "about 10 minutes", "quick": "under a minute", "removal": "about 11 minutes",
+#: 7 min 38 s and the removal preset 9 min 15 s, one after the other on the same idle machine (2026-12-07); the
+#: quick ones under 10 s idle, 15–27 s on a busy machine (Python's start-up included).
+_DURATIONS = {"full": "about 8 minutes", "quick": "under a minute", "removal": "about 9 minutes",
               "removal-quick": "under a minute"}
 
-#: The rows each demo trains. With unlabelled frames: the baselines, the teacher, the method and its control. The
-#: paper's method: every row but SN-RGB (its control without depth is BL@TN+PS).
+#: The rows each demo trains after ``start`` (a preset's ``start_epochs``). With unlabelled frames: the baselines,
+#: the teacher, the method and its control. The paper's method: every row but SN-RGB (its control without depth is
+#: BL@TN+PS).
 DEMO_ROWS = ("BL", "BL@TN", "TN", "SN", "SN-RGB")
 REMOVAL_ROWS = tuple(row for row in EXPERIMENT_ROWS if row != "SN-RGB")
 
@@ -100,9 +107,11 @@ def demo_plan(quick: bool = False, removal: bool = False) -> str:
 
     Examples:
         >>> line = demo_plan(removal=True)
-        >>> line.startswith("depthdistill demo --removal, full preset: about 11 minutes on a 2-core CPU")
+        >>> line.startswith("depthdistill demo --removal, full preset: about 9 minutes on a 2-core CPU")
         True
         >>> "BL (35), BL@TN (25), TN (25), TN→RGB (0), SN (10)" in line
+        True
+        >>> "start (150), BL (60)" in demo_plan()
         True
     """
     name = _preset_name(quick, removal)
@@ -111,7 +120,8 @@ def demo_plan(quick: bool = False, removal: bool = False) -> str:
     epochs = {"teacher": preset.teacher_epochs, "student": preset.student_epochs,
               "baseline": preset.teacher_epochs + preset.student_epochs, None: 0}
     demo_rows = REMOVAL_ROWS if removal else DEMO_ROWS
-    rows = ", ".join(f"{row} ({epochs[row_note(row)[0]]})" for row in demo_rows)
+    rows = ", ".join([f"start ({preset.start_epochs})"] * bool(preset.start_epochs)
+                     + [f"{row} ({epochs[row_note(row)[0]]})" for row in demo_rows])
     command = "depthdistill demo" + (" --removal" if removal else "")
     full = _preset_name(False, removal)
     head = (f"{command} --quick, a smoke run of seconds ({_DURATIONS[name]} on a 2-core CPU; the full "
@@ -120,25 +130,35 @@ def demo_plan(quick: bool = False, removal: bool = False) -> str:
     method = (" the paper's depth removal;" if removal else
               " the unlabelled-data method (the default when unlabelled frames are given), "
               f"{preset.unlabelled_samples} unlabelled frames;")
+    if preset.start_epochs:
+        method += " every row after start continues from start's weights (a converged RGB model);"
     height, width = preset.size
-    return (f"{head}. Trains and tests {len(demo_rows)} rows, epochs in "
+    return (f"{head}. Trains and tests {len(demo_rows) + bool(preset.start_epochs)} rows, epochs in "
             f"parentheses: {rows};{method} data: built-in synthetic RGB-D scenes, {preset.train_samples} train / "
             f"{preset.test_samples} test at {height}x{width}; model: DeepLab-VGG16 at width {preset.width:g}; "
             f"batch {preset.batch_size}, Adam at lr {preset.lr:g}. TN is tested on RGB-D, every other row on RGB; "
             "the report says what each row is.")
 
 
+#: The report's line on row ``start``, which is not one of run_experiment's: the demo trains it first and builds the
+#: Distiller on its weights, as a user hands the Distiller the RGB model they have.
+_START_NOTE = ("the RGB model a user already has: the plain network trained with CE on RGB for {epochs} from the "
+               "seeded initialisation; the Distiller is built on it, so every other row starts from its weights "
+               "(their \"initial weights\")")
+
+
 def _row_note(row: ResultRow, teacher_epochs: int, method: Method) -> str:
     """The report's line on ``row``: what it is (:func:`~depthdistill.distill.experiment.row_note`, SN as
-    ``method`` trains it), with its epochs and test input."""
-    what = row_note(row.name, method)[1].format(epochs=_epochs(row.epochs), teacher_epochs=_epochs(teacher_epochs))
+    ``method`` trains it, or :data:`_START_NOTE`), with its epochs and test input."""
+    template = _START_NOTE if row.name == "start" else row_note(row.name, method)[1]
+    what = template.format(epochs=_epochs(row.epochs), teacher_epochs=_epochs(teacher_epochs))
     return f"{what}; tested on {row.input}."
 
 
 def run_demo(out_dir: str | Path = "runs/demo", *, quick: bool = False, removal: bool = False, seed: int = 0,
              device: str = "auto", progress: bool | None = None) -> ResultsTable:
-    """Trains and tests every row of :data:`DEMO_ROWS` (:data:`REMOVAL_ROWS` with ``removal``) on synthetic data;
-    writes results, figures and a report.
+    """Trains and tests every row of :data:`DEMO_ROWS` (:data:`REMOVAL_ROWS` with ``removal``) on synthetic data,
+    after row ``start`` where the preset has ``start_epochs``; writes results, figures and a report.
 
     Prints :func:`demo_plan` first, then each phase's epoch lines.
 
@@ -158,7 +178,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, quick: bool = False, removal:
     Examples:
         >>> table = run_demo(tmp_path, quick=True, progress=False)  # doctest: +SKIP
         >>> [row.name for row in table]  # doctest: +SKIP
-        ['BL', 'BL@TN', 'TN', 'SN', 'SN-RGB']
+        ['start', 'BL', 'BL@TN', 'TN', 'SN', 'SN-RGB']
     """
     from depthdistill.data import SyntheticRGBD, eval_transforms, train_transforms
     from depthdistill.models import deeplab_vgg16
@@ -180,18 +200,28 @@ def run_demo(out_dir: str | Path = "runs/demo", *, quick: bool = False, removal:
         num_samples=preset.unlabelled_samples, size=preset.size, split="unlabelled", seed=seed, transform=augment,
         cache=True, realistic=True)
     torch.manual_seed(seed)
-    model = deeplab_vgg16(train.num_classes, width=preset.width)
-    # No settings: the Distiller's default for the data given, the unlabelled-data method when frames are given.
-    distiller = Distiller(
-        model, train.num_classes, out_dir=out, batch_size=preset.batch_size, lr=preset.lr, seed=seed,
-        device=device, progress=progress, log_every=0,
-        optimizer=lambda params: torch.optim.Adam(params, lr=preset.lr),
-        meta={"demo_preset": asdict(preset), "model": {"name": "deeplab_vgg16", "args": {"width": preset.width}}},
-    )
+
+    def distiller_of(model: torch.nn.Module) -> Distiller:
+        # No settings: the Distiller's default for the data given, the unlabelled-data method when frames are given.
+        return Distiller(
+            model, train.num_classes, out_dir=out, batch_size=preset.batch_size, lr=preset.lr, seed=seed,
+            device=device, progress=progress, log_every=0,
+            optimizer=lambda params: torch.optim.Adam(params, lr=preset.lr),
+            meta={"demo_preset": asdict(preset), "model": {"name": "deeplab_vgg16", "args": {"width": preset.width}}},
+        )
+
+    distiller = distiller_of(deeplab_vgg16(train.num_classes, width=preset.width))
     started = time.perf_counter()
+    start_rows = []
+    if preset.start_epochs:
+        # The recipe docs/fidelity.md measured to pay: a converged RGB model, handed to the Distiller with the frames.
+        model = distiller.train_baseline(train, preset.start_epochs, name="start")
+        start_rows.append(evaluate_row(distiller, "start", model, test, epochs=preset.start_epochs, phase="start"))
+        distiller = distiller_of(model)
     table = distiller.run_experiment(train, test, teacher_epochs=preset.teacher_epochs,
                                      student_epochs=preset.student_epochs,
                                      rows=REMOVAL_ROWS if removal else DEMO_ROWS, unlabelled_data=unlabelled)
+    table = ResultsTable([*start_rows, *table], info=table.info)
     table.info.update({"preset": asdict(preset), "total_seconds": round(time.perf_counter() - started, 1),
                        "class_names": list(train.class_names), "quick": quick, "removal": removal})
     table.save_json(out / "results.json")
@@ -246,6 +276,10 @@ def _write_figures(out: Path, distiller: Distiller, table: ResultsTable, test) -
                   "frames (their RGB only), each of its steps a labelled and an unlabelled batch; "
                   + ("BL@TN trained as many steps as SN, " if info["teacher_epochs"] == info["student_epochs"] else "")
                   + "BL as many epochs as TN and SN together.")
+        if info["preset"]["start_epochs"]:
+            notes += (f" Every row but start began from start's weights (BL trained {info['preset']['start_epochs']} "
+                      "epochs from the initialisation): the method applied to a converged RGB model, as "
+                      "docs/fidelity.md measured it to pay.")
     viz.write_report(out, table, images, title="depthdistill demo", notes=notes,
                      row_notes={row.name: _row_note(row, info["teacher_epochs"], distiller.method) for row in table},
                      tables=tables)

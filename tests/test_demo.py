@@ -4,6 +4,9 @@ import json
 import re
 from pathlib import Path
 
+import torch
+
+from depthdistill import demo
 from depthdistill.viz import plots
 from depthdistill.cli import main
 from depthdistill.demo import DEMO_ROWS, PRESETS, REMOVAL_ROWS, demo_plan
@@ -11,12 +14,26 @@ from depthdistill.distill import DistillSettings
 from depthdistill.engine.registry import load_model
 
 
-def test_quick_demo_trains_the_default_with_unlabelled_frames_and_its_control(tmp_path, capsys):
+def test_quick_demo_trains_the_default_with_unlabelled_frames_and_its_control(tmp_path, capsys, monkeypatch):
+    built = []  # the weights of every model a Distiller of the demo is built on, as it is built
+
+    class Spy(demo.Distiller):
+        def __init__(self, model, *args, **kwargs):
+            built.append({k: v.clone() for k, v in model.state_dict().items()})
+            super().__init__(model, *args, **kwargs)
+
+    monkeypatch.setattr(demo, "Distiller", Spy)
     assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     results = json.loads((tmp_path / "results.json").read_text())
     names = [row["name"] for row in results["rows"]]
-    assert names == list(DEMO_ROWS) == ["BL", "BL@TN", "TN", "SN", "SN-RGB"]
+    assert names == ["start", *DEMO_ROWS] == ["start", "BL", "BL@TN", "TN", "SN", "SN-RGB"]
+    # every row after start is trained by a Distiller built on exactly the start model as it was saved
+    start = load_model(tmp_path / "start" / "model.pt")[0].state_dict()
+    assert len(built) == 2 and set(built[1]) == set(start)
+    assert all(torch.equal(built[1][k], start[k]) for k in start)
+    assert not all(torch.equal(built[0][k], start[k]) for k in start)  # the first one: the untrained model
+    assert results["rows"][0]["epochs"] == PRESETS["quick"].start_epochs > 0
     assert results["info"]["distill"] == DistillSettings.from_preset("unlabelled").to_dict()
     quick = PRESETS["quick"]
     first = printed.splitlines()[0]
@@ -31,11 +48,13 @@ def test_quick_demo_trains_the_default_with_unlabelled_frames_and_its_control(tm
     notes = {line.split("**")[1]: line for line in report.splitlines() if line.startswith("- **")}
     assert list(notes) == names
     assert "unlabelled frames" in notes["SN"] and "BL@TN" in notes["SN-RGB"]  # the method's rows, not the paper's
+    assert "every other row starts from its weights" in notes["start"]
     assert "What removing depth changes" not in report and not (tmp_path / "vtce_temperature.png").exists()
     # the student learned from the unlabelled frames; the control's labeller is BL@TN, trained once
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert any(r.get("phase") == "sn" and r.get("unlabelled", 0) > 0 for r in records)
-    assert [r["phase"] for r in records if r.get("epoch") == 0] == ["bl", "bl_tn", "tn", "sn", "sn_rgb"]
+    assert [r["phase"] for r in records if r.get("epoch") == 0] == ["start", "bl", "bl_tn", "tn", "sn", "sn_rgb"]
+    assert [r["row"] for r in records if "test" in r] == names
 
 
 def test_quick_removal_demo_writes_everything_it_promises(tmp_path, capsys, monkeypatch):
@@ -75,7 +94,7 @@ def test_quick_removal_demo_writes_everything_it_promises(tmp_path, capsys, monk
     # epochs it then trained, the data, the model, and the time.
     first = printed.splitlines()[0]
     assert first.startswith("depthdistill demo --removal --quick, a smoke run of seconds")
-    assert "the full preset takes about 11 minutes" in first
+    assert "the full preset takes about 9 minutes" in first
     assert "synthetic RGB-D scenes, 24 train / 12 test at 48x64" in first and "DeepLab-VGG16 at width 0.0625" in first
     assert re.findall(r"(\S+) \((\d+)\)", first) == [(row["name"], str(row["epochs"])) for row in results["rows"]]
 
@@ -95,15 +114,16 @@ def test_quick_removal_demo_writes_everything_it_promises(tmp_path, capsys, monk
 
 def test_the_full_demos_announce_themselves_with_their_measured_time():
     line = demo_plan()
-    assert line.startswith("depthdistill demo, full preset: about 10 minutes on a 2-core CPU (--quick: a smoke run")
+    assert line.startswith("depthdistill demo, full preset: about 8 minutes on a 2-core CPU (--quick: a smoke run")
     full = PRESETS["full"]
     assert f"{full.train_samples} train / {full.test_samples} test at 72x96" in line
     assert f"{full.unlabelled_samples} unlabelled frames" in line
     baseline = full.teacher_epochs + full.student_epochs
-    assert (f"BL ({baseline}), BL@TN ({full.teacher_epochs}), TN ({full.teacher_epochs}), SN ({full.student_epochs}), "
-            f"SN-RGB ({full.student_epochs})") in line
+    assert (f"start ({full.start_epochs}), BL ({baseline}), BL@TN ({full.teacher_epochs}), TN ({full.teacher_epochs}), "
+            f"SN ({full.student_epochs}), SN-RGB ({full.student_epochs})") in line
+    assert full.start_epochs == 150 and "every row after start continues from start's weights" in line
     line = demo_plan(removal=True)
-    assert line.startswith("depthdistill demo --removal, full preset: about 11 minutes on a 2-core CPU")
+    assert line.startswith("depthdistill demo --removal, full preset: about 9 minutes on a 2-core CPU")
     removal = PRESETS["removal"]
     assert f"{removal.train_samples} train / {removal.test_samples} test at 96x128" in line
     baseline = removal.teacher_epochs + removal.student_epochs
