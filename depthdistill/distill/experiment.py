@@ -198,6 +198,17 @@ def evaluate_row(distiller: Distiller, name: str, model: nn.Module, test_data: D
 
     Returns:
         The row: mPA, mIoU, pixel accuracy, IoU per class, epochs and training seconds.
+
+    Examples:
+        >>> from depthdistill import Distiller
+        >>> from depthdistill.data import SyntheticRGBD
+        >>> data = SyntheticRGBD(num_samples=4, size=(16, 16), split="train")
+        >>> d = Distiller(nn.Conv2d(3, data.num_classes, 3, padding=1), data.num_classes, device="cpu",
+        ...               progress=False, log_every=0, log_echo=False)
+        >>> model = d.train_baseline(data, 1, name="mine")
+        >>> row = evaluate_row(d, "mine", model, data, epochs=1, phase="mine")
+        >>> row.name, row.input, row.epochs, len(row.per_class_iou) == data.num_classes
+        ('mine', 'RGB', 1, True)
     """
     metrics = distiller.evaluate(model, test_data, use_depth=use_depth)
     distiller.log.write({"phase": phase, "row": name,

@@ -171,19 +171,20 @@ def plot_training_curves(
     table_order = {phase: index for index, phase in enumerate(_ROW_OF_PHASE)}
     phases = sorted(dict.fromkeys(phase for _, _, series, _ in panels for phase in series),
                     key=lambda phase: table_order.get(phase, len(table_order)))
-    colours = _row_colours([_ROW_OF_PHASE.get(phase, phase) for phase in phases])
-    colors = {phase: colours[_ROW_OF_PHASE.get(phase, phase)] for phase in phases}
+    labels = {phase: _ROW_OF_PHASE.get(phase, phase) for phase in phases}
+    by_label = _row_colours(list(labels.values()))
+    colors = {phase: by_label[label] for phase, label in labels.items()}
     style = {"marker": "o", "markersize": 3}
     for ax, (title, ylabel, series, scale) in zip(axes, panels, strict=True):
         for phase, (epochs, values) in series.items():
             ax.plot([e + 1 for e in epochs], [scale * v for v in values], color=colors[phase],
-                    label=_ROW_OF_PHASE.get(phase, phase), **style)
+                    label=labels[phase], **style)
         ax.set_title(title)
         ax.set_xlabel("epoch of the phase (each from its own start)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    handles = [Line2D([], [], color=colors[phase], label=_ROW_OF_PHASE.get(phase, phase), **style)
+    handles = [Line2D([], [], color=colors[phase], label=labels[phase], **style)
                for phase in phases]
     fig.legend(handles=handles, title="row" if set(phases) <= set(_ROW_OF_PHASE) else "phase", fontsize="small",
                loc="outside right upper")
